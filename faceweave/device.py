@@ -1,0 +1,41 @@
+"""Device and dtype selection: never assume CUDA; fp16/bf16 only where the device computes them well."""
+
+from __future__ import annotations
+
+import torch
+
+from faceweave.errors import DeviceUnavailable, InvalidOption
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Turn ``auto|cpu|cuda|cuda:N|mps`` into a :class:`torch.device`, checking that it exists."""
+    if name == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceUnavailable(f"device {name!r} was asked for but CUDA is not available",
+                                    hint="use --device cpu or --device auto")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceUnavailable(f"device {name!r} does not exist ({torch.cuda.device_count()} CUDA devices)",
+                                    hint="pick an index below the device count")
+        return dev
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceUnavailable("device 'mps' is not available", hint="use --device cpu")
+        return torch.device("mps")
+    raise InvalidOption(f"unknown device {name!r}", hint="use auto, cpu, cuda or cuda:N")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto`` → float16 on CUDA, float32 elsewhere (fp16 grid_sample on CPU is slow and crashed on torch 2.13)."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in table:
+        raise InvalidOption(f"unknown dtype {name!r}", hint="use auto, float32, float16 or bfloat16")
+    if device.type == "cpu" and table[name] is not torch.float32:
+        raise InvalidOption(f"dtype {name} is not supported on the CPU", hint="use --dtype float32 or auto on CPU")
+    return table[name]

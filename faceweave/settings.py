@@ -1,0 +1,85 @@
+"""The one immutable settings object that a swap request or job carries (CLI, Python API and service alike)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from faceweave.errors import InvalidOption
+
+SelectorMode = Literal["one", "many", "reference", "index"]
+BlendMode = Literal["laplacian", "poisson", "feather"]
+ColourMode = Literal["lab", "none"]
+DeviceName = str  # "auto" | "cpu" | "cuda" | "cuda:N"
+DTypeName = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+class SwapSettings(BaseModel):
+    """Everything that decides how one swap job runs. Frozen: a job's settings never change under it.
+
+    Unknown fields are rejected (``extra="forbid"``) so that a misspelt option is an error, not a no-op.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- which faces -------------------------------------------------------------------------------------
+    selector: SelectorMode = "one"
+    face_index: int = Field(0, ge=0, description="with selector=index: 0-based position, left to right")
+    reference_threshold: float = Field(
+        0.6, gt=0.0, le=2.0, description="with selector=reference: max dlib distance to count as the same person"
+    )
+
+    # --- the swap ------------------------------------------------------------------------------------------
+    swapper: str = Field("mesh", description="'mesh' (built-in) or a plug-in model name")
+    shape_transfer: float = Field(
+        0.35, ge=0.0, le=1.0, description="move the target's face outline toward the source's (identity vs fit)"
+    )
+    keep_mouth: bool = Field(True, description="keep the target's mouth interior (teeth, tongue)")
+    keep_eyes: bool = Field(False, description="keep the target's eyes (gaze) instead of the source's")
+    colour_transfer: ColourMode = "lab"
+    blend: BlendMode = "laplacian"
+    mask_erosion: float = Field(0.04, ge=0.0, le=0.3, description="face-hull erosion, fraction of face size")
+    mask_feather: float = Field(0.06, ge=0.0, le=0.3, description="mask feather width, fraction of face size")
+    enhancer: str | None = Field(None, description="'detail' (built-in) or a plug-in model name; None: off")
+    provenance_label: bool = Field(False, description="draw a small visible 'AI-generated' label")
+
+    # --- compute -------------------------------------------------------------------------------------------
+    device: DeviceName = "auto"
+    dtype: DTypeName = "auto"
+    batch_size: int = Field(8, ge=1, le=256)
+
+    # --- limits --------------------------------------------------------------------------------------------
+    max_pixels: int = Field(80_000_000, ge=1, description="largest decoded image/frame area accepted")
+    max_duration_s: float = Field(3600.0, gt=0, description="longest video accepted")
+
+    # --- video ---------------------------------------------------------------------------------------------
+    video_codec: str | None = Field(None, description="libx264, libx265, libsvtav1, h264_nvenc…; None: auto")
+    crf: int | None = Field(None, ge=0, le=63)
+    preset: str | None = None
+    pix_fmt: str | None = None
+    trim_start: str | None = Field(None, description="seconds ('1.5', '1.5s') or frames ('45f')")
+    trim_end: str | None = None
+    workers: int = Field(1, ge=1, le=64, description="parallel segment encoders")
+    detect_every: int = Field(5, ge=1, le=300, description="run the detector every N frames, track between")
+    smoothing: bool = Field(True, description="One-Euro smoothing of landmarks over time")
+    skip_corrupt: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError("device must be auto, cpu, cuda or cuda:N")
+
+    @classmethod
+    def build(cls, **values: object) -> SwapSettings:
+        """Validate ``values`` into settings, raising :class:`InvalidOption` (not pydantic's error) on failure."""
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "settings"
+            raise InvalidOption(
+                f"invalid option {where}: {first['msg']}", hint="see `faceweave swap --help` for valid values"
+            ) from None
