@@ -33,7 +33,7 @@ class SwapSettings(BaseModel):
     # --- the swap ------------------------------------------------------------------------------------------
     swapper: str = Field("mesh", description="'mesh' (built-in) or a plug-in model name")
     shape_transfer: float = Field(
-        0.35, ge=0.0, le=1.0, description="move the target's face outline toward the source's (identity vs fit)"
+        0.6, ge=0.0, le=1.0, description="move the target's face outline toward the source's (identity vs fit)"
     )
     keep_mouth: bool = Field(True, description="keep the target's mouth interior (teeth, tongue)")
     keep_eyes: bool = Field(False, description="keep the target's eyes (gaze) instead of the source's")
@@ -42,6 +42,13 @@ class SwapSettings(BaseModel):
     mask_erosion: float = Field(0.04, ge=0.0, le=0.3, description="face-hull erosion, fraction of face size")
     mask_feather: float = Field(0.06, ge=0.0, le=0.3, description="mask feather width, fraction of face size")
     enhancer: str | None = Field(None, description="'detail' (built-in) or a plug-in model name; None: off")
+    enhancer_blend: float = Field(0.8, ge=0.0, le=1.0, description="how much of the enhanced face to keep")
+    codeformer_fidelity: float = Field(0.5, ge=0.0, le=1.0)
+    detector: str = Field("blazeface", description="'blazeface' (built-in), 'retinaface' (embedded ONNX), 'scrfd'…")
+    recogniser: str = Field("dlib", description="'dlib' (built-in) or 'arcface' (plug-in ONNX)")
+    occlusion_mask: str | None = Field(None, description="face-parser plug-in name (keeps occluders in front)")
+    pixel_boost: int = Field(1, ge=1, le=4, description="128-px swappers: run on k×k tiles of a k·128 crop")
+    model_dir: str | None = Field(None, description="plug-in model folder (default: $FACEWEAVE_MODELS)")
     provenance_label: bool = Field(False, description="draw a small visible 'AI-generated' label")
 
     # --- compute -------------------------------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""Which target faces to swap, and with which source (``--selector one|many|reference|index``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from faceweave.analysis.face import Face
+from faceweave.analysis.identity import identity_distance
+from faceweave.errors import InvalidOption, NoMatchingFace
+from faceweave.settings import SwapSettings
+
+# FaceMesh indices used for a coarse head pose: nose tip, cheek extremes, forehead top, chin.
+_NOSE, _CHEEK_A, _CHEEK_B, _FOREHEAD, _CHIN = 1, 234, 454, 10, 152
+
+
+def head_pose(face: Face) -> tuple[float, float]:
+    """Coarse ``(yaw, pitch)`` in ``[-1, 1]`` from the mesh: the nose tip's offset from the face's midlines.
+
+    0 is frontal; the sign of yaw says which way the head turns in the image. (0, 0) when there is no mesh.
+    """
+    if face.landmarks is None:
+        return 0.0, 0.0
+    p = face.landmarks[:, :2].double()
+    a, b, nose = p[_CHEEK_A], p[_CHEEK_B], p[_NOSE]
+    axis = b - a
+    width = float(torch.linalg.vector_norm(axis)) or 1.0
+    u = axis / width
+    v = torch.stack([-u[1], u[0]])
+    mid = (a + b) / 2
+    yaw = float(((nose - mid) @ u) / (width / 2))
+    top, chin = p[_FOREHEAD], p[_CHIN]
+    height = float(torch.linalg.vector_norm(chin - top)) or 1.0
+    pitch = float(((nose - (top + chin) / 2) @ v) / (height / 2))
+    return max(-1.0, min(1.0, yaw)), max(-1.0, min(1.0, pitch))
+
+
+def best_source_for(face: Face, source_faces: Sequence[Face]) -> int:
+    """Index of the source whose head pose is closest to ``face``'s (several source photos of one person)."""
+    if len(source_faces) <= 1:
+        return 0
+    yaw, pitch = head_pose(face)
+    costs = [math.hypot(yaw - sy, pitch - sp) for sy, sp in (head_pose(s) for s in source_faces)]
+    return int(min(range(len(costs)), key=costs.__getitem__))
+
+
+def select_faces(
+    faces: Sequence[Face],
+    settings: SwapSettings,
+    source_faces: Sequence[Face],
+    reference: Sequence[torch.Tensor] | None = None,
+) -> list[tuple[Face, int]]:
+    """Target faces to swap, each with the index of the source face to put there.
+
+    Args:
+        faces: faces of one target image/frame (``embedding`` filled for ``reference``).
+        settings: ``selector``, ``face_index``, ``reference_threshold``.
+        source_faces: the prepared source faces (with landmarks), one per source image.
+        reference: identity embeddings to match for ``selector="reference"`` (the reference image's, or the sources').
+
+    Returns:
+        ``[(face, source_index), ...]``; empty when no face is present. For ``reference``, raises
+        :class:`NoMatchingFace` when faces exist but none matches.
+    """
+    if not faces:
+        return []
+    mode = settings.selector
+    if mode == "one":
+        chosen = [max(faces, key=lambda f: f.area)]
+    elif mode == "many":
+        chosen = list(faces)
+    elif mode == "index":
+        ordered = sorted(faces, key=lambda f: (f.centre[0], f.centre[1]))
+        if settings.face_index >= len(ordered):
+            raise InvalidOption(
+                f"face index {settings.face_index} asked for but the target has {len(ordered)} face(s)",
+                hint=f"use an index from 0 to {len(ordered) - 1} (faces are numbered left to right)",
+            )
+        chosen = [ordered[settings.face_index]]
+    elif mode == "reference":
+        if not reference:
+            raise InvalidOption("selector 'reference' needs reference embeddings", hint="pass --reference IMAGE")
+        chosen = []
+        for f in faces:
+            if f.embedding is None:
+                raise InvalidOption("selector 'reference' needs face embeddings", hint="run identify first")
+            d = min(identity_distance(f.embedding, r) for r in reference)
+            if d <= settings.reference_threshold:
+                chosen.append(f)
+        if not chosen:
+            raise NoMatchingFace(
+                f"none of the {len(faces)} target face(s) is within distance {settings.reference_threshold} "
+                "of the reference identity",
+                hint="check the reference image, or raise --reference-threshold",
+            )
+    else:  # pragma: no cover - SwapSettings validates the literal
+        raise InvalidOption(f"unknown selector {mode!r}")
+    return [(f, best_source_for(f, source_faces)) for f in chosen]

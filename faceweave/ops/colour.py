@@ -1,0 +1,195 @@
+"""Colour spaces and colour/lighting transfer on batches.
+
+Conventions: images are ``(B, 3, H, W)`` floating tensors, **RGB** order, sRGB-encoded values in ``[0, 1]``;
+masks are ``(B, 1, H, W)`` weights in ``[0, 1]``. CIELAB uses the D65 white point (as OpenCV does):
+L in ``[0, 100]``, a and b roughly in ``[-128, 127]``. Ops follow the input's device and dtype; LAB maths on
+float16/bfloat16 inputs is done in float32 (the cube root and the 100-scale lose too much) and cast back.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from faceweave.errors import ShapeError, check_shape
+from faceweave.ops.filters import normalised_blur
+
+__all__ = ["rgb_to_lab", "lab_to_rgb", "masked_mean_std", "transfer_colour_lab", "luminance", "transfer_shading"]
+
+# sRGB (linear) → XYZ, D65, as in OpenCV's documentation of cvtColor.
+_RGB2XYZ = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+_WHITE = (0.950456, 1.0, 1.088754)
+_DELTA = 6.0 / 29.0
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    # clamp inside the power branch so torch.where never differentiates pow at negative values (NaN grads)
+    return torch.where(x <= 0.04045, x / 12.92, ((x.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308) ** (1.0 / 2.4) - 0.055)
+
+
+def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
+    """sRGB → CIELAB (D65), matching ``cv2.cvtColor(float32_rgb, cv2.COLOR_RGB2Lab)``.
+
+    Args:
+        x: ``(B, 3, H, W)`` RGB in ``[0, 1]`` (sRGB-encoded).
+
+    Returns:
+        ``(B, 3, H, W)`` L in ``[0, 100]``, a/b in about ``[-128, 127]``; dtype and device of ``x``.
+    """
+    check_shape(x, ["B", "3", "H", "W"], "x")
+    wd = _work_dtype(x.dtype)
+    lin = _srgb_to_linear(x.to(wd))
+    m = torch.tensor(_RGB2XYZ, device=x.device, dtype=wd)
+    white = torch.tensor(_WHITE, device=x.device, dtype=wd).view(1, 3, 1, 1)
+    xyz = torch.einsum("ij,bjhw->bihw", m, lin) / white
+    eps = _DELTA**3
+    f = torch.where(xyz > eps, xyz.clamp_min(eps) ** (1.0 / 3.0), xyz / (3 * _DELTA**2) + 4.0 / 29.0)
+    fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
+    lab = torch.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)
+    return lab.to(x.dtype)
+
+
+def lab_to_rgb(lab: torch.Tensor, *, clamp: bool = True) -> torch.Tensor:
+    """CIELAB (D65) → sRGB, the inverse of :func:`rgb_to_lab` (like ``cv2.COLOR_Lab2RGB`` on float32).
+
+    Args:
+        lab: ``(B, 3, H, W)`` L in ``[0, 100]``, a/b in about ``[-128, 127]``.
+        clamp: clip the result to ``[0, 1]`` (out-of-gamut colours); gradients are zero where it clips.
+
+    Returns:
+        ``(B, 3, H, W)`` RGB, sRGB-encoded, dtype and device of ``lab``.
+    """
+    check_shape(lab, ["B", "3", "H", "W"], "lab")
+    wd = _work_dtype(lab.dtype)
+    v = lab.to(wd)
+    fy = (v[:, 0] + 16.0) / 116.0
+    fx = fy + v[:, 1] / 500.0
+    fz = fy - v[:, 2] / 200.0
+    f = torch.stack([fx, fy, fz], dim=1)
+    xyz = torch.where(f > _DELTA, f**3, 3 * _DELTA**2 * (f - 4.0 / 29.0))
+    white = torch.tensor(_WHITE, device=lab.device, dtype=wd).view(1, 3, 1, 1)
+    m_inv = torch.linalg.inv(torch.tensor(_RGB2XYZ, dtype=torch.float64)).to(device=lab.device, dtype=wd)
+    lin = torch.einsum("ij,bjhw->bihw", m_inv, xyz * white)
+    rgb = _linear_to_srgb(lin)
+    if clamp:
+        rgb = rgb.clamp(0.0, 1.0)
+    return rgb.to(lab.dtype)
+
+
+def masked_mean_std(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted per-channel mean and standard deviation.
+
+    Args:
+        x: ``(B, C, H, W)``. mask: ``(B, 1, H, W)`` non-negative weights.
+
+    Returns:
+        ``(mean, std)``, each ``(B, C, 1, 1)``; with an all-zero mask the mean is 0 and the std is ``sqrt(eps)``.
+    """
+    wsum = mask.sum(dim=(2, 3), keepdim=True)
+    wn = mask / wsum.clamp_min(eps)
+    mean = (x * wn).sum(dim=(2, 3), keepdim=True)
+    var = ((x - mean) ** 2 * wn).sum(dim=(2, 3), keepdim=True)
+    return mean, torch.sqrt(var + eps)
+
+
+def transfer_colour_lab(
+    src: torch.Tensor,
+    ref: torch.Tensor,
+    src_mask: torch.Tensor,
+    ref_mask: torch.Tensor,
+    *,
+    strength: float = 1.0,
+    max_gain: float = 4.0,
+) -> torch.Tensor:
+    """Reinhard colour transfer in LAB: the masked mean/std of ``src`` become those of ``ref``.
+
+    ``lab' = (lab_src − μ_src) · σ_ref/σ_src + μ_ref`` per channel, where the statistics are weighted by the
+    masks (e.g. the skin region of each face), then ``src + strength·(lab' − lab_src)``. The whole image is
+    transformed; compose with a mask to limit it. The per-channel gain is clamped to ``[1/max_gain, max_gain]``
+    so that a near-flat source region does not explode.
+
+    Args:
+        src: ``(B, 3, H, W)`` RGB ``[0, 1]`` image to recolour (e.g. the warped source face).
+        ref: ``(B, 3, H', W')`` RGB ``[0, 1]`` reference (e.g. the target face crop); may differ in size.
+        src_mask: ``(B, 1, H, W)`` weights in ``[0, 1]`` selecting the statistics region of ``src``.
+        ref_mask: ``(B, 1, H', W')`` weights in ``[0, 1]`` for ``ref``.
+        strength: 0 = unchanged, 1 = full transfer.
+        max_gain: bound of the std ratio.
+
+    Returns:
+        ``(B, 3, H, W)`` RGB in ``[0, 1]`` (clipped), dtype/device of ``src``.
+    """
+    check_shape(src, ["B", "3", "H", "W"], "src")
+    check_shape(ref, ["B", "3", "H", "W"], "ref")
+    check_shape(src_mask, ["B", "1", "H", "W"], "src_mask")
+    check_shape(ref_mask, ["B", "1", "H", "W"], "ref_mask")
+    if src_mask.shape[-2:] != src.shape[-2:] or ref_mask.shape[-2:] != ref.shape[-2:]:
+        raise ShapeError("each mask must have the spatial size of its image")
+    wd = _work_dtype(src.dtype)
+    lab_s = rgb_to_lab(src.to(wd))
+    lab_r = rgb_to_lab(ref.to(wd))
+    mu_s, sd_s = masked_mean_std(lab_s, src_mask.to(wd))
+    mu_r, sd_r = masked_mean_std(lab_r, ref_mask.to(wd))
+    gain = (sd_r / sd_s).clamp(1.0 / max_gain, max_gain)
+    moved = (lab_s - mu_s) * gain + mu_r
+    out = lab_to_rgb(lab_s + strength * (moved - lab_s))
+    return out.to(src.dtype)
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luma of sRGB values: ``(B, 3, H, W)`` → ``(B, 1, H, W)``, same range as the input."""
+    check_shape(x, ["B", "3", "H", "W"], "x")
+    w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def transfer_shading(
+    src: torch.Tensor,
+    ref: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    sigma: float,
+    max_gain: float = 3.0,
+    eps: float = 1e-3,
+) -> torch.Tensor:
+    """Apply ``ref``'s low-frequency lighting to ``src``: ``src · blur(L_ref) / blur(L_src)`` inside ``mask``.
+
+    The blurs are mask-normalised convolutions (``blur(L·m)/blur(m)``), so the lighting estimate near the
+    mask border is the mean of the pixels inside the mask and the border does not darken. The ratio is
+    clamped to ``[1/max_gain, max_gain]``; outside the mask (``mask == 0``) the output equals ``src``
+    (the gain is blended with the mask: ``src · (1 + mask·(gain − 1))``).
+
+    Args:
+        src: ``(B, 3, H, W)`` RGB ``[0, 1]`` texture already aligned with ``ref`` (e.g. the warped source face).
+        ref: ``(B, 3, H, W)`` RGB ``[0, 1]`` image whose lighting is wanted (the target face).
+        mask: ``(B, 1, H, W)`` weights in ``[0, 1]`` (face region valid in both).
+        sigma: gaussian sigma in pixels of the lighting scale (e.g. 1/20 of the face width).
+        max_gain: bound of the luminance ratio.
+        eps: added to both blurred luminances.
+
+    Returns:
+        ``(B, 3, H, W)`` RGB in ``[0, 1]`` (clipped), dtype/device of ``src``.
+    """
+    check_shape(src, ["B", "3", "H", "W"], "src")
+    check_shape(ref, ["B", "3", "H", "W"], "ref")
+    check_shape(mask, ["B", "1", "H", "W"], "mask")
+    if ref.shape != src.shape or mask.shape[-2:] != src.shape[-2:]:
+        raise ShapeError(f"src {tuple(src.shape)}, ref {tuple(ref.shape)} and mask {tuple(mask.shape)} must align")
+    wd = _work_dtype(src.dtype)
+    s, r, m = src.to(wd), ref.to(wd), mask.to(wd)
+    both = torch.cat([luminance(s), luminance(r)], dim=1)
+    smooth = normalised_blur(both, m, sigma)
+    gain = ((smooth[:, 1:2] + eps) / (smooth[:, 0:1] + eps)).clamp(1.0 / max_gain, max_gain)
+    out = (s * (1.0 + m * (gain - 1.0))).clamp(0.0, 1.0)
+    return out.to(src.dtype)

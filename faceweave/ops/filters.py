@@ -1,0 +1,113 @@
+"""Small separable filters shared by the ops: gaussian blur, mask-normalised blur, separable max/min filters.
+
+Convention: images are ``(B, C, H, W)`` floating tensors; the filters follow the input's device and dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from faceweave.errors import InvalidOption, check_shape
+
+__all__ = ["gaussian_kernel1d", "gaussian_blur", "normalised_blur", "max_filter", "min_filter"]
+
+
+def gaussian_kernel1d(
+    sigma: float, *, radius: int | None = None, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """A normalised 1-D gaussian kernel of length ``2*radius+1`` (default radius ``ceil(3*sigma)``).
+
+    Returns:
+        ``(2*radius+1,)`` tensor summing to 1, on ``device`` with ``dtype``.
+    """
+    if sigma <= 0:
+        raise InvalidOption(f"gaussian sigma must be > 0, got {sigma}", hint="pass a positive sigma in pixels")
+    r = int(math.ceil(3.0 * sigma)) if radius is None else int(radius)
+    xs = torch.arange(-r, r + 1, device=device, dtype=torch.float64)
+    k = torch.exp(-0.5 * (xs / sigma) ** 2)
+    return (k / k.sum()).to(dtype or torch.float32)
+
+
+def _separable(x: torch.Tensor, k: torch.Tensor, padding_mode: str) -> torch.Tensor:
+    """Depthwise separable convolution of ``x`` (B,C,H,W) with the 1-D kernel ``k`` along W then H."""
+    b, c, h, w = x.shape
+    r = k.numel() // 2
+    flat = x.reshape(b * c, 1, h, w)
+    # replicate/reflect need the pad to be smaller than the size for reflect; replicate has no such limit.
+    if padding_mode == "zeros":
+        out = F.conv2d(F.pad(flat, (r, r, 0, 0)), k.view(1, 1, 1, -1))
+        out = F.conv2d(F.pad(out, (0, 0, r, r)), k.view(1, 1, -1, 1))
+    else:
+        out = F.conv2d(F.pad(flat, (r, r, 0, 0), mode=padding_mode), k.view(1, 1, 1, -1))
+        out = F.conv2d(F.pad(out, (0, 0, r, r), mode=padding_mode), k.view(1, 1, -1, 1))
+    return out.reshape(b, c, h, w)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, *, padding: str = "replicate") -> torch.Tensor:
+    """Separable gaussian blur.
+
+    Args:
+        x: ``(B, C, H, W)`` floating tensor, any range.
+        sigma: standard deviation in pixels (> 0); the kernel radius is ``ceil(3*sigma)``.
+        padding: ``"replicate"`` (default, no dark border), ``"reflect"`` or ``"zeros"``.
+
+    Returns:
+        ``(B, C, H, W)``, same device and dtype as ``x``.
+    """
+    check_shape(x, ["B", "C", "H", "W"], "x")
+    if padding not in ("replicate", "reflect", "zeros"):
+        raise InvalidOption(f"unknown padding {padding!r}", hint="use replicate, reflect or zeros")
+    k = gaussian_kernel1d(sigma, device=x.device, dtype=x.dtype)
+    if padding == "reflect" and k.numel() // 2 >= min(x.shape[-2:]):
+        padding = "replicate"  # reflect cannot pad by more than the image size
+    return _separable(x, k, padding)
+
+
+def normalised_blur(x: torch.Tensor, weight: torch.Tensor, sigma: float, eps: float = 1e-6) -> torch.Tensor:
+    """Normalised convolution: ``blur(x*weight) / blur(weight)`` with zero padding.
+
+    The result is the local weighted mean of ``x``: it does not darken near the border of ``weight`` or of the
+    image, because the missing weight is divided out.
+
+    Args:
+        x: ``(B, C, H, W)`` floating tensor.
+        weight: ``(B, 1, H, W)`` non-negative weights (e.g. a mask in [0, 1]).
+        sigma: gaussian sigma in pixels.
+
+    Returns:
+        ``(B, C, H, W)``; where ``blur(weight)`` is ~0 (far from any weight) the value is ~0.
+    """
+    check_shape(x, ["B", "C", "H", "W"], "x")
+    check_shape(weight, ["B", "1", "H", "W"], "weight")
+    k = gaussian_kernel1d(sigma, device=x.device, dtype=x.dtype)
+    num = _separable(x * weight, k, "zeros")
+    den = _separable(weight, k, "zeros")
+    return num / (den + eps)
+
+
+def max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Square ``(2r+1)²`` max filter, done separably (O(r) per pixel, not O(r²)); the border is ignored.
+
+    Args:
+        x: ``(B, C, H, W)`` tensor. radius: half-width in pixels (>= 0).
+
+    Returns:
+        ``(B, C, H, W)``, same device and dtype.
+    """
+    check_shape(x, ["B", "C", "H", "W"], "x")
+    r = int(radius)
+    if r < 0:
+        raise InvalidOption(f"radius must be >= 0, got {radius}", hint="pass a pixel radius >= 0")
+    if r == 0:
+        return x
+    # max_pool2d pads with -inf, so the border neither grows nor shrinks the result.
+    out = F.max_pool2d(x, kernel_size=(1, 2 * r + 1), stride=1, padding=(0, r))
+    return F.max_pool2d(out, kernel_size=(2 * r + 1, 1), stride=1, padding=(r, 0))
+
+
+def min_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Square ``(2r+1)²`` min filter (``-max_filter(-x)``). Shapes as :func:`max_filter`."""
+    return -max_filter(-x, radius)

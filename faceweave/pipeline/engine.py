@@ -1,0 +1,175 @@
+"""The swap engine: owns the models of one job (detector, FaceMesh, identity, plug-ins) on one device.
+
+Stages stay plain functions (``analysis/``, ``swap/``, ``ops/``); the engine only holds their weights and composes
+them for batches of frames: decode → detect → landmarks → select → swap → blend → enhance → encode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from faceweave.analysis.face import Face
+from faceweave.analysis.identity import face_identity
+from faceweave.analysis.select import select_faces
+from faceweave.device import resolve_device, resolve_dtype
+from faceweave.errors import NoFaceInReference, NoFaceInSource
+from faceweave.settings import SwapSettings
+from faceweave.swap.mesh import SourceTexture, prepare_source_texture, swap_faces
+
+
+@dataclass(frozen=True)
+class PreparedSource:
+    """One source image, analysed once per job: its face, texture (built-in swapper) and plug-in latent."""
+
+    face: Face
+    texture: SourceTexture
+    latent: torch.Tensor | None = None
+
+
+def to_tensor(rgb: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 RGB → ``(1, 3, H, W)`` float ``[0, 1]`` on ``device``, one host→device copy."""
+    t = torch.from_numpy(np.ascontiguousarray(rgb)).to(device, non_blocking=True)
+    return t.permute(2, 0, 1)[None].to(dtype).div_(255)
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """``(B, 3, H, W)`` float ``[0, 1]`` → ``(B, H, W, 3)`` uint8 on the host (rounded, one copy)."""
+    return (frames.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+            .cpu().numpy())
+
+
+class SwapEngine:
+    """Models and stages for one :class:`SwapSettings` on one device. Not thread-safe: one per worker."""
+
+    def __init__(self, settings: SwapSettings | None = None, *, device: torch.device | None = None) -> None:
+        self.settings = settings or SwapSettings()
+        self.device = device or resolve_device(self.settings.device)
+        self.dtype = resolve_dtype(self.settings.dtype, self.device)
+        self._detector: Any = None
+        self._mesh: Any = None
+        self._identity: Any = None
+        self._swapper: Any = None
+        self._enhancer: Any = None
+        if self.settings.swapper != "mesh":
+            from faceweave.swap.onnx import load_swapper
+
+            self._swapper = load_swapper(self.settings.swapper, device=self.device, dtype=self.dtype,
+                                         settings=self.settings)
+        if self.settings.enhancer:
+            from faceweave.enhance import load_enhancer
+
+            self._enhancer = load_enhancer(self.settings.enhancer, device=self.device, dtype=self.dtype,
+                                           settings=self.settings)
+
+    # --- models, loaded on first use ----------------------------------------------------------------------
+    @property
+    def detector(self) -> Any:
+        if self._detector is None:
+            if self.settings.detector == "blazeface":
+                from faceweave.analysis.detect import FaceDetector
+
+                self._detector = FaceDetector(device=self.device, dtype=self.dtype)
+            else:
+                from faceweave.models.retinaface import load_detector
+
+                self._detector = load_detector(self.settings.detector, device=self.device, dtype=self.dtype,
+                                               settings=self.settings)
+        return self._detector
+
+    @property
+    def mesh(self) -> Any:
+        if self._mesh is None:
+            from faceweave.analysis.landmarks import FaceMesh
+
+            self._mesh = FaceMesh(device=self.device, dtype=self.dtype)
+        return self._mesh
+
+    @property
+    def identity(self) -> Any:
+        if self._identity is None:
+            from faceweave.models.dlib_identity import DlibIdentity
+
+            self._identity = DlibIdentity()
+        return self._identity
+
+    def warm_up(self) -> None:
+        """Load every model the settings need and run them once (the service's /readyz waits for this)."""
+        blank = torch.zeros(1, 3, 256, 256, device=self.device, dtype=self.dtype)
+        self.analyze(blank)
+
+    # --- stages -------------------------------------------------------------------------------------------
+    def to_tensor(self, rgb: np.ndarray) -> torch.Tensor:
+        return to_tensor(rgb, self.device, self.dtype)
+
+    def analyze(self, frames: torch.Tensor) -> list[list[Face]]:
+        """Detect faces and their 468 landmarks in ``(B, 3, H, W)`` float ``[0, 1]`` frames."""
+        faces = self.detector.detect(frames)
+        return self.mesh.landmarks(frames, faces) if any(faces) else faces
+
+    def refine(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
+        """Landmarks only, seeded by faces from an earlier frame (tracking between detections)."""
+        return self.mesh.landmarks(frames, faces) if any(faces) else faces
+
+    def identify(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
+        """Fill :attr:`Face.embedding` (dlib 128-d) for every face; one host copy per frame with faces."""
+        out: list[list[Face]] = []
+        for b, frame_faces in enumerate(faces):
+            if not frame_faces:
+                out.append([])
+                continue
+            rgb = to_uint8(frames[b : b + 1])[0]
+            out.append(face_identity(rgb, frame_faces, identity=self.identity))
+        return out
+
+    def prepare_sources(self, images: Sequence[np.ndarray]) -> list[PreparedSource]:
+        """Analyse each source image once: its largest face, texture, and the plug-in latent if any."""
+        prepared = []
+        for n, rgb in enumerate(images):
+            t = self.to_tensor(rgb)
+            faces = self.analyze(t)[0]
+            if not faces:
+                raise NoFaceInSource(
+                    f"no face found in source image {n + 1} of {len(images)}",
+                    hint="use a photo where the face is clearly visible, frontal, at least ~40 px wide",
+                )
+            face = max(faces, key=lambda f: f.area)
+            if self.settings.selector == "reference":
+                face = self.identify(t, [[face]])[0][0]
+            latent = self._swapper.prepare_source(t, face) if self._swapper is not None else None
+            prepared.append(PreparedSource(face=face, texture=prepare_source_texture(t, face), latent=latent))
+        return prepared
+
+    def reference_embeddings(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Identity embeddings of the largest face of each reference image."""
+        refs = []
+        for rgb in images:
+            t = self.to_tensor(rgb)
+            faces = self.analyze(t)[0]
+            if not faces:
+                raise NoFaceInReference("no face found in the reference image",
+                                        hint="use a clear photo of the person whose face should be swapped")
+            refs.append(self.identify(t, [[max(faces, key=lambda f: f.area)]])[0][0].embedding)
+        return refs
+
+    def select(self, faces: list[Face], sources: Sequence[PreparedSource],
+               reference: Sequence[torch.Tensor] | None = None) -> list[tuple[Face, int]]:
+        """Faces to swap in one frame and the source index for each (see :func:`select_faces`)."""
+        return select_faces(faces, self.settings, [s.face for s in sources], reference)
+
+    def swap(self, frames: torch.Tensor, plan: Sequence[Sequence[tuple[Face, int]]],
+             sources: Sequence[PreparedSource]) -> torch.Tensor:
+        """Swap the planned faces of each frame; frames without a planned face come back unchanged."""
+        if self._swapper is not None:
+            items = [(b, f, sources[s].latent) for b, row in enumerate(plan) for f, s in row]
+            out = self._swapper.swap(frames, items) if items else frames
+        else:
+            mesh_items = [(b, f, sources[s].texture) for b, row in enumerate(plan) for f, s in row]
+            out = swap_faces(frames, mesh_items, self.settings)
+        if self._enhancer is not None and any(plan):
+            out = self._enhancer.enhance(out, [[f for f, _ in row] for row in plan])
+        return out

@@ -1,0 +1,458 @@
+"""Video swap: decode thread → bounded queue → batched face stages → bounded queue → encode thread.
+
+Per batch of ``settings.batch_size`` frames the engine detects faces on every ``settings.detect_every``-th frame
+and on scene cuts, refines landmarks on the frames between (seeded by the tracks), smooths each track's geometry
+with a One-Euro filter (time from the frames' timestamps, so VFR is exact), decides once per track whether it
+is swapped and with which source, and swaps. Frames without a selected face are passed through bit-exact (the
+decoded array itself goes to the encoder). With ``settings.workers > 1`` (or a ``work_dir``) the video is cut
+into GOP-aligned segments processed by worker processes and concatenated without re-encoding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from faceweave.analysis.face import Face
+from faceweave.analysis.track import FaceTracker, scene_change_score, thumbnail
+from faceweave.errors import NoFaceInTarget, NoMatchingFace
+from faceweave.media.video import (
+    FrameBatch,
+    FrameReader,
+    SegmentResult,
+    VideoInfo,
+    VideoWriter,
+    _trim_shift,
+    probe_video,
+    resolve_encoder,
+    run_segments,
+    trim_from_settings,
+)
+from faceweave.progress import Progress, ProgressCallback, no_progress
+from faceweave.settings import SwapSettings
+
+SCENE_CUT_THRESHOLD = 0.12  # mean |Δ| of 64×36 grey thumbnails, in [0, 1]: above this the shot changed
+QUEUE_BATCHES = 3  # batches waiting between stages (bounded memory: ~3 × batch_size frames per queue)
+
+
+class VideoFaceProcessor:
+    """Turns :class:`FrameBatch` es into swapped ``(B, H, W, 3)`` uint8 RGB frames, keeping tracks across calls.
+
+    Args:
+        engine: a :class:`~faceweave.pipeline.engine.SwapEngine` (or anything with the same methods).
+        sources: prepared once per job with ``engine.prepare_sources``.
+        reference: identity embeddings for ``selector="reference"``.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        sources: Sequence[Any],
+        reference: Sequence[torch.Tensor] | None = None,
+        settings: SwapSettings | None = None,
+    ) -> None:
+        self.engine = engine
+        # the job's settings (detect_every, smoothing, selector…); an engine reused across jobs may carry others
+        self.settings: SwapSettings = settings or engine.settings
+        self.sources = list(sources)
+        self.reference = list(reference) if reference is not None else None
+        self.tracker = FaceTracker(smoothing=self.settings.smoothing)
+        self._prev_thumb: np.ndarray | None = None
+        self._frames_since_detect = 10**9
+        self.stats: dict[str, Any] = {
+            "frames": 0,
+            "frames_with_faces": 0,
+            "frames_swapped": 0,
+            "faces_swapped": 0,
+            "detections": 0,
+            "scene_cuts": 0,
+            "tracks": 0,
+        }
+
+    # --- per-track decisions -----------------------------------------------------------------------------
+    def _decide(self, frame: torch.Tensor, pairs: list[tuple[Any, Face]], born: list[int]) -> None:
+        """Decide selection + source for the tracks born in this frame, once (the same person keeps their source
+        when people cross). ``pairs``: every ``(track, face)`` of the frame; ``born``: positions of new tracks."""
+        settings = self.settings
+        faces = [f for _, f in pairs]
+        if settings.selector == "reference":
+            faces = self.engine.identify(frame, [faces])[0]
+            for i in born:
+                pairs[i][0].embedding = faces[i].embedding
+        try:
+            plan = self.engine.select(faces, self.sources, self.reference)
+        except NoMatchingFace:
+            plan = []
+        chosen = {id(f): src for f, src in plan}  # select returns the very objects it was given
+        already_selected = any(tr.selected for tr in self.tracker.tracks if tr.decided)
+        for i in born:
+            track = pairs[i][0]
+            src = chosen.get(id(faces[i]))
+            if settings.selector in ("one", "index") and already_selected:
+                src = None  # one face per video: an existing selected track keeps the role
+            track.selected = src is not None
+            track.source_index = int(src or 0)
+            track.decided = True
+            already_selected = already_selected or (track.selected and settings.selector in ("one", "index"))
+
+    # --- one batch ---------------------------------------------------------------------------------------
+    def __call__(self, batch: FrameBatch) -> np.ndarray:
+        """Process ``batch.frames`` ``(B, H, W, 3)`` uint8 RGB; returns the same shape (unchanged frames as-is)."""
+        engine, settings = self.engine, self.settings
+        frames_np = batch.frames
+        b_count = len(frames_np)
+        detect_flags, cut_flags = [], []
+        for k in range(b_count):
+            thumb = thumbnail(frames_np[k])
+            cut = self._prev_thumb is not None and scene_change_score(self._prev_thumb, thumb) > SCENE_CUT_THRESHOLD
+            self._prev_thumb = thumb
+            self.stats["scene_cuts"] += int(cut)
+            due = self._frames_since_detect + 1 >= settings.detect_every
+            cut_flags.append(cut)
+            detect_flags.append(bool(cut or due))
+            self._frames_since_detect = 0 if detect_flags[-1] else self._frames_since_detect + 1
+        frames_u8 = torch.from_numpy(np.ascontiguousarray(frames_np))  # (B, H, W, 3) uint8, shares memory
+
+        def as_float(sel: list[int] | slice) -> torch.Tensor:
+            # Only the frames a stage needs become float (B, 3, H, W) [0, 1] on the engine's device: a whole
+            # 720p batch in float32 is ~90 MB, and most frames only need detection or refinement.
+            return frames_u8[sel].to(engine.device).permute(0, 3, 1, 2).to(engine.dtype).div_(255)
+
+        det_idx = [k for k in range(b_count) if detect_flags[k]]
+        detected: dict[int, list[Face]] = {}
+        if det_idx:
+            found = engine.analyze(as_float(det_idx))
+            detected = dict(zip(det_idx, found, strict=True))
+            self.stats["detections"] += len(det_idx)
+
+        plans: list[list[tuple[Face, int]]] = []
+        # Runs of frames between detections are refined in one batched call, all seeded by the tracks as they
+        # stood before the run (a run is shorter than detect_every frames, well inside FaceMesh's crop margin);
+        # the track update and smoothing then go frame by frame, in time order.
+        k = 0
+        while k < b_count:
+            run_end = k + 1
+            if k not in detected:
+                while run_end < b_count and run_end not in detected:
+                    run_end += 1
+            seeds = self.tracker.seeds() if k not in detected else []
+            refined_run: list[list[Face]] = []
+            if seeds:
+                refined_run = engine.refine(as_float(slice(k, run_end)), [list(seeds) for _ in range(k, run_end)])
+            for m in range(k, run_end):
+                t = float(batch.times[m])
+                if m in detected:
+                    if cut_flags[m]:
+                        self.tracker.reset()  # a new shot: old tracks (and their decisions) do not carry over
+                    pairs = self.tracker.update(detected[m], t, detected=True)
+                elif seeds:
+                    refined = [f for f in refined_run[m - k] if f.landmark_score is None or f.landmark_score >= 0.5]
+                    pairs = self.tracker.update(refined, t, detected=False)
+                    if len(refined) < len(seeds):
+                        self._frames_since_detect = 10**9  # lost a face: detect again at the next batch
+                else:
+                    pairs = self.tracker.update([], t, detected=False)
+                born = [i for i, (tr, _) in enumerate(pairs) if not tr.decided]
+                if born:
+                    self._decide(as_float(slice(m, m + 1)), pairs, born)
+                if pairs:
+                    self.stats["frames_with_faces"] += 1
+                plans.append([(f, tr.source_index) for tr, f in pairs if tr.selected])
+            k = run_end
+        self.stats["tracks"] = self.tracker.tracks_started
+
+        out = frames_np
+        if any(plans):
+            idx = [k for k in range(b_count) if plans[k]]
+            swapped = engine.swap(as_float(idx), [plans[k] for k in idx], self.sources)
+            swapped_u8 = (swapped.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1)
+                          .contiguous().cpu().numpy())
+            out = frames_np.copy()
+            for j, k in enumerate(idx):
+                out[k] = swapped_u8[j]
+            self.stats["frames_swapped"] += len(idx)
+            self.stats["faces_swapped"] += sum(len(plans[k]) for k in idx)
+        if settings.provenance_label:
+            from faceweave.media.label import draw_label
+
+            out = np.stack([draw_label(f) for f in out])
+        self.stats["frames"] += b_count
+        return out
+
+
+def make_segment_processor(
+    settings: SwapSettings, sources: Sequence[Any], reference: Sequence[torch.Tensor] | None
+) -> VideoFaceProcessor:
+    """Factory run inside a segment worker process: its own engine, the job's prepared sources."""
+    from faceweave.pipeline.engine import SwapEngine
+
+    torch.set_num_threads(1)  # one process per core already; oversubscription slows everyone
+    return VideoFaceProcessor(SwapEngine(settings), sources, reference)
+
+
+class _EncodeThread:
+    """Runs :class:`VideoWriter` writes in a thread fed by a bounded queue (encode overlaps face work)."""
+
+    def __init__(self, writer_factory: Any, maxsize: int) -> None:
+        self._factory = writer_factory
+        self.writer: VideoWriter | None = None
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="faceweave-encode", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self.queue.get()
+                if item is None:
+                    return
+                frames, pts = item
+                if self.writer is None:
+                    self.writer = self._factory(int(pts[0]))
+                self.writer.write(frames, pts)
+        except BaseException as exc:
+            self.error = exc
+            # drain so the producer never blocks on a dead consumer
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self.queue.get_nowait()
+
+    def put(self, frames: np.ndarray, pts: np.ndarray) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.queue.put((frames, pts), timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.queue.put_nowait(None)
+        self.thread.join(timeout=30)
+        if self.writer is not None:
+            self.writer.abort()
+
+
+def _expected_frames(info: VideoInfo) -> int | None:
+    return info.frames or (int(round(info.duration_s * info.fps)) if info.duration_s else None)
+
+
+def swap_video(
+    sources: Sequence[str | PathLike[str]],
+    target: str | PathLike[str],
+    output: str | PathLike[str],
+    settings: SwapSettings,
+    *,
+    progress: ProgressCallback = no_progress,
+    work_dir: str | PathLike[str] | None = None,
+    engine: Any = None,
+    reference: str | PathLike[str] | None = None,
+):  # -> api.SwapResult (imported lazily: api imports this module)
+    """Swap faces of ``sources`` into the video ``target``, writing ``output`` atomically (audio kept).
+
+    Args:
+        sources: source image paths (one face each; several photos of one person pick by head pose).
+        target: a video (MP4/MOV/MKV/WebM…).
+        output: ``.mp4``, ``.mkv``, ``.mov`` or ``.webm``.
+        settings: the job's settings (codec, crf, preset, pix_fmt, trims, workers, detect_every, smoothing…).
+        progress: called with frames done, fps and ETA after each batch.
+        work_dir: keep finished segments here; a rerun of the same job reuses them (crash resume).
+        engine: an existing engine to reuse (single-process path); default: a new one for ``settings``.
+        reference: reference image for ``selector="reference"`` (default: the sources).
+
+    Raises:
+        NoFaceInTarget: no frame of the video had a face (nothing is written).
+        and the media errors of :func:`~faceweave.media.video.probe_video` and the reader.
+    """
+    from faceweave.api import SwapResult
+    from faceweave.media.image import check_output_path, read_image
+
+    t_start = time.perf_counter()
+    out_path = check_output_path(Path(output), "video")
+    encoder = resolve_encoder(settings.video_codec, settings.crf, settings.preset, settings.pix_fmt, out_path)
+    src_images = [read_image(Path(s), max_pixels=settings.max_pixels).rgb for s in sources]
+    info = probe_video(Path(target), max_duration_s=settings.max_duration_s, max_pixels=settings.max_pixels)
+    trim = trim_from_settings(settings.trim_start, settings.trim_end, info)
+    total = _expected_frames(info)
+    progress(Progress(stage="prepare", frames_done=0, frames_total=total))
+
+    if engine is None:
+        from faceweave.pipeline.engine import SwapEngine
+
+        engine = SwapEngine(settings)
+    prepared = engine.prepare_sources(src_images)
+    refs = None
+    if settings.selector == "reference":
+        ref_images = [read_image(Path(reference), max_pixels=settings.max_pixels).rgb] if reference else src_images
+        refs = engine.reference_embeddings(ref_images)
+
+    stats: dict[str, Any]
+    if settings.workers > 1 or work_dir is not None:
+        stats = _swap_segments(info, out_path, encoder, settings, engine, prepared, refs, trim, work_dir, progress,
+                               total, t_start)
+    else:
+        stats = _swap_stream(info, out_path, encoder, settings, engine, prepared, refs, trim, progress, total,
+                             t_start)
+    seconds = time.perf_counter() - t_start
+    frames = int(stats["frames"])
+    stats["fps"] = frames / seconds if seconds else 0.0
+    progress(Progress(stage="done", frames_done=frames, frames_total=frames, fps=stats["fps"], eta_s=0.0))
+    return SwapResult(output=out_path, kind="video", faces_swapped=int(stats["faces_swapped"]), frames=frames,
+                      seconds=seconds, stats=stats)
+
+
+def _report(progress: ProgressCallback, done: int, total: int | None, t_start: float, stage: str = "swap") -> None:
+    dt = time.perf_counter() - t_start
+    fps = done / dt if dt > 0 else 0.0
+    eta = (total - done) / fps if total and fps > 0 and total >= done else None
+    progress(Progress(stage=stage, frames_done=done, frames_total=total, fps=fps, eta_s=eta))
+
+
+def _swap_stream(
+    info: VideoInfo,
+    out_path: Path,
+    encoder: Any,
+    settings: SwapSettings,
+    engine: Any,
+    prepared: Sequence[Any],
+    refs: Sequence[torch.Tensor] | None,
+    trim: Any,
+    progress: ProgressCallback,
+    total: int | None,
+    t_start: float,
+) -> dict[str, Any]:
+    """Single process: decode thread → queue → face stages (this thread) → queue → encode thread."""
+    processor = VideoFaceProcessor(engine, prepared, refs, settings)
+
+    def open_writer(first_pts: int) -> VideoWriter:
+        return VideoWriter(out_path, info, encoder, trim=trim, pts_shift=_trim_shift(info, trim, first_pts))
+
+    encode = _EncodeThread(open_writer, QUEUE_BATCHES)
+    try:
+        with FrameReader(info, batch_size=settings.batch_size, queue_size=QUEUE_BATCHES, trim=trim,
+                         skip_corrupt=settings.skip_corrupt) as reader:
+            for batch in reader:
+                encode.put(processor(batch), batch.pts)
+                _report(progress, processor.stats["frames"], total, t_start)
+        if processor.stats["frames_with_faces"] == 0:
+            raise NoFaceInTarget(
+                f"no face found in any of the {processor.stats['frames']} frames of {info.path.name}",
+                hint="check the video shows a face at least ~40 px wide, upright",
+            )
+        encode.finish()
+        if encode.writer is None:
+            raise NoFaceInTarget(f"no frame decoded from {info.path.name}", hint="check the trims")
+        encode.writer.close()
+    except BaseException:
+        encode.abort()
+        raise
+    stats = dict(processor.stats)
+    stats["corrupt_frames_dropped"] = reader.stats.frames_corrupt_dropped
+    stats["audio"] = encode.writer.audio_mode
+    stats["segments"] = 1
+    return stats
+
+
+def _swap_segments(
+    info: VideoInfo,
+    out_path: Path,
+    encoder: Any,
+    settings: SwapSettings,
+    engine: Any,
+    prepared: Sequence[Any],
+    refs: Sequence[torch.Tensor] | None,
+    trim: Any,
+    work_dir: str | PathLike[str] | None,
+    progress: ProgressCallback,
+    total: int | None,
+    t_start: float,
+) -> dict[str, Any]:
+    """Segment-parallel path: each worker process runs decode → face stages → encode on its segment."""
+    if settings.workers > 1:
+        factory: Any = functools.partial(make_segment_processor, settings, list(prepared), refs)
+    else:  # segments run in this process (work_dir resume without parallelism): reuse the loaded engine
+        factory = functools.partial(VideoFaceProcessor, engine, list(prepared), refs, settings)
+    done = {"frames": 0}
+
+    def on_done(res: SegmentResult) -> None:
+        done["frames"] += res.frames
+        _report(progress, done["frames"], total, t_start)
+
+    # A crash-resumable job must be rerun with the same settings; the fingerprint covers everything but workers.
+    fingerprint = settings.model_dump(exclude={"workers"})
+    work = Path(work_dir) if work_dir is not None else None
+    results = _run_checked(info, out_path, encoder, settings, factory, trim, work, fingerprint, on_done)
+    stats: dict[str, Any] = {"frames": 0, "frames_with_faces": 0, "frames_swapped": 0, "faces_swapped": 0,
+                             "detections": 0, "scene_cuts": 0, "tracks": 0}
+    for r in results:
+        for key in stats:
+            stats[key] += int(r.stats.get(key, 0)) if key != "frames" else r.frames
+    stats["corrupt_frames_dropped"] = sum(r.corrupt_dropped for r in results)
+    stats["segments"] = len(results)
+    stats["segments_reused"] = sum(1 for r in results if r.stats.get("reused"))
+    stats["audio"] = "muxed" if info.has_audio else None
+    return stats
+
+
+def _run_checked(
+    info: VideoInfo,
+    out_path: Path,
+    encoder: Any,
+    settings: SwapSettings,
+    factory: Any,
+    trim: Any,
+    work: Path | None,
+    fingerprint: dict[str, Any],
+    on_done: Any,
+) -> list[SegmentResult]:
+    """Run the segments; refuse to write an output when no segment saw a face (like the streaming path)."""
+    holder: dict[str, list[SegmentResult]] = {}
+
+    def guard(res: SegmentResult) -> None:
+        holder.setdefault("r", []).append(res)
+        on_done(res)
+
+    import tempfile
+
+    own = work is None
+    seg_dir = work or Path(tempfile.mkdtemp(prefix=".fw-seg-", dir=out_path.parent))
+    try:
+        # First encode all segments into a scratch output name, check faces, then publish atomically.
+        scratch = out_path.parent / f".{out_path.stem}.segments{out_path.suffix}"
+        results = run_segments(info, scratch, encoder, workers=settings.workers, work_dir=seg_dir, trim=trim,
+                               batch_size=settings.batch_size, skip_corrupt=settings.skip_corrupt,
+                               processor_factory=factory, fingerprint_extra={"settings": fingerprint},
+                               on_segment_done=guard)
+        if sum(int(r.stats.get("frames_with_faces", 0)) for r in results) == 0:
+            scratch.unlink(missing_ok=True)
+            raise NoFaceInTarget(f"no face found in any frame of {info.path.name}",
+                                 hint="check the video shows a face at least ~40 px wide, upright")
+        scratch.replace(out_path)
+    finally:
+        if own:
+            import shutil
+
+            shutil.rmtree(seg_dir, ignore_errors=True)
+    return results
+
+
+__all__ = ["VideoFaceProcessor", "make_segment_processor", "swap_video"]

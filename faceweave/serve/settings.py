@@ -1,0 +1,91 @@
+"""Service configuration: one checked, immutable object read from ``FACEWEAVE_*`` environment variables or a file.
+
+The embedded default needs nothing else to run: SQLite under ``data_dir``, media under ``data_dir/media`` through
+fsspec, an in-process executor. Point ``database_url`` at PostgreSQL and ``storage_url`` at ``s3://bucket/prefix``
+to scale out without touching the API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the service needs, validated once at startup (environment prefix ``FACEWEAVE_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEWEAVE_", env_file=None, extra="ignore", frozen=True)
+
+    # --- network -------------------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    # --- persistence ---------------------------------------------------------------------------------------
+    data_dir: Path = Field(Path("./faceweave-data"), description="SQLite file, local media and job work folders")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/faceweave.db")
+    storage_url: str | None = Field(None, description="fsspec URL for media; default file://<data_dir>/media")
+    url_import_prefixes: tuple[str, ...] = Field(
+        (), description="storage URL prefixes a job may read its inputs from (empty: URL inputs disabled)"
+    )
+    retention_s: float = Field(24 * 3600.0, gt=0, description="uploads and results are deleted this long after")
+    sweep_interval_s: float = Field(60.0, gt=0)
+
+    # --- execution -----------------------------------------------------------------------------------------
+    workers: int = Field(0, ge=0, le=64, description="concurrent jobs; 0: one per GPU, or 1 on CPU")
+    sync_concurrency: int = Field(2, ge=1, le=64, description="concurrent :sync swaps")
+    warmup: bool = Field(True, description="load the models at startup; /readyz answers 503 until done")
+    device: str = Field("auto", description="device for every job (a job cannot pick another)")
+
+    # --- security ------------------------------------------------------------------------------------------
+    auth: Literal["required", "disabled"] = Field("required", description="'disabled' only on a trusted machine")
+    jwt_secret: str | None = Field(None, description="HS256 shared secret")
+    jwt_public_key_file: Path | None = Field(None, description="RS256 PEM public key")
+    jwks_file: Path | None = Field(None, description="RS256 JWKS JSON file (keys picked by 'kid')")
+    jwt_audience: str = "faceweave"
+    jwt_tenant_claim: str = "tenant"
+    rate_limit_per_minute: float = Field(120.0, gt=0, description="requests per API key/token per minute")
+    rate_limit_burst: int = Field(30, ge=1)
+    max_concurrent_jobs: int = Field(4, ge=1, description="queued + running jobs per tenant")
+    max_storage_bytes: int = Field(2 * 1024**3, ge=1, description="stored uploads + results per tenant")
+
+    # --- upload limits (checked while streaming, before any decoding) -------------------------------------
+    max_upload_bytes: int = Field(200 * 1024**2, ge=1, description="per file")
+    max_pixels: int = Field(40_000_000, ge=1, description="per image or video frame, from the header")
+    max_duration_s: float = Field(600.0, gt=0)
+    max_frames: int = Field(36_000, ge=1)
+    max_sources: int = Field(4, ge=1)
+    sync_max_pixels: int = Field(4_000_000, ge=1, description=":sync accepts only images up to this size")
+
+    # --- content policy -----------------------------------------------------------------------------------
+    require_consent: bool = Field(True, description="jobs must carry consent=true (the submitter's attestation)")
+    moderation: str | None = Field(None, description="'package.module:function' called on every job's inputs")
+    webhook_secret: str | None = Field(None, description="HMAC-SHA256 key for webhook signatures")
+    webhook_timeout_s: float = Field(5.0, gt=0)
+
+    # --- observability -------------------------------------------------------------------------------------
+    log_level: str = "INFO"
+    json_logs: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> ServiceSettings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("set both ssl_certfile and ssl_keyfile (FACEWEAVE_SSL_CERTFILE/_KEYFILE), or neither")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'faceweave.db').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{(self.data_dir / 'media').resolve()}"
+
+    @property
+    def work_dir(self) -> Path:
+        """Local per-job scratch folders (kept across restarts so that video jobs resume)."""
+        return (self.data_dir / "work").resolve()

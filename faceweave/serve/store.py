@@ -1,0 +1,414 @@
+"""The job store: SQLAlchemy 2 models (SQLite by default, PostgreSQL by URL), migrated with Alembic.
+
+The API and the executor talk to :class:`JobStore` (a Protocol) only, so another store slots in without touching
+them. Every state change is one conditional ``UPDATE … WHERE state = …`` so that two workers (or two processes
+on PostgreSQL) never claim the same job and a cancelled job is never overwritten by a finishing worker.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import Boolean, Float, Integer, String, Text, create_engine, event, func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class JobState(str, enum.Enum):
+    """queued → running → succeeded | failed | cancelled (running → queued again only on recovery)."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.succeeded, JobState.failed, JobState.cancelled)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    media_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    updated_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    settings_json: Mapped[str] = mapped_column(Text)
+    source_keys_json: Mapped[str] = mapped_column(Text)
+    target_key: Mapped[str] = mapped_column(String(512))
+    result_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    result_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    stored_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    frames_done: Mapped[int] = mapped_column(Integer, default=0)
+    frames_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    fps: Mapped[float] = mapped_column(Float, default=0.0)
+    eta_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    stage: Mapped[str] = mapped_column(String(32), default="")
+    faces_swapped: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error_type: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    expired: Mapped[bool] = mapped_column(Boolean, default=False)
+    stats_json: Mapped[str | None] = mapped_column(Text, nullable=True)  # revision 0002
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A detached, immutable snapshot of one job row."""
+
+    id: str
+    tenant: str
+    state: JobState
+    media_kind: str | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    settings: dict[str, Any]
+    source_keys: list[str]
+    target_key: str
+    result_key: str | None
+    result_bytes: int
+    stored_bytes: int
+    frames_done: int
+    frames_total: int | None
+    fps: float
+    eta_s: float | None
+    stage: str
+    faces_swapped: int | None
+    error_type: str | None
+    error_code: str | None
+    error_message: str | None
+    attempts: int
+    webhook_url: str | None
+    expired: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: JobRow) -> Job:
+        return cls(
+            id=row.id, tenant=row.tenant, state=JobState(row.state), media_kind=row.media_kind,
+            created_at=row.created_at, updated_at=row.updated_at, started_at=row.started_at,
+            finished_at=row.finished_at, settings=json.loads(row.settings_json),
+            source_keys=json.loads(row.source_keys_json), target_key=row.target_key, result_key=row.result_key,
+            result_bytes=row.result_bytes or 0, stored_bytes=row.stored_bytes or 0,
+            frames_done=row.frames_done or 0, frames_total=row.frames_total, fps=row.fps or 0.0, eta_s=row.eta_s,
+            stage=row.stage or "", faces_swapped=row.faces_swapped, error_type=row.error_type,
+            error_code=row.error_code, error_message=row.error_message, attempts=row.attempts or 0,
+            webhook_url=row.webhook_url, expired=bool(row.expired),
+            stats=json.loads(row.stats_json) if row.stats_json else {},
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NewJob:
+    tenant: str
+    settings: dict[str, Any]
+    source_keys: list[str]
+    target_key: str
+    media_kind: str | None
+    stored_bytes: int
+    webhook_url: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    id: str
+    tenant: str
+    prefix: str
+    revoked: bool
+
+
+class JobStore(Protocol):
+    """What the API and executors need from a job store (SQL here; anything transactional elsewhere)."""
+
+    def create_job(self, new: NewJob) -> Job: ...
+    def get_job(self, job_id: str, tenant: str | None = None) -> Job | None: ...
+    def list_jobs(self, tenant: str, state: JobState | None, limit: int, offset: int) -> tuple[list[Job], int]: ...
+    def claim_next(self) -> Job | None: ...
+    def update_progress(
+        self, job_id: str, *, frames_done: int, frames_total: int | None, fps: float, eta_s: float | None, stage: str
+    ) -> None: ...
+    def finish(
+        self,
+        job_id: str,
+        *,
+        result_key: str,
+        result_bytes: int,
+        faces_swapped: int,
+        kind: str,
+        stats: dict[str, Any] | None = None,
+    ) -> bool: ...
+    def fail(self, job_id: str, *, error_type: str, error_code: str, error_message: str) -> bool: ...
+    def cancel(self, job_id: str) -> bool: ...
+    def requeue_unfinished(self) -> int: ...
+    def count_active(self, tenant: str) -> int: ...
+    def stored_bytes(self, tenant: str) -> int: ...
+    def finished_before(self, when: float) -> list[Job]: ...
+    def mark_expired(self, job_id: str) -> None: ...
+    def counts_by_state(self) -> dict[str, int]: ...
+    def add_api_key(self, tenant: str, key_hash: str, prefix: str) -> ApiKeyRecord: ...
+    def find_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
+    # WAL: readers never block the worker's writes, and a kill -9 mid-write loses nothing committed.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and cross-thread use."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (idempotent; run at every startup)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class SqlJobStore:
+    """:class:`JobStore` on SQLAlchemy 2 (SQLite or PostgreSQL)."""
+
+    def __init__(self, url: str, *, run_migrations: bool = True) -> None:
+        self.engine = make_engine(url)
+        if run_migrations:
+            migrate(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _session(self) -> Session:
+        return self._sessions()
+
+    # --- jobs ----------------------------------------------------------------------------------------------
+    def create_job(self, new: NewJob) -> Job:
+        now = time.time()
+        row = JobRow(
+            id=new.id, tenant=new.tenant, state=JobState.queued.value, media_kind=new.media_kind, created_at=now,
+            updated_at=now, settings_json=json.dumps(new.settings), source_keys_json=json.dumps(new.source_keys),
+            target_key=new.target_key, stored_bytes=new.stored_bytes, webhook_url=new.webhook_url, attempts=0,
+            result_bytes=0, frames_done=0, fps=0.0, stage="queued", expired=False,
+        )  # fmt: skip
+        with self._session() as s, s.begin():
+            s.add(row)
+        return Job.from_row(row)
+
+    def get_job(self, job_id: str, tenant: str | None = None) -> Job | None:
+        with self._session() as s:
+            row = s.get(JobRow, job_id)
+            if row is None or (tenant is not None and row.tenant != tenant):
+                return None
+            return Job.from_row(row)
+
+    def list_jobs(self, tenant: str, state: JobState | None, limit: int, offset: int) -> tuple[list[Job], int]:
+        q = select(JobRow).where(JobRow.tenant == tenant)
+        c = select(func.count()).select_from(JobRow).where(JobRow.tenant == tenant)
+        if state is not None:
+            q, c = q.where(JobRow.state == state.value), c.where(JobRow.state == state.value)
+        with self._session() as s:
+            rows = s.scalars(q.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset)).all()
+            total = s.scalar(c) or 0
+            return [Job.from_row(r) for r in rows], int(total)
+
+    def claim_next(self) -> Job | None:
+        with self._session() as s:
+            for _ in range(5):  # another worker may win the race for the oldest job: try the next one
+                job_id = s.scalar(
+                    select(JobRow.id).where(JobRow.state == JobState.queued.value).order_by(JobRow.created_at).limit(1)
+                )
+                if job_id is None:
+                    return None
+                now = time.time()
+                res = s.execute(
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.state == JobState.queued.value)
+                    .values(
+                        state=JobState.running.value,
+                        started_at=now,
+                        updated_at=now,
+                        attempts=JobRow.attempts + 1,
+                        stage="starting",
+                    )  # fmt: skip
+                )
+                s.commit()
+                if res.rowcount == 1:  # type: ignore[attr-defined]
+                    row = s.get(JobRow, job_id, populate_existing=True)
+                    return Job.from_row(row) if row is not None else None
+        return None
+
+    def update_progress(
+        self, job_id: str, *, frames_done: int, frames_total: int | None, fps: float, eta_s: float | None, stage: str
+    ) -> None:
+        with self._session() as s, s.begin():
+            s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state == JobState.running.value)
+                .values(
+                    frames_done=frames_done,
+                    frames_total=frames_total,
+                    fps=fps,
+                    eta_s=eta_s,
+                    stage=stage,
+                    updated_at=time.time(),
+                )  # fmt: skip
+            )
+
+    def _transition(self, job_id: str, from_states: tuple[JobState, ...], **values: Any) -> bool:
+        with self._session() as s, s.begin():
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_([st.value for st in from_states]))
+                .values(updated_at=time.time(), **values)
+            )
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def finish(
+        self,
+        job_id: str,
+        *,
+        result_key: str,
+        result_bytes: int,
+        faces_swapped: int,
+        kind: str,
+        stats: dict[str, Any] | None = None,
+    ) -> bool:
+        return self._transition(
+            job_id, (JobState.running,), state=JobState.succeeded.value, finished_at=time.time(),
+            result_key=result_key, result_bytes=result_bytes, stored_bytes=JobRow.stored_bytes + result_bytes,
+            faces_swapped=faces_swapped, media_kind=kind, stage="done", eta_s=0.0,
+            frames_done=func.coalesce(JobRow.frames_total, JobRow.frames_done),
+            stats_json=json.dumps(stats or {}, default=str),
+        )  # fmt: skip
+
+    def fail(self, job_id: str, *, error_type: str, error_code: str, error_message: str) -> bool:
+        return self._transition(
+            job_id, (JobState.running, JobState.queued), state=JobState.failed.value, finished_at=time.time(),
+            error_type=error_type, error_code=error_code, error_message=error_message[:4000], stage="failed",
+        )  # fmt: skip
+
+    def cancel(self, job_id: str) -> bool:
+        return self._transition(
+            job_id, (JobState.queued, JobState.running), state=JobState.cancelled.value, finished_at=time.time(),
+            stage="cancelled",
+        )  # fmt: skip
+
+    def requeue_unfinished(self) -> int:
+        with self._session() as s, s.begin():
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.state == JobState.running.value)
+                .values(state=JobState.queued.value, stage="requeued", updated_at=time.time())
+            )
+            return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+    def count_active(self, tenant: str) -> int:
+        with self._session() as s:
+            return int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(JobRow)
+                    .where(
+                        JobRow.tenant == tenant,
+                        JobRow.state.in_([JobState.queued.value, JobState.running.value]),
+                    )
+                )
+                or 0
+            )
+
+    def stored_bytes(self, tenant: str) -> int:
+        with self._session() as s:
+            return int(
+                s.scalar(
+                    select(func.coalesce(func.sum(JobRow.stored_bytes), 0)).where(
+                        JobRow.tenant == tenant, JobRow.expired.is_(False)
+                    )
+                )
+                or 0
+            )
+
+    def finished_before(self, when: float) -> list[Job]:
+        with self._session() as s:
+            rows = s.scalars(
+                select(JobRow).where(
+                    JobRow.finished_at.is_not(None), JobRow.finished_at < when, JobRow.expired.is_(False)
+                )
+            ).all()
+            return [Job.from_row(r) for r in rows]
+
+    def mark_expired(self, job_id: str) -> None:
+        with self._session() as s, s.begin():
+            s.execute(update(JobRow).where(JobRow.id == job_id).values(expired=True, stored_bytes=0))
+
+    def counts_by_state(self) -> dict[str, int]:
+        with self._session() as s:
+            rows = s.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all()
+        counts = {st.value: 0 for st in JobState}
+        counts.update({str(state): int(n) for state, n in rows})
+        return counts
+
+    # --- API keys ------------------------------------------------------------------------------------------
+    def add_api_key(self, tenant: str, key_hash: str, prefix: str) -> ApiKeyRecord:
+        row = ApiKeyRow(
+            id=uuid.uuid4().hex, tenant=tenant, key_hash=key_hash, prefix=prefix, created_at=time.time(), revoked=False
+        )
+        with self._session() as s, s.begin():
+            s.add(row)
+        return ApiKeyRecord(id=row.id, tenant=tenant, prefix=prefix, revoked=False)
+
+    def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        with self._session() as s:
+            row = s.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash))
+            if row is None:
+                return None
+            return ApiKeyRecord(id=row.id, tenant=row.tenant, prefix=row.prefix, revoked=bool(row.revoked))

@@ -1,0 +1,216 @@
+"""Face detection on real faces: counts, sizes 40 px..full frame, edges, roll ±45°, grayscale, batching."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from faceweave.analysis.detect import (
+    FaceDetector,
+    detect_faces,
+    five_point_keypoints,
+    sample_views,
+    view_matrices,
+    weighted_nms,
+)
+from faceweave.analysis.face import Face, FaceKeypoint
+from faceweave.errors import InvalidOption, ShapeError
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    # Faces here are ≥ 80 px except in test_small_face_40px, which uses the default (tiling) detector.
+    return FaceDetector(min_face=80)
+
+
+def _upright_face(media: Any, detector: FaceDetector, name: str) -> Face:
+    faces = detect_faces(media.rgb(name), detector=detector)
+    assert len(faces) == 1
+    return faces[0]
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "grace_hopper.jpg", "obama.jpg"])
+def test_exactly_one_face(name: str, detector: FaceDetector, media: Any) -> None:
+    rgb = media.rgb(name)
+    face = _upright_face(media, detector, name)
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = face.box.tolist()
+    assert 0.5 < face.score <= 1 and 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+    assert x1 - x0 > 0.1 * min(h, w)
+    kps = face.keypoints
+    assert kps.shape == (5, 2) and face.extra["blazeface_keypoints"].shape == (6, 2)
+    # Eye A (subject's right) is image-left; mouth corners below the nose, in the same left/right order.
+    assert kps[FaceKeypoint.EYE_A, 0] < kps[FaceKeypoint.EYE_B, 0]
+    assert kps[FaceKeypoint.MOUTH_A, 0] < kps[FaceKeypoint.MOUTH_B, 0]
+    assert kps[FaceKeypoint.NOSE, 1] < kps[FaceKeypoint.MOUTH_A, 1]
+    assert abs(math.degrees(face.roll)) < 15
+    # Keypoints inside the box.
+    assert ((kps >= face.box[:2]) & (kps <= face.box[2:])).all()
+
+
+def test_obama2_main_face(detector: FaceDetector, media: Any) -> None:
+    rgb = media.rgb("obama2.jpg")
+    faces = detect_faces(rgb, detector=detector)
+    assert len(faces) >= 1
+    assert faces[0].area >= max(f.area for f in faces)  # sorted by area
+    assert faces[0].box[2] - faces[0].box[0] > 0.3 * rgb.shape[1]
+
+
+def test_two_people_side_by_side(detector: FaceDetector, media: Any) -> None:
+    left = media.rgb("grace_hopper.jpg")
+    right = media.rgb("obama.jpg")
+    right = cv2.resize(right, (round(right.shape[1] * left.shape[0] / right.shape[0]), left.shape[0]),
+                       interpolation=cv2.INTER_AREA)
+    composite = np.ascontiguousarray(np.hstack([left, right]))
+    faces = detect_faces(composite, detector=detector)
+    assert len(faces) == 2
+    centres_x = sorted(f.centre[0] for f in faces)
+    assert centres_x[0] < left.shape[1] < centres_x[1]
+
+
+def _place(face_rgb: np.ndarray, box: torch.Tensor, face_width: float, canvas_hw: tuple[int, int],
+           at: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """Scale the image so the face box is ``face_width`` px wide and paste it at ``at`` on a grey canvas."""
+    scale = face_width / float(box[2] - box[0])
+    small = cv2.resize(face_rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    canvas = np.full((*canvas_hw, 3), 120, np.uint8)
+    y, x = at
+    h, w = min(small.shape[0], canvas_hw[0] - y), min(small.shape[1], canvas_hw[1] - x)
+    canvas[y:y + h, x:x + w] = small[:h, :w]
+    return canvas, scale
+
+
+def test_small_face_40px(detector: FaceDetector, media: Any) -> None:
+    rgb = media.rgb("grace_hopper.jpg")
+    face = _upright_face(media, detector, "grace_hopper.jpg")
+    canvas, scale = _place(rgb, face.box, 40.0, (480, 640), (200, 300))
+    faces = detect_faces(canvas, detector=FaceDetector(min_face=40))
+    assert len(faces) == 1
+    expected_centre = np.array(face.centre) * scale + np.array([300, 200])
+    assert np.linalg.norm(np.array(faces[0].centre) - expected_centre) < 8
+    assert 25 < float(faces[0].box[2] - faces[0].box[0]) < 60
+
+
+def test_face_filling_the_frame(detector: FaceDetector, media: Any) -> None:
+    rgb = media.rgb("grace_hopper.jpg")
+    face = _upright_face(media, detector, "grace_hopper.jpg")
+    x0, y0, x1, y1 = (int(round(v)) for v in face.box.tolist())
+    crop = cv2.resize(rgb[y0:y1, x0:x1], (480, 480), interpolation=cv2.INTER_CUBIC)  # the face box IS the frame
+    faces = detect_faces(np.ascontiguousarray(crop), detector=detector)
+    assert len(faces) == 1
+    assert float(faces[0].box[2] - faces[0].box[0]) > 0.7 * 480
+
+
+def test_face_cut_by_right_edge(detector: FaceDetector, media: Any) -> None:
+    rgb = media.rgb("grace_hopper.jpg")
+    face = _upright_face(media, detector, "grace_hopper.jpg")
+    x0, _, x1, _ = face.box.tolist()
+    cut = np.ascontiguousarray(rgb[:, : int(x0 + 0.6 * (x1 - x0))])  # 40 % of the face is outside the image
+    faces = detect_faces(cut, detector=detector)
+    assert len(faces) == 1
+    assert abs(faces[0].centre[1] - face.centre[1]) < 0.15 * (x1 - x0)
+    assert faces[0].keypoints[FaceKeypoint.EYE_A, 0] < cut.shape[1]
+
+
+@pytest.mark.parametrize(("name", "angle"), [("grace_hopper.jpg", 45.0), ("obama.jpg", -45.0)])
+def test_rolled_face(name: str, angle: float, detector: FaceDetector, media: Any) -> None:
+    rgb = media.rgb(name)
+    h, w = rgb.shape[:2]
+    # cv2 angles are counter-clockwise; Face.roll is clockwise-positive, so the truth is -angle.
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    rotated = cv2.warpAffine(rgb, turn, (w, h), flags=cv2.INTER_CUBIC)
+    faces = detect_faces(rotated, detector=detector)
+    assert len(faces) == 1
+    upright = _upright_face(media, detector, name)
+    truth = -angle + math.degrees(upright.roll)
+    assert abs(math.degrees(faces[0].roll) - truth) < 10
+    expected = turn[:, :2] @ np.array(upright.centre) + turn[:, 2]
+    assert np.linalg.norm(np.array(faces[0].centre) - expected) < 0.15 * float(upright.box[2] - upright.box[0])
+
+
+def test_rotation_retry_finds_what_the_upright_views_miss(media: Any) -> None:
+    rgb = media.rgb("obama.jpg")
+    h, w = rgb.shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), 90, 1.0)  # roll -90 degrees (counter-clockwise)
+    frames = torch.from_numpy(cv2.warpAffine(rgb, turn, (w, h), flags=cv2.INTER_CUBIC)).permute(2, 0, 1)[None]
+    frames = frames.float() / 255
+    no_retry = FaceDetector(rotation_retry=False, refine=False, min_face=200)
+    upright_only = no_retry.detect(frames, min_score=0.3)[0]
+    # A threshold just above what the upright views reach: only the rotated copies can pass it.
+    threshold = (max(f.score for f in upright_only) if upright_only else 0.3) + 0.02
+    assert no_retry.detect(frames, min_score=threshold)[0] == []
+    with_retry = FaceDetector(min_face=200).detect(frames, min_score=threshold)[0]
+    assert len(with_retry) == 1
+    assert abs(math.degrees(with_retry[0].roll) + 90) < 15
+
+
+def test_grayscale(detector: FaceDetector, media: Any) -> None:
+    gray = cv2.cvtColor(media.rgb("obama.jpg"), cv2.COLOR_RGB2GRAY)
+    faces = detect_faces(np.ascontiguousarray(np.stack([gray] * 3, axis=-1)), detector=detector)
+    colour = _upright_face(media, detector, "obama.jpg")
+    assert len(faces) == 1
+    assert np.abs(faces[0].box.numpy() - colour.box.numpy()).max() < 0.1 * float(colour.box[2] - colour.box[0])
+
+
+def test_input_kinds_agree(detector: FaceDetector, media: Any) -> None:
+    rgb = media.rgb("astronaut.png")
+    as_numpy = detect_faces(rgb, detector=detector)
+    as_uint8 = detect_faces(torch.from_numpy(rgb).permute(2, 0, 1), detector=detector)
+    as_float = detect_faces(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255, detector=detector)
+    assert torch.allclose(as_numpy[0].box, as_uint8[0].box) and torch.allclose(as_numpy[0].box, as_float[0].box)
+    with pytest.raises(ShapeError):
+        detect_faces(rgb[:, :, 0], detector=detector)
+    with pytest.raises(ShapeError):
+        detector.detect(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+    with pytest.raises(InvalidOption):
+        detect_faces(rgb, detector=detector, min_score=1.5)
+
+
+def test_batched_equals_single(detector: FaceDetector, media: Any) -> None:
+    frames = torch.stack([
+        torch.from_numpy(cv2.resize(media.rgb(n), (512, 512), interpolation=cv2.INTER_AREA)).permute(2, 0, 1)
+        for n in ("astronaut.png", "grace_hopper.jpg", "obama.jpg")
+    ]).float() / 255
+    batched = detector.detect(frames)
+    for i in range(3):
+        single = detector.detect(frames[i:i + 1])[0]
+        assert len(single) == len(batched[i]) == 1
+        assert (single[0].box - batched[i][0].box).abs().max() <= 1e-4
+        assert (single[0].keypoints - batched[i][0].keypoints).abs().max() <= 1e-4
+
+
+def test_view_sampling_matches_letterbox(device: torch.device, dtype: torch.dtype, media: Any) -> None:
+    rgb = media.rgb("grace_hopper.jpg")  # 600 x 512: letterboxed with side bars
+    frames = (torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255).to(device, dtype)
+    m = view_matrices(600, 512, 128, torch.zeros(1))
+    view = sample_views(frames, m, 128)[0].float().cpu()
+    assert view.shape == (3, 128, 128)
+    # 600 -> 128 high: scale 4.6875, 512 / 4.6875 = 109.2 px wide, centred: black bars at both sides.
+    assert view[:, :, :8].abs().max() < 1e-3 and view[:, :, -8:].abs().max() < 1e-3
+    reference = cv2.resize(rgb, (109, 128), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    inner = view[:, :, 10:117].permute(1, 2, 0).numpy()
+    assert np.abs(inner - reference[:, 1:108]).mean() < 0.03
+
+
+def test_weighted_nms_blends_overlaps() -> None:
+    rects = np.array([[50, 50, 20, 20, 0], [52, 50, 20, 20, 0], [150, 50, 20, 20, 0]], np.float32)
+    keypoints = np.zeros((3, 6, 2), np.float32)
+    keypoints[:, :, 0] = rects[:, :1]
+    scores = np.array([0.9, 0.6, 0.7], np.float32)
+    out = weighted_nms(rects, keypoints, scores)
+    assert len(out) == 2 and out[0][2] == pytest.approx(0.9)
+    assert out[0][0][0] == pytest.approx((50 * 0.9 + 52 * 0.6) / 1.5)
+    # Rotation-aware: two thin rectangles crossing at 90 degrees barely overlap and stay separate.
+    crossed = np.array([[50, 50, 40, 8, 0], [50, 50, 40, 8, 90]], np.float32)
+    assert len(weighted_nms(crossed, keypoints[:2], scores[:2])) == 2
+
+
+def test_mouth_corners_from_detector_keypoints() -> None:
+    blaze = torch.tensor([[10.0, 10], [30, 10], [20, 20], [20, 30], [0, 12], [40, 12]])
+    five = five_point_keypoints(blaze)
+    assert torch.allclose(five[3], torch.tensor([20 - 0.414 * 20, 30])) and five[4, 0] > five[3, 0]

@@ -1,0 +1,168 @@
+"""Tests of faceweave.ops.colour: LAB against OpenCV on real faces, colour and shading transfer, gradcheck."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from faceweave.errors import ShapeError
+from faceweave.ops.colour import (
+    lab_to_rgb,
+    luminance,
+    masked_mean_std,
+    rgb_to_lab,
+    transfer_colour_lab,
+    transfer_shading,
+)
+from faceweave.ops.filters import gaussian_blur
+
+
+def to_tensor(img: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(device=device, dtype=dtype)
+
+
+@pytest.fixture(scope="module")
+def astronaut(media: Any) -> np.ndarray:
+    return media.rgb("astronaut.png").astype(np.float32) / 255.0
+
+
+@pytest.fixture(scope="module")
+def faces(media: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Two real face crops of 160²: astronaut (warm, bright) and obama (different skin tone and light)."""
+    a = cv2.resize(media.rgb("astronaut.png")[50:210, 160:320], (160, 160), interpolation=cv2.INTER_AREA)
+    ob = media.rgb("obama.jpg")
+    h, w = ob.shape[:2]
+    s = min(h, w) // 2
+    o = cv2.resize(
+        ob[h // 2 - s // 2 - s // 4 : h // 2 + s // 2 - s // 4, w // 2 - s // 2 : w // 2 + s // 2],
+        (160, 160),
+        interpolation=cv2.INTER_AREA,
+    )
+    return a.astype(np.float32) / 255.0, o.astype(np.float32) / 255.0
+
+
+def ellipse_mask(size: int = 160) -> np.ndarray:
+    m = np.zeros((size, size), np.float32)
+    cv2.ellipse(m, (size // 2, size // 2), (size // 3, int(size * 0.42)), 0, 0, 360, 1.0, -1)
+    return m
+
+
+def test_rgb_to_lab_matches_opencv(astronaut: np.ndarray, device: torch.device, dtype: torch.dtype) -> None:
+    ref = cv2.cvtColor(astronaut, cv2.COLOR_RGB2Lab)
+    got = rgb_to_lab(to_tensor(astronaut, device, dtype))
+    assert got.dtype == dtype
+    diff = np.abs(got[0].permute(1, 2, 0).float().cpu().numpy() - ref)
+    print(f"cv2 {cv2.__version__}: rgb_to_lab mean {diff.mean():.3f} max {diff.max():.3f}")
+    # OpenCV's float path interpolates the gamma curve from a table; 0.5 LAB units is below a just-noticeable
+    # difference (ΔE ≈ 1). fp16 output has ~0.06 resolution at L=100.
+    assert diff.max() < (0.5 if dtype == torch.float32 else 0.8), f"vs cv2 {cv2.__version__}"
+    assert diff.mean() < 0.1
+
+
+def test_lab_to_rgb_matches_opencv_and_roundtrips(
+    astronaut: np.ndarray, device: torch.device, dtype: torch.dtype
+) -> None:
+    lab = cv2.cvtColor(astronaut, cv2.COLOR_RGB2Lab)
+    ref = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
+    got = lab_to_rgb(to_tensor(lab, device, dtype))[0].permute(1, 2, 0).float().cpu().numpy()
+    tol = 1e-3 if dtype == torch.float32 else 1e-2
+    assert np.abs(got - ref).max() < tol, f"vs cv2 {cv2.__version__}"
+    x = to_tensor(astronaut, device, dtype)
+    back = lab_to_rgb(rgb_to_lab(x))
+    torch.testing.assert_close(back.float(), x.float(), atol=1e-4 if dtype == torch.float32 else 1e-2, rtol=0)
+
+
+def test_transfer_colour_lab_moves_statistics(
+    faces: tuple[np.ndarray, np.ndarray], device: torch.device, dtype: torch.dtype
+) -> None:
+    src_np, ref_np = faces
+    src, ref = to_tensor(src_np, device, dtype), to_tensor(ref_np, device, dtype)
+    m = torch.from_numpy(ellipse_mask())[None, None].to(device=device, dtype=dtype)
+    out = transfer_colour_lab(src, ref, m, m)
+    assert out.shape == src.shape and out.dtype == dtype
+    mu_o, sd_o = masked_mean_std(rgb_to_lab(out.float()), m.float())
+    mu_r, sd_r = masked_mean_std(rgb_to_lab(ref.float()), m.float())
+    mu_s, _ = masked_mean_std(rgb_to_lab(src.float()), m.float())
+    # the faces really differ, and the output took the reference's colour (clipping to [0,1] costs a little)
+    assert float((mu_s - mu_r).abs().max()) > 5.0
+    assert float((mu_o - mu_r).abs().max()) < 1.5
+    assert float(((sd_o - sd_r).abs() / sd_r).max()) < 0.15
+    # strength 0 is the identity (up to the LAB round trip)
+    same = transfer_colour_lab(src, ref, m, m, strength=0.0)
+    torch.testing.assert_close(same.float(), src.float(), atol=1e-4 if dtype == torch.float32 else 1e-2, rtol=0)
+
+
+def test_transfer_shading_applies_ref_lighting(
+    faces: tuple[np.ndarray, np.ndarray], device: torch.device, dtype: torch.dtype
+) -> None:
+    src_np, _ = faces
+    src = to_tensor(src_np, device, torch.float32)
+    ramp = torch.linspace(0.5, 1.1, 160, device=device).view(1, 1, 1, 160)  # light from the right
+    ref = (src * ramp).clamp(0, 1)
+    m = torch.from_numpy(ellipse_mask())[None, None].to(device=device)
+    out = transfer_shading(src.to(dtype), ref.to(dtype), m.to(dtype), sigma=8.0).float()
+    assert out.dtype == torch.float32 or out.dtype == dtype
+    inner = torch.from_numpy(cv2.erode(ellipse_mask(), np.ones((9, 9), np.uint8)) > 0).to(device)
+    # the output's low-frequency luminance follows the reference, including next to the mask border
+    lo = gaussian_blur(luminance(out), 3.0)[0, 0][inner]
+    lr = gaussian_blur(luminance(ref), 3.0)[0, 0][inner]
+    ls = gaussian_blur(luminance(src), 3.0)[0, 0][inner]
+    assert float((lo - lr).abs().mean()) < 0.25 * float((ls - lr).abs().mean())
+    # outside the mask nothing changes
+    outside = m[0, 0] == 0
+    tol = 0.0 if dtype == torch.float32 else 1e-3
+    assert float((out - src)[0][:, outside].abs().max()) <= tol
+
+
+def test_transfer_shading_uniform_gain_no_dark_border(faces: tuple[np.ndarray, np.ndarray]) -> None:
+    src = to_tensor(faces[0], torch.device("cpu"), torch.float32)
+    m = torch.from_numpy(ellipse_mask())[None, None]
+    out = transfer_shading(src, src * 0.7, m, sigma=10.0)
+    inside = m[0, 0] > 0
+    # normalised convolution: the gain is 0.7 everywhere in the mask, at its border too
+    ratio = (out / src.clamp_min(1e-3))[0][:, inside & (src[0].min(0).values > 0.05)]
+    assert float((ratio - 0.7).abs().max()) < 0.01
+
+
+def test_batched_equals_per_item(faces: tuple[np.ndarray, np.ndarray]) -> None:
+    a, b = (to_tensor(f, torch.device("cpu"), torch.float32) for f in faces)
+    src = torch.cat([a, b, a * 0.8])
+    ref = torch.cat([b, a, b.flip(-1)])
+    m = torch.from_numpy(ellipse_mask())[None, None].expand(3, 1, -1, -1)
+    for fn in (
+        lambda s, r, mm: transfer_colour_lab(s, r, mm, mm),
+        lambda s, r, mm: transfer_shading(s, r, mm, sigma=5.0),
+    ):
+        full = fn(src, ref, m)
+        for i in range(3):
+            torch.testing.assert_close(full[i : i + 1], fn(src[i : i + 1], ref[i : i + 1], m[i : i + 1]))
+
+
+def test_gradcheck_colour_ops() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = (0.1 + 0.8 * torch.rand(1, 3, 4, 5, generator=g, dtype=torch.float64)).requires_grad_()
+    r = (0.1 + 0.8 * torch.rand(1, 3, 4, 5, generator=g, dtype=torch.float64)).requires_grad_()
+    m = torch.rand(1, 1, 4, 5, generator=g, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(rgb_to_lab, (x,), fast_mode=True)
+    lab = rgb_to_lab(x.detach()).requires_grad_()
+    assert torch.autograd.gradcheck(lambda v: lab_to_rgb(v, clamp=False), (lab,), fast_mode=True)
+    # mild strength keeps the result inside [0,1], where the final clip is differentiable
+    assert torch.autograd.gradcheck(
+        lambda s, rr, mm: transfer_colour_lab(s, rr, mm, mm, strength=0.3), (x, r, m), fast_mode=True
+    )
+    assert torch.autograd.gradcheck(
+        lambda s, rr, mm: transfer_shading(s, rr, mm, sigma=1.0), (x * 0.5, r, m), fast_mode=True
+    )
+
+
+def test_shape_errors() -> None:
+    with pytest.raises(ShapeError):
+        rgb_to_lab(torch.zeros(1, 4, 8, 8))
+    with pytest.raises(ShapeError):
+        transfer_colour_lab(
+            torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 8, 8)
+        )
