@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from faceweave.errors import FaceweaveError
@@ -80,6 +81,7 @@ def swap(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, float16, bfloat16")] = None,
     batch_size: Annotated[int | None, typer.Option(help="frames per batch (video)")] = None,
+    devices: Annotated[str | None, typer.Option(help="video: split segments across devices, e.g. 0,1")] = None,
     video_codec: Annotated[str | None, typer.Option(help="libx264, libx265, libsvtav1, … (default: auto)")] = None,
     crf: Annotated[int | None, typer.Option(help="encoder quality (lower is better)")] = None,
     preset: Annotated[str | None, typer.Option(help="encoder preset, e.g. veryfast")] = None,
@@ -101,7 +103,7 @@ def swap(
         selector=selector, face_index=face_index, reference_threshold=reference_threshold, swapper=swapper,
         shape_transfer=shape_transfer, keep_mouth=keep_mouth, keep_eyes=keep_eyes, blend=blend, enhancer=enhancer,
         detector=detector, recogniser=recogniser, occlusion_mask=occlusion_mask, pixel_boost=pixel_boost,
-        model_dir=model_dir, device=device, dtype=dtype, batch_size=batch_size, video_codec=video_codec, crf=crf,
+        model_dir=model_dir, device=device, dtype=dtype, batch_size=batch_size, devices=devices, video_codec=video_codec, crf=crf,
         preset=preset, pix_fmt=pix_fmt, trim_start=trim_start, trim_end=trim_end, workers=workers,
         detect_every=detect_every, smoothing=smoothing, skip_corrupt=skip_corrupt, max_pixels=max_pixels,
         max_duration_s=max_duration, provenance_label=label,
@@ -193,7 +195,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except FaceweaveError as exc:
-        err.print(f"[red]error[/red] [{exc.code}] {exc.one_line()}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error[/red] {escape(f'[{exc.code}] {exc.one_line()}')}", highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
@@ -212,8 +214,9 @@ def main() -> None:
 
         if os.environ.get("FACEWEAVE_DEBUG"):
             raise
-        err.print(f"[red]error[/red] [internal_error] unexpected {type(exc).__name__}: {exc} — this is a bug; rerun "
-                  "with FACEWEAVE_DEBUG=1 for the traceback and report it", highlight=False, soft_wrap=True)
+        err.print("[red]error[/red] " + escape(f"[internal_error] unexpected {type(exc).__name__}: {exc} — this is a "
+                                               "bug; rerun with FACEWEAVE_DEBUG=1 for the traceback and report it"),
+                  highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
 
 

@@ -55,6 +55,7 @@ class SwapSettings(BaseModel):
     device: DeviceName = "auto"
     dtype: DTypeName = "auto"
     batch_size: int = Field(8, ge=1, le=256)
+    devices: str | None = Field(None, description="video segments across devices, e.g. '0,1' (GPUs) or 'cpu,cpu'")
 
     # --- limits --------------------------------------------------------------------------------------------
     max_pixels: int = Field(80_000_000, ge=1, description="largest decoded image/frame area accepted")

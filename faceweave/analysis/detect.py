@@ -256,9 +256,9 @@ class FaceDetector(nn.Module):
         dtype: ``torch.float32`` (any device) or ``torch.float16`` (CUDA only).
         min_score: default detection threshold in ``[0, 1]``.
         rotation_retry: retry frames without any face on copies rotated by ±30°/±60°.
-        min_face: smallest face width (frame pixels) to look for; frames whose whole view would show such a face
-            under ``MIN_VIEW_FACE`` net pixels are also scanned in 2×2..3×3 overlapping tiles by the full-range
-            net (costs up to 9 more forwards; raise it for speed when faces are known to be large).
+        min_face: smallest face width (frame pixels) to look for; frames where the whole view finds no face and
+            would show such a face under ``MIN_VIEW_FACE`` net pixels are scanned again in 2×2..3×3 overlapping
+            tiles by the full-range net.
         refine: re-detect every face in an upright crop around it (one batched short-range forward) for
             better keypoints and roll.
     """
@@ -301,10 +301,17 @@ class FaceDetector(nn.Module):
         height, width = frames.shape[2:]
         upright = torch.zeros(1)
         plan = [(self.short, [view_matrices(height, width, self.short.input_size, upright)]),
-                (self.full, [view_matrices(height, width, self.full.input_size, upright),
-                             tile_matrices(height, width, self.full.input_size, self.min_face)])]
+                (self.full, [view_matrices(height, width, self.full.input_size, upright)])]
         candidates = self._candidates(frames, plan, threshold)
         results = [self._merge(*c) for c in candidates]
+        # Small faces: tiles cost up to 9 more full-range forwards, so they scan only frames where the whole view
+        # found nothing (a 40 px face beside a large one is missed; raise min_face to skip tiles entirely).
+        tiles = tile_matrices(height, width, self.full.input_size, self.min_face)
+        missing = [i for i, faces in enumerate(results) if not faces]
+        if missing and tiles.shape[0] > 0:
+            tiled = self._candidates(frames[missing], [(self.full, [tiles])], threshold)
+            for i, c in zip(missing, tiled, strict=True):
+                results[i] = self._merge(*c)
         if self.rotation_retry:
             missing = [i for i, faces in enumerate(results) if not faces]
             if missing:

@@ -12,29 +12,24 @@ from faceweave.analysis.identity import identity_distance
 from faceweave.errors import InvalidOption, NoMatchingFace
 from faceweave.settings import SwapSettings
 
-# FaceMesh indices used for a coarse head pose: nose tip, cheek extremes, forehead top, chin.
-_NOSE, _CHEEK_A, _CHEEK_B, _FOREHEAD, _CHIN = 1, 234, 454, 10, 152
+# FaceMesh indices used for a coarse head pose: cheek extremes, forehead top, chin.
+_CHEEK_A, _CHEEK_B, _FOREHEAD, _CHIN = 234, 454, 10, 152
 
 
 def head_pose(face: Face) -> tuple[float, float]:
-    """Coarse ``(yaw, pitch)`` in ``[-1, 1]`` from the mesh: the nose tip's offset from the face's midlines.
+    """Coarse ``(yaw, pitch)`` in ``[-1, 1]`` (±1 = ±90°) from the mesh's 3-D points.
 
-    0 is frontal; the sign of yaw says which way the head turns in the image. (0, 0) when there is no mesh.
+    Yaw is the turn of the cheek-to-cheek line out of the image plane, pitch that of the forehead-to-chin line
+    (FaceMesh's z is in the same pixel units as x and y). 0 is frontal; (0, 0) when there is no mesh.
     """
     if face.landmarks is None:
         return 0.0, 0.0
-    p = face.landmarks[:, :2].double()
-    a, b, nose = p[_CHEEK_A], p[_CHEEK_B], p[_NOSE]
-    axis = b - a
-    width = float(torch.linalg.vector_norm(axis)) or 1.0
-    u = axis / width
-    v = torch.stack([-u[1], u[0]])
-    mid = (a + b) / 2
-    yaw = float(((nose - mid) @ u) / (width / 2))
-    top, chin = p[_FOREHEAD], p[_CHIN]
-    height = float(torch.linalg.vector_norm(chin - top)) or 1.0
-    pitch = float(((nose - (top + chin) / 2) @ v) / (height / 2))
-    return max(-1.0, min(1.0, yaw)), max(-1.0, min(1.0, pitch))
+    p = face.landmarks.double()
+    across = p[_CHEEK_B] - p[_CHEEK_A]
+    down = p[_CHIN] - p[_FOREHEAD]
+    yaw = math.atan2(float(across[2]), float(torch.linalg.vector_norm(across[:2])))
+    pitch = math.atan2(float(down[2]), float(torch.linalg.vector_norm(down[:2])))
+    return yaw / (math.pi / 2), pitch / (math.pi / 2)
 
 
 def best_source_for(face: Face, source_faces: Sequence[Face]) -> int:

@@ -30,6 +30,13 @@ class PreparedSource:
     texture: SourceTexture
     latent: torch.Tensor | None = None
 
+    def to(self, device: torch.device | str) -> PreparedSource:
+        """A copy with its tensors on ``device`` (segment workers get sources on the CPU and move them)."""
+        tex = SourceTexture(image=self.texture.image.to(device), points=self.texture.points.to(device),
+                            face=self.texture.face)
+        latent = None if self.latent is None else self.latent.to(device)
+        return PreparedSource(face=self.face, texture=tex, latent=latent)
+
 
 def to_tensor(rgb: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``(H, W, 3)`` uint8 RGB → ``(1, 3, H, W)`` float ``[0, 1]`` on ``device``, one host→device copy."""
@@ -153,7 +160,9 @@ class SwapEngine:
             if not faces:
                 raise NoFaceInReference("no face found in the reference image",
                                         hint="use a clear photo of the person whose face should be swapped")
-            refs.append(self.identify(t, [[max(faces, key=lambda f: f.area)]])[0][0].embedding)
+            emb = self.identify(t, [[max(faces, key=lambda f: f.area)]])[0][0].embedding
+            assert emb is not None
+            refs.append(emb)
         return refs
 
     def select(self, faces: list[Face], sources: Sequence[PreparedSource],

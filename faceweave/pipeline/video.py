@@ -122,6 +122,9 @@ class VideoFaceProcessor:
             detect_flags.append(bool(cut or due))
             self._frames_since_detect = 0 if detect_flags[-1] else self._frames_since_detect + 1
         frames_u8 = torch.from_numpy(np.ascontiguousarray(frames_np))  # (B, H, W, 3) uint8, shares memory
+        if engine.device.type == "cuda":
+            # One host→device copy per batch, as uint8 from pinned memory; every stage then indexes the copy.
+            frames_u8 = frames_u8.pin_memory().to(engine.device, non_blocking=True)
 
         def as_float(sel: list[int] | slice) -> torch.Tensor:
             # Only the frames a stage needs become float (B, 3, H, W) [0, 1] on the engine's device: a whole
@@ -197,7 +200,37 @@ def make_segment_processor(
     from faceweave.pipeline.engine import SwapEngine
 
     torch.set_num_threads(1)  # one process per core already; oversubscription slows everyone
-    return VideoFaceProcessor(SwapEngine(settings), sources, reference)
+    engine = SwapEngine(settings, device=worker_device(settings))
+    return VideoFaceProcessor(engine, [s.to(engine.device) for s in sources], reference)
+
+
+def worker_device(settings: SwapSettings) -> torch.device | None:
+    """The device of this segment worker: with ``settings.devices = "0,1,…"`` worker k (1-based pool identity)
+    takes device ``k mod N``, so N GPUs each serve ``workers / N`` processes; None: ``settings.device``."""
+    import multiprocessing
+
+    if not settings.devices:
+        return None
+    names = parse_devices(settings.devices)
+    ident = multiprocessing.current_process()._identity  # (k,) inside a pool worker, () in the main process
+    k = (ident[0] - 1) if ident else 0
+    from faceweave.device import resolve_device
+
+    return resolve_device(names[k % len(names)])
+
+
+def parse_devices(spec: str) -> list[str]:
+    """``"0,1"`` → ``["cuda:0", "cuda:1"]``; ``"cpu,cpu"`` (tests: the CPU as several devices) stays as given."""
+    out = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        out.append(f"cuda:{part}" if part.isdigit() else part)
+    if not out:
+        from faceweave.errors import InvalidOption
+
+        raise InvalidOption(f"no devices in {spec!r}", hint="use e.g. --devices 0,1 or --devices cpu,cpu")
+    return out
 
 
 class _EncodeThread:
@@ -388,7 +421,9 @@ def _swap_segments(
 ) -> dict[str, Any]:
     """Segment-parallel path: each worker process runs decode → face stages → encode on its segment."""
     if settings.workers > 1:
-        factory: Any = functools.partial(make_segment_processor, settings, list(prepared), refs)
+        # Sources travel to the worker processes on the CPU; each worker moves them to its own device.
+        factory: Any = functools.partial(make_segment_processor, settings, [p.to("cpu") for p in prepared],
+                                         None if refs is None else [r.cpu() for r in refs])
     else:  # segments run in this process (work_dir resume without parallelism): reuse the loaded engine
         factory = functools.partial(VideoFaceProcessor, engine, list(prepared), refs, settings)
     done = {"frames": 0}

@@ -1,0 +1,332 @@
+"""``faceweave bench``: one process, one run — plain transcode vs face swap on CPU and GPU, with ratios.
+
+What it measures, all on the same input in the same run (so ratios are fair):
+
+1. plain decode→encode, single process and segment-parallel (``--workers``): the encoder ceiling;
+2. the face work (detect + landmarks + swap + blend) per frame at each batch size, per stage, on the CPU (small
+   batches) and on the GPU in eager fp32, eager fp16 and compiled fp16 — frames already on the device;
+3. the end-to-end swap with audio, segment-parallel, on the chosen device, with GPU utilisation and peak VRAM.
+
+Without ``--input`` it synthesises a moving, zooming crop of a bundled face at the requested size with a tone as
+audio (not counted in any timing).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import typer
+
+from faceweave.settings import SwapSettings
+
+
+# --- input ---------------------------------------------------------------------------------------------------
+def synthesize_video(path: Path, *, width: int, height: int, seconds: float, fps: int = 30,
+                     face: str = "obama.jpg") -> Path:
+    """Write an H.264 + AAC clip: the bundled face slowly panning and zooming (one face per frame), 440 Hz tone."""
+    import av
+    import cv2
+
+    from faceweave.data import media_path
+    from faceweave.media.image import read_image
+
+    img = read_image(media_path(face)).rgb
+    frames = int(round(seconds * fps))
+    base = min(width / img.shape[1], height / img.shape[0]) * 0.9
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "ultrafast"})
+        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+        a = out.add_stream("aac", rate=48000)
+        a.layout = "mono"  # type: ignore[union-attr]
+        for i in range(frames):
+            t = i / fps
+            s = base * (1.0 + 0.15 * math.sin(2 * math.pi * t / 7))
+            cx = width / 2 + 0.12 * width * math.sin(2 * math.pi * t / 11)
+            cy = height / 2 + 0.05 * height * math.sin(2 * math.pi * t / 5)
+            ang = 8 * math.sin(2 * math.pi * t / 9)
+            m = cv2.getRotationMatrix2D((img.shape[1] / 2, img.shape[0] / 2), ang, s)
+            m[:, 2] += (cx - img.shape[1] / 2, cy - img.shape[0] / 2)
+            frame = cv2.warpAffine(img, m, (width, height), borderMode=cv2.BORDER_REFLECT)
+            for p in v.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(p)
+        samples = np.sin(2 * np.pi * 440 * np.arange(int(seconds * 48000)) / 48000).astype(np.float32) * 0.3
+        step = 1024
+        for k in range(0, len(samples), step):
+            af = av.AudioFrame.from_ndarray(samples[None, k : k + step], format="fltp", layout="mono")
+            af.sample_rate, af.pts, af.time_base = 48000, k, Fraction(1, 48000)
+            for p in a.encode(af):
+                out.mux(p)
+        for stream in (v, a):
+            for p in stream.encode(None):
+                out.mux(p)
+    return path
+
+
+# --- GPU monitoring ------------------------------------------------------------------------------------------
+@dataclass
+class GpuMonitor:
+    """Samples NVML utilisation and memory in a thread (nothing when there is no GPU or no pynvml)."""
+
+    index: int = 0
+    period_s: float = 0.1
+    util: list[float] = field(default_factory=list)
+    mem_mb: list[float] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> GpuMonitor:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
+        except Exception:  # no GPU, no NVML: monitoring is optional
+            return self
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                self.util.append(float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu))
+                self.mem_mb.append(pynvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20)
+                time.sleep(self.period_s)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def summary(self) -> dict[str, float | None]:
+        return {"gpu_util_mean_pct": round(statistics.mean(self.util), 1) if self.util else None,
+                "gpu_mem_peak_mb": round(max(self.mem_mb), 1) if self.mem_mb else None}
+
+
+# --- timing helpers -------------------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_ms(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def face_work(engine: Any, frames: torch.Tensor, prepared: Any, repeats: int) -> dict[str, float]:
+    """Per-frame milliseconds of each GPU-capable stage on ``frames`` (already on the engine's device)."""
+    faces = engine.detector.detect(frames)
+    faces = engine.mesh.landmarks(frames, faces)
+    plans = [engine.select(f, prepared) for f in faces]
+    n = frames.shape[0]
+
+    def detect() -> Any:
+        return engine.detector.detect(frames)
+
+    def landmarks() -> Any:
+        return engine.mesh.landmarks(frames, faces)
+
+    def swap() -> Any:
+        return engine.swap(frames, plans, prepared)
+
+    def total() -> Any:
+        f = engine.mesh.landmarks(frames, engine.detector.detect(frames))
+        return engine.swap(frames, [engine.select(x, prepared) for x in f], prepared)
+
+    for fn in (detect, landmarks, swap, total):  # warm-up (compilation, cudnn autotune, allocator)
+        fn()
+    out = {name: _median_ms(fn, engine.device, repeats) / n
+           for name, fn in (("detect", detect), ("landmarks", landmarks), ("swap_blend", swap), ("total", total))}
+    out["faces_per_frame"] = sum(len(p) for p in plans) / n
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def compile_engine(engine: Any) -> None:
+    """torch.compile the three networks' forwards (fixed shapes per batch size; the ops stay eager)."""
+    for net in (engine.detector.short, engine.detector.full, engine.mesh.net):
+        net.forward = torch.compile(net.forward, dynamic=False)
+
+
+# --- the command ---------------------------------------------------------------------------------------------
+def run_bench(
+    *,
+    input_path: Path | None,
+    size: tuple[int, int],
+    seconds: float,
+    workers: int,
+    batch_sizes: list[int],
+    device: str,
+    devices: str | None,
+    preset: str,
+    crf: int,
+    cpu_frames: int,
+    do_compile: bool,
+    repeats: int,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    from faceweave.data import media_path
+    from faceweave.media.image import read_image
+    from faceweave.media.video import EncoderSettings, FrameReader, probe_video, run_segments, transcode
+    from faceweave.pipeline.engine import SwapEngine
+    from faceweave.pipeline.video import swap_video
+
+    tmp = Path(tempfile.mkdtemp(prefix="faceweave-bench-"))
+    report: dict[str, Any] = {
+        "machine": {"platform": platform.platform(), "cpu_count": __import__("os").cpu_count(),
+                    "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                    else None, "av": __import__("av").__version__},
+        "settings": {"preset": preset, "crf": crf, "workers": workers, "batch_sizes": batch_sizes},
+    }
+    if input_path is None:
+        t0 = time.perf_counter()
+        input_path = synthesize_video(tmp / "input.mp4", width=size[0], height=size[1], seconds=seconds)
+        log(f"synthesised {input_path.name} {size[0]}x{size[1]} {seconds:.0f}s in {time.perf_counter() - t0:.1f}s")
+    info = probe_video(input_path)
+    report["input"] = {"width": info.width, "height": info.height, "frames": info.frames, "fps": info.fps,
+                       "audio": info.has_audio}
+    encoder = EncoderSettings(codec="libx264", crf=crf, preset=preset)
+    n_frames = info.frames or int(info.duration_s * info.fps)
+
+    # 1. the encoder ceiling
+    t0 = time.perf_counter()
+    transcode(input_path, tmp / "plain1.mp4", encoder)
+    plain1 = n_frames / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    run_segments(info, tmp / "plainN.mp4", encoder, workers=workers)
+    plain_n = n_frames / (time.perf_counter() - t0)
+    report["plain_transcode_fps"] = {"single": round(plain1, 1), f"segments_x{workers}": round(plain_n, 1)}
+    log(f"plain transcode: {plain1:.1f} fps single, {plain_n:.1f} fps with {workers} segment workers")
+
+    # 2. face work per stage
+    src = read_image(media_path("astronaut.png")).rgb
+    with FrameReader(info, batch_size=max(batch_sizes)) as reader:
+        sample = next(iter(reader)).frames
+    variants: list[tuple[str, str, str, bool]] = [("cpu_fp32", "cpu", "float32", False)]
+    use_gpu = device != "cpu" and torch.cuda.is_available()
+    if use_gpu:
+        variants += [("gpu_eager_fp32", device if device != "auto" else "cuda", "float32", False),
+                     ("gpu_eager_fp16", device if device != "auto" else "cuda", "float16", False)]
+        if do_compile:
+            variants.append(("gpu_compiled_fp16", device if device != "auto" else "cuda", "float16", True))
+    stages: dict[str, Any] = {}
+    for name, dev, dt, comp in variants:
+        engine = SwapEngine(SwapSettings(device=dev, dtype=dt))  # type: ignore[arg-type]
+        prepared = engine.prepare_sources([src])
+        if comp:
+            try:
+                compile_engine(engine)
+            except Exception as exc:  # report, do not hide: compile support varies by platform
+                stages[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                continue
+        stages[name] = {}
+        sizes = batch_sizes if dev != "cpu" else ([b for b in batch_sizes if b <= cpu_frames] or [1])
+        for b in sizes:
+            frames = (torch.from_numpy(np.ascontiguousarray(sample[:b])).to(engine.device)
+                      .permute(0, 3, 1, 2).to(engine.dtype).div(255))
+            if frames.shape[0] < b:  # short clip: repeat frames
+                frames = frames.repeat(math.ceil(b / frames.shape[0]), 1, 1, 1)[:b]
+            if engine.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(engine.device)
+            try:
+                row = face_work(engine, frames, prepared, repeats if dev != "cpu" else max(2, repeats // 5))
+            except Exception as exc:
+                row = {"error": f"{type(exc).__name__}: {exc}"}
+            if engine.device.type == "cuda":
+                row["peak_vram_mb"] = round(torch.cuda.max_memory_allocated(engine.device) / 2**20, 1)
+            stages[name][f"batch_{b}"] = row
+            log(f"{name} batch {b}: {row}")
+        del engine
+        if use_gpu:
+            torch.cuda.empty_cache()
+    report["face_work_ms_per_frame"] = stages
+
+    # 3. end to end, with audio, segment-parallel
+    e2e: dict[str, Any] = {}
+    runs = [("gpu_fp16", SwapSettings(device=device if device != "auto" else "cuda", dtype="float16",
+                                      workers=workers, crf=crf, preset=preset, batch_size=max(batch_sizes),
+                                      devices=devices))] if use_gpu else []
+    if not use_gpu:
+        runs.append(("cpu", SwapSettings(device="cpu", workers=workers, crf=crf, preset=preset,
+                                         batch_size=min(8, max(batch_sizes)))))
+    for name, settings in runs:
+        with GpuMonitor() as mon:
+            t0 = time.perf_counter()
+            result = swap_video([media_path("astronaut.png")], input_path, tmp / f"swap_{name}.mp4", settings)
+            dt = time.perf_counter() - t0
+        fps = result.frames / dt
+        e2e[name] = {"fps": round(fps, 1), "seconds": round(dt, 2), "frames": result.frames,
+                     "faces_swapped": result.faces_swapped, "ratio_to_plain_segments": round(fps / plain_n, 3),
+                     **mon.summary()}
+        log(f"end to end {name}: {fps:.1f} fps = {fps / plain_n:.2f}× plain segment-parallel transcode")
+    report["end_to_end"] = e2e
+    return report
+
+
+def _print_table(report: dict[str, Any], log: Callable[[str], None]) -> None:
+    log("\n| variant | batch | detect | landmarks | swap+blend | total ms/frame | peak VRAM MB |")
+    log("|---|---|---|---|---|---|---|")
+    for name, rows in report["face_work_ms_per_frame"].items():
+        if "error" in rows:
+            log(f"| {name} | – | {rows['error']} | | | | |")
+            continue
+        for b, r in rows.items():
+            if "error" in r:
+                log(f"| {name} | {b[6:]} | {r['error']} | | | | |")
+                continue
+            log(f"| {name} | {b[6:]} | {r['detect']} | {r['landmarks']} | {r['swap_blend']} | {r['total']} | "
+                f"{r.get('peak_vram_mb', '–')} |")
+    log(f"\nplain transcode fps: {report['plain_transcode_fps']}")
+    for name, r in report["end_to_end"].items():
+        log(f"end to end {name}: {r}")
+
+
+def bench_command(
+    input: Annotated[Path | None, typer.Option("--input", help="video to use (default: synthesise one)")] = None,
+    size: Annotated[str, typer.Option(help="synthesised size WxH")] = "1920x1080",
+    seconds: Annotated[float, typer.Option(help="synthesised duration")] = 20.0,
+    workers: Annotated[int, typer.Option(help="segment workers (encoder processes)")] = 8,
+    batch_sizes: Annotated[str, typer.Option(help="comma list of batch sizes for the face-work table")] = "1,4,8",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+    devices: Annotated[str | None, typer.Option(help="split segments across devices, e.g. 0,1")] = None,
+    preset: Annotated[str, typer.Option(help="libx264 preset")] = "veryfast",
+    crf: Annotated[int, typer.Option(help="libx264 crf")] = 20,
+    cpu_frames: Annotated[int, typer.Option(help="largest CPU batch in the face-work table")] = 4,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="include torch.compile fp16")] = True,
+    repeats: Annotated[int, typer.Option(help="timed repetitions per measurement")] = 20,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the full report here")] = None,
+) -> None:
+    """Benchmark transcode vs swap (CPU, GPU eager fp32/fp16, compiled) in one run; print a table, write JSON."""
+    from faceweave.errors import InvalidOption
+
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+        sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
+    except ValueError:
+        raise InvalidOption(f"bad --size {size!r} or --batch-sizes {batch_sizes!r}",
+                            hint="e.g. --size 1920x1080 --batch-sizes 1,4,8") from None
+    report = run_bench(input_path=input, size=(w, h), seconds=seconds, workers=workers, batch_sizes=sizes,
+                       device=device, devices=devices, preset=preset, crf=crf, cpu_frames=cpu_frames,
+                       do_compile=compile, repeats=repeats)
+    _print_table(report, print)
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2))
