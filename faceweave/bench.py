@@ -47,7 +47,8 @@ def synthesize_video(path: Path, *, width: int, height: int, seconds: float, fps
     frames = int(round(seconds * fps))
     base = min(width / img.shape[1], height / img.shape[0]) * 0.9
     with av.open(str(path), "w") as out:
-        v = out.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "ultrafast"})
+        # keyframe every second, like camera output: segments start on keyframes without long lead-ins
+        v = out.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "ultrafast", "g": str(fps)})
         v.width, v.height, v.pix_fmt = width, height, "yuv420p"
         a = out.add_stream("aac", rate=48000)
         a.layout = "mono"  # type: ignore[union-attr]
@@ -182,6 +183,7 @@ def run_bench(
     cpu_frames: int,
     do_compile: bool,
     repeats: int,
+    stages_table: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     from faceweave.data import media_path
@@ -229,7 +231,7 @@ def run_bench(
         if do_compile:
             variants.append(("gpu_compiled_fp16", device if device != "auto" else "cuda", "float16", True))
     stages: dict[str, Any] = {}
-    for name, dev, dt, comp in variants:
+    for name, dev, dt, comp in variants if stages_table else []:
         engine = SwapEngine(SwapSettings(device=dev, dtype=dt))  # type: ignore[arg-type]
         prepared = engine.prepare_sources([src])
         if comp:
@@ -313,6 +315,7 @@ def bench_command(
     cpu_frames: Annotated[int, typer.Option(help="largest CPU batch in the face-work table")] = 4,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="include torch.compile fp16")] = True,
     repeats: Annotated[int, typer.Option(help="timed repetitions per measurement")] = 20,
+    stages: Annotated[bool, typer.Option("--stages/--no-stages", help="include the per-stage face-work table")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the full report here")] = None,
 ) -> None:
     """Benchmark transcode vs swap (CPU, GPU eager fp32/fp16, compiled) in one run; print a table, write JSON."""
@@ -326,7 +329,7 @@ def bench_command(
                             hint="e.g. --size 1920x1080 --batch-sizes 1,4,8") from None
     report = run_bench(input_path=input, size=(w, h), seconds=seconds, workers=workers, batch_sizes=sizes,
                        device=device, devices=devices, preset=preset, crf=crf, cpu_frames=cpu_frames,
-                       do_compile=compile, repeats=repeats)
+                       do_compile=compile, repeats=repeats, stages_table=stages)
     _print_table(report, print)
     if json_out:
         json_out.write_text(json.dumps(report, indent=2))

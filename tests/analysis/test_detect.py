@@ -177,11 +177,13 @@ def test_batched_equals_single(detector: FaceDetector, media: Any) -> None:
         for n in ("astronaut.png", "grace_hopper.jpg", "obama.jpg")
     ]).float() / 255
     batched = detector.detect(frames)
+    # cuDNN picks convolution algorithms (TF32 included) per batch size, so CUDA agrees to ~1e-2 px, not 1e-4.
+    tol = 1e-4 if detector.device.type == "cpu" else 0.05
     for i in range(3):
         single = detector.detect(frames[i:i + 1])[0]
         assert len(single) == len(batched[i]) == 1
-        assert (single[0].box - batched[i][0].box).abs().max() <= 1e-4
-        assert (single[0].keypoints - batched[i][0].keypoints).abs().max() <= 1e-4
+        assert (single[0].box - batched[i][0].box).abs().max() <= tol
+        assert (single[0].keypoints - batched[i][0].keypoints).abs().max() <= tol
 
 
 def test_view_sampling_matches_letterbox(device: torch.device, dtype: torch.dtype, media: Any) -> None:

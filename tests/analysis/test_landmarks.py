@@ -141,4 +141,6 @@ def test_crop_sampling_is_a_rotation(device: torch.device, dtype: torch.dtype, m
     assert crop.dtype == dtype and crop.device.type == device.type
     # A 90-degree turn about the image centre at 1:1 scale is an exact pixel permutation (crop→frame: +90°).
     expected = torch.rot90(frames[0], k=1, dims=(1, 2))
-    assert (crop[0] - expected).abs().max() <= (1e-4 if dtype == torch.float32 else 1e-2)
+    # fp16 sampling coordinates are only ~0.25 px precise at 512 px, so single pixels at edges blend neighbours.
+    tol = 1e-4 if dtype == torch.float32 else 0.12
+    assert (crop[0] - expected).abs().max() <= tol
