@@ -72,7 +72,7 @@ def swap(
     keep_mouth: Annotated[bool | None, typer.Option("--keep-mouth/--no-keep-mouth", help="keep the target's mouth interior")] = None,
     keep_eyes: Annotated[bool | None, typer.Option("--keep-eyes/--no-keep-eyes", help="keep the target's eyes")] = None,
     blend: Annotated[Blend | None, typer.Option(help="blending: laplacian, poisson or feather")] = None,
-    enhancer: Annotated[str | None, typer.Option(help="'detail' (built-in) or a plug-in enhancer model")] = None,
+    enhancer: Annotated[str | None, typer.Option(help="'detail' (built-in, default), a plug-in enhancer model, or 'none'")] = None,
     detector: Annotated[str | None, typer.Option(help="'blazeface' (built-in), 'retinaface', 'scrfd', …")] = None,
     recogniser: Annotated[str | None, typer.Option(help="'dlib' (built-in) or 'arcface'")] = None,
     occlusion_mask: Annotated[str | None, typer.Option(help="face-parser plug-in for occlusions")] = None,

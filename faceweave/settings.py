@@ -41,7 +41,9 @@ class SwapSettings(BaseModel):
     blend: BlendMode = "laplacian"
     mask_erosion: float = Field(0.04, ge=0.0, le=0.3, description="face-hull erosion, fraction of face size")
     mask_feather: float = Field(0.06, ge=0.0, le=0.3, description="mask feather width, fraction of face size")
-    enhancer: str | None = Field(None, description="'detail' (built-in) or a plug-in model name; None: off")
+    enhancer: str | None = Field(
+        "detail", description="'detail' (built-in sharpening of the swapped face) or a plug-in model; None: off"
+    )
     enhancer_blend: float = Field(0.8, ge=0.0, le=1.0, description="how much of the enhanced face to keep")
     codeformer_fidelity: float = Field(0.5, ge=0.0, le=1.0)
     detector: str = Field("blazeface", description="'blazeface' (built-in), 'retinaface' (embedded ONNX), 'scrfd'…")
@@ -79,6 +81,11 @@ class SwapSettings(BaseModel):
         if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
             return v
         raise ValueError("device must be auto, cpu, cuda or cuda:N")
+
+    @field_validator("enhancer")
+    @classmethod
+    def _check_enhancer(cls, v: str | None) -> str | None:
+        return None if v is None or v.lower() in ("none", "off", "") else v
 
     @classmethod
     def build(cls, **values: object) -> SwapSettings:

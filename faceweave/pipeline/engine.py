@@ -33,7 +33,7 @@ class PreparedSource:
     def to(self, device: torch.device | str) -> PreparedSource:
         """A copy with its tensors on ``device`` (segment workers get sources on the CPU and move them)."""
         tex = SourceTexture(image=self.texture.image.to(device), points=self.texture.points.to(device),
-                            face=self.texture.face)
+                            face=self.texture.face, scale=self.texture.scale)
         latent = None if self.latent is None else self.latent.to(device)
         return PreparedSource(face=self.face, texture=tex, latent=latent)
 

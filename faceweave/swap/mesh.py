@@ -37,7 +37,10 @@ MIN_CROP = 96
 CROP_MARGIN = 0.3
 #: Lighting transfer keeps the target's shading at scales above this fraction of the face size; finer shading is
 #: facial structure (identity), which must come from the source.
-SHADING_SIGMA = 1 / 8
+SHADING_SIGMA = 0.4
+#: How much of the target's finest grain to put back on a magnified source texture (more hides blur, but also
+#: brings back a little of the target's identity).
+GRAIN_WEIGHT = 0.5
 
 # Points whose position carries expression more than identity: shape transfer moves them less.
 _EXPRESSIVE = sorted(set(topology.LIPS_INNER) | set(topology.LIPS_OUTER) | set(topology.LEFT_EYE)
@@ -59,6 +62,7 @@ class SourceTexture:
     image: torch.Tensor
     points: torch.Tensor
     face: Face
+    scale: float = 1.0  # texture pixels per source-image pixel (>1: the texture was magnified)
 
 
 def _square_box(points: torch.Tensor, margin: float) -> torch.Tensor:
@@ -93,7 +97,7 @@ def prepare_source_texture(image: torch.Tensor, face: Face, size: int = SOURCE_T
     pts = face.landmarks[None, :, :2].to(image.device, torch.float32)
     m = _crop_matrix(_square_box(pts, CROP_MARGIN), size)
     crop = warp_affine(image.float(), m, (size, size), padding="border").to(image.dtype)
-    return SourceTexture(image=crop, points=transform_points(m, pts)[0], face=face)
+    return SourceTexture(image=crop, points=transform_points(m, pts)[0], face=face, scale=float(m[0, 0, 0]))
 
 
 def output_geometry(target: torch.Tensor, source: torch.Tensor, strength: float) -> torch.Tensor:
@@ -152,21 +156,22 @@ def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, settin
 
 
 def _restore_grain(warped: torch.Tensor, target: torch.Tensor, src_pts: torch.Tensor, dst_pts: torch.Tensor,
-                   skin: torch.Tensor) -> torch.Tensor:
+                   skin: torch.Tensor, src_scale: torch.Tensor) -> torch.Tensor:
     """Add the target's finest skin grain where the source texture was magnified (a small source face on a large
     target face comes out smooth and waxy, and its blur makes the blend border stand out).
 
     Only frequencies above the magnification's own blur are taken (sigma ≈ 0.5 × magnification), so the target's
     features (eyes, wrinkles at face scale) do not leak back; ``(F, 3, S, S)`` in and out.
     """
-    src_size = (src_pts.max(1).values - src_pts.min(1).values).max(1).values
+    # the source face's size in its own image's pixels: the texture crop may already have magnified it
+    src_size = (src_pts.max(1).values - src_pts.min(1).values).max(1).values / src_scale
     dst_size = (dst_pts.max(1).values - dst_pts.min(1).values).max(1).values
     magnification = float((dst_size / src_size.clamp(min=1)).max())
     if magnification < 1.25:
         return warped
     sigma = min(3.0, 0.5 * magnification)
     grain = target - gaussian_blur(target, sigma)
-    weight = min(1.0, (magnification - 1.0) / 2.0)
+    weight = GRAIN_WEIGHT * min(1.0, (magnification - 1.0) / 2.0)
     return warped + weight * skin * grain
 
 
@@ -218,7 +223,8 @@ def swap_faces(
         if settings.colour_transfer == "lab":
             warped = transfer_colour_lab(warped, target_crops, stats, stats)
             warped = transfer_shading(warped, target_crops, stats, sigma=max(2.0, face_px * SHADING_SIGMA))
-        warped = _restore_grain(warped, target_crops, src_pts, geo_c, stats)
+        src_scale = torch.tensor([s.scale for _, _, s in items], device=dev)
+        warped = _restore_grain(warped, target_crops, src_pts, geo_c, stats, src_scale)
         warped = torch.where(coverage > 0, warped, target_crops).clamp(0, 1)
 
     with record_function("swap.blend"):
