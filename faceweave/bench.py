@@ -61,7 +61,7 @@ def synthesize_video(path: Path, *, width: int, height: int, seconds: float, fps
             m = cv2.getRotationMatrix2D((img.shape[1] / 2, img.shape[0] / 2), ang, s)
             m[:, 2] += (cx - img.shape[1] / 2, cy - img.shape[0] / 2)
             frame = cv2.warpAffine(img, m, (width, height), borderMode=cv2.BORDER_REFLECT)
-            for p in v.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            for p in v.encode(av.VideoFrame.from_ndarray(np.asarray(frame, dtype=np.uint8), format="rgb24")):
                 out.mux(p)
         samples = np.sin(2 * np.pi * 440 * np.arange(int(seconds * 48000)) / 48000).astype(np.float32) * 0.3
         step = 1024
@@ -231,8 +231,8 @@ def run_bench(
         if do_compile:
             variants.append(("gpu_compiled_fp16", device if device != "auto" else "cuda", "float16", True))
     stages: dict[str, Any] = {}
-    for name, dev, dt, comp in variants if stages_table else []:
-        engine = SwapEngine(SwapSettings(device=dev, dtype=dt))  # type: ignore[arg-type]
+    for name, dev, dtype_name, comp in variants if stages_table else []:
+        engine = SwapEngine(SwapSettings(device=dev, dtype=dtype_name))  # type: ignore[arg-type]
         prepared = engine.prepare_sources([src])
         if comp:
             try:
@@ -249,6 +249,7 @@ def run_bench(
                 frames = frames.repeat(math.ceil(b / frames.shape[0]), 1, 1, 1)[:b]
             if engine.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(engine.device)
+            row: dict[str, Any]
             try:
                 row = face_work(engine, frames, prepared, repeats if dev != "cpu" else max(2, repeats // 5))
             except Exception as exc:

@@ -31,7 +31,7 @@ class Selector(str, Enum):
     one = "one"
     many = "many"
     reference = "reference"
-    index = "index"
+    by_index = "index"  # not `index`: that would shadow str.index
 
 
 class Blend(str, Enum):
@@ -202,7 +202,7 @@ def main() -> None:
         raise SystemExit(130) from None
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
-    except (typer.Abort,):
+    except typer.Abort:
         raise SystemExit(1) from None
     except Exception as exc:  # click usage errors
         import click

@@ -37,7 +37,9 @@ def side_by_side(rows: list[list[np.ndarray]], height: int = 320, gap: int = 8) 
     return sheet
 
 
-def run_demo(out_dir: Path, *, device: str = "auto", video: bool = True, console: Console | None = None) -> dict[str, Any]:
+def run_demo(
+    out_dir: Path, *, device: str = "auto", video: bool = True, console: Console | None = None
+) -> dict[str, Any]:
     """Run the demo into ``out_dir``; return the report that the CLI prints."""
     from faceweave.eval.metrics import evaluate
     from faceweave.media.image import read_image, write_image
@@ -48,7 +50,9 @@ def run_demo(out_dir: Path, *, device: str = "auto", video: bool = True, console
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = SwapSettings.build(device=device)
     engine = SwapEngine(settings)
-    rows, report = [], {"out_dir": str(out_dir), "images": [], "device": str(engine.device)}
+    rows: list[list[Any]] = []
+    images: list[dict[str, Any]] = []
+    report: dict[str, Any] = {"out_dir": str(out_dir), "images": images, "device": str(engine.device)}
     for src_name, tgt_name in DEMO_PAIRS:
         src = read_image(media_path(src_name)).rgb
         tgt = read_image(media_path(tgt_name))
@@ -60,7 +64,7 @@ def run_demo(out_dir: Path, *, device: str = "auto", video: bool = True, console
         write_image(out_dir / name, result, like=tgt, metadata=PROVENANCE)
         quality = evaluate(src, tgt.rgb, result, engine)
         rows.append([src, tgt.rgb, result])
-        report["images"].append({"source": src_name, "target": tgt_name, "output": name, "ms": round(ms, 1),
+        images.append({"source": src_name, "target": tgt_name, "output": name, "ms": round(ms, 1),
                                  **quality.to_dict()})
         console.print(f"{src_name} → {tgt_name}: identity to source {quality.identity_to_source:.3f}, "
                       f"to target {quality.identity_to_target:.3f}, NME {quality.landmark_nme:.3f}, "

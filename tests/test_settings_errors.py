@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from faceweave import errors
 from faceweave.device import resolve_device, resolve_dtype
@@ -12,7 +13,7 @@ from faceweave.settings import SwapSettings
 
 def test_settings_are_frozen_and_reject_unknown_fields() -> None:
     s = SwapSettings()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         s.selector = "many"  # type: ignore[misc]
     with pytest.raises(errors.InvalidOption, match="colour"):
         SwapSettings.build(colour="red")

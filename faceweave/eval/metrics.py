@@ -80,7 +80,9 @@ def seam_ratio(image: np.ndarray, face: Face, erosion: float = SwapSettings().ma
     return b / max(i, 1e-6)
 
 
-def evaluate(source: np.ndarray, target: np.ndarray, output: np.ndarray, engine: SwapEngine | None = None) -> SwapQuality:
+def evaluate(
+    source: np.ndarray, target: np.ndarray, output: np.ndarray, engine: SwapEngine | None = None
+) -> SwapQuality:
     """Judge one swap of the largest faces. Images are ``(H, W, 3)`` uint8 RGB."""
     engine = engine or SwapEngine(SwapSettings())
 
