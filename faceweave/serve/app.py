@@ -309,7 +309,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = await anyio.to_thread.run_sync(SqlJobStore, settings.resolved_database_url)
-        storage = FsspecStorage(settings.resolved_storage_url)
+        storage = FsspecStorage(settings.resolved_storage_url, **settings.storage_options)
         hub = ProgressHub()
         slots = settings.workers or gpu_count() or 1
         holder: dict[str, Service] = {}

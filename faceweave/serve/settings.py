@@ -8,7 +8,7 @@ to scale out without touching the API.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +29,12 @@ class ServiceSettings(BaseSettings):
     data_dir: Path = Field(Path("./faceweave-data"), description="SQLite file, local media and job work folders")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/faceweave.db")
     storage_url: str | None = Field(None, description="fsspec URL for media; default file://<data_dir>/media")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments for the storage_url's fsspec filesystem (JSON), e.g. an S3 endpoint_url,"
+        " key and secret for s3fs",
+        repr=False,  # may hold credentials
+    )
     url_import_prefixes: tuple[str, ...] = Field(
         (), description="storage URL prefixes a job may read its inputs from (empty: URL inputs disabled)"
     )

@@ -1,4 +1,8 @@
-"""Job store (migrations, atomic claims, recovery) and the in-process executor with a trivial job function."""
+"""Job store (migrations, atomic claims, recovery) and the in-process executor with a trivial job function.
+
+The ``check_*`` helpers take a database URL: the tests here run them on SQLite, ``test_serve_backends.py`` runs the
+same helpers on a real PostgreSQL server.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +31,11 @@ def _new(store: SqlJobStore, storage: FsspecStorage, tmp: Path, n: int = 1) -> l
     return ids
 
 
-def test_migrations_are_idempotent_and_claims_are_exclusive(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+def sqlite_url(tmp: Path) -> str:
+    return f"sqlite:///{tmp / 'db.sqlite'}"
+
+
+def check_migrations_are_idempotent_and_claims_are_exclusive(url: str, tmp_path: Path) -> None:
     store = SqlJobStore(url)
     storage = FsspecStorage(f"file://{tmp_path / 'media'}")
     ids = _new(store, storage, tmp_path, 20)
@@ -52,10 +59,46 @@ def test_migrations_are_idempotent_and_claims_are_exclusive(tmp_path: Path) -> N
     restarted = SqlJobStore(url)
     assert restarted.requeue_unfinished() == 19
     assert restarted.counts_by_state() == {"queued": 19, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 1}
+    store.close()
+    restarted.close()
 
 
-def test_executor_runs_fails_and_survives(tmp_path: Path) -> None:
-    store = SqlJobStore(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_migrations_are_idempotent_and_claims_are_exclusive(tmp_path: Path) -> None:
+    check_migrations_are_idempotent_and_claims_are_exclusive(sqlite_url(tmp_path), tmp_path)
+
+
+def check_job_lifecycle(url: str, tmp_path: Path) -> None:
+    """create → claim → progress → succeed, straight on the store; every field lands and reads back."""
+    store = SqlJobStore(url)
+    storage = FsspecStorage(f"file://{tmp_path / 'media'}")
+    (job_id,) = _new(store, storage, tmp_path, 1)
+    job = store.get_job(job_id, tenant="t")
+    assert job is not None and job.state == JobState.queued and job.source_keys == ["t/0/source_0.png"]
+    assert store.get_job(job_id, tenant="other") is None
+    claimed = store.claim_next()
+    assert claimed is not None and claimed.id == job_id and claimed.state == JobState.running
+    assert claimed.attempts == 1 and claimed.started_at is not None and store.claim_next() is None
+    store.update_progress(job_id, frames_done=3, frames_total=10, fps=2.5, eta_s=2.8, stage="swap")
+    job = store.get_job(job_id)
+    assert job is not None and (job.frames_done, job.frames_total, job.fps, job.eta_s, job.stage) == (
+        3, 10, 2.5, 2.8, "swap")  # fmt: skip
+    assert store.finish(job_id, result_key="t/0/result.png", result_bytes=5, faces_swapped=1, kind="image",
+                        stats={"segments_reused": 0})  # fmt: skip
+    job = store.get_job(job_id)
+    assert job is not None and job.state == JobState.succeeded and job.result_key == "t/0/result.png"
+    assert (job.frames_done, job.stored_bytes, job.faces_swapped, job.stats) == (10, 25, 1, {"segments_reused": 0})
+    assert not store.cancel(job_id) and store.count_active("t") == 0 and store.stored_bytes("t") == 25
+    assert [j.id for j in store.list_jobs("t", JobState.succeeded, 10, 0)[0]] == [job_id]
+    assert [j.id for j in store.finished_before(job.finished_at + 1)] == [job_id]  # type: ignore[operator]
+    store.close()
+
+
+def test_job_lifecycle(tmp_path: Path) -> None:
+    check_job_lifecycle(sqlite_url(tmp_path), tmp_path)
+
+
+def check_executor_runs_fails_and_survives(url: str, tmp_path: Path) -> None:
+    store = SqlJobStore(url)
     storage = FsspecStorage(f"file://{tmp_path / 'media'}")
     ok_id, face_id, bug_id = _new(store, storage, tmp_path, 3)
     finished: list[str] = []
@@ -90,10 +133,14 @@ def test_executor_runs_fails_and_survives(tmp_path: Path) -> None:
     assert bug is not None and bug.state == JobState.failed and bug.error_code == "internal_error"
     assert "a bug" in (bug.error_message or "")
     assert not (tmp_path / "work" / ok_id).exists()  # work folders go once a job is final
+    store.close()
 
 
-def test_shutdown_leaves_running_job_for_recovery(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+def test_executor_runs_fails_and_survives(tmp_path: Path) -> None:
+    check_executor_runs_fails_and_survives(sqlite_url(tmp_path), tmp_path)
+
+
+def check_shutdown_leaves_running_job_for_recovery(url: str, tmp_path: Path) -> None:
     store = SqlJobStore(url)
     storage = FsspecStorage(f"file://{tmp_path / 'media'}")
     (job_id,) = _new(store, storage, tmp_path, 1)
@@ -111,7 +158,15 @@ def test_shutdown_leaves_running_job_for_recovery(tmp_path: Path) -> None:
     assert started.wait(10)
     ex.stop()
     assert store.get_job(job_id).state == JobState.running  # type: ignore[union-attr]
-    assert SqlJobStore(url).requeue_unfinished() == 1
+    restarted = SqlJobStore(url)
+    assert restarted.requeue_unfinished() == 1
+    assert restarted.get_job(job_id).state == JobState.queued  # type: ignore[union-attr]
+    store.close()
+    restarted.close()
+
+
+def test_shutdown_leaves_running_job_for_recovery(tmp_path: Path) -> None:
+    check_shutdown_leaves_running_job_for_recovery(sqlite_url(tmp_path), tmp_path)
 
 
 @pytest.mark.parametrize("slots", [0])
@@ -147,13 +202,12 @@ def test_progress_hub_delivers_thread_events_to_async_subscribers() -> None:
     assert [e["frames_done"] for e in got] == [0, 1, 2]
 
 
-def test_upgrade_from_first_revision_keeps_jobs(tmp_path: Path) -> None:
+def check_upgrade_from_first_revision_keeps_jobs(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
     from faceweave.serve.store import MIGRATIONS_DIR, make_engine
 
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     engine = make_engine(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -168,3 +222,8 @@ def test_upgrade_from_first_revision_keeps_jobs(tmp_path: Path) -> None:
     store = SqlJobStore(url)  # upgrades to head at startup
     job = store.get_job("old")
     assert job is not None and job.state == JobState.succeeded and job.stats == {}
+    store.close()
+
+
+def test_upgrade_from_first_revision_keeps_jobs(tmp_path: Path) -> None:
+    check_upgrade_from_first_revision_keeps_jobs(sqlite_url(tmp_path))
