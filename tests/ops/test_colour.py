@@ -166,3 +166,16 @@ def test_shape_errors() -> None:
         transfer_colour_lab(
             torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 8, 8)
         )
+
+
+def test_shading_downscaled_estimate_matches_full(device: torch.device, dtype: torch.dtype, media: Any) -> None:
+    """Estimating the lighting on 4× pooled images gives the same transfer when sigma is large."""
+    rgb = torch.from_numpy(media.rgb("astronaut.png")).permute(2, 0, 1)[None].float().div(255)
+    src = rgb[:, :, 40:296, 120:376].to(device, dtype)
+    ref = rgb.flip(-1)[:, :, 40:296, 120:376].to(device, dtype)
+    mask = torch.zeros(1, 1, 256, 256, device=device, dtype=dtype)
+    mask[..., 40:220, 50:210] = 1
+    full = transfer_shading(src, ref, mask, sigma=40.0)
+    fast = transfer_shading(src, ref, mask, sigma=40.0, downscale=8)
+    assert (fast.float() - full.float()).abs().mean() < 0.01
+    assert not torch.equal(full, src)  # the transfer did something
