@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -164,6 +166,17 @@ class SwapEngine:
             assert emb is not None
             refs.append(emb)
         return refs
+
+    def job_references(self, reference: str | PathLike[str] | None, source_images: Sequence[np.ndarray], *,
+                       max_pixels: int) -> list[torch.Tensor] | None:
+        """Identity embeddings for ``selector="reference"`` (the reference image's, else the sources'); else None."""
+        if self.settings.selector != "reference":
+            return None
+        if reference is None:
+            return self.reference_embeddings(source_images)
+        from faceweave.media.image import read_image
+
+        return self.reference_embeddings([read_image(Path(reference), max_pixels=max_pixels).rgb])
 
     def select(self, faces: list[Face], sources: Sequence[PreparedSource],
                reference: Sequence[torch.Tensor] | None = None) -> list[tuple[Face, int]]:

@@ -74,10 +74,7 @@ def swap_image_file(
     progress(Progress(stage="prepare", frames_done=0, frames_total=1))
     engine = engine or SwapEngine(settings)
     prepared = engine.prepare_sources(src_images)
-    refs = None
-    if settings.selector == "reference":
-        ref_images = [read_image(Path(reference), max_pixels=settings.max_pixels).rgb] if reference else src_images
-        refs = engine.reference_embeddings(ref_images)
+    refs = engine.job_references(reference, src_images, max_pixels=settings.max_pixels)
     result, n = swap_image(prepared, tgt.rgb, engine, refs)
     if settings.provenance_label:
         from faceweave.media.label import draw_label

@@ -333,10 +333,7 @@ def swap_video(
 
         engine = SwapEngine(settings)
     prepared = engine.prepare_sources(src_images)
-    refs = None
-    if settings.selector == "reference":
-        ref_images = [read_image(Path(reference), max_pixels=settings.max_pixels).rgb] if reference else src_images
-        refs = engine.reference_embeddings(ref_images)
+    refs = engine.job_references(reference, src_images, max_pixels=settings.max_pixels)
 
     stats: dict[str, Any]
     if settings.workers > 1 or work_dir is not None:
