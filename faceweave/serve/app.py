@@ -14,7 +14,6 @@ Every :class:`~faceweave.errors.FaceweaveError` maps once to ``{"error": {"code"
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import queue
@@ -73,7 +72,7 @@ from faceweave.serve.logging import request_id_var
 from faceweave.serve.metrics import CONTENT_TYPE, ServiceMetrics, gpu_count
 from faceweave.serve.policy import ModerationRequest, check_consent, load_moderator, moderate
 from faceweave.serve.settings import ServiceSettings
-from faceweave.serve.storage import FsspecStorage
+from faceweave.serve.storage import FsspecStorage, tenant_dir
 from faceweave.serve.store import Job, JobState, NewJob, SqlJobStore
 from faceweave.settings import SwapSettings
 
@@ -222,11 +221,6 @@ class Service:
     def upload_limits(self) -> UploadLimits:
         s = self.settings
         return UploadLimits(s.max_upload_bytes, s.max_pixels, s.max_duration_s, s.max_frames)
-
-
-def tenant_dir(tenant: str) -> str:
-    """A storage folder name for a tenant that no tenant name can bend into a path."""
-    return "t" + hashlib.sha256(tenant.encode()).hexdigest()[:24]
 
 
 def _service(request: Request) -> Service:

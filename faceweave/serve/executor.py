@@ -29,7 +29,7 @@ from faceweave.errors import FaceweaveError
 from faceweave.progress import Progress
 from faceweave.serve.errors import JobCancelled
 from faceweave.serve.logging import job_context
-from faceweave.serve.storage import Storage
+from faceweave.serve.storage import Storage, tenant_dir
 from faceweave.serve.store import Job, JobState, JobStore
 from faceweave.settings import SwapSettings
 
@@ -314,7 +314,7 @@ class InProcessExecutor:
             )
             if stage_state.stage and self.on_stage is not None:
                 self.on_stage(stage_state.stage, time.monotonic() - stage_state.since)
-            result_key = f"{job.tenant}/{job.id}/result{outcome.output.suffix}"
+            result_key = f"{tenant_dir(job.tenant)}/{job.id}/result{outcome.output.suffix}"
             size = self.storage.upload(outcome.output, result_key)
             if not self.store.finish(
                 job.id, result_key=result_key, result_bytes=size, faces_swapped=outcome.faces_swapped,

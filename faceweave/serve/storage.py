@@ -92,3 +92,10 @@ class FsspecStorage:
                     break
                 left -= len(data)
                 yield data
+
+
+def tenant_dir(tenant: str) -> str:
+    """A storage folder name for a tenant that no tenant name can bend into a path (uploads and results alike)."""
+    import hashlib
+
+    return "t" + hashlib.sha256(tenant.encode()).hexdigest()[:24]

@@ -23,7 +23,9 @@ def test_parse_devices() -> None:
 
 
 @pytest.mark.parametrize(("identity", "expected"), [((1,), 0), ((2,), 1), ((3,), 0), ((), 0)])
-def test_worker_k_takes_device_k_mod_n(monkeypatch: pytest.MonkeyPatch, identity: tuple[int, ...], expected: int) -> None:
+def test_worker_k_takes_device_k_mod_n(
+    monkeypatch: pytest.MonkeyPatch, identity: tuple[int, ...], expected: int
+) -> None:
     seen: list[str] = []
     monkeypatch.setattr(multiprocessing, "current_process", lambda: SimpleNamespace(_identity=identity))
     monkeypatch.setattr("faceweave.device.resolve_device", lambda name: seen.append(name) or name)

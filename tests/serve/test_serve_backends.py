@@ -71,7 +71,9 @@ def postgres_server() -> Iterator[str]:
     pytest.importorskip("psycopg", reason="the psycopg driver is missing: pip install 'psycopg[binary]'")
     bindir = _pg_bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb): apt-get install postgresql")
+        pytest.skip(
+            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb): apt-get install postgresql"
+        )
     as_postgres: Callable[[list[str]], list[str]] = lambda cmd: cmd  # noqa: E731
     owner: pwd.struct_passwd | None = None
     if os.geteuid() == 0:  # the server refuses to run as root: run it as the Debian package's `postgres` user
@@ -98,8 +100,8 @@ def postgres_server() -> Iterator[str]:
         run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C",
              "--no-sync"], timeout=60)  # fmt: skip
         with (data / "postgresql.conf").open("a") as conf:  # throw-away cluster: fast, private, no disk syncs
-            conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{root}'\n"
-                       "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n")  # fmt: skip
+            conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{root}'\n")
+            conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n")
         run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "30", "start"],
             timeout=45)  # fmt: skip
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
@@ -172,6 +174,11 @@ def _s3fs(options: dict[str, Any]) -> Any:
     return s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False, **options)
 
 
+def _objects(fs: Any, path: str) -> list[str]:
+    """The objects under ``path`` (SeaweedFS also lists the folders it keeps; S3 has no folders)."""
+    return sorted(k for k, info in fs.find(path, detail=True).items() if info["type"] == "file")
+
+
 @pytest.fixture(scope="session")
 def s3_options(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """SeaweedFS (master, volume, filer, S3 gateway) on free 127.0.0.1 ports with one S3 identity and a bucket;
@@ -216,13 +223,17 @@ def s3_options(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             time.sleep(0.2)
         yield options
     finally:
-        proc.terminate()
+        proc.terminate()  # weed's graceful stop can take longer than the whole test: a throw-away server gets 3 s
         try:
-            proc.wait(15)
+            proc.wait(3)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
         log.close()
+        for port in (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc):
+            for sock in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):  # weed's local sockets (always in /tmp)
+                with contextlib.suppress(OSError):
+                    os.unlink(sock)
 
 
 def test_s3_storage_round_trips(s3_options: dict[str, Any], tmp_path: Path) -> None:
@@ -245,10 +256,10 @@ def test_s3_storage_round_trips(s3_options: dict[str, Any], tmp_path: Path) -> N
 
     fs = _s3fs(s3_options)  # what the bucket really holds, seen by another client
     assert fs.cat(f"{S3_BUCKET}/{prefix}/t/j/a.bin") == payload
-    assert sorted(fs.find(f"{S3_BUCKET}/{prefix}")) == [f"{S3_BUCKET}/{prefix}/t/j/a.bin",
-                                                         f"{S3_BUCKET}/{prefix}/t/j/sub/b.bin"]  # fmt: skip
+    assert _objects(fs, f"{S3_BUCKET}/{prefix}") == [f"{S3_BUCKET}/{prefix}/t/j/a.bin",
+                                                     f"{S3_BUCKET}/{prefix}/t/j/sub/b.bin"]  # fmt: skip
     storage.delete_prefix("t/j")
-    assert fs.find(f"{S3_BUCKET}/{prefix}") == [] and not storage.exists("t/j/a.bin")
+    assert _objects(fs, f"{S3_BUCKET}/{prefix}") == [] and not storage.exists("t/j/a.bin")
     storage.delete_prefix("t/never-written")  # nothing there: no error
 
     with pytest.raises(PermissionError):  # the gateway checks credentials: the options really are what is used
@@ -274,7 +285,7 @@ async def test_job_end_to_end_on_s3_and_postgres(
     the environment exactly as docs/api.md says."""
     from serve_helpers import running_app, swap_form, wait_for_state
 
-    from faceweave.serve.app import tenant_dir
+    from faceweave.serve.storage import tenant_dir
 
     prefix = f"e2e-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("FACEWEAVE_DATABASE_URL", e2e_database_url)
@@ -296,13 +307,38 @@ async def test_job_end_to_end_on_s3_and_postgres(
         assert len(result.content) == done["result_bytes"] > 0 and result.content[:8] == b"\x89PNG\r\n\x1a\n"
 
         job = h.svc.store.get_job(job_id)
-        assert job is not None and job.result_key and job.result_key.startswith(f"{tenant_dir('acme')}/{job_id}/")
-        objects = fs.find(f"{S3_BUCKET}/{prefix}")
+        assert job is not None and job.result_key and job.result_key.endswith(f"/{job_id}/result.png")
+        objects = _objects(fs, f"{S3_BUCKET}/{prefix}")
         assert f"{S3_BUCKET}/{prefix}/{job.result_key}" in objects
         assert f"{S3_BUCKET}/{prefix}/{job.target_key}" in objects  # the uploads went to S3 too
         assert fs.cat(f"{S3_BUCKET}/{prefix}/{job.result_key}") == result.content
         assert not (tmp_path / "data" / "media").exists()  # nothing fell back to local media
 
+        uploads = f"{S3_BUCKET}/{prefix}/{tenant_dir('acme')}/{job_id}"
+        assert f"{uploads}/target.png" in objects
         deleted = await h.client.delete(f"/v1/swaps/{job_id}", headers=acme)
         assert deleted.status_code == 200 and deleted.json()["expired"]
-        assert fs.find(f"{S3_BUCKET}/{prefix}") == []
+        assert _objects(fs, uploads) == []  # DELETE removed the uploads (and the result) from the bucket
+
+
+@pytest.mark.anyio
+async def test_delete_removes_the_result(tmp_path: Path, media_bytes: Any) -> None:
+    import shutil as sh
+
+    from serve_helpers import running_app, swap_form, wait_for_state
+
+    from faceweave.serve.executor import JobContext, JobOutcome
+
+    def copy_target(ctx: JobContext) -> JobOutcome:
+        sh.copy(ctx.target, ctx.output)
+        return JobOutcome(ctx.output, "image", 1, {})
+
+    async with running_app(tmp_path, job_function=copy_target) as h:
+        acme = h.headers("acme")
+        files, data = swap_form([("me.jpg", media_bytes("obama.jpg"))], ("them.png", media_bytes("astronaut.png")))
+        job_id = (await h.client.post("/v1/swaps", files=files, data=data, headers=acme)).json()["id"]
+        assert (await wait_for_state(h.client, job_id, acme, timeout_s=30))["state"] == "succeeded"
+        job = h.svc.store.get_job(job_id)
+        assert job is not None and job.result_key and h.svc.storage.exists(job.result_key)
+        assert (await h.client.delete(f"/v1/swaps/{job_id}", headers=acme)).json()["expired"]
+        assert not h.svc.storage.exists(job.result_key)
