@@ -92,3 +92,12 @@ def test_several_sources_pick_by_pose(media: type, tmp_path: Path) -> None:
     result = api.swap([media.path("obama.jpg"), media.path("obama2.jpg")], media.path("astronaut.png"), out,
                       SwapSettings(device="cpu"))
     assert result.faces_swapped == 1 and out.is_file()
+
+
+def test_top_level_api_mirrors_cli(media: type, tmp_path: Path) -> None:
+    import faceweave
+
+    out = tmp_path / "top.png"
+    result = faceweave.swap_image(media.path("obama.jpg"), media.path("astronaut.png"), out,
+                                  faceweave.SwapSettings(device="cpu", blend="feather"))
+    assert result.faces_swapped == 1 and read_image(out).rgb.shape == (512, 512, 3)
