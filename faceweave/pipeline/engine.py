@@ -167,17 +167,6 @@ class SwapEngine:
             refs.append(emb)
         return refs
 
-    def job_references(self, reference: str | PathLike[str] | None, source_images: Sequence[np.ndarray], *,
-                       max_pixels: int) -> list[torch.Tensor] | None:
-        """Identity embeddings for ``selector="reference"`` (the reference image's, else the sources'); else None."""
-        if self.settings.selector != "reference":
-            return None
-        if reference is None:
-            return self.reference_embeddings(source_images)
-        from faceweave.media.image import read_image
-
-        return self.reference_embeddings([read_image(Path(reference), max_pixels=max_pixels).rgb])
-
     def select(self, faces: list[Face], sources: Sequence[PreparedSource],
                reference: Sequence[torch.Tensor] | None = None) -> list[tuple[Face, int]]:
         """Faces to swap in one frame and the source index for each (see :func:`select_faces`)."""
@@ -195,3 +184,18 @@ class SwapEngine:
         if self._enhancer is not None and any(plan):
             out = self._enhancer.enhance(out, [[f for f, _ in row] for row in plan])
         return out
+
+
+def job_references(engine: Any, settings: SwapSettings, reference: str | PathLike[str] | None,
+                   source_images: Sequence[np.ndarray]) -> list[torch.Tensor] | None:
+    """Identity embeddings for ``selector="reference"`` (the reference image's, else the sources'); else None.
+
+    ``engine`` is a :class:`SwapEngine` or anything with its ``reference_embeddings`` method.
+    """
+    if settings.selector != "reference":
+        return None
+    if reference is None:
+        return list(engine.reference_embeddings(source_images))
+    from faceweave.media.image import read_image
+
+    return list(engine.reference_embeddings([read_image(Path(reference), max_pixels=settings.max_pixels).rgb]))

@@ -11,7 +11,7 @@ import numpy as np
 
 from faceweave import __version__
 from faceweave.errors import NoFaceInTarget
-from faceweave.pipeline.engine import PreparedSource, SwapEngine, to_uint8
+from faceweave.pipeline.engine import PreparedSource, SwapEngine, job_references, to_uint8
 from faceweave.progress import Progress, ProgressCallback, no_progress
 from faceweave.settings import SwapSettings
 
@@ -74,7 +74,7 @@ def swap_image_file(
     progress(Progress(stage="prepare", frames_done=0, frames_total=1))
     engine = engine or SwapEngine(settings)
     prepared = engine.prepare_sources(src_images)
-    refs = engine.job_references(reference, src_images, max_pixels=settings.max_pixels)
+    refs = job_references(engine, settings, reference, src_images)
     result, n = swap_image(prepared, tgt.rgb, engine, refs)
     if settings.provenance_label:
         from faceweave.media.label import draw_label

@@ -38,6 +38,7 @@ from faceweave.media.video import (
     run_segments,
     trim_from_settings,
 )
+from faceweave.pipeline.engine import job_references
 from faceweave.progress import Progress, ProgressCallback, no_progress
 from faceweave.settings import SwapSettings
 
@@ -333,7 +334,7 @@ def swap_video(
 
         engine = SwapEngine(settings)
     prepared = engine.prepare_sources(src_images)
-    refs = engine.job_references(reference, src_images, max_pixels=settings.max_pixels)
+    refs = job_references(engine, settings, reference, src_images)
 
     stats: dict[str, Any]
     if settings.workers > 1 or work_dir is not None:
