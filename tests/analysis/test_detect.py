@@ -177,8 +177,9 @@ def test_batched_equals_single(detector: FaceDetector, media: Any) -> None:
         for n in ("astronaut.png", "grace_hopper.jpg", "obama.jpg")
     ]).float() / 255
     batched = detector.detect(frames)
-    # cuDNN picks convolution algorithms (TF32 included) per batch size, so CUDA agrees to ~1e-2 px, not 1e-4.
-    tol = 1e-4 if detector.device.type == "cpu" else 0.05
+    # Batch size changes the kernels' summation order: ~1e-4 px on CPUs (1.5e-4 seen on the H100 box's CPU), more
+    # on cuDNN, which picks algorithms (TF32 included) per batch size.
+    tol = 5e-4 if detector.device.type == "cpu" else 0.05
     for i in range(3):
         single = detector.detect(frames[i:i + 1])[0]
         assert len(single) == len(batched[i]) == 1
