@@ -11,21 +11,6 @@ from faceweave.analysis.face import Face
 from faceweave.models.dlib_identity import DLIB5_FROM_FACEMESH, DlibIdentity
 
 
-def identity_box(face: Face) -> np.ndarray:
-    """A dlib-style box for ``face``: dlib's 5-point predictor was trained on tight HOG/MMOD boxes (brows to chin).
-
-    From the mesh when present (its extent, trimmed to the brow line), else the detector box. ``(4,)`` float64.
-    """
-    if face.landmarks is not None:
-        pts = face.landmarks[:, :2].double()
-        x0, y0 = pts.min(0).values.tolist()
-        x1, y1 = pts.max(0).values.tolist()
-        # FaceMesh reaches the hairline; HOG boxes start around the brows, ~22% lower.
-        y0 = y0 + 0.22 * (y1 - y0)
-        return np.array([x0, y0, x1, y1])
-    return face.box.double().numpy()
-
-
 def face_identity(image: np.ndarray, faces: Sequence[Face], *, identity: DlibIdentity | None = None) -> list[Face]:
     """Faces with :attr:`Face.embedding` filled in.
 
@@ -46,7 +31,7 @@ def face_identity(image: np.ndarray, faces: Sequence[Face], *, identity: DlibIde
                         for i in meshed])
         emb[meshed] = identity.descriptors_from_points(image, pts)
     if boxed:
-        emb[boxed] = identity.descriptors(image, np.stack([identity_box(faces[i]) for i in boxed]))
+        emb[boxed] = identity.descriptors(image, np.stack([faces[i].box.double().numpy() for i in boxed]))
     return [f.with_(embedding=torch.from_numpy(e)) for f, e in zip(faces, emb, strict=True)]
 
 

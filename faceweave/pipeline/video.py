@@ -38,7 +38,7 @@ from faceweave.media.video import (
     run_segments,
     trim_from_settings,
 )
-from faceweave.pipeline.engine import job_references
+from faceweave.pipeline.engine import job_references, to_uint8
 from faceweave.progress import Progress, ProgressCallback, no_progress
 from faceweave.settings import SwapSettings
 
@@ -179,8 +179,7 @@ class VideoFaceProcessor:
         if any(plans):
             idx = [k for k in range(b_count) if plans[k]]
             swapped = engine.swap(as_float(idx), [plans[k] for k in idx], self.sources)
-            swapped_u8 = (swapped.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1)
-                          .contiguous().cpu().numpy())
+            swapped_u8 = to_uint8(swapped)
             out = frames_np.copy()
             for j, k in enumerate(idx):
                 out[k] = swapped_u8[j]

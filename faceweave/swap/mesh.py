@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.profiler import record_function
 
 from faceweave.analysis.face import Face
@@ -261,11 +260,3 @@ def _paste_rounds(frame_of_item: Sequence[int]) -> list[list[int]]:
         rounds[r].append(k)
     return rounds
 
-
-def resize_max(image: torch.Tensor, max_side: int) -> torch.Tensor:
-    """Downscale ``(B, C, H, W)`` so its longest side is at most ``max_side`` (antialiased); no upscaling."""
-    h, w = image.shape[-2:]
-    s = max_side / max(h, w)
-    if s >= 1:
-        return image
-    return F.interpolate(image, scale_factor=s, mode="bilinear", antialias=True, align_corners=False)
