@@ -26,8 +26,10 @@ class SwapSettings(BaseModel):
     # --- which faces -------------------------------------------------------------------------------------
     selector: SelectorMode = "one"
     face_index: int = Field(0, ge=0, description="with selector=index: 0-based position, left to right")
-    reference_threshold: float = Field(
-        0.6, gt=0.0, le=2.0, description="with selector=reference: max dlib distance to count as the same person"
+    reference_threshold: float | None = Field(
+        None, gt=0.0, le=2.0,
+        description="with selector=reference: max identity distance to count as the same person "
+        "(default: the recogniser's own limit, 0.6 for dlib, 1.095 for arcface)",
     )
 
     # --- the swap ------------------------------------------------------------------------------------------
@@ -47,7 +49,7 @@ class SwapSettings(BaseModel):
     enhancer_blend: float = Field(0.8, ge=0.0, le=1.0, description="how much of the enhanced face to keep")
     codeformer_fidelity: float = Field(0.5, ge=0.0, le=1.0)
     detector: str = Field("blazeface", description="'blazeface' (built-in), 'retinaface' (embedded ONNX), 'scrfd'…")
-    recogniser: str = Field("dlib", description="'dlib' (built-in) or 'arcface' (plug-in ONNX)")
+    recogniser: Literal["dlib", "arcface"] = Field("dlib", description="'dlib' (built-in) or 'arcface' (plug-in ONNX)")
     occlusion_mask: str | None = Field(None, description="face-parser plug-in name (keeps occluders in front)")
     pixel_boost: int = Field(1, ge=1, le=4, description="128-px swappers: run on k×k tiles of a k·128 crop")
     model_dir: str | None = Field(None, description="plug-in model folder (default: $FACEWEAVE_MODELS)")

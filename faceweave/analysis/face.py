@@ -33,7 +33,8 @@ class Face:
         roll: in-plane rotation in radians (positive: clockwise in the image), from the eye line.
         landmarks: ``(468, 3)`` float32 FaceMesh points ``(x, y, z)``, z in pixels relative to the face, or None.
         landmark_score: FaceMesh face-presence confidence in ``[0, 1]``, or None.
-        embedding: ``(128,)`` float32 dlib identity descriptor, or None until :func:`face_identity` runs.
+        embedding: identity embedding, float32: ``(128,)`` dlib descriptor or ``(512,)`` unit-length ArcFace,
+            or None until the engine's ``identify`` runs.
     """
 
     box: torch.Tensor

@@ -1,4 +1,9 @@
-"""Identity embeddings (dlib ResNet 128-d) for detected faces, and distances between them."""
+"""Identity embeddings for detected faces, and distances between them.
+
+Two recognisers: the built-in dlib ResNet (128-d, unnormalised) and the ArcFace plug-in (512-d, normalised here to
+unit length). Both compare by Euclidean distance; their same-person limits differ, so every threshold that is not
+given explicitly comes from :func:`same_person_distance`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import numpy as np
 import torch
 
 from faceweave.analysis.face import Face
+from faceweave.errors import InvalidOption
 from faceweave.models.dlib_identity import DLIB5_FROM_FACEMESH, DlibIdentity
 
 
@@ -35,6 +41,22 @@ def face_identity(image: np.ndarray, faces: Sequence[Face], *, identity: DlibIde
     return [f.with_(embedding=torch.from_numpy(e)) for f, e in zip(faces, emb, strict=True)]
 
 
+# dlib's documented limit: same person < 0.6 (its LFW operating point).
+DLIB_SAME_PERSON = 0.6
+# ArcFace on unit vectors: FaceFusion's default reference distance is 0.6 in (1 − cosine), i.e. cosine ≥ 0.4,
+# which is a Euclidean distance of sqrt(2 − 2·0.4) ≈ 1.095 between unit embeddings.
+ARCFACE_SAME_PERSON = 1.095
+_SAME_PERSON = {"dlib": DLIB_SAME_PERSON, "arcface": ARCFACE_SAME_PERSON}
+
+
+def same_person_distance(recogniser: str) -> float:
+    """Largest :func:`identity_distance` at which ``recogniser``'s embeddings count as the same person."""
+    try:
+        return _SAME_PERSON[recogniser]
+    except KeyError:
+        raise InvalidOption(f"unknown recogniser {recogniser!r}", hint="use 'dlib' or 'arcface'") from None
+
+
 def identity_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Euclidean distance between two 128-d dlib descriptors (same person < 0.6; typically < 0.45)."""
+    """Euclidean distance between two embeddings of the same recogniser (see :func:`same_person_distance`)."""
     return float(torch.linalg.vector_norm(a.float().cpu() - b.float().cpu()))

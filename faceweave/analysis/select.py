@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from faceweave.analysis.face import Face
-from faceweave.analysis.identity import identity_distance
+from faceweave.analysis.identity import identity_distance, same_person_distance
 from faceweave.errors import InvalidOption, NoMatchingFace
 from faceweave.settings import SwapSettings
 
@@ -51,7 +51,7 @@ def select_faces(
 
     Args:
         faces: faces of one target image/frame (``embedding`` filled for ``reference``).
-        settings: ``selector``, ``face_index``, ``reference_threshold``.
+        settings: ``selector``, ``face_index``, ``reference_threshold`` (else the ``recogniser``'s limit).
         source_faces: the prepared source faces (with landmarks), one per source image.
         reference: identity embeddings to match for ``selector="reference"`` (the reference image's, or the sources').
 
@@ -77,16 +77,17 @@ def select_faces(
     elif mode == "reference":
         if not reference:
             raise InvalidOption("selector 'reference' needs reference embeddings", hint="pass --reference IMAGE")
+        limit = settings.reference_threshold or same_person_distance(settings.recogniser)
         chosen = []
         for f in faces:
             if f.embedding is None:
                 raise InvalidOption("selector 'reference' needs face embeddings", hint="run identify first")
             d = min(identity_distance(f.embedding, r) for r in reference)
-            if d <= settings.reference_threshold:
+            if d <= limit:
                 chosen.append(f)
         if not chosen:
             raise NoMatchingFace(
-                f"none of the {len(faces)} target face(s) is within distance {settings.reference_threshold} "
+                f"none of the {len(faces)} target face(s) is within distance {limit} "
                 "of the reference identity",
                 hint="check the reference image, or raise --reference-threshold",
             )

@@ -100,10 +100,20 @@ class SwapEngine:
 
     @property
     def identity(self) -> Any:
+        """The recogniser of ``settings.recogniser``: dlib (built-in) or the ArcFace plug-in (``ModelMissing``
+        naming the file when it is not installed)."""
         if self._identity is None:
-            from faceweave.models.dlib_identity import DlibIdentity
+            if self.settings.recogniser == "arcface":
+                from faceweave.models.arcface import ArcFaceRecogniser
+                from faceweave.models.onnx_zoo import resolve_model_file
+                from faceweave.models.registry import get_spec
 
-            self._identity = DlibIdentity()
+                path = resolve_model_file(get_spec("arcface"), self.settings.model_dir)
+                self._identity = ArcFaceRecogniser(path, device=self.device)
+            else:
+                from faceweave.models.dlib_identity import DlibIdentity
+
+                self._identity = DlibIdentity()
         return self._identity
 
     def warm_up(self) -> None:
@@ -125,7 +135,12 @@ class SwapEngine:
         return self.mesh.landmarks(frames, faces) if any(faces) else faces
 
     def identify(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
-        """Fill :attr:`Face.embedding` (dlib 128-d) for every face; one host copy per frame with faces."""
+        """Fill :attr:`Face.embedding` for every face: dlib 128-d (one host copy per frame with faces) or, with
+        ``recogniser="arcface"``, unit-length 512-d from one batched forward on the device."""
+        if self.settings.recogniser == "arcface":
+            from faceweave.models.arcface import embed_faces
+
+            return embed_faces(self.identity, frames, faces)
         out: list[list[Face]] = []
         for b, frame_faces in enumerate(faces):
             if not frame_faces:

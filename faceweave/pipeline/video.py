@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from faceweave.analysis.face import Face
+from faceweave.analysis.identity import same_person_distance
 from faceweave.analysis.track import FaceTracker, scene_change_score, thumbnail
 from faceweave.errors import NoFaceInTarget, NoMatchingFace
 from faceweave.media.video import (
@@ -67,7 +68,8 @@ class VideoFaceProcessor:
         self.settings: SwapSettings = settings or engine.settings
         self.sources = list(sources)
         self.reference = list(reference) if reference is not None else None
-        self.tracker = FaceTracker(smoothing=self.settings.smoothing)
+        self.tracker = FaceTracker(identity_threshold=same_person_distance(self.settings.recogniser),
+                                   smoothing=self.settings.smoothing)
         self._prev_thumb: np.ndarray | None = None
         self._frames_since_detect = 10**9
         self.stats: dict[str, Any] = {
