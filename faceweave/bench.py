@@ -2,7 +2,8 @@
 
 What it measures, all on the same input in the same run (so ratios are fair):
 
-1. plain decode→encode, single process and segment-parallel (``--workers``): the encoder ceiling;
+1. decode alone, plain decode→encode in one process and segment-parallel (``--workers``, plus any
+   ``--plain-workers``): the encoder ceiling. Frames stay YUV end to end, as the swap path's untouched frames do;
 2. the face work (detect + landmarks + swap + blend) per frame at each batch size, per stage, on the CPU (small
    batches) and on the GPU in eager fp32, eager fp16 and compiled fp16 — frames already on the device;
 3. the end-to-end swap with audio, segment-parallel, on the chosen device, with GPU utilisation and peak VRAM.
@@ -24,13 +25,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-import torch
 import typer
 
 from faceweave.settings import SwapSettings
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that use it: `faceweave.cli` imports this module to mount the command, and
+# every segment worker that a 'spawn' pool starts re-imports the CLI — 2+ s of `import torch` per plain-transcode
+# worker that never touches a tensor.
 
 
 # --- input ---------------------------------------------------------------------------------------------------
@@ -119,6 +126,8 @@ class GpuMonitor:
 
 # --- timing helpers -------------------------------------------------------------------------------------------
 def _sync(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -164,6 +173,8 @@ def face_work(engine: Any, frames: torch.Tensor, prepared: Any, repeats: int) ->
 
 def compile_engine(engine: Any) -> None:
     """torch.compile the three networks' forwards (fixed shapes per batch size; the ops stay eager)."""
+    import torch
+
     for net in (engine.detector.short, engine.detector.full, engine.mesh.net):
         net.forward = torch.compile(net.forward, dynamic=False)
 
@@ -184,11 +195,22 @@ def run_bench(
     do_compile: bool,
     repeats: int,
     stages_table: bool = True,
+    plain_workers: list[int] | None = None,
+    e2e_workers: list[int] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
+    import torch
+
     from faceweave.data import media_path
     from faceweave.media.image import read_image
-    from faceweave.media.video import EncoderSettings, FrameReader, probe_video, run_segments, transcode
+    from faceweave.media.video import (
+        EncoderSettings,
+        FrameReader,
+        probe_video,
+        run_segments,
+        segment_timing,
+        transcode,
+    )
     from faceweave.pipeline.engine import SwapEngine
     from faceweave.pipeline.video import swap_video
 
@@ -209,15 +231,28 @@ def run_bench(
     encoder = EncoderSettings(codec="libx264", crf=crf, preset=preset)
     n_frames = info.frames or int(info.duration_s * info.fps)
 
-    # 1. the encoder ceiling
+    # 1. the encoder ceiling: decode alone, then decode→encode in one process and segment-parallel
+    t0 = time.perf_counter()
+    with FrameReader(info, batch_size=8) as reader:
+        decoded = sum(len(batch) for batch in reader)
+    decode_fps = decoded / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     transcode(input_path, tmp / "plain1.mp4", encoder)
     plain1 = n_frames / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    run_segments(info, tmp / "plainN.mp4", encoder, workers=workers)
-    plain_n = n_frames / (time.perf_counter() - t0)
-    report["plain_transcode_fps"] = {"single": round(plain1, 1), f"segments_x{workers}": round(plain_n, 1)}
-    log(f"plain transcode: {plain1:.1f} fps single, {plain_n:.1f} fps with {workers} segment workers")
+    plain: dict[str, float] = {"decode_only": round(decode_fps, 1), "single": round(plain1, 1)}
+    timing: dict[str, Any] = {}
+    for k in sorted(set(plain_workers or []) | {workers}):
+        t0, t_wall = time.perf_counter(), time.time()
+        results = run_segments(info, tmp / f"plain{k}.mp4", encoder, workers=k)
+        plain[f"segments_x{k}"] = round(n_frames / (time.perf_counter() - t0), 1)
+        timing[f"segments_x{k}"] = segment_timing(results, t_wall)
+        log(f"plain transcode, {k} segment workers: {plain[f'segments_x{k}']} fps; {timing[f'segments_x{k}']}")
+    plain_n = plain[f"segments_x{workers}"]
+    plain_best = max(v for key, v in plain.items() if key.startswith("segments_"))
+    report["plain_transcode_fps"] = plain
+    report["plain_segment_timing"] = timing
+    log(f"plain: decode {decode_fps:.1f} fps, transcode {plain1:.1f} fps single, {plain_n:.1f} fps with {workers} "
+        f"segment workers (best {plain_best:.1f})")
 
     # 2. face work per stage
     src = read_image(media_path("astronaut.png")).rgb
@@ -265,9 +300,10 @@ def run_bench(
 
     # 3. end to end, with audio, segment-parallel
     e2e: dict[str, Any] = {}
-    runs = [("gpu_fp16", SwapSettings(device=device if device != "auto" else "cuda", dtype="float16",
-                                      workers=workers, crf=crf, preset=preset, batch_size=max(batch_sizes),
-                                      devices=devices))] if use_gpu else []
+    runs = [(f"gpu_fp16_x{k}", SwapSettings(device=device if device != "auto" else "cuda", dtype="float16",
+                                            workers=k, crf=crf, preset=preset, batch_size=max(batch_sizes),
+                                            devices=devices))
+            for k in (e2e_workers or [workers])] if use_gpu else []
     if not use_gpu:
         runs.append(("cpu", SwapSettings(device="cpu", workers=workers, crf=crf, preset=preset,
                                          batch_size=min(8, max(batch_sizes)))))
@@ -279,7 +315,8 @@ def run_bench(
         fps = result.frames / dt
         e2e[name] = {"fps": round(fps, 1), "seconds": round(dt, 2), "frames": result.frames,
                      "faces_swapped": result.faces_swapped, "ratio_to_plain_segments": round(fps / plain_n, 3),
-                     **mon.summary()}
+                     "ratio_to_best_plain": round(fps / plain_best, 3), **mon.summary(),
+                     "segment_timing": result.stats.get("segment_timing", {})}
         log(f"end to end {name}: {fps:.1f} fps = {fps / plain_n:.2f}× plain segment-parallel transcode")
     report["end_to_end"] = e2e
     return report
@@ -317,6 +354,9 @@ def bench_command(
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="include torch.compile fp16")] = True,
     repeats: Annotated[int, typer.Option(help="timed repetitions per measurement")] = 20,
     stages: Annotated[bool, typer.Option("--stages/--no-stages", help="include the per-stage face-work table")] = True,
+    plain_workers: Annotated[str, typer.Option(help="extra segment-worker counts for plain transcode, e.g. 4,16")] = "",
+    e2e_workers: Annotated[str, typer.Option(help="worker counts for the GPU end-to-end runs (default: --workers); "
+                                                  "1 is the single-process streaming path")] = "",
     json_out: Annotated[Path | None, typer.Option("--json", help="write the full report here")] = None,
 ) -> None:
     """Benchmark transcode vs swap (CPU, GPU eager fp32/fp16, compiled) in one run; print a table, write JSON."""
@@ -325,12 +365,15 @@ def bench_command(
     try:
         w, h = (int(v) for v in size.lower().split("x"))
         sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
+        plain_ks = [int(k) for k in plain_workers.split(",") if k.strip()]
+        e2e_ks = [int(k) for k in e2e_workers.split(",") if k.strip()]
     except ValueError:
         raise InvalidOption(f"bad --size {size!r} or --batch-sizes {batch_sizes!r}",
-                            hint="e.g. --size 1920x1080 --batch-sizes 1,4,8") from None
+                            hint="e.g. --size 1920x1080 --batch-sizes 1,4,8 --plain-workers 4,16") from None
     report = run_bench(input_path=input, size=(w, h), seconds=seconds, workers=workers, batch_sizes=sizes,
                        device=device, devices=devices, preset=preset, crf=crf, cpu_frames=cpu_frames,
-                       do_compile=compile, repeats=repeats, stages_table=stages)
+                       do_compile=compile, repeats=repeats, stages_table=stages, plain_workers=plain_ks,
+                       e2e_workers=e2e_ks)
     _print_table(report, print)
     if json_out:
         json_out.write_text(json.dumps(report, indent=2))

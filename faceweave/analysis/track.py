@@ -13,6 +13,8 @@ import numpy as np
 import torch
 
 from faceweave.analysis.face import Face
+from faceweave.analysis.landmarks import mesh_keypoints
+from faceweave.models.topology import NUM_LANDMARKS
 
 
 # ================================================================================================ One-Euro
@@ -88,6 +90,32 @@ def thumbnail(rgb: np.ndarray, size: tuple[int, int] = (64, 36)) -> np.ndarray:
     return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
 
 
+def fit_similarity(template: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """Least-squares similarity from ``template`` to ``xy`` (both ``(N, 2)``; template centred): ``(4,)`` float32
+    ``(a, b, tx, ty)`` with ``xy ≈ template · [[a, -b], [b, a]]ᵀ + (tx, ty)`` (closed form, no reflection)."""
+    xy = xy.float()
+    centre = xy.mean(0)
+    c = xy - centre
+    norm = (template**2).sum().clamp(min=1e-9)
+    a = (template * c).sum() / norm
+    b = (template[:, 0] * c[:, 1] - template[:, 1] * c[:, 0]).sum() / norm
+    return torch.stack([a, b, centre[0], centre[1]])
+
+
+def to_shape(xy: torch.Tensor, sim: torch.Tensor) -> torch.Tensor:
+    """``(N, 2)`` frame points → the template's frame, inverting :func:`fit_similarity`'s ``sim``."""
+    a, b = sim[0], sim[1]
+    inv = torch.stack([torch.stack([a, b]), torch.stack([-b, a])]) / (a * a + b * b)
+    return (xy.float() - sim[2:]) @ inv.T
+
+
+def from_shape(shape: torch.Tensor, sim: torch.Tensor) -> torch.Tensor:
+    """``(N, 2)`` template-frame points → frame pixels with ``sim`` ``(a, b, tx, ty)``."""
+    a, b = sim[0], sim[1]
+    rot = torch.stack([torch.stack([a, -b]), torch.stack([b, a])])
+    return shape @ rot.T + sim[2:]
+
+
 # ================================================================================================ tracks
 @dataclass
 class Track:
@@ -102,20 +130,36 @@ class Track:
     decided: bool = False
     misses: int = 0
     embedding: torch.Tensor | None = None
+    unit: float | None = None  # the face's RMS radius (pixels) when its smoothing started
+    template: torch.Tensor | None = field(default=None, repr=False)  # (N, 2) its first landmarks, normalised
     filters: dict[str, OneEuroFilter] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
 class SmoothingParams:
-    """One-Euro parameters for face geometry, in face-size units (coordinates divided by the box diagonal) so
-    that one setting fits a 60 px face and a 600 px face alike."""
+    """One-Euro parameters for face geometry, in face-size units so that one setting fits a 60 px face and a
+    600 px face alike.
 
-    # Measured on carphone ×2 (120 frames): lighter smoothing lags less behind the real head, and lag shows up
-    # as jitter of the swapped face relative to the head. (1.5, 2) gave 1.23× the input's jitter, (4, 10)
-    # 1.11×, (8, 20) 1.03×, smoothing off 1.05×.
+    Landmarks are split into a similarity transform (where the head is: translation, scale, roll) and the residual
+    shape in the face's own normalised frame (expression and detector noise), and the two are smoothed separately:
+
+    - ``rigid_*`` for the similarity, in units of the face's RMS radius. Head motion must be followed with almost
+      no lag: the swapped face is pasted into the *unsmoothed* head, so any lag shows as the face sliding over
+      the head (on carphone ×2, smoothing the similarity as hard as the shape raised the re-measured jitter
+      1.33× → 1.57×).
+    - ``shape_*`` for the residual shape (unit: the face's RMS radius): this is where FaceMesh's frame-to-frame
+      noise lives, so it is smoothed hard; ``beta`` opens the filter while the mouth or eyes really move.
+    - ``min_cutoff``/``beta`` for the box and, for faces without landmarks, the keypoints (face-box diagonal
+      units), as before.
+    """
+
     min_cutoff: float = 8.0
     beta: float = 20.0
     d_cutoff: float = 1.0
+    rigid_min_cutoff: float = 8.0
+    rigid_beta: float = 20.0
+    shape_min_cutoff: float = 1.0
+    shape_beta: float = 10.0
 
 
 class FaceTracker:
@@ -156,20 +200,58 @@ class FaceTracker:
         self.tracks.append(track)
         return track
 
+    def _filter(self, track: Track, name: str, min_cutoff: float, beta: float) -> OneEuroFilter:
+        return track.filters.setdefault(name, OneEuroFilter(min_cutoff, beta, self.params.d_cutoff))
+
     def _smooth(self, track: Track, face: Face, t: float) -> Face:
         if not self.smoothing:
             return face
         p = self.params
         x0, y0, x1, y1 = face.box.tolist()
         scale = max(math.hypot(x1 - x0, y1 - y0), 1.0)
-        changes: dict[str, torch.Tensor] = {}
-        for name in ("box", "keypoints", "landmarks"):
-            value = getattr(face, name)
-            if value is None:
-                continue
-            filt = track.filters.setdefault(name, OneEuroFilter(p.min_cutoff, p.beta, p.d_cutoff))
-            changes[name] = (filt(value.float() / scale, t) * scale).to(value.dtype)
+        changes: dict[str, torch.Tensor] = {
+            "box": (self._filter(track, "box", p.min_cutoff, p.beta)(face.box.float() / scale, t) * scale)
+            .to(face.box.dtype)
+        }
+        if face.landmarks is not None and face.landmarks.shape[0] >= 3:
+            changes["landmarks"] = self._smooth_landmarks(track, face.landmarks, t)
+            if face.landmarks.shape[0] == NUM_LANDMARKS:
+                changes["keypoints"] = mesh_keypoints(changes["landmarks"]).to(face.keypoints.dtype)
+            else:  # not a FaceMesh: the keypoints keep their own filter
+                changes["keypoints"] = self._smooth_points(track, "keypoints", face.keypoints, scale, t)
+        else:
+            changes["keypoints"] = self._smooth_points(track, "keypoints", face.keypoints, scale, t)
         return face.with_(**changes)
+
+    def _smooth_points(self, track: Track, name: str, value: torch.Tensor, scale: float, t: float) -> torch.Tensor:
+        p = self.params
+        return (self._filter(track, name, p.min_cutoff, p.beta)(value.float() / scale, t) * scale).to(value.dtype)
+
+    def _smooth_landmarks(self, track: Track, landmarks: torch.Tensor, t: float) -> torch.Tensor:
+        """Smooth ``(N, 2|3)`` landmarks as a similarity (lightly) and a residual shape (hard), in face units.
+
+        The similarity is the least-squares fit of the track's template (its first landmarks, centred, RMS radius
+        1) to the current points; the shape is the current points mapped back into the template's frame, so it
+        holds expression and detector noise but no head motion. z is divided by the current scale alike.
+        """
+        p = self.params
+        pts = landmarks.float().cpu()
+        xy = pts[:, :2]
+        if track.template is None or track.template.shape[0] != xy.shape[0]:
+            c = xy - xy.mean(0)
+            track.template = c / ((c**2).sum(1).mean().sqrt().clamp(min=1e-3))
+            track.unit = float(((c**2).sum(1).mean().sqrt()).clamp(min=1e-3))
+            track.filters.pop("rigid", None)
+            track.filters.pop("shape", None)
+        unit = float(track.unit or 1.0)
+        sim = fit_similarity(track.template, xy)  # a, b in pixels per template unit; t in pixels
+        scale = float(torch.hypot(sim[0], sim[1]).clamp(min=1e-3))
+        shape = torch.cat([to_shape(xy, sim), pts[:, 2:] / scale], 1)  # (N, 2|3) template units
+        sim_hat = self._filter(track, "rigid", p.rigid_min_cutoff, p.rigid_beta)(sim / unit, t) * unit
+        shape_hat = self._filter(track, "shape", p.shape_min_cutoff, p.shape_beta)(shape, t)
+        out_xy = from_shape(shape_hat[:, :2], sim_hat)
+        out = torch.cat([out_xy, shape_hat[:, 2:] * float(torch.hypot(sim_hat[0], sim_hat[1]))], 1)
+        return out.to(device=landmarks.device, dtype=landmarks.dtype)
 
     def update(self, faces: list[Face], t: float, *, detected: bool = True) -> list[tuple[Track, Face]]:
         """Match ``faces`` of the frame at time ``t`` to tracks; returns ``(track, smoothed face)`` per face.

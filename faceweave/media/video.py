@@ -1,9 +1,17 @@
 """Video I/O with PyAV: probe, streaming batched decode in a thread, encode with audio kept, segments.
 
 Conventions:
-    * Frames are ``(B, H, W, 3)`` ``uint8`` **RGB**, upright. Rotation: a display matrix on the input is applied
-      at decode time and the output is written upright *without* a display matrix, so every player shows the
-      output the way it showed the input (chosen over re-tagging because the face stages need upright faces).
+    * Frames stay the way the decoder gives them: 8-bit ``yuv420p`` (:class:`FrameBatch` holds the decoded
+      ``av.VideoFrame`` objects, upright). Frames nobody changes go to the encoder untouched — no RGB conversion,
+      no copy — and frames that change travel as packed Y/U/V planes (1.5 bytes per pixel) to the device, where
+      :mod:`faceweave.ops.colourspace` converts them with the stream's colour matrix and range. ``FrameBatch.frames``
+      still gives ``(B, H, W, 3)`` ``uint8`` **RGB** (converted on demand on the CPU) for code that wants it.
+      Other pixel formats (10-bit, 4:2:2, 4:4:4, RGB codecs) are converted to ``yuv420p`` once, at decode.
+    * Rotation: a display matrix on the input is applied at decode time and the output is written upright
+      *without* a display matrix, so every player shows the output the way it showed the input (chosen over
+      re-tagging because the face stages need upright faces).
+    * Colour: the output keeps the input's colour tags and range; the matrix used for YUV ↔ RGB is the stream's
+      (BT.601 when the stream does not say, as FFmpeg assumes).
     * Timestamps are the input video stream's ``pts`` in its ``time_base`` (an exact :class:`fractions.Fraction`).
       The encoder uses the same time base and each frame keeps its ``pts``: variable frame rate stays variable,
       and the start offset is kept. With a trim the output is shifted so the first kept frame lands where the
@@ -23,7 +31,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -60,7 +68,8 @@ class VideoInfo:
 
     ``rotation`` is the display matrix's counter-clockwise angle in degrees (FFmpeg convention; 0 if none).
     ``time_base`` and ``average_rate`` are exact fractions; ``frames`` is None when the container does not say.
-    ``color_range``: 0 unspecified, 1 limited (MPEG), 2 full (JPEG).
+    ``color_range``: 0 unspecified, 1 limited (MPEG), 2 full (JPEG). ``colorspace``, ``color_primaries`` and
+    ``color_trc`` are FFmpeg's tags (2: unspecified); ``colour_matrix`` is the YUV ↔ RGB matrix they imply.
     """
 
     path: Path
@@ -86,6 +95,26 @@ class VideoInfo:
     audio_channels: int | None = None
     audio_start_s: float | None = None
     is_vfr: bool = False
+    colorspace: int = 2
+    color_primaries: int = 2
+    color_trc: int = 2
+    colour_matrix: str = "bt601"
+
+    @property
+    def full_range(self) -> bool:
+        """The luma/chroma planes use full (JPEG) range."""
+        return self.color_range == 2
+
+
+# FFmpeg's AVColorSpace tags → the YUV ↔ RGB matrix (unspecified and RGB: BT.601, swscale's default).
+_MATRIX_OF_COLORSPACE = {1: "bt709", 4: "bt601", 5: "bt601", 6: "bt601", 7: "bt709", 9: "bt2020", 10: "bt2020"}
+# matrix → swscale's colorspace constant (SWS_CS_*), for conversions done with PyAV on the CPU
+_SWS_COLORSPACE = {"bt601": 5, "bt709": 1, "bt2020": 9}
+
+
+def colour_matrix_of(colorspace: int) -> str:
+    """The YUV ↔ RGB matrix (``"bt601"``, ``"bt709"``, ``"bt2020"``) for FFmpeg colorspace tag ``colorspace``."""
+    return _MATRIX_OF_COLORSPACE.get(int(colorspace), "bt601")
 
 
 def _open_input(path: Path) -> Any:
@@ -181,6 +210,9 @@ def probe_video(path: Path | str, *, max_duration_s: float = 3600.0, max_pixels:
         rotation = int(round(first.rotation or 0))
         pix_fmt = first.format.name
         colour_range = int(first.color_range or colour_range)
+        if pix_fmt.startswith("yuvj"):  # the deprecated JPEG-range formats say so by name only
+            colour_range = 2
+        colorspace = int(first.colorspace or 2)
         start_pts = int(stream.start_time if stream.start_time is not None else (pts_seen[0] if pts_seen else 0))
         width, height = (coded_h, coded_w) if rotation % 180 else (coded_w, coded_h)
         audio = audios[0] if audios else None
@@ -212,6 +244,10 @@ def probe_video(path: Path | str, *, max_duration_s: float = 3600.0, max_pixels:
                 else None
             ),
             is_vfr=is_vfr,
+            colorspace=colorspace,
+            color_primaries=int(first.color_primaries or 2),
+            color_trc=int(first.color_trc or 2),
+            colour_matrix=colour_matrix_of(colorspace),
         )
 
 
@@ -292,15 +328,133 @@ def trim_from_settings(trim_start: str | None, trim_end: str | None, info: Video
 
 
 # ================================================================================================ decode
+def plane_array(plane: Any) -> np.ndarray:
+    """``(h, w)`` uint8 view of one plane of an ``av.VideoFrame`` (no copy; rows strided by the line size)."""
+    rows = np.frombuffer(plane, np.uint8)[: plane.height * plane.line_size]
+    return rows.reshape(plane.height, plane.line_size)[:, : plane.width]
+
+
+def yuv420_frame(y: np.ndarray, u: np.ndarray, v: np.ndarray, tags: VideoInfo | None = None) -> Any:
+    """A new ``yuv420p`` ``av.VideoFrame`` holding a copy of the planes ``y`` ``(H, W)``, ``u``/``v``
+    ``(⌈H/2⌉, ⌈W/2⌉)`` uint8, tagged with ``tags``' colorspace/range/primaries/transfer."""
+    h, w = y.shape
+    frame = av.VideoFrame(w, h, "yuv420p")
+    for plane, src in zip(frame.planes, (y, u, v), strict=True):
+        plane_array(plane)[:] = src
+    if tags is not None:
+        _tag_frame(frame, tags)
+    return frame
+
+
+def _copy_tags(src: Any, dst: Any) -> None:
+    dst.colorspace, dst.color_range = src.colorspace, src.color_range
+    with contextlib.suppress(AttributeError):  # settable from PyAV 14
+        dst.color_primaries, dst.color_trc = src.color_primaries, src.color_trc
+
+
+def _tag_frame(frame: Any, info: VideoInfo) -> None:
+    frame.colorspace = info.colorspace
+    frame.color_range = info.color_range
+    with contextlib.suppress(AttributeError):  # settable from PyAV 14
+        frame.color_primaries = info.color_primaries
+        frame.color_trc = info.color_trc
+
+
 @dataclass
 class FrameBatch:
-    """A batch of decoded frames. ``frames``: ``(B, H, W, 3)`` uint8 RGB upright; ``pts``: ``(B,)`` int64 in the
-    input stream's time base; ``times``: ``(B,)`` float64 seconds; ``first_index``: index of frame 0 in the video."""
+    """A batch of decoded frames, kept as the decoder made them.
 
-    frames: np.ndarray
+    ``yuv``: ``B`` ``av.VideoFrame`` objects, ``yuv420p`` 8-bit, upright, all the video's size; ``pts``: ``(B,)``
+    int64 in the input stream's time base; ``times``: ``(B,)`` float64 seconds; ``first_index``: index of frame 0
+    in the video; ``matrix``/``full_range``: how the planes map to RGB (see :mod:`faceweave.ops.colourspace`).
+
+    The frames go to :class:`VideoWriter` as they are: a frame nobody replaced is encoded without any conversion.
+    ``frames`` gives ``(B, H, W, 3)`` uint8 RGB (converted on the CPU on first use) for code that wants RGB;
+    :meth:`packed` gives the planes as one ``(B, N)`` uint8 array for a single copy to a device, and
+    :meth:`replaced` builds the output batch from the frames a stage changed.
+    """
+
+    yuv: list[Any]
     pts: np.ndarray
     times: np.ndarray
     first_index: int
+    matrix: str = "bt601"
+    full_range: bool = False
+    _rgb: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.yuv)
+
+    @property
+    def width(self) -> int:
+        return int(self.yuv[0].width)
+
+    @property
+    def height(self) -> int:
+        return int(self.yuv[0].height)
+
+    @property
+    def frames(self) -> np.ndarray:
+        """``(B, H, W, 3)`` uint8 RGB (swscale on the CPU, with the stream's matrix and range; cached)."""
+        if self._rgb is None:
+            opts = {"src_colorspace": _SWS_COLORSPACE.get(self.matrix, 5), "src_color_range": 2 if self.full_range
+                    else 1}
+            self._rgb = np.stack([f.to_ndarray(format="rgb24", **opts) for f in self.yuv])
+        return self._rgb
+
+    def planes(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Frame ``k``'s ``(y, u, v)`` planes as uint8 views: ``(H, W)`` and twice ``(⌈H/2⌉, ⌈W/2⌉)``."""
+        y, u, v = (plane_array(p) for p in self.yuv[k].planes)
+        return y, u, v
+
+    def packed(self, out: np.ndarray | None = None, index: list[int] | None = None) -> np.ndarray:
+        """The frames' planes back to back, one frame per row: ``(B, N)`` uint8, ``N = H·W + 2·⌈H/2⌉·⌈W/2⌉``
+        (the layout of :func:`faceweave.ops.colourspace.unpack_yuv420`). Writes into ``out`` when given (e.g. a
+        pinned staging buffer); ``index`` picks frames (default: all)."""
+        picks = list(range(len(self.yuv))) if index is None else index
+        h, w = self.height, self.width
+        ny, nc = h * w, ((h + 1) // 2) * ((w + 1) // 2)
+        if out is None:
+            out = np.empty((len(picks), ny + 2 * nc), np.uint8)
+        for row, k in enumerate(picks):
+            y, u, v = self.planes(k)
+            out[row, :ny].reshape(y.shape)[:] = y
+            out[row, ny : ny + nc].reshape(u.shape)[:] = u
+            out[row, ny + nc :].reshape(v.shape)[:] = v
+        return out
+
+    def to_device(self, device: Any) -> Any:
+        """The frames' planes on ``device`` in one copy (through pinned memory for CUDA), as a
+        :class:`faceweave.ops.colourspace.Yuv420Batch` that converts them to RGB there on demand."""
+        import torch
+
+        from faceweave.ops.colourspace import Yuv420Batch
+
+        device = torch.device(device)
+        h, w = self.height, self.width
+        host = torch.empty((len(self.yuv), h * w + 2 * ((h + 1) // 2) * ((w + 1) // 2)), dtype=torch.uint8,
+                           pin_memory=device.type == "cuda")
+        self.packed(out=host.numpy())
+        return Yuv420Batch(host.to(device, non_blocking=True), h, w, matrix=self.matrix, full_range=self.full_range)
+
+    def replaced(self, index: list[int], packed: np.ndarray) -> FrameBatch:
+        """A batch with frames ``index`` rebuilt from ``packed`` rows ``(len(index), N)`` uint8 (the layout of
+        :meth:`packed`; colour tags copied from the frames they replace); every other frame is the same decoded
+        frame, untouched."""
+        h, w = self.height, self.width
+        ny, hc, wc = h * w, (h + 1) // 2, (w + 1) // 2
+        nc = hc * wc
+        if packed.shape != (len(index), ny + 2 * nc) or packed.dtype != np.uint8:
+            from faceweave.errors import ShapeError
+
+            raise ShapeError(f"packed must be ({len(index)}, {ny + 2 * nc}) uint8, got {packed.shape} {packed.dtype}")
+        yuv = list(self.yuv)
+        for row, k in enumerate(index):
+            r = packed[row]
+            frame = yuv420_frame(r[:ny].reshape(h, w), r[ny : ny + nc].reshape(hc, wc), r[ny + nc :].reshape(hc, wc))
+            _copy_tags(self.yuv[k], frame)
+            yuv[k] = frame
+        return FrameBatch(yuv, self.pts, self.times, self.first_index, self.matrix, self.full_range)
 
 
 @dataclass
@@ -310,10 +464,24 @@ class DecodeStats:
     last_good_time_s: float | None = None
 
 
-def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
-    """Apply a display-matrix rotation (CCW degrees) to an ``(H, W, 3)`` frame."""
-    quarter = (rotation // 90) % 4
-    return np.ascontiguousarray(np.rot90(rgb, k=quarter)) if quarter else rgb
+def _as_upright_yuv420(frame: Any, info: VideoInfo) -> Any:
+    """A decoded frame as 8-bit ``yuv420p`` of the video's coded size, upright (display rotation applied). The
+    frame itself when it already is (the common case: nothing is copied)."""
+    name = frame.format.name
+    if name == "yuvj420p" and (frame.width, frame.height) == (info.coded_width, info.coded_height):
+        # the same planes, only the format name says "full range": relabel by copying the planes (no maths)
+        y, u, v = (plane_array(p) for p in frame.planes)
+        frame = yuv420_frame(y, u, v, info)
+    elif name != "yuv420p" or (frame.width, frame.height) != (info.coded_width, info.coded_height):
+        cs, rng = _SWS_COLORSPACE.get(info.colour_matrix, 5), 2 if info.full_range else 1
+        frame = frame.reformat(width=info.coded_width, height=info.coded_height, format="yuv420p",
+                               src_colorspace=cs, dst_colorspace=cs, src_color_range=rng, dst_color_range=rng)
+        _tag_frame(frame, info)
+    quarter = (info.rotation // 90) % 4
+    if quarter:
+        y, u, v = (np.rot90(plane_array(p), k=quarter) for p in frame.planes)
+        frame = yuv420_frame(y, u, v, info)
+    return frame
 
 
 _END = object()
@@ -409,7 +577,7 @@ class FrameReader:
     def _decode(self) -> None:
         info, trim = self.info, self.trim
         tb = info.time_base
-        frames: list[np.ndarray] = []
+        frames: list[Any] = []
         pts: list[int] = []
         first_index = 0
         index = -1
@@ -420,10 +588,12 @@ class FrameReader:
             if not frames:
                 return True
             batch = FrameBatch(
-                frames=np.stack(frames),
+                yuv=frames,
                 pts=np.asarray(pts, np.int64),
                 times=np.asarray([float(p * tb) for p in pts]),
                 first_index=first_index,
+                matrix=info.colour_matrix,
+                full_range=info.full_range,
             )
             frames, pts = [], []
             return self._put(batch)
@@ -465,10 +635,9 @@ class FrameReader:
                         return self._finish(flush, decoded_any)
                     if not trim.keeps(index, t):
                         continue
-                    rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range or None)
                     if not frames:
                         first_index = index
-                    frames.append(_upright(rgb, info.rotation))
+                    frames.append(_as_upright_yuv420(frame, info))
                     pts.append(p)
                     decoded_any = True
                     self.stats.frames_read += 1
@@ -544,6 +713,7 @@ class EncoderSettings:
 
 
 _nvenc_cache: dict[str, bool] = {}
+_PICT_NONE = av.video.frame.PictureType.NONE
 
 
 def encoder_available(name: str) -> bool:
@@ -758,34 +928,70 @@ class VideoWriter:
         stream.pix_fmt = enc.pix_fmt
         stream.time_base = info.time_base
         stream.codec_context.time_base = info.time_base
+        ctx = stream.codec_context
         if enc.threads:
-            stream.codec_context.thread_count = enc.threads
+            ctx.thread_count = enc.threads
+        # PyAV opens every codec with slice threads only; for libx264 that means x264's sliced threading, about
+        # half the throughput of its frame threads (FFmpeg's own default, chosen by any type but "slice alone").
+        ctx.thread_type = "AUTO"
         if enc.gop_size:
-            stream.codec_context.gop_size = enc.gop_size
+            ctx.gop_size = enc.gop_size
         if info.color_range:
-            stream.codec_context.color_range = info.color_range
-        stream.codec_context.options = enc.codec_options()
+            ctx.color_range = info.color_range
+        # the planes keep the input's colour, so the output keeps its tags (unspecified stays unspecified)
+        for attr, value in (("colorspace", info.colorspace), ("color_primaries", info.color_primaries),
+                            ("color_trc", info.color_trc)):
+            if value not in (0, 2):
+                with contextlib.suppress(AttributeError, ValueError):
+                    setattr(ctx, attr, value)
+        ctx.options = enc.codec_options()
         return stream
 
     @property
     def audio_mode(self) -> str | None:
         return self._audio.mode if self._audio else None
 
-    def write(self, frames: np.ndarray, pts: np.ndarray | list[int]) -> None:
-        """Encode a batch. ``frames``: ``(B, H, W, 3)`` uint8 RGB; ``pts``: ``(B,)`` in the input time base."""
-        if frames.ndim != 4 or frames.shape[1:] != (self.info.height, self.info.width, 3) or frames.dtype != np.uint8:
-            from faceweave.errors import ShapeError
+    def write(self, frames: np.ndarray | FrameBatch, pts: np.ndarray | list[int] | None = None) -> None:
+        """Encode a batch: a :class:`FrameBatch` (its ``yuv`` frames go to the encoder as they are) or
+        ``(B, H, W, 3)`` uint8 RGB frames (converted on the CPU with the stream's matrix and range). ``pts``:
+        ``(B,)`` in the input time base (default for a :class:`FrameBatch`: its own)."""
+        yuv: list[Any] | np.ndarray
+        if isinstance(frames, FrameBatch):
+            yuv = frames.yuv
+            if pts is None:
+                pts = frames.pts
+            if len(yuv) and (yuv[0].width, yuv[0].height) != (self.info.width, self.info.height):
+                from faceweave.errors import ShapeError
 
-            raise ShapeError(
-                f"frames must be (B, {self.info.height}, {self.info.width}, 3) uint8, got {frames.shape} {frames.dtype}"
-            )
+                raise ShapeError(f"frames must be {self.info.width}x{self.info.height}, got "
+                                 f"{yuv[0].width}x{yuv[0].height}")
+        else:
+            if (frames.ndim != 4 or frames.shape[1:] != (self.info.height, self.info.width, 3)
+                    or frames.dtype != np.uint8):
+                from faceweave.errors import ShapeError
+
+                raise ShapeError(f"frames must be (B, {self.info.height}, {self.info.width}, 3) uint8, got "
+                                 f"{frames.shape} {frames.dtype}")
+            yuv = frames  # converted one by one below
+        if pts is None:
+            raise InvalidOption("pts are needed with RGB frames", hint="pass the batch's pts")
         tb = self.info.time_base
-        dst_range = self.info.color_range or None
-        for rgb, p in zip(frames, pts, strict=True):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame = frame.reformat(format=self.encoder.pix_fmt, dst_color_range=dst_range)
+        cs = _SWS_COLORSPACE.get(self.info.colour_matrix, 5)
+        rng = 2 if self.info.full_range else 1
+        pix_fmt = self.encoder.pix_fmt
+        for item, p in zip(yuv, pts, strict=True):
+            if isinstance(item, np.ndarray):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(item), format="rgb24")
+                frame = frame.reformat(format=pix_fmt, dst_colorspace=cs, dst_color_range=rng)
+                _tag_frame(frame, self.info)
+            elif item.format.name != pix_fmt:  # e.g. a 10-bit or 4:4:4 output: one swscale pass, colour kept
+                frame = item.reformat(format=pix_fmt, src_colorspace=cs, dst_colorspace=cs, src_color_range=rng,
+                                      dst_color_range=rng)
+            else:
+                frame = item  # the decoded frame itself
             frame.pts = int(p) - self.pts_shift
             frame.time_base = tb
+            frame.pict_type = _PICT_NONE  # a decoded I/P/B type would force the encoder's decision
             for packet in self.stream.encode(frame):
                 self.container.mux(packet)
             self._last_pts = frame.pts
@@ -946,7 +1152,17 @@ def concat_segments(
     return output
 
 
-FrameProcessor = Callable[[FrameBatch], np.ndarray]
+FrameProcessor = Callable[[FrameBatch], "np.ndarray | FrameBatch"]
+"""Turns a decoded batch into the frames to encode: RGB ``(B, H, W, 3)`` uint8, or a :class:`FrameBatch`. An object
+with a ``process_batch(FrameBatch) -> FrameBatch`` method is called through that instead (frames stay YUV)."""
+
+
+def apply_processor(process: FrameProcessor | None, batch: FrameBatch) -> np.ndarray | FrameBatch:
+    """Run ``process`` on ``batch`` the cheapest way it offers (``process_batch`` first; None: the batch itself)."""
+    if process is None:
+        return batch
+    via_yuv = getattr(process, "process_batch", None)
+    return via_yuv(batch) if via_yuv is not None else process(batch)
 
 
 @dataclass(frozen=True)
@@ -963,6 +1179,19 @@ class SegmentJob:
     pts_shift: int = 0
     # a picklable zero-argument factory returning a FrameProcessor (None: pass frames through unchanged)
     processor_factory: Callable[[], FrameProcessor] | None = None
+    # decoder and encoder threads of this worker (0: FFmpeg's automatic choice, one per core — right for a single
+    # process, but K workers × 16+ threads each oversubscribe the machine)
+    threads: int = 0
+
+
+def threads_per_worker(workers: int) -> int:
+    """Codec threads for each of ``workers`` segment processes: the machine's cores shared out (0 — automatic —
+    for a single process). x264 frame threads scale well to about this; more threads per process only add
+    contention between the K encoders."""
+    if workers <= 1:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
 
 
 @dataclass(frozen=True)
@@ -976,9 +1205,16 @@ class SegmentResult:
 
 def encode_segment(job: SegmentJob) -> SegmentResult:
     """Decode one segment, process its frames, and encode it to ``job.output`` (atomically). Runs in a worker."""
+    import time
+
     seg = job.segment
+    started = time.time()
     process = job.processor_factory() if job.processor_factory is not None else None
-    writer = VideoWriter(job.output, job.info, job.encoder, audio=False, trim=job.trim, pts_shift=job.pts_shift)
+    ready = time.time()
+    encoder = job.encoder
+    if job.threads and not encoder.threads:
+        encoder = replace(encoder, threads=job.threads)
+    writer = VideoWriter(job.output, job.info, encoder, audio=False, trim=job.trim, pts_shift=job.pts_shift)
     try:
         with FrameReader(
             job.info,
@@ -987,16 +1223,34 @@ def encode_segment(job: SegmentJob) -> SegmentResult:
             trim=job.trim,
             pts_range=(seg.start_pts, seg.end_pts),
             skip_corrupt=job.skip_corrupt,
+            threads=job.threads,
         ) as reader:
             for batch in reader:
-                out = process(batch) if process is not None else batch.frames
-                writer.write(out, batch.pts)
+                writer.write(apply_processor(process, batch), batch.pts)
         writer.close()
     except BaseException:
         writer.abort()
         raise
     stats = dict(getattr(process, "stats", {}) or {})
+    # wall-clock marks (seconds since the epoch) of this worker: where a segment-parallel run spends its time
+    stats["timing"] = {"pid": os.getpid(), "start": started, "ready": ready, "end": time.time()}
     return SegmentResult(seg.index, job.output, writer.frames_written, reader.stats.frames_corrupt_dropped, stats)
+
+
+def segment_timing(results: list[SegmentResult], t_call: float) -> dict[str, float]:
+    """Summary of the workers' ``timing`` marks for a run that began at ``t_call`` (``time.time()``): seconds until
+    the first segment started (process start-up), mean processor set-up per segment, mean busy time per worker."""
+    marks = [r.stats["timing"] for r in results if isinstance(r.stats.get("timing"), dict)]
+    if not marks:
+        return {}
+    busy: dict[int, float] = {}
+    for m in marks:
+        busy[m["pid"]] = busy.get(m["pid"], 0.0) + m["end"] - m["start"]
+    return {"first_segment_after_s": round(min(m["start"] for m in marks) - t_call, 2),
+            "setup_s_mean": round(sum(m["ready"] - m["start"] for m in marks) / len(marks), 2),
+            "busy_s_per_worker": round(sum(busy.values()) / len(busy), 2),
+            "last_segment_done_s": round(max(m["end"] for m in marks) - t_call, 2),
+            "workers": len(busy), "segments": len(marks)}
 
 
 def job_fingerprint(info: VideoInfo, extra: dict[str, Any]) -> str:
@@ -1025,18 +1279,24 @@ __all__ = [
     "Trim",
     "VideoInfo",
     "VideoWriter",
+    "apply_processor",
+    "colour_matrix_of",
     "concat_segments",
     "encode_segment",
     "encoder_available",
     "job_fingerprint",
     "parse_position",
     "plan_segments",
+    "plane_array",
     "probe_video",
     "resolve_encoder",
     "run_segments",
     "transcode",
     "scan_frame_timestamps",
+    "segment_timing",
+    "threads_per_worker",
     "trim_from_settings",
+    "yuv420_frame",
 ]
 
 
@@ -1053,10 +1313,12 @@ def run_segments(
     processor_factory: Callable[[], FrameProcessor] | None = None,
     fingerprint_extra: dict[str, Any] | None = None,
     on_segment_done: Callable[[SegmentResult], None] | None = None,
+    threads: int | None = None,
 ) -> list[SegmentResult]:
     """Segment-parallel encode: plan GOP-aligned segments, encode each in a worker process ('spawn': safe with
     torch threads), then concatenate without re-encoding and mux the audio. With ``work_dir`` finished segments
-    are kept (``segment_NNNNN.<ext>`` + a ``.done`` marker) and reused by a rerun of the same job.
+    are kept (``segment_NNNNN.<ext>`` + a ``.done`` marker) and reused by a rerun of the same job. ``threads``:
+    decoder/encoder threads per worker (None: :func:`threads_per_worker`).
     Returns one :class:`SegmentResult` per segment (reused ones included)."""
     import concurrent.futures as cf
     import multiprocessing
@@ -1101,7 +1363,7 @@ def run_segments(
                                                dict(saved.get("stats", {})) | {"reused": True})
             continue
         jobs.append(SegmentJob(info, seg, seg_file, encoder, batch_size, trim, skip_corrupt, pts_shift,
-                               processor_factory))
+                               processor_factory, threads_per_worker(workers) if threads is None else threads))
 
     def finished(res: SegmentResult) -> None:
         marker = res.output.with_suffix(res.output.suffix + ".done")
@@ -1163,7 +1425,7 @@ def transcode(
                 if writer is None:
                     writer = VideoWriter(output, info, encoder, trim=trim,
                                          pts_shift=_trim_shift(info, trim, int(batch.pts[0])))
-                writer.write(process(batch) if process else batch.frames, batch.pts)
+                writer.write(apply_processor(process, batch), batch.pts)
         if writer is None:
             raise CorruptStream(f"{info.path.name}: no frame in the requested range", hint="check the trims")
         writer.close()

@@ -25,7 +25,7 @@ import torch
 
 from faceweave.analysis.face import Face
 from faceweave.analysis.identity import same_person_distance
-from faceweave.analysis.track import FaceTracker, scene_change_score, thumbnail
+from faceweave.analysis.track import FaceTracker, scene_change_score
 from faceweave.errors import NoFaceInTarget, NoMatchingFace
 from faceweave.media.video import (
     FrameBatch,
@@ -37,9 +37,10 @@ from faceweave.media.video import (
     probe_video,
     resolve_encoder,
     run_segments,
+    segment_timing,
     trim_from_settings,
 )
-from faceweave.pipeline.engine import job_references, to_uint8
+from faceweave.pipeline.engine import job_references
 from faceweave.progress import Progress, ProgressCallback, no_progress
 from faceweave.settings import SwapSettings
 
@@ -110,13 +111,24 @@ class VideoFaceProcessor:
 
     # --- one batch ---------------------------------------------------------------------------------------
     def __call__(self, batch: FrameBatch) -> np.ndarray:
-        """Process ``batch.frames`` ``(B, H, W, 3)`` uint8 RGB; returns the same shape (unchanged frames as-is)."""
+        """Process a batch and return ``(B, H, W, 3)`` uint8 RGB (for callers that want arrays; the video pipeline
+        uses :meth:`process_batch`, which keeps the frames YUV)."""
+        out = self.process_batch(batch)
+        return out if isinstance(out, np.ndarray) else out.frames
+
+    def process_batch(self, batch: FrameBatch) -> FrameBatch | np.ndarray:
+        """Process a decoded batch; returns what to encode: a :class:`FrameBatch` whose frames without a swapped
+        face are the decoded frames themselves (bit-exact, never converted), or — with ``provenance_label`` —
+        ``(B, H, W, 3)`` uint8 RGB. The planes go to the engine's device once per batch (1.5 bytes per pixel) and
+        become RGB there; swapped frames come back once, as planes."""
         engine, settings = self.engine, self.settings
-        frames_np = batch.frames
-        b_count = len(frames_np)
+        b_count = len(batch)
+        # One host→device copy per batch: packed Y/U/V uint8 (pinned for CUDA); every stage then indexes the copy.
+        frames_yuv = batch.to_device(engine.device)
+        thumbs = frames_yuv.luma_thumbnails().cpu().numpy()  # (B, 36, 64) grey, from the luma plane on the device
         detect_flags, cut_flags = [], []
         for k in range(b_count):
-            thumb = thumbnail(frames_np[k])
+            thumb = thumbs[k]
             cut = self._prev_thumb is not None and scene_change_score(self._prev_thumb, thumb) > SCENE_CUT_THRESHOLD
             self._prev_thumb = thumb
             self.stats["scene_cuts"] += int(cut)
@@ -124,15 +136,11 @@ class VideoFaceProcessor:
             cut_flags.append(cut)
             detect_flags.append(bool(cut or due))
             self._frames_since_detect = 0 if detect_flags[-1] else self._frames_since_detect + 1
-        frames_u8 = torch.from_numpy(np.ascontiguousarray(frames_np))  # (B, H, W, 3) uint8, shares memory
-        if engine.device.type == "cuda":
-            # One host→device copy per batch, as uint8 from pinned memory; every stage then indexes the copy.
-            frames_u8 = frames_u8.pin_memory().to(engine.device, non_blocking=True)
 
         def as_float(sel: list[int] | slice) -> torch.Tensor:
-            # Only the frames a stage needs become float (B, 3, H, W) [0, 1] on the engine's device: a whole
+            # Only the frames a stage needs become float (B, 3, H, W) RGB [0, 1] on the engine's device: a whole
             # 720p batch in float32 is ~90 MB, and most frames only need detection or refinement.
-            return frames_u8[sel].to(engine.device).permute(0, 3, 1, 2).to(engine.dtype).div_(255)
+            return frames_yuv.rgb(sel, engine.dtype)
 
         det_idx = [k for k in range(b_count) if detect_flags[k]]
         detected: dict[int, list[Face]] = {}
@@ -177,33 +185,39 @@ class VideoFaceProcessor:
             k = run_end
         self.stats["tracks"] = self.tracker.tracks_started
 
-        out = frames_np
+        out = batch
         if any(plans):
             idx = [k for k in range(b_count) if plans[k]]
             swapped = engine.swap(as_float(idx), [plans[k] for k in idx], self.sources)
-            swapped_u8 = to_uint8(swapped)
-            out = frames_np.copy()
-            for j, k in enumerate(idx):
-                out[k] = swapped_u8[j]
+            # back to planes on the device (untouched pixels keep theirs exactly), one device→host copy
+            out = batch.replaced(idx, frames_yuv.encode(swapped, idx).cpu().numpy())
             self.stats["frames_swapped"] += len(idx)
             self.stats["faces_swapped"] += sum(len(plans[k]) for k in idx)
+        self.stats["frames"] += b_count
         if settings.provenance_label:
             from faceweave.media.label import draw_label
 
-            out = np.stack([draw_label(f) for f in out])
-        self.stats["frames"] += b_count
+            return np.stack([draw_label(f) for f in out.frames])
         return out
 
 
 def make_segment_processor(
     settings: SwapSettings, sources: Sequence[Any], reference: Sequence[torch.Tensor] | None
 ) -> VideoFaceProcessor:
-    """Factory run inside a segment worker process: its own engine, the job's prepared sources."""
+    """Factory run inside a segment worker process for each segment: a fresh processor (tracks start anew) on the
+    worker's engine, which is loaded once per process and settings, and the job's prepared sources."""
     from faceweave.pipeline.engine import SwapEngine
 
     torch.set_num_threads(1)  # one process per core already; oversubscription slows everyone
-    engine = SwapEngine(settings, device=worker_device(settings))
+    key = settings.model_dump_json()
+    engine = _WORKER_ENGINE.get(key)
+    if engine is None:
+        _WORKER_ENGINE.clear()  # a worker serves one job at a time: keep one engine
+        engine = _WORKER_ENGINE[key] = SwapEngine(settings, device=worker_device(settings))
     return VideoFaceProcessor(engine, [s.to(engine.device) for s in sources], reference)
+
+
+_WORKER_ENGINE: dict[str, Any] = {}  # inside a segment worker: its engine, reused by its later segments
 
 
 def worker_device(settings: SwapSettings) -> torch.device | None:
@@ -263,7 +277,7 @@ class _EncodeThread:
                 while True:
                     self.queue.get_nowait()
 
-    def put(self, frames: np.ndarray, pts: np.ndarray) -> None:
+    def put(self, frames: np.ndarray | FrameBatch, pts: np.ndarray) -> None:
         while True:
             if self.error is not None:
                 raise self.error
@@ -383,7 +397,7 @@ def _swap_stream(
         with FrameReader(info, batch_size=settings.batch_size, queue_size=QUEUE_BATCHES, trim=trim,
                          skip_corrupt=settings.skip_corrupt) as reader:
             for batch in reader:
-                encode.put(processor(batch), batch.pts)
+                encode.put(processor.process_batch(batch), batch.pts)
                 _report(progress, processor.stats["frames"], total, t_start)
         if processor.stats["frames_with_faces"] == 0:
             raise NoFaceInTarget(
@@ -434,6 +448,7 @@ def _swap_segments(
     # A crash-resumable job must be rerun with the same settings; the fingerprint covers everything but workers.
     fingerprint = settings.model_dump(exclude={"workers"})
     work = Path(work_dir) if work_dir is not None else None
+    t_wall = time.time()
     results = _run_checked(info, out_path, encoder, settings, factory, trim, work, fingerprint, on_done)
     stats: dict[str, Any] = {"frames": 0, "frames_with_faces": 0, "frames_swapped": 0, "faces_swapped": 0,
                              "detections": 0, "scene_cuts": 0, "tracks": 0}
@@ -443,6 +458,7 @@ def _swap_segments(
     stats["corrupt_frames_dropped"] = sum(r.corrupt_dropped for r in results)
     stats["segments"] = len(results)
     stats["segments_reused"] = sum(1 for r in results if r.stats.get("reused"))
+    stats["segment_timing"] = segment_timing(results, t_wall)
     stats["audio"] = "muxed" if info.has_audio else None
     return stats
 

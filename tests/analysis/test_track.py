@@ -106,6 +106,39 @@ def test_smoothed_landmarks_less_jittery_on_real_motion(media) -> None:
     assert landmark_jitter(light) < landmark_jitter(raw)
 
 
+def test_landmark_smoothing_splits_head_motion_from_shape_noise(media) -> None:
+    """Real FaceMesh shape, moved by a fast similarity (translation, roll, zoom) with noise on the points: the head
+    motion is followed with little lag (the swapped face is pasted into the unsmoothed head) while the shape noise is
+    smoothed hard; ``landmark_jitter`` (global motion removed) sees the latter."""
+    from faceweave.analysis.detect import detect_faces
+    from faceweave.analysis.landmarks import face_landmarks
+
+    rgb = media.rgb("obama.jpg")
+    base = face_landmarks(rgb, detect_faces(rgb)[:1])[0].landmarks.float()
+    base_xy = base[:, :2] - base[:, :2].mean(0)
+    gen = torch.Generator().manual_seed(2)
+    tracker = FaceTracker(smoothing=True)
+    raw, smooth, truth = [], [], []
+    for step in range(60):
+        t = step / 30
+        ang, zoom = 0.3 * math.sin(2 * t), 1 + 0.2 * math.sin(3 * t)
+        rot = torch.tensor([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]]) * zoom
+        xy = base_xy @ rot.T + torch.tensor([300 + 200 * t, 200 + 40 * math.sin(4 * t)])
+        noisy = xy + torch.randn(468, 2, generator=gen) * 0.6
+        lmk = torch.cat([noisy, base[:, 2:]], 1)
+        lo, hi = noisy.min(0).values, noisy.max(0).values
+        f = Face(box=torch.cat([lo, hi]), score=0.9, keypoints=noisy[:5].clone(), landmarks=lmk)
+        (_, sf), = tracker.update([f], t)
+        assert sf.landmarks.shape == (468, 3) and sf.keypoints.shape == (5, 2)
+        raw.append(noisy.numpy())
+        smooth.append(sf.landmarks[:, :2].numpy())
+        truth.append(xy.numpy())
+    assert landmark_jitter(smooth) < 0.5 * landmark_jitter(raw)
+    # lag: the smoothed points stay near the moving truth (the noise alone is 0.6 px per axis, ~0.75 px per point)
+    err = np.mean([np.linalg.norm(s - x, axis=1).mean() for s, x in zip(smooth[10:], truth[10:], strict=True)])
+    assert err < 1.0
+
+
 def test_landmark_jitter_ignores_global_similarity_motion() -> None:
     rng = np.random.default_rng(0)
     base = rng.uniform(0, 100, size=(468, 2))

@@ -317,3 +317,113 @@ def test_bounded_queue_and_early_close(media) -> None:
     assert not reader._thread.is_alive()
     all_pts, keys = scan_frame_timestamps(info)
     assert len(all_pts) == 120 and keys[0]
+
+
+# ------------------------------------------------------------------------------------- YUV data path (issue 5)
+def make_tagged(path: Path, n: int, *, pix_fmt: str = "yuv420p", colorspace: int = 1, color_range: int = 1,
+                size: tuple[int, int] = (96, 64)) -> None:
+    """A clip with colour tags (default BT.709 limited range) in ``pix_fmt``, from the same pattern as make_video."""
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
+        ctx = vs.codec_context
+        ctx.colorspace, ctx.color_range, ctx.color_primaries, ctx.color_trc = colorspace, color_range, 1, 1
+        ctx.options = {"preset": "ultrafast", "crf": "8"}
+        cs = {1: "ITU709", 5: "ITU601", 6: "SMPTE170M"}[colorspace]
+        for i in range(n):
+            rgb = np.stack([(x * 3 + i * 4) % 256, (y * 3 + i * 2) % 256, np.full_like(x, 128)], 2).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+                format=pix_fmt, dst_colorspace=cs, dst_color_range=color_range)
+            frame.colorspace, frame.color_range = colorspace, color_range
+            frame.pts = i
+            for p in vs.encode(frame):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+
+
+def test_batches_stay_yuv_and_untouched_frames_pass_through(media) -> None:
+    info = probe_video(media.path("carphone_pristine.mp4"))
+    assert (info.colour_matrix, info.full_range) == ("bt601", False)  # untagged: FFmpeg's default
+    with FrameReader(info, batch_size=4) as reader:
+        batch = next(iter(reader))
+    assert len(batch) == 4 and all(f.format.name == "yuv420p" for f in batch.yuv)
+    packed = batch.packed()
+    assert packed.shape == (4, 176 * 144 * 3 // 2) and packed.dtype == np.uint8
+    y, u, v = batch.planes(2)
+    np.testing.assert_array_equal(packed[2, : 176 * 144].reshape(144, 176), y)
+    np.testing.assert_array_equal(packed[2, 176 * 144 : 176 * 144 + 88 * 72].reshape(72, 88), u)
+    edited = packed[1:2].copy()
+    edited[0, :100] = 0
+    out = batch.replaced([1], edited)
+    assert out.yuv[0] is batch.yuv[0] and out.yuv[2] is batch.yuv[2] and out.yuv[1] is not batch.yuv[1]
+    np.testing.assert_array_equal(out.packed(index=[1]), edited)
+    assert out.yuv[1].colorspace == batch.yuv[1].colorspace and out.yuv[1].color_range == batch.yuv[1].color_range
+    # RGB on demand (swscale on the CPU) and on a device (torch) agree within swscale's fast-path error
+    rgb_dev = batch.to_device("cpu").rgb(slice(None))
+    assert rgb_dev.shape == (4, 3, 144, 176)
+    ours = (rgb_dev.permute(0, 2, 3, 1) * 255).round().numpy()
+    assert np.abs(ours - batch.frames.astype(float)).max() <= 3 and np.abs(ours - batch.frames).mean() < 1.5
+
+
+def test_colour_tags_and_range_kept(tmp_path: Path) -> None:
+    src = tmp_path / "bt709_full.mp4"
+    make_tagged(src, 12, colorspace=1, color_range=2)
+    info = probe_video(src)
+    assert (info.colorspace, info.colour_matrix, info.full_range) == (1, "bt709", True)
+    out = tmp_path / "o.mp4"
+    transcode(src, out, FAST)
+    with av.open(str(out)) as c:
+        ctx = c.streams.video[0].codec_context
+        assert (int(ctx.colorspace), int(ctx.color_range)) == (1, 2)
+    with FrameReader(info, batch_size=12) as r_in, FrameReader(probe_video(out), batch_size=12) as r_out:
+        a, b = next(iter(r_in)), next(iter(r_out))
+    assert (b.matrix, b.full_range) == ("bt709", True)
+    assert np.abs(a.packed().astype(int) - b.packed()).mean() < 1.5  # planes copied, not re-mapped
+
+
+@pytest.mark.parametrize(("pix_fmt", "full"), [("yuv444p", False), ("yuvj420p", True), ("yuv422p", False)])
+def test_other_pixel_formats_become_yuv420p(tmp_path: Path, pix_fmt: str, full: bool) -> None:
+    src = tmp_path / f"{pix_fmt}.mp4"
+    make_tagged(src, 6, pix_fmt=pix_fmt, colorspace=5, color_range=2 if full else 1)
+    info = probe_video(src)
+    assert info.full_range is full
+    with FrameReader(info, batch_size=6) as reader:
+        batch = next(iter(reader))
+    assert all(f.format.name == "yuv420p" and (f.width, f.height) == (96, 64) for f in batch.yuv)
+    with av.open(str(src)) as c:  # the same pictures, converted to RGB straight from the source format
+        ref = np.stack([f.to_ndarray(format="rgb24", src_colorspace="ITU601", src_color_range=2 if full else 1)
+                        for f in c.decode(video=0)])
+    rgb = (batch.to_device("cpu").rgb(slice(None)).permute(0, 2, 3, 1) * 255).numpy()
+    assert np.abs(rgb - ref).mean() < 4.0  # chroma subsampled to 4:2:0, nothing else
+    _, _, written = transcode(src, tmp_path / "o.mp4", FAST)
+    assert written == 6
+
+
+def test_yuv_write_is_exact_and_rgb_write_close(media, tmp_path: Path) -> None:
+    """Through a lossless encode the YUV path gives back the decoded planes exactly; the RGB path (processors that
+    return arrays) goes through swscale twice and lands within about a level."""
+    from faceweave.media.video import VideoWriter
+
+    info = probe_video(media.path("carphone_pristine.mp4"))
+    lossless = EncoderSettings(codec="libx264", crf=0, preset="ultrafast")
+    a, b = VideoWriter(tmp_path / "a.mp4", info, lossless), VideoWriter(tmp_path / "b.mp4", info, lossless)
+    assert a.stream.codec_context.thread_type.value & 1  # frame threads (PyAV opens with slice threads only)
+    inputs = []
+    with FrameReader(info, batch_size=8) as reader:
+        for k, batch in enumerate(reader):
+            inputs.append(batch.packed())
+            a.write(batch)
+            b.write(batch.frames, batch.pts)
+            if k == 2:
+                break
+    a.close()
+    b.close()
+    with FrameReader(probe_video(tmp_path / "a.mp4"), batch_size=24) as ra, \
+            FrameReader(probe_video(tmp_path / "b.mp4"), batch_size=24) as rb:
+        pa, pb = next(iter(ra)).packed().astype(int), next(iter(rb)).packed()
+    assert pa.shape == pb.shape == (24, 176 * 144 * 3 // 2)
+    np.testing.assert_array_equal(pa, np.concatenate(inputs))
+    assert np.abs(pa - pb).mean() < 1.0 and np.percentile(np.abs(pa - pb), 99) <= 3

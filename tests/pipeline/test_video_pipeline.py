@@ -327,31 +327,40 @@ def _largest_faces(engine, frames: np.ndarray) -> list[Face | None]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="acceptance not met yet: on carphone ×2 the swapped face's re-measured landmark jitter is 1.03× the "
-    "input's with smoothing (8 Hz, beta 20) and 1.05× without; kept so the day it passes is visible",
-    strict=False,
-)
 def test_real_engine_output_jitter_not_above_input(media, tmp_path: Path) -> None:
+    """Acceptance: the swapped face's landmark jitter, re-measured on the output video the way the input's is, is
+    not above the input's; smoothing on vs off is reported (both measured, only 'on' is the product default).
+
+    All 120 frames: on the first 40 alone the ratio moves by ±0.06 from sub-pixel changes of the geometry, which
+    is the size of the margin being tested. The output goes through a second lossy encode that the input did not
+    (that alone measured 1.03× on this clip), so the margin also covers the codec.
+    """
     from faceweave.analysis.track import landmark_jitter
     from faceweave.pipeline.engine import SwapEngine
 
-    frames = 40
+    frames = 120
     clip = tmp_path / "car2.mp4"
     upscale_carphone(media, clip, frames)
-    settings = SwapSettings(preset="ultrafast", crf=16, detect_every=5, smoothing=True)
-    engine = SwapEngine(settings)
-    out = tmp_path / "out.mp4"
-    result = swap_video([media.path("astronaut.png")], clip, out, settings, engine=engine)
-    assert result.frames == frames and result.stats["frames_swapped"] >= 0.9 * frames
-    assert frame_times(out) == pytest.approx(frame_times(clip), abs=1e-6)
-    faces_in, faces_out = _largest_faces(engine, decode_all(clip)), _largest_faces(engine, decode_all(out))
-    both = [(a, b) for a, b in zip(faces_in, faces_out, strict=True) if a is not None and b is not None]
-    assert len(both) >= 0.9 * frames
-    j_in = landmark_jitter([a.landmarks[:, :2].numpy() for a, _ in both])
-    j_out = landmark_jitter([b.landmarks[:, :2].numpy() for _, b in both])
-    print(f"landmark jitter (face-size units): input {j_in:.5f}, output {j_out:.5f}")
-    assert j_out <= j_in
+    faces_in = None
+    ratios = {}
+    for smoothing in (True, False):
+        settings = SwapSettings(preset="ultrafast", crf=16, detect_every=5, smoothing=smoothing)
+        engine = SwapEngine(settings)
+        out = tmp_path / f"out_{smoothing}.mp4"
+        result = swap_video([media.path("astronaut.png")], clip, out, settings, engine=engine)
+        assert result.frames == frames and result.stats["frames_swapped"] >= 0.9 * frames
+        assert frame_times(out) == pytest.approx(frame_times(clip), abs=1e-6)
+        if faces_in is None:
+            faces_in = _largest_faces(engine, decode_all(clip))
+        faces_out = _largest_faces(engine, decode_all(out))
+        both = [(a, b) for a, b in zip(faces_in, faces_out, strict=True) if a is not None and b is not None]
+        assert len(both) >= 0.9 * frames
+        j_in = landmark_jitter([a.landmarks[:, :2].numpy() for a, _ in both])
+        j_out = landmark_jitter([b.landmarks[:, :2].numpy() for _, b in both])
+        ratios[smoothing] = j_out / j_in
+        print(f"landmark jitter (face-size units), smoothing {'on' if smoothing else 'off'}: input {j_in:.5f}, "
+              f"output {j_out:.5f} ({j_out / j_in:.3f}×)")
+    assert ratios[True] <= 0.95  # measured 0.90×; the acceptance is ≤ 1
 
 
 @pytest.mark.slow
