@@ -21,7 +21,8 @@ from faceweave.errors import InvalidOption, ShapeError, check_shape
 from faceweave.ops.geometry import compose_affine, invert_affine, transform_points
 from faceweave.ops.warp import warp_affine
 
-__all__ = ["feather_blend", "laplacian_pyramid_blend", "pyramid_support_radius", "poisson_blend", "paste_back"]
+__all__ = ["feather_blend", "laplacian_pyramid_blend", "pyramid_support_radius", "poisson_blend", "paste_back",
+           "paste_back_region"]
 
 
 def _check_blend_args(fg: torch.Tensor, bg: torch.Tensor, mask: torch.Tensor) -> None:
@@ -256,44 +257,80 @@ def paste_back(
     """Warp a processed crop and its mask back into the frame and blend them in.
 
     The crop and mask are warped with ``M⁻¹`` (bilinear, zeros outside the crop) into the union bounding box
-    (over the batch) of the crop's footprint in the frame only — one host sync for the box — and blended there
-    with ``blend``. Pixels where the warped mask is 0 stay EXACTLY equal to ``frame`` (bitwise); pixels outside
-    the box are copied untouched. With ``"laplacian"`` the box is padded by the pyramid's reach and snapped to
-    its coarsest grid (so the result does not depend on the batch), and the blend fades to the frame where the
-    mask is below 0.05 — give a feathered mask so that this tail has some width.
+    (over the batch) of the crop's footprint in the frame only — one host sync for the box unless ``M`` is on the
+    host — and blended there with ``blend``. Pixels where the warped mask is 0 stay EXACTLY equal to ``frame``
+    (bitwise); pixels outside the box are copied untouched. With ``"laplacian"`` the box is padded by the pyramid's
+    reach and snapped to its coarsest grid (so the result does not depend on the batch), and the blend fades to
+    the frame where the mask is below 0.05 — give a feathered mask so that this tail has some width.
 
     Args:
         frame: ``(B, C, H, W)`` floating frames.
         crop: ``(B, C, h, w)`` floating crops (e.g. the swapped face), same value range as ``frame``.
         crop_mask: ``(B, 1, h, w)`` in ``[0, 1]``, where the crop replaces the frame.
-        M: ``(B, 2, 3)`` matrix mapping frame pixel coords → crop pixel coords (the one used to cut the crop).
+        M: ``(B, 2, 3)`` matrix mapping frame pixel coords → crop pixel coords (the one used to cut the crop);
+            any device (a host ``M`` saves the device→host sync for the box).
         blend: ``"feather"`` (alpha), ``"laplacian"`` (pyramid with ``levels``) or ``"poisson"`` (``iterations``).
 
     Returns:
         ``(B, C, H, W)`` new tensor, dtype/device of ``frame``.
     """
     check_shape(frame, ["B", "C", "H", "W"], "frame")
+    index = torch.arange(frame.shape[0], device=frame.device)
+    region, (x0, y0, x1, y1) = paste_back_region(frame, index, crop, crop_mask, M, blend=blend, levels=levels,
+                                                 iterations=iterations)
+    out = frame.clone()
+    if region is not None:
+        out[..., y0:y1, x0:x1] = region
+    return out
+
+
+def paste_back_region(
+    frames: torch.Tensor,
+    frame_index: torch.Tensor,
+    crop: torch.Tensor,
+    crop_mask: torch.Tensor,
+    M: torch.Tensor,  # noqa: N803
+    *,
+    blend: BlendMode = "feather",
+    levels: int = 4,
+    iterations: int = 4,
+) -> tuple[torch.Tensor | None, tuple[int, int, int, int]]:
+    """:func:`paste_back` without copying whole frames: the blended box only, for the caller to write in place.
+
+    Args:
+        frames: ``(N, C, H, W)`` floating frames (read only).
+        frame_index: ``(B,)`` long, the frame of each crop (distinct within one call).
+        crop, crop_mask, M, blend, levels, iterations: as :func:`paste_back`, batch ``B``.
+
+    Returns:
+        ``(region, (x0, y0, x1, y1))``: ``region`` ``(B, C, y1 − y0, x1 − x0)`` is what
+        ``frames[frame_index, :, y0:y1, x0:x1]`` becomes (pixels with a zero warped mask bit-identical), or
+        ``None`` when the crops fall outside the frames.
+    """
+    check_shape(frames, ["N", "C", "H", "W"], "frames")
     check_shape(crop, ["B", "C", "H", "W"], "crop")
     check_shape(crop_mask, ["B", "1", "H", "W"], "crop_mask")
     check_shape(M, ["B", "2", "3"], "M")
-    if crop.shape[:2] != frame.shape[:2] or crop_mask.shape[-2:] != crop.shape[-2:] or M.shape[0] != frame.shape[0]:
+    if (crop.shape[1] != frames.shape[1] or crop_mask.shape[-2:] != crop.shape[-2:] or M.shape[0] != crop.shape[0]
+            or frame_index.shape != (crop.shape[0],)):
         raise ShapeError(
-            f"frame {tuple(frame.shape)}, crop {tuple(crop.shape)}, crop_mask {tuple(crop_mask.shape)} and "
-            f"M {tuple(M.shape)} disagree (same batch and channels; mask of the crop's size)"
+            f"frames {tuple(frames.shape)}, frame_index {tuple(frame_index.shape)}, crop {tuple(crop.shape)}, "
+            f"crop_mask {tuple(crop_mask.shape)} and M {tuple(M.shape)} disagree (one index and matrix per crop, "
+            "same channels; mask of the crop's size)"
         )
     if blend not in ("feather", "laplacian", "poisson"):
         raise InvalidOption(f"unknown blend {blend!r}", hint="use feather, laplacian or poisson")
-    big_h, big_w = frame.shape[-2:]
+    big_h, big_w = frames.shape[-2:]
     ch, cw = crop.shape[-2:]
-    wd = torch.float32 if frame.dtype in (torch.float16, torch.bfloat16) else frame.dtype
+    wd = torch.float32 if frames.dtype in (torch.float16, torch.bfloat16) else frames.dtype
     crop_to_frame = invert_affine(M.to(wd))
     corners = torch.tensor(
-        [[-0.5, -0.5], [cw - 0.5, -0.5], [cw - 0.5, ch - 0.5], [-0.5, ch - 0.5]], device=frame.device, dtype=wd
-    ).expand(frame.shape[0], 4, 2)
+        [[-0.5, -0.5], [cw - 0.5, -0.5], [cw - 0.5, ch - 0.5], [-0.5, ch - 0.5]], device=M.device, dtype=wd
+    ).expand(crop.shape[0], 4, 2)
     fc = transform_points(crop_to_frame, corners)
     lo = fc.amin(dim=(0, 1)).floor()
     hi = fc.amax(dim=(0, 1)).ceil()
-    box = torch.cat([lo, hi]).tolist()  # the one host sync
+    box = torch.cat([lo, hi]).tolist()  # the one host sync (none when M is on the host)
     x0, y0, x1, y1 = int(box[0]), int(box[1]), int(box[2]) + 1, int(box[3]) + 1
     if blend == "laplacian":
         # Pad the box by the pyramid's reach and snap its origin to the coarsest grid: then the result does not
@@ -303,16 +340,15 @@ def paste_back(
         x0, y0 = (x0 - reach) // grid * grid, (y0 - reach) // grid * grid
         x1, y1 = x1 + reach, y1 + reach
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, big_w), min(y1, big_h)
-    out = frame.clone()
     if x1 <= x0 or y1 <= y0:
-        return out
-    shift = torch.tensor([[1.0, 0.0, -x0], [0.0, 1.0, -y0]], device=frame.device, dtype=wd).expand_as(crop_to_frame)
-    crop_to_box = compose_affine(shift, crop_to_frame)
+        return None, (x0, y0, x1, y1)
+    shift = torch.tensor([[1.0, 0.0, -x0], [0.0, 1.0, -y0]], device=M.device, dtype=wd).expand_as(crop_to_frame)
+    crop_to_box = compose_affine(shift, crop_to_frame).to(frames.device)
     size = (y1 - y0, x1 - x0)
-    fg = warp_affine(crop, crop_to_box, size).to(frame.dtype)
+    fg = warp_affine(crop, crop_to_box, size).to(frames.dtype)
     # bilinear weights are convex, so only rounding can leave [0, 1]; no clamp at 0 (kink exactly where mask = 0)
-    m = warp_affine(crop_mask, crop_to_box, size).clamp(max=1.0).to(frame.dtype)
-    bg = frame[..., y0:y1, x0:x1]
+    m = warp_affine(crop_mask, crop_to_box, size).clamp(max=1.0).to(frames.dtype)
+    bg = frames[frame_index.to(frames.device), :, y0:y1, x0:x1]
     if blend == "feather":
         region = feather_blend(fg, bg, m)
     elif blend == "laplacian":
@@ -324,5 +360,4 @@ def paste_back(
         region = bg + fade * (region - bg)
     else:
         region = poisson_blend(fg, bg, m, iterations=iterations)
-    out[..., y0:y1, x0:x1] = region
-    return out
+    return region, (x0, y0, x1, y1)

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from faceweave.errors import ShapeError, check_shape
 from faceweave.ops.filters import normalised_blur
 
-__all__ = ["rgb_to_lab", "lab_to_rgb", "masked_mean_std", "transfer_colour_lab", "luminance", "transfer_shading"]
+__all__ = ["rgb_to_lab", "lab_to_rgb", "masked_mean_std", "transfer_colour_lab", "transfer_colour_lab_from_lab",
+           "luminance", "transfer_shading"]
 
 # sRGB (linear) → XYZ, D65, as in OpenCV's documentation of cvtColor.
 _RGB2XYZ = (
@@ -104,6 +105,13 @@ def masked_mean_std(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> t
     return mean, torch.sqrt(var + eps)
 
 
+def _resample_area(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` area-resampled to the spatial size of ``like`` (unchanged when it already has it)."""
+    if x.shape[-2:] == like.shape[-2:]:
+        return x
+    return F.interpolate(x, size=like.shape[-2:], mode="area")
+
+
 def transfer_colour_lab(
     src: torch.Tensor,
     ref: torch.Tensor,
@@ -120,11 +128,16 @@ def transfer_colour_lab(
     transformed; compose with a mask to limit it. The per-channel gain is clamped to ``[1/max_gain, max_gain]``
     so that a near-flat source region does not explode.
 
+    A mask may be smaller than its image: the statistics are then taken on the image area-resampled to the mask's
+    size (a mask grid spanning the whole image). That is much cheaper for large images and gives nearly the same
+    statistics for regions many pixels wide.
+
     Args:
         src: ``(B, 3, H, W)`` RGB ``[0, 1]`` image to recolour (e.g. the warped source face).
         ref: ``(B, 3, H', W')`` RGB ``[0, 1]`` reference (e.g. the target face crop); may differ in size.
-        src_mask: ``(B, 1, H, W)`` weights in ``[0, 1]`` selecting the statistics region of ``src``.
-        ref_mask: ``(B, 1, H', W')`` weights in ``[0, 1]`` for ``ref``.
+        src_mask: ``(B, 1, h, w)`` weights in ``[0, 1]`` selecting the statistics region of ``src``
+            (``h <= H``, ``w <= W``).
+        ref_mask: ``(B, 1, h', w')`` weights in ``[0, 1]`` for ``ref`` (``h' <= H'``, ``w' <= W'``).
         strength: 0 = unchanged, 1 = full transfer.
         max_gain: bound of the std ratio.
 
@@ -132,20 +145,47 @@ def transfer_colour_lab(
         ``(B, 3, H, W)`` RGB in ``[0, 1]`` (clipped), dtype/device of ``src``.
     """
     check_shape(src, ["B", "3", "H", "W"], "src")
+    wd = _work_dtype(src.dtype)
+    return transfer_colour_lab_from_lab(rgb_to_lab(src.to(wd)), ref, src_mask, ref_mask, strength=strength,
+                                        max_gain=max_gain).to(src.dtype)
+
+
+def transfer_colour_lab_from_lab(
+    src_lab: torch.Tensor,
+    ref: torch.Tensor,
+    src_mask: torch.Tensor,
+    ref_mask: torch.Tensor,
+    *,
+    strength: float = 1.0,
+    max_gain: float = 4.0,
+) -> torch.Tensor:
+    """:func:`transfer_colour_lab` for a source already in CIELAB (e.g. a texture converted once per job and then
+    warped in LAB), which saves the per-call sRGB→LAB conversion of the large image.
+
+    Args:
+        src_lab: ``(B, 3, H, W)`` CIELAB (as :func:`rgb_to_lab`) image to recolour.
+        ref, src_mask, ref_mask, strength, max_gain: as :func:`transfer_colour_lab` (a smaller ``src_mask`` takes
+            the statistics from ``src_lab`` area-resampled to its size).
+
+    Returns:
+        ``(B, 3, H, W)`` RGB in ``[0, 1]`` (clipped), dtype/device of ``src_lab``.
+    """
+    check_shape(src_lab, ["B", "3", "H", "W"], "src_lab")
     check_shape(ref, ["B", "3", "H", "W"], "ref")
     check_shape(src_mask, ["B", "1", "H", "W"], "src_mask")
     check_shape(ref_mask, ["B", "1", "H", "W"], "ref_mask")
-    if src_mask.shape[-2:] != src.shape[-2:] or ref_mask.shape[-2:] != ref.shape[-2:]:
-        raise ShapeError("each mask must have the spatial size of its image")
-    wd = _work_dtype(src.dtype)
-    lab_s = rgb_to_lab(src.to(wd))
-    lab_r = rgb_to_lab(ref.to(wd))
-    mu_s, sd_s = masked_mean_std(lab_s, src_mask.to(wd))
-    mu_r, sd_r = masked_mean_std(lab_r, ref_mask.to(wd))
+    for img, m in ((src_lab, src_mask), (ref, ref_mask)):
+        if m.shape[-2] > img.shape[-2] or m.shape[-1] > img.shape[-1]:
+            raise ShapeError(f"a mask {tuple(m.shape[-2:])} may not be larger than its image {tuple(img.shape[-2:])}")
+    wd = _work_dtype(src_lab.dtype)
+    lab_s = src_lab.to(wd)
+    mu_s, sd_s = masked_mean_std(_resample_area(lab_s, src_mask), src_mask.to(wd))
+    mu_r, sd_r = masked_mean_std(rgb_to_lab(_resample_area(ref.to(wd), ref_mask)), ref_mask.to(wd))
     gain = (sd_r / sd_s).clamp(1.0 / max_gain, max_gain)
-    moved = (lab_s - mu_s) * gain + mu_r
-    out = lab_to_rgb(lab_s + strength * (moved - lab_s))
-    return out.to(src.dtype)
+    # lab_s + strength·((lab_s − μ_s)·gain + μ_r − lab_s), as one per-channel affine map of lab_s
+    scale = 1.0 + strength * (gain - 1.0)
+    shift = strength * (mu_r - gain * mu_s)
+    return lab_to_rgb(torch.addcmul(shift, lab_s, scale)).to(src_lab.dtype)
 
 
 def luminance(x: torch.Tensor) -> torch.Tensor:

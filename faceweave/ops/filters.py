@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from faceweave.errors import InvalidOption, check_shape
 
-__all__ = ["gaussian_kernel1d", "gaussian_blur", "normalised_blur", "max_filter", "min_filter"]
+__all__ = ["gaussian_kernel1d", "gaussian_blur", "normalised_blur", "max_filter", "min_filter", "sliding_max"]
 
 
 def gaussian_kernel1d(
@@ -32,17 +32,30 @@ def gaussian_kernel1d(
 
 
 def _separable(x: torch.Tensor, k: torch.Tensor, padding_mode: str) -> torch.Tensor:
-    """Depthwise separable convolution of ``x`` (B,C,H,W) with the 1-D kernel ``k`` along W then H."""
+    """Depthwise separable convolution of ``x`` (B,C,H,W) with the 1-D kernel ``k`` along W then H.
+
+    On the CPU the taps are summed from shifted slices of the padded image (``2r+1`` fused multiply-adds per
+    axis): 5–10× faster there than oneDNN's convolution of a one-channel image, which also compiles a kernel for
+    every new image shape (tens of ms whenever a face crop changes size). Elsewhere one grouped convolution per
+    axis.
+    """
     b, c, h, w = x.shape
     r = k.numel() // 2
+    mode = "constant" if padding_mode == "zeros" else padding_mode
+    if x.device.type == "cpu":
+        taps = [float(v) for v in k.tolist()]
+        p = F.pad(x, (r, r, 0, 0), mode=mode)
+        out = p[..., 0:w] * taps[0]
+        for i in range(1, len(taps)):
+            out.add_(p[..., i : i + w], alpha=taps[i])
+        p = F.pad(out, (0, 0, r, r), mode=mode)
+        out = p[..., 0:h, :] * taps[0]
+        for i in range(1, len(taps)):
+            out.add_(p[..., i : i + h, :], alpha=taps[i])
+        return out
     flat = x.reshape(b * c, 1, h, w)
-    # replicate/reflect need the pad to be smaller than the size for reflect; replicate has no such limit.
-    if padding_mode == "zeros":
-        out = F.conv2d(F.pad(flat, (r, r, 0, 0)), k.view(1, 1, 1, -1))
-        out = F.conv2d(F.pad(out, (0, 0, r, r)), k.view(1, 1, -1, 1))
-    else:
-        out = F.conv2d(F.pad(flat, (r, r, 0, 0), mode=padding_mode), k.view(1, 1, 1, -1))
-        out = F.conv2d(F.pad(out, (0, 0, r, r), mode=padding_mode), k.view(1, 1, -1, 1))
+    out = F.conv2d(F.pad(flat, (r, r, 0, 0), mode=mode), k.view(1, 1, 1, -1))
+    out = F.conv2d(F.pad(out, (0, 0, r, r), mode=mode), k.view(1, 1, -1, 1))
     return out.reshape(b, c, h, w)
 
 
@@ -103,9 +116,38 @@ def max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
         raise InvalidOption(f"radius must be >= 0, got {radius}", hint="pass a pixel radius >= 0")
     if r == 0:
         return x
-    # max_pool2d pads with -inf, so the border neither grows nor shrinks the result.
-    out = F.max_pool2d(x, kernel_size=(1, 2 * r + 1), stride=1, padding=(0, r))
-    return F.max_pool2d(out, kernel_size=(2 * r + 1, 1), stride=1, padding=(r, 0))
+    return sliding_max(sliding_max(x, r, -1), r, -2)
+
+
+def sliding_max(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Max over the window ``[i − r, i + r]`` along ``dim`` (positions past the ends are ignored).
+
+    Built from element-wise maxima of shifted slices, doubling the window each step (``⌈log₂(2r+1)⌉ + 1`` passes
+    over the tensor): several times faster than ``max_pool2d`` on the CPU for a window along H, and a handful of
+    simple kernels on a GPU.
+
+    Args:
+        x: any floating tensor. radius: r >= 0. dim: the axis.
+
+    Returns:
+        Same shape, dtype and device.
+    """
+    r = int(radius)
+    if r <= 0:
+        return x
+    n = 2 * r + 1
+    pad = [0, 0] * (x.dim() - 1 - (dim % x.dim())) + [r, r]
+    acc = F.pad(x, pad, value=float("-inf"))  # (L + 2r) along dim
+    width = 1
+    while 2 * width <= n:  # acc[i] = max of the `width` samples starting at i
+        length = acc.shape[dim] - width
+        acc = torch.maximum(acc.narrow(dim, 0, length), acc.narrow(dim, width, length))
+        width *= 2
+    size = x.shape[dim]
+    if width == n:
+        return acc.narrow(dim, 0, size)
+    # two overlapping windows of `width` cover the n samples starting at i
+    return torch.maximum(acc.narrow(dim, 0, size), acc.narrow(dim, n - width, size))
 
 
 def min_filter(x: torch.Tensor, radius: int) -> torch.Tensor:

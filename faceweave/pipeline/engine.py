@@ -33,9 +33,9 @@ class PreparedSource:
     latent: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> PreparedSource:
-        """A copy with its tensors on ``device`` (segment workers get sources on the CPU and move them)."""
-        tex = SourceTexture(image=self.texture.image.to(device), points=self.texture.points.to(device),
-                            face=self.texture.face, scale=self.texture.scale)
+        """A copy with its tensors on ``device`` (segment workers get sources on the CPU and move them); the
+        texture's landmark points stay on the host, where the swap's geometry is computed."""
+        tex = self.texture.to(device)
         latent = None if self.latent is None else self.latent.to(device)
         return PreparedSource(face=self.face, texture=tex, latent=latent)
 

@@ -9,21 +9,23 @@ the device/dtype of the frames.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.profiler import record_function
 
 from faceweave.analysis.face import Face
 from faceweave.errors import InvalidOption
 from faceweave.models import topology
-from faceweave.ops.blend import feather_blend, laplacian_pyramid_blend, paste_back, poisson_blend
-from faceweave.ops.colour import transfer_colour_lab, transfer_shading
+from faceweave.ops.blend import feather_blend, laplacian_pyramid_blend, paste_back_region, poisson_blend
+from faceweave.ops.colour import rgb_to_lab, transfer_colour_lab_from_lab, transfer_shading
 from faceweave.ops.filters import gaussian_blur
 from faceweave.ops.geometry import estimate_similarity, transform_points
-from faceweave.ops.masks import dilate_mask, erode_mask, feather_mask, polygon_mask
+from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
 from faceweave.ops.warp import piecewise_affine_warp, warp_affine
 from faceweave.settings import SwapSettings
 
@@ -32,6 +34,10 @@ SOURCE_TEXTURE_SIZE = 512
 #: Largest working crop for a target face; bigger faces are processed downscaled, then pasted back.
 MAX_CROP = 512
 MIN_CROP = 96
+#: Side of the grid (over the working crop) on which the masks and the colour statistics are built: the masks are
+#: feathered over several pixels and the statistics are means over the skin, so a modest fixed grid gives the same
+#: result as the crop's native resolution for a fraction of the work (crops up to MASK_SIZE use their own size).
+MASK_SIZE = 160
 #: Margin around the face mesh's bounding box, as a fraction of its size.
 CROP_MARGIN = 0.3
 #: Lighting transfer keeps the target's shading at scales above this fraction of the face size; finer shading is
@@ -44,8 +50,12 @@ GRAIN_WEIGHT = 0.5
 # Points whose position carries expression more than identity: shape transfer moves them less.
 _EXPRESSIVE = sorted(set(topology.LIPS_INNER) | set(topology.LIPS_OUTER) | set(topology.LEFT_EYE)
                      | set(topology.RIGHT_EYE))
-# Stable points for aligning the source mesh to the target's: eye corners, nose bridge/tip, face-oval top.
-_ALIGN_POINTS = [33, 133, 362, 263, 168, 6, 197, 195, 5, 4, 1, 10, 151, 9]
+# Points for aligning the source mesh to the target's: every point that is neither expressive (lips, eyes) nor on
+# the outline (which shape transfer is there to change): 360 points. With a hand-picked 14 (eye corners, nose) the
+# fit followed FaceMesh's per-frame noise on those few points and moved the whole transferred shape with it: a
+# swapped video re-measured 1.05× the input's landmark jitter instead of 0.90× (carphone ×2, 120 frames, no
+# smoothing; 0.98× vs 0.82× with the tracker's smoothing).
+_ALIGN_POINTS = sorted(set(range(topology.NUM_LANDMARKS)) - set(_EXPRESSIVE) - set(topology.FACE_OVAL))
 
 
 @dataclass(frozen=True)
@@ -54,14 +64,24 @@ class SourceTexture:
 
     Attributes:
         image: ``(1, 3, S, S)`` float ``[0, 1]`` RGB, the face cropped (axis-aligned) with margin, ``S = 512``.
-        points: ``(468, 2)`` the FaceMesh landmarks in ``image``'s pixel coordinates.
+        points: ``(468, 2)`` float32 FaceMesh landmarks in ``image``'s pixel coordinates, kept on the host (the
+            swap's geometry is computed there; only ``image`` goes to the device).
         face: the source face in its original image (keeps ``embedding`` when computed).
+        scale: texture pixels per source-image pixel (> 1: the texture was magnified).
+        lab: ``image`` in CIELAB, ``(1, 3, S, S)`` float32 (see :func:`~faceweave.ops.colour.rgb_to_lab`): the
+            colour transfer warps it instead of converting every warped face.
     """
 
     image: torch.Tensor
     points: torch.Tensor
     face: Face
     scale: float = 1.0  # texture pixels per source-image pixel (>1: the texture was magnified)
+    lab: torch.Tensor | None = None  # ``image`` in CIELAB (float32), converted once for the colour transfer
+
+    def to(self, device: torch.device | str) -> SourceTexture:
+        """A copy with the images on ``device``; ``points`` stay on the host."""
+        lab = None if self.lab is None else self.lab.to(device)
+        return replace(self, image=self.image.to(device), points=self.points.cpu(), lab=lab)
 
 
 def _square_box(points: torch.Tensor, margin: float) -> torch.Tensor:
@@ -96,7 +116,8 @@ def prepare_source_texture(image: torch.Tensor, face: Face, size: int = SOURCE_T
     pts = face.landmarks[None, :, :2].to(image.device, torch.float32)
     m = _crop_matrix(_square_box(pts, CROP_MARGIN), size)
     crop = warp_affine(image.float(), m, (size, size), padding="border").to(image.dtype)
-    return SourceTexture(image=crop, points=transform_points(m, pts)[0], face=face, scale=float(m[0, 0, 0]))
+    return SourceTexture(image=crop, points=transform_points(m, pts)[0].cpu(), face=face, scale=float(m[0, 0, 0]),
+                         lab=rgb_to_lab(crop.float()))
 
 
 def output_geometry(target: torch.Tensor, source: torch.Tensor, strength: float) -> torch.Tensor:
@@ -120,58 +141,86 @@ def output_geometry(target: torch.Tensor, source: torch.Tensor, strength: float)
     return target + w * (aligned - target)
 
 
+def _pad_polygons(polys: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``(F, P_i, 2)`` outlines → ``(F, len, L, 2)``, short ones padded by repeating their last vertex (zero-length
+    edges, which :func:`polygon_mask` ignores)."""
+    length = max(p.shape[1] for p in polys)
+    return torch.stack([torch.cat([p, p[:, -1:].expand(-1, length - p.shape[1], -1)], 1) for p in polys], 1)
+
+
 def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, settings: SwapSettings,
-                  coverage: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blend mask and colour-statistics mask, ``(F, 1, size, size)`` each, in crop coordinates."""
-    dev, dt = pts.device, pts.dtype
-    hw = (size, size)
+                  coverage: torch.Tensor, face_size: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend mask and colour-statistics (skin) mask, ``(F, 1, R, R)`` each, on a ``R = min(size, MASK_SIZE)`` grid
+    spanning the ``size × size`` crop.
 
-    def poly(p: torch.Tensor, idx: Sequence[int]) -> torch.Tensor:
-        return polygon_mask(p[:, torch.as_tensor(list(idx), device=dev)], hw)
+    Args:
+        pts, target_pts: ``(F, 468, 2)`` output and target geometry in crop pixels (float32, any device).
+        size: the crop's side.
+        coverage: ``(F, 1, R, R)`` the warped texture's coverage, resampled to the mask grid.
+        face_size: the faces' mean size in crop pixels (radii and feathering follow it).
 
-    face = poly(pts, topology.FACE_OVAL) * coverage
-    lo, hi = pts.min(1).values, pts.max(1).values
-    face_size = (hi - lo).max(1).values  # (F,) pixels in the crop
-    eyes = torch.clamp(poly(pts, topology.LEFT_EYE) + poly(pts, topology.RIGHT_EYE), 0, 1)
-    brows = torch.clamp(poly(pts, topology.LEFT_EYEBROW) + poly(pts, topology.RIGHT_EYEBROW), 0, 1)
-    mouth_outer = poly(pts, topology.LIPS_OUTER)
-    # Colour statistics from skin only: eyes, brows and lips would bias the mean and std.
-    stats = face * (1 - dilate_mask(torch.clamp(eyes + brows + mouth_outer, 0, 1), 2))
-    stats = erode_mask(stats, 2)
+    Radii and sigmas are given in crop pixels and scaled to the grid (fractional radii are honoured); the eyes,
+    brows and lips are grown from their outlines (:func:`polygon_mask` ``dilate``) rather than by a max filter,
+    so a closed mouth thinner than a grid pixel keeps its area. The masks are feathered or only select
+    statistics, so upsampling them bilinearly to the crop gives what a build at the crop's resolution gives (at
+    480² the grid has 9× fewer pixels).
+    """
+    res = min(size, MASK_SIZE)
+    sc = res / size
+    # crop pixel centres → grid pixel centres (the convention of F.interpolate, align_corners=False)
+    g_pts, g_tgt = (pts + 0.5) * sc - 0.5, (target_pts + 0.5) * sc - 0.5
 
-    erosion = max(1, round(float(face_size.mean()) * settings.mask_erosion))
-    mask = erode_mask(face, erosion)
-    keep = torch.zeros_like(mask)
+    def outline(p: torch.Tensor, idx: Sequence[int]) -> torch.Tensor:
+        return p[:, _index(tuple(idx), p.device)]
+
+    face = polygon_mask(outline(g_pts, topology.FACE_OVAL), (res, res)) * coverage
+    # Colour statistics from skin only: eyes, brows and lips (grown by 2 + 2 crop pixels: the dilation and the
+    # erosion of the skin mask) would bias the mean and std.
+    features = [outline(g_pts, idx) for idx in (topology.LEFT_EYE, topology.RIGHT_EYE, topology.LEFT_EYEBROW,
+                                                  topology.RIGHT_EYEBROW, topology.LIPS_OUTER)]
+    n_feat = len(features)
+    grown = polygon_mask(_pad_polygons(features).flatten(0, 1), (res, res), dilate=4 * sc)
+    grown = grown.view(-1, n_feat, res, res).sum(1, keepdim=True).clamp(0, 1)
+    stats = erode_mask(face, 2 * sc) * (1 - grown)
+
+    erosion = max(1, round(face_size * settings.mask_erosion))  # crop pixels, as at full resolution
+    mask = erode_mask(face, erosion * sc)
+    keep_parts: list[tuple[torch.Tensor, float]] = []
     if settings.keep_mouth:
-        inner = poly(target_pts, topology.LIPS_INNER)
-        keep = torch.maximum(keep, dilate_mask(inner, max(1, round(float(face_size.mean()) * 0.01))))
+        keep_parts.append((outline(g_tgt, topology.LIPS_INNER), max(1, round(face_size * 0.01)) * sc))
     if settings.keep_eyes:
-        teyes = torch.clamp(poly(target_pts, topology.LEFT_EYE) + poly(target_pts, topology.RIGHT_EYE), 0, 1)
-        keep = torch.maximum(keep, dilate_mask(teyes, max(1, round(float(face_size.mean()) * 0.02))))
-    mask = mask * (1 - keep)
-    sigma = max(0.5, float(face_size.mean()) * settings.mask_feather / 2)
-    mask = feather_mask(mask, sigma) * feather_mask(erode_mask(face, max(1, erosion // 2)), sigma / 2)
-    return mask.to(dt), stats.to(dt)
+        r = max(1, round(face_size * 0.02)) * sc
+        keep_parts += [(outline(g_tgt, topology.LEFT_EYE), r), (outline(g_tgt, topology.RIGHT_EYE), r)]
+    for outline_pts, radius in keep_parts:
+        mask = mask * (1 - polygon_mask(outline_pts, (res, res), dilate=radius))
+    sigma = max(0.5, face_size * settings.mask_feather / 2 * sc)
+    mask = feather_mask(mask, sigma) * feather_mask(erode_mask(face, max(1, erosion // 2) * sc), sigma / 2)
+    return mask, stats
 
 
-def _restore_grain(warped: torch.Tensor, target: torch.Tensor, src_pts: torch.Tensor, dst_pts: torch.Tensor,
-                   skin: torch.Tensor, src_scale: torch.Tensor) -> torch.Tensor:
+def _restore_grain(warped: torch.Tensor, target: torch.Tensor, skin: torch.Tensor, magnification: float
+                   ) -> torch.Tensor:
     """Add the target's finest skin grain where the source texture was magnified (a small source face on a large
     target face comes out smooth and waxy, and its blur makes the blend border stand out).
 
     Only frequencies above the magnification's own blur are taken (sigma ≈ 0.5 × magnification), so the target's
-    features (eyes, wrinkles at face scale) do not leak back; ``(F, 3, S, S)`` in and out.
+    features (eyes, wrinkles at face scale) do not leak back; ``(F, 3, S, S)`` in and out. ``magnification``: the
+    largest target-face size over the source face's size in its own image's pixels.
     """
-    # the source face's size in its own image's pixels: the texture crop may already have magnified it
-    src_size = (src_pts.max(1).values - src_pts.min(1).values).max(1).values / src_scale
-    dst_size = (dst_pts.max(1).values - dst_pts.min(1).values).max(1).values
-    magnification = float((dst_size / src_size.clamp(min=1)).max())
     if magnification < 1.25:
         return warped
     sigma = min(3.0, 0.5 * magnification)
     grain = target - gaussian_blur(target, sigma)
     weight = GRAIN_WEIGHT * min(1.0, (magnification - 1.0) / 2.0)
     return warped + weight * skin * grain
+
+
+def _magnification(src_pts: torch.Tensor, dst_pts: torch.Tensor, src_scale: torch.Tensor) -> float:
+    """Largest ratio of output face size to the source face's size in its own image (host tensors)."""
+    # the source face's size in its own image's pixels: the texture crop may already have magnified it
+    src_size = (src_pts.max(1).values - src_pts.min(1).values).max(1).values / src_scale
+    dst_size = (dst_pts.max(1).values - dst_pts.min(1).values).max(1).values
+    return float((dst_size / src_size.clamp(min=1)).max())
 
 
 def _crop_size(boxes: torch.Tensor) -> int:
@@ -195,37 +244,69 @@ def swap_faces(
 
     Returns:
         ``(B, 3, H, W)`` like ``frames``; pixels outside every face mask are bit-identical to the input.
+
+    The geometry (output mesh, crop boxes and sizes, magnification) is computed on the host from the landmarks,
+    which live there, and copied to the device once, so the batch needs no device→host sync for its sizes. Masks
+    and colour statistics are built on a ``MASK_SIZE`` grid of the crop and only the image work runs at the crop's
+    native resolution.
     """
     if not items:
         return frames
     dev, dt = frames.device, frames.dtype
-    tgt = torch.stack([f.landmarks[:, :2] for _, f, _ in items]).to(dev, torch.float32)  # type: ignore[index]
-    src_pts = torch.stack([s.points for _, _, s in items]).to(dev, torch.float32)
+    host = torch.device("cpu")
+    # --- geometry, on the host ------------------------------------------------------------------------------
+    tgt = torch.stack([f.landmarks[:, :2] for _, f, _ in items]).to(host, torch.float32)  # type: ignore[index]
+    src_pts = torch.stack([s.points for _, _, s in items]).to(host, torch.float32)
     geo = output_geometry(tgt, src_pts, settings.shape_transfer)
-
     box = _square_box(geo, CROP_MARGIN)
     size = _crop_size(box)
     m = _crop_matrix(box, size)  # (F, 2, 3) frame → crop, float32
     geo_c = transform_points(m, geo)
     tgt_c = transform_points(m, tgt)
-    idx = torch.as_tensor([i for i, _, _ in items], device=dev)
+    face_sizes = (geo_c.max(1).values - geo_c.min(1).values).max(1).values  # (F,) crop pixels
+    face_px = float(face_sizes.max())
+    magnification = _magnification(src_pts, geo_c, torch.tensor([s.scale for _, _, s in items]))
+    frame_of = [i for i, _, _ in items]
+    # one host→device copy (pinned, asynchronous on a GPU) for every per-face array the device stages need
+    packed = torch.cat([m.flatten(1), src_pts.flatten(1), geo_c.flatten(1), tgt_c.flatten(1),
+                        torch.tensor(frame_of, dtype=torch.float32)[:, None]], 1)
+    if dev.type == "cuda":
+        packed = packed.pin_memory()
+    packed = packed.to(dev, non_blocking=True)
+    n_pts = src_pts.shape[1]
+    m_d = packed[:, :6].view(-1, 2, 3)
+    src_d, geo_d, tgt_d = (packed[:, 6 + k * 2 * n_pts : 6 + (k + 1) * 2 * n_pts].view(-1, n_pts, 2)
+                           for k in range(3))
+    idx = packed[:, -1].long()
     with record_function("swap.warp"):
-        target_crops = warp_affine(frames[idx], m.to(dt), (size, size), padding="border")
-        tex = torch.cat([s.image for _, _, s in items]).to(dev, dt)
-        tri = torch.as_tensor(np.array(topology.TRIANGLES), device=dev, dtype=torch.long)
-        warped, coverage = piecewise_affine_warp(tex, src_pts.to(dt), geo_c.to(dt), tri, (size, size))
+        # one face per frame, in order (the usual video case): no gathered copy of whole frames
+        source_frames = frames if frame_of == list(range(frames.shape[0])) else frames[idx]
+        target_crops = warp_affine(source_frames, m_d, (size, size), padding="border")
+        # With the LAB transfer the texture is sampled in LAB (converted once per job): the per-frame work is then
+        # one LAB→RGB conversion, not two conversions.
+        in_lab = settings.colour_transfer == "lab"
+        tex = torch.cat([_texture(s, in_lab) for _, _, s in items]).to(dev, torch.float32 if in_lab else dt)
+        # coordinates stay float32 whatever the image dtype (see ops/warp.py)
+        warped, coverage = piecewise_affine_warp(tex, src_d, geo_d, _triangles(dev), (size, size))
 
     with record_function("swap.mask"):
-        mask, stats = _region_masks(geo_c.to(dt), tgt_c.to(dt), size, settings, coverage.to(dt))
-    face_px = float((geo_c.max(1).values - geo_c.min(1).values).max())
+        res = min(size, MASK_SIZE)
+        cov_small = coverage.float() if res == size else F.interpolate(coverage.float(), size=(res, res), mode="area")
+        mask, stats = _region_masks(geo_d, tgt_d, size, settings, cov_small, float(face_sizes.mean()))
+        if res != size:
+            mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+            skin = F.interpolate(stats, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+        else:
+            skin = stats
+        mask, skin, stats = mask.to(dt), skin.to(dt), stats.to(dt)
     with record_function("swap.colour"):
         if settings.colour_transfer == "lab":
-            warped = transfer_colour_lab(warped, target_crops, stats, stats)
+            # statistics on the mask grid (the images are area-resampled to it), transfer at full resolution
+            warped = transfer_colour_lab_from_lab(warped, target_crops, stats, stats).to(dt)
             sigma = max(2.0, face_px * SHADING_SIGMA)
             # lighting lives at tens of pixels: estimate it at ≥ 4 px per blur sigma (16× less work at 512²)
-            warped = transfer_shading(warped, target_crops, stats, sigma=sigma, downscale=max(1, int(sigma // 4)))
-        src_scale = torch.tensor([s.scale for _, _, s in items], device=dev)
-        warped = _restore_grain(warped, target_crops, src_pts, geo_c, stats, src_scale)
+            warped = transfer_shading(warped, target_crops, skin, sigma=sigma, downscale=max(1, int(sigma // 4)))
+        warped = _restore_grain(warped, target_crops, skin, magnification)
         warped = torch.where(coverage > 0, warped, target_crops).clamp(0, 1)
 
     with record_function("swap.blend"):
@@ -240,12 +321,41 @@ def swap_faces(
 
     out = frames.clone()
     # Paste face by face in rounds (at most one face per frame each round) so overlapping faces compose.
-    for this_round in _paste_rounds([i for i, _, _ in items]):
-        k_idx = torch.as_tensor(this_round, device=dev)
-        f_idx = idx[k_idx]
+    rounds = _paste_rounds(frame_of)
+    for this_round in rounds:
+        if len(rounds) == 1:  # one face per frame: no per-round index copies
+            f_idx, crops, masks = idx, composite, mask
+        else:
+            k_idx = _index(tuple(this_round), dev)
+            f_idx, crops, masks = idx[k_idx], composite[k_idx], mask[k_idx]
         with record_function("swap.paste"):
-            out[f_idx] = paste_back(out[f_idx], composite[k_idx], mask[k_idx], m[k_idx].to(dt))
+            region, (x0, y0, x1, y1) = paste_back_region(out, f_idx, crops, masks, m[this_round])
+            if region is not None:
+                out[f_idx, :, y0:y1, x0:x1] = region
     return out
+
+
+def _texture(source: SourceTexture, lab: bool) -> torch.Tensor:
+    """The texture to warp: ``(1, 3, S, S)`` RGB, or CIELAB (float32) for the LAB colour transfer."""
+    if not lab:
+        return source.image
+    return source.lab if source.lab is not None else rgb_to_lab(source.image.float())
+
+
+@functools.lru_cache(maxsize=256)
+def _index(idx: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """``idx`` as a long tensor on ``device``, made once (a host→device copy per call would sync a GPU)."""
+    return torch.tensor(idx, dtype=torch.long).to(device)
+
+
+_TRIANGLES: dict[torch.device, torch.Tensor] = {}
+
+
+def _triangles(device: torch.device) -> torch.Tensor:
+    """The FaceMesh triangulation ``(T, 3)`` long on ``device`` (copied there once per process)."""
+    if device not in _TRIANGLES:
+        _TRIANGLES[device] = torch.as_tensor(np.array(topology.TRIANGLES), dtype=torch.long).to(device)
+    return _TRIANGLES[device]
 
 
 def _paste_rounds(frame_of_item: Sequence[int]) -> list[list[int]]:

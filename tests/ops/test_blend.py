@@ -17,6 +17,7 @@ from faceweave.ops.blend import (
     feather_blend,
     laplacian_pyramid_blend,
     paste_back,
+    paste_back_region,
     poisson_blend,
     pyramid_support_radius,
 )
@@ -307,3 +308,21 @@ def test_blend_speed_print(pair: tuple[np.ndarray, np.ndarray]) -> None:
         f"poisson {timed(lambda: paste_back(bg, crop, cm, mat, blend='poisson')):.1f} ms "
         f"({torch.get_num_threads()} threads)"
     )
+
+
+def test_paste_back_region_matches_paste_back() -> None:
+    """The in-place variant (box only, frames indexed) gives the same pixels, with a host or a device matrix."""
+    g = torch.Generator().manual_seed(3)
+    frames = torch.rand(3, 3, 90, 120, generator=g)
+    crop = torch.rand(2, 3, 40, 40, generator=g)
+    mask = feather_mask(erode_mask(polygon_mask(ellipse_poly((20.0, 20.0), (12.0, 15.0)), (40, 40)), 2), 2.0)
+    mask = mask.expand(2, 1, 40, 40).contiguous()
+    m = torch.tensor([[[0.8, 0.1, -20.0], [-0.1, 0.8, -10.0]], [[1.1, 0.0, -60.0], [0.0, 1.1, -30.0]]])
+    index = torch.tensor([2, 0])
+    for blend in ("feather", "laplacian"):
+        whole = paste_back(frames[index], crop, mask, m, blend=blend)
+        region, (x0, y0, x1, y1) = paste_back_region(frames, index, crop, mask, m, blend=blend)
+        assert region is not None
+        out = frames[index].clone()
+        out[..., y0:y1, x0:x1] = region
+        assert torch.equal(out, whole)

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from faceweave.errors import ShapeError
 from faceweave.ops.colour import (
@@ -16,6 +17,7 @@ from faceweave.ops.colour import (
     masked_mean_std,
     rgb_to_lab,
     transfer_colour_lab,
+    transfer_colour_lab_from_lab,
     transfer_shading,
 )
 from faceweave.ops.filters import gaussian_blur
@@ -162,10 +164,24 @@ def test_gradcheck_colour_ops() -> None:
 def test_shape_errors() -> None:
     with pytest.raises(ShapeError):
         rgb_to_lab(torch.zeros(1, 4, 8, 8))
-    with pytest.raises(ShapeError):
+    with pytest.raises(ShapeError):  # a mask may be smaller than its image (statistics grid), not larger
         transfer_colour_lab(
-            torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 8, 8)
+            torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 8, 8)
         )
+
+
+def test_statistics_on_a_coarser_mask_grid(faces: tuple[np.ndarray, np.ndarray]) -> None:
+    """Masks on a 3× coarser grid (the swapper's statistics grid) give nearly the full-resolution transfer, and the
+    LAB-input variant equals the RGB one."""
+    src, ref = (torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)[None] for f in faces)
+    size = src.shape[-1]
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    m = (((xx - size / 2) / (size / 3)) ** 2 + ((yy - size / 2) / (size / 2.5)) ** 2 <= 1).float()[None, None]
+    small = F.interpolate(m, size=(size // 3, size // 3), mode="area")
+    full = transfer_colour_lab(src, ref, m, m)
+    coarse = transfer_colour_lab(src, ref, small, small)
+    assert float((full - coarse).abs().mean()) < 2 / 255
+    torch.testing.assert_close(transfer_colour_lab_from_lab(rgb_to_lab(src), ref, small, small), coarse)
 
 
 def test_shading_downscaled_estimate_matches_full(device: torch.device, dtype: torch.dtype, media: Any) -> None:

@@ -131,3 +131,22 @@ def test_shape_errors() -> None:
         polygon_mask(torch.zeros(1, 2, 2), (8, 8))
     with pytest.raises(ShapeError):
         polygon_mask(torch.zeros(4, 2), (8, 8))
+
+
+def test_polygon_dilate_grows_geometry_even_below_a_pixel() -> None:
+    """``dilate=r`` equals the mask of the polygon grown by a 2r × 2r square, also for a sliver thinner than a
+    pixel (where a grey-level max filter of the anti-aliased mask cannot add coverage)."""
+    rect = torch.tensor([[[10.2, 20.3], [40.7, 20.3], [40.7, 20.6], [10.2, 20.6]]], dtype=torch.float64)  # 0.3 px tall
+    grown = polygon_mask(rect, (48, 64), subrows=8, dilate=2.0)[0, 0]
+    bigger = torch.tensor([[[8.2, 18.3], [42.7, 18.3], [42.7, 22.6], [8.2, 22.6]]], dtype=torch.float64)
+    torch.testing.assert_close(grown, polygon_mask(bigger, (48, 64), subrows=8)[0, 0], atol=0.07, rtol=0)
+    assert abs(float(grown.sum()) - 34.5 * 4.3) <= 34.5 / 8 + 1e-6  # vertical extent exact to 1/subrows px
+    assert float(dilate_mask(polygon_mask(rect, (48, 64), subrows=8), 2).sum()) < 0.5 * float(grown.sum())
+
+
+def test_fractional_radius_interpolates() -> None:
+    m = torch.zeros(1, 1, 21, 21)
+    m[..., 10, 10] = 1.0
+    half = dilate_mask(m, 1.5)
+    torch.testing.assert_close(half, 0.5 * (dilate_mask(m, 1) + dilate_mask(m, 2)))
+    assert float(erode_mask(1 - m, 0.25).min()) == pytest.approx(0.0)
