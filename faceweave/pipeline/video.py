@@ -15,7 +15,7 @@ import functools
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -305,6 +305,27 @@ def _expected_frames(info: VideoInfo) -> int | None:
     return info.frames or (int(round(info.duration_s * info.fps)) if info.duration_s else None)
 
 
+# Host-side torch threads while the face work runs on a GPU. Its CPU ops are small (tracking, NMS, geometry), and
+# torch's default of one OpenMP thread per core competes with the decoder's and x264's frame threads: on the
+# 16-core H100 box the single-process 1080p swap ran at 3-6 fps with 16 threads and 48-53 fps with 2
+# (docs/benchmarks.md §3).
+GPU_HOST_THREADS = 2
+
+
+@contextlib.contextmanager
+def gpu_host_threads(device: torch.device | None) -> Iterator[None]:
+    """Limit torch's intra-op CPU threads to :data:`GPU_HOST_THREADS` for the duration of a GPU job, then restore."""
+    if device is None or device.type == "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(before, GPU_HOST_THREADS))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def swap_video(
     sources: Sequence[str | PathLike[str]],
     target: str | PathLike[str],
@@ -356,8 +377,9 @@ def swap_video(
         stats = _swap_segments(info, out_path, encoder, settings, engine, prepared, refs, trim, work_dir, progress,
                                total, t_start)
     else:
-        stats = _swap_stream(info, out_path, encoder, settings, engine, prepared, refs, trim, progress, total,
-                             t_start)
+        with gpu_host_threads(getattr(engine, "device", None)):
+            stats = _swap_stream(info, out_path, encoder, settings, engine, prepared, refs, trim, progress, total,
+                                 t_start)
     seconds = time.perf_counter() - t_start
     frames = int(stats["frames"])
     stats["fps"] = frames / seconds if seconds else 0.0
