@@ -42,7 +42,10 @@ class PreparedSource:
 
 def to_tensor(rgb: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``(H, W, 3)`` uint8 RGB → ``(1, 3, H, W)`` float ``[0, 1]`` on ``device``, one host→device copy."""
-    t = torch.from_numpy(np.ascontiguousarray(rgb)).to(device, non_blocking=True)
+    arr = np.ascontiguousarray(rgb)
+    if not arr.flags.writeable:  # decoded/read-only buffers: torch warns on (and must not alias) them
+        arr = arr.copy()
+    t = torch.from_numpy(arr).to(device, non_blocking=True)
     return t.permute(2, 0, 1)[None].to(dtype).div_(255)
 
 
