@@ -106,7 +106,13 @@ class SwapEngine:
         """The recogniser of ``settings.recogniser``: dlib (built-in) or the ArcFace plug-in (``ModelMissing``
         naming the file when it is not installed)."""
         if self._identity is None:
-            if self.settings.recogniser == "arcface":
+            shared = getattr(self._swapper, "recogniser", None)
+            if shared is not None and self._swapper.spec.extra.get("recogniser", "arcface") != "arcface":
+                shared = None
+            if self.settings.recogniser == "arcface" and shared is not None:
+                # a plug-in swapper already holds an ArcFace session of the same file: don't load it twice
+                self._identity = shared
+            elif self.settings.recogniser == "arcface":
                 from faceweave.models.arcface import ArcFaceRecogniser
                 from faceweave.models.onnx_zoo import resolve_model_file
                 from faceweave.models.registry import get_spec

@@ -373,11 +373,12 @@ def swap_video(
     refs = job_references(engine, settings, reference, src_images)
 
     stats: dict[str, Any]
-    if settings.workers > 1 or work_dir is not None:
-        stats = _swap_segments(info, out_path, encoder, settings, engine, prepared, refs, trim, work_dir, progress,
-                               total, t_start)
-    else:
-        with gpu_host_threads(getattr(engine, "device", None)):
+    # Both paths may run the face work in this process (segments do so without parallelism, e.g. a work_dir resume).
+    with gpu_host_threads(getattr(engine, "device", None)):
+        if settings.workers > 1 or work_dir is not None:
+            stats = _swap_segments(info, out_path, encoder, settings, engine, prepared, refs, trim, work_dir,
+                                   progress, total, t_start)
+        else:
             stats = _swap_stream(info, out_path, encoder, settings, engine, prepared, refs, trim, progress, total,
                                  t_start)
     seconds = time.perf_counter() - t_start
