@@ -19,7 +19,7 @@ from faceweave.settings import SwapSettings
 
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
 orig_choose = pv.resolve_encoder
-rows = []
+rows: list[dict[str, object]] = []
 def run(dtype: str, torch_threads: int, enc_threads: int, seconds: str = "6") -> None:
     torch.set_num_threads(torch_threads)
     pv.resolve_encoder = lambda *a, **k: dataclasses.replace(orig_choose(*a, **k), threads=enc_threads)

@@ -192,9 +192,6 @@ _mount_optional("faceweave.bench", "bench_command", "bench", "Benchmark the pipe
 
 def main() -> None:
     """Entry point: run the app, mapping library errors to exit codes and one-line messages (no tracebacks)."""
-    from faceweave.process import tune_allocator
-
-    tune_allocator()  # this process is ours: keep frame buffers off glibc's fragmenting heap (faceweave/process.py)
     try:
         app(standalone_mode=False)
     except FaceweaveError as exc:

@@ -1,11 +1,13 @@
 """Convert the vendored MediaPipe ``.tflite`` files to safetensors (fp32, torch layouts) and print sha256s.
 
-Usage: ``python scripts/convert_mediapipe.py`` (rerunnable; needs the ``tflite`` package of the dev extra).
+Usage: ``python scripts/convert_mediapipe.py [STEM ...]`` (rerunnable, byte-identical output; needs the ``tflite``
+package of the dev extra); no STEM converts every model in ``MODELS``.
 ``python scripts/convert_mediapipe.py --topology .../mediapipe/python/solutions/face_mesh_connections.py``
 rederives the FaceMesh triangles from MediaPipe's tesselation and checks them against ``models/topology.py``.
 Each output stores the op program of the graph as JSON in its metadata, so that
 :class:`faceweave.models.tflite_graph.GraphNet` rebuilds the network without tflite at run time.
-Paste the printed hashes into ``faceweave/models/blazeface.py`` / ``facemesh.py`` after a reconversion.
+Paste the printed hashes into ``faceweave/models/blazeface.py`` / ``facemesh.py`` / ``iris.py`` and
+``faceweave/models/data/NOTICE`` after a reconversion.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from safetensors.torch import save_file
 from faceweave.models.registry import EMBEDDED_DIR, sha256_file
 from faceweave.models.tflite_graph import read_tflite
 
-MODELS = ("face_detection_short_range", "face_detection_full_range", "face_landmark")
+MODELS = ("face_detection_short_range", "face_detection_full_range", "face_landmark", "iris_landmark")
 
 
 def convert(stem: str, data_dir: Path = EMBEDDED_DIR) -> Path:
@@ -65,7 +67,12 @@ def main() -> int:
         print(f"{len(derived)} triangles; equal to faceweave.models.topology.TRIANGLES: "
               f"{np.array_equal(derived, TRIANGLES[:NUM_TESSELATION_TRIANGLES])}")
         return 0
-    for stem in MODELS:
+    stems = sys.argv[1:] or list(MODELS)
+    unknown = sorted(set(stems) - set(MODELS))
+    if unknown:
+        print(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}", file=sys.stderr)
+        return 2
+    for stem in stems:
         source = EMBEDDED_DIR / f"{stem}.tflite"
         target = convert(stem)
         print(f"{source.name}  sha256 {sha256_file(source)}")

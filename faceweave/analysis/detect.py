@@ -35,6 +35,7 @@ from torch import nn
 from faceweave.analysis.face import Face
 from faceweave.errors import InvalidOption, ShapeError, check_shape
 from faceweave.models.blazeface import BlazeFace, load_blazeface
+from faceweave.ops.warp import affine_grid
 
 # MediaPipe's NMS overlap threshold for BlazeFace (face_detection_*_common.pbtxt: min_suppression_threshold).
 NMS_THRESHOLD = 0.3
@@ -135,7 +136,7 @@ def sample_views(frames: torch.Tensor, view_to_frame: torch.Tensor, size: int) -
     full = torch.cat([view_to_frame, torch.tensor([[[0.0, 0.0, 1.0]]]).expand(views, 1, 3)], dim=1)
     theta = to_norm_frame @ full @ from_norm_view  # (V, 2, 3): normalised view -> normalised frame
     theta = theta.to(device=frames.device, dtype=frames.dtype).repeat(batch, 1, 1)
-    grid = F.affine_grid(theta, [batch * views, 3, size, size], align_corners=False)
+    grid = affine_grid(theta, (size, size))
     source = source.repeat_interleave(views, dim=0) if views > 1 else source
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -179,7 +180,7 @@ def sample_crops(frames: torch.Tensor, frame_index: torch.Tensor, crop_to_frame:
     from_norm = torch.tensor([[crop / 2.0, 0.0, crop / 2.0], [0.0, crop / 2.0, crop / 2.0], [0.0, 0.0, 1.0]])
     full = torch.cat([crop_to_frame, torch.tensor([[[0.0, 0.0, 1.0]]]).expand(n, 1, 3)], dim=1)
     theta = (to_norm @ full @ from_norm).to(device=frames.device, dtype=frames.dtype)
-    grid = F.affine_grid(theta, [n, 3, crop, crop], align_corners=False)
+    grid = affine_grid(theta, (crop, crop))
     if frame_index.shape[0] == frames.shape[0] and bool((frame_index.cpu() == torch.arange(n)).all()):
         source = frames  # one crop per frame, in order: no gathered copy of whole frames
     else:

@@ -1379,10 +1379,7 @@ def run_segments(
                 finished(encode_segment(job))
         else:
             ctx = multiprocessing.get_context("spawn")
-            from faceweave.process import tune_allocator
-
-            # The workers are processes of ours: same allocator policy as the CLI (faceweave/process.py).
-            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=tune_allocator) as pool:
+            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
                 futures = [pool.submit(encode_segment, job) for job in jobs]
                 try:
                     for fut in cf.as_completed(futures):

@@ -99,6 +99,8 @@ def verify_cmd(
             typer.echo(f"{spec.name:<22} UNPINNED  {got}  {path}")
         elif got == spec.sha256:
             typer.echo(f"{spec.name:<22} OK        {got}  {path}")
+        elif spec.accepts(got):
+            typer.echo(f"{spec.name:<22} VARIANT   {got}  {path}  ({spec.variants[got]})")
         else:
             typer.echo(f"{spec.name:<22} MISMATCH  {got} (expected {spec.sha256})  {path}")
             bad.append(spec.name)

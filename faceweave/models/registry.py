@@ -50,6 +50,13 @@ class ModelSpec:
     derived_from: str | None = None  # e.g. the .tflite a safetensors file was converted from
     package: str | None = None  # weights shipped inside another installed package (e.g. dlib's models)
     extra: dict[str, str] = field(default_factory=dict)
+    #: sha256 -> description of other published builds of the same model with the same input/output contract
+    #: (e.g. the roop-family ``inswapper_128.onnx``): accepted by the checks, reported by ``models verify``.
+    variants: dict[str, str] = field(default_factory=dict)
+
+    def accepts(self, digest: str) -> bool:
+        """Whether a file with sha256 ``digest`` is this model: the pinned build or a listed variant."""
+        return digest == self.sha256 or digest in self.variants
 
     def path(self, model_dir: Path | None = None) -> Path:
         """Where the file is (embedded dir, or the user's model dir for plug-ins)."""
@@ -74,7 +81,7 @@ class ModelSpec:
             )
         if verify:
             got = sha256_file(path)
-            if got != self.sha256:
+            if not self.accepts(got):
                 raise ModelIntegrityError(
                     f"model file {path} has sha256 {got}, expected {self.sha256}",
                     hint="the file is corrupt or not the published one: delete it and fetch it again",
@@ -119,7 +126,7 @@ def _load_families() -> None:
     # Importing a family module registers its specs; the list is static, so this is idempotent.
     import importlib
 
-    for mod in ("blazeface", "facemesh", "dlib_identity", "onnx_zoo"):
+    for mod in ("blazeface", "facemesh", "iris", "dlib_identity", "onnx_zoo"):
         try:
             importlib.import_module(f"faceweave.models.{mod}")
         except ModuleNotFoundError as exc:

@@ -46,6 +46,11 @@ def _activation(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
+def cuda_batch_bucket(n: int) -> int:
+    """The batch size a GPU forward of ``n`` items runs at: 8 up to 8, else the next power of two."""
+    return 8 if n <= 8 else 1 << (int(n) - 1).bit_length()
+
+
 class TfConv2d(nn.Module):
     """CONV_2D / DEPTHWISE_CONV_2D with TF padding and a fused activation. ``(B,I,H,W)`` → ``(B,O,H',W')``."""
 
@@ -66,8 +71,14 @@ class TfConv2d(nn.Module):
                 conv_pad = (top, left)  # symmetric: let the conv pad (no extra copy)
             else:
                 x = F.pad(x, (left, right, top, bottom))
-        y = F.conv2d(x, self.weight, self.bias, self.stride, conv_pad, self.dilation, self.groups)
-        return _activation(y, self.activation)
+        if x.is_cuda and self.groups > 1:
+            # Depthwise convs without cuDNN: its first-use plan search cost seconds per net for +~1 ms per forward
+            # saved (H100, cuDNN 9.19); PyTorch's own depthwise kernels need no planning.
+            with torch.backends.cudnn.flags(enabled=False):
+                y = F.conv2d(x, self.weight, self.bias, self.stride, conv_pad, self.dilation, self.groups)
+        else:
+            y = F.conv2d(x, self.weight, self.bias, self.stride, conv_pad, self.dilation, self.groups)
+        return _activation_(y, self.activation)
 
 
 class TfPReLU(nn.Module):
@@ -160,17 +171,72 @@ class GraphNet(nn.Module):
             layers.append(module)
             self.steps.append((kind, op["inputs"], op["output"], args))
         self.layers = nn.ModuleList(layers)
+        self._plan_memory(program)
+
+    def _plan_memory(self, program: dict[str, Any]) -> None:
+        """Which tensors die at which step, and which channel PADs feed a single ADD (see :meth:`forward`)."""
+        users: dict[int, int] = {}
+        self.dies_at: list[list[int]] = [[] for _ in self.steps]
+        last: dict[int, int] = {}
+        for i, (_, inputs, _, _) in enumerate(self.steps):
+            for tid in inputs:
+                last[tid] = i
+                users[tid] = users.get(tid, 0) + 1
+        protected = {self.input_id, *self.output_ids}
+        for tid, i in last.items():
+            if tid not in protected:
+                self.dies_at[i].append(tid)
+        self.kept = protected
+        # A residual block's shortcut is zero-padded in channels and added to the block's output: adding it to the
+        # first channels in place gives the same result without materialising the padded copy.
+        self.channel_pad: dict[int, int] = {}  # pad op output id -> op index
+        for i, (kind, _, output, args) in enumerate(self.steps):
+            if kind != "pad" or users.get(output) != 1 or output in protected:
+                continue
+            (b0, b1), (h0, h1), (w0, w1), (c0, _) = args["pads"]
+            consumer = next(op for op in program["ops"] if output in op["inputs"])
+            if not (b0 or b1 or h0 or h1 or w0 or w1 or c0) and consumer["kind"] == "add":
+                self.channel_pad[output] = i
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Run the graph. Inference only: intermediates are freed after their last use and written in place where
+        nothing else reads them (the graphs hold ~100 tensors; keeping them all alive cost memory traffic and made
+        every op allocate fresh, cold buffers)."""
+        n = x.shape[0]
+        if x.is_cuda and (padded_n := cuda_batch_bucket(n)) != n:
+            # cuDNN plans each new conv shape on first use (50 ms–4 s per net, measured on an H100), and in video
+            # the batch size follows the content (re-detections, faces entering): pad to a few fixed sizes, which
+            # the engine warms up, so that plan cost is paid once. Warm time hardly depends on the batch.
+            x = torch.cat([x, x.new_zeros(padded_n - n, *x.shape[1:])])
+            return tuple(out[:n] for out in self.forward(x))
+        if x.is_cuda and x.dtype == torch.float32 and torch.backends.cudnn.allow_tf32:
+            # float32 means float32: at the padded batch sizes cuDNN picks TF32 kernels (10-bit mantissa), which moved
+            # FaceMesh points by 0.016 px and BlazeFace boxes by 0.06 px against the CPU (H100); scoped, restored.
+            with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled,
+                                            benchmark=torch.backends.cudnn.benchmark,
+                                            deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
+                return self.forward(x)
         # NHWC ("channels last") is the layout oneDNN/cuDNN run depthwise convolutions fastest in (~1.5x on CPU).
         env: dict[int, torch.Tensor] = {self.input_id: x.contiguous(memory_format=torch.channels_last)}
-        for layer, (kind, inputs, output, args) in zip(self.layers, self.steps, strict=True):
-            if kind in ("conv", "prelu", "maxpool", "pad", "resize"):
+        padded: dict[int, tuple[torch.Tensor, int]] = {}  # channel-pad outputs not materialised: (tensor, channels)
+        fresh: set[int] = set()  # tensors that own their storage (not views of another): safe to overwrite when dying
+        for i, (layer, (kind, inputs, output, args)) in enumerate(zip(self.layers, self.steps, strict=True)):
+            dying = self.dies_at[i]
+            if kind == "pad" and output in self.channel_pad:
+                src = env[inputs[0]]
+                padded[output] = (src, int(src.shape[1]) + int(args["pads"][3][1]))
+                env[output] = src  # placeholder so the liveness bookkeeping below stays uniform
+            elif kind in ("conv", "prelu", "maxpool", "pad", "resize"):
                 y = layer(env[inputs[0]])
+                fresh.add(output)
             elif kind == "add":
-                y = _activation(env[inputs[0]] + env[inputs[1]], args["activation"])
+                y = _activation_(self._add(env, padded, fresh, inputs, dying), args["activation"])
+                fresh.add(output)
             elif kind == "relu":
-                y = F.relu(env[inputs[0]])
+                src = env[inputs[0]]
+                owned = inputs[0] in dying and inputs[0] in fresh and all(src is not t for t, _ in padded.values())
+                y = src.relu_() if owned else F.relu(src)
+                fresh.add(output)
             elif kind == "reshape":
                 src = env[inputs[0]]
                 if self.rank[inputs[0]] == 4:
@@ -179,16 +245,54 @@ class GraphNet(nn.Module):
                 if len(args["shape"]) == 4:
                     y = y.permute(0, 3, 1, 2)
             elif kind == "concat":
-                axis = args["axis"]
-                y = torch.cat([env[i] for i in inputs], dim=axis)
+                y = torch.cat([env[t] for t in inputs], dim=args["axis"])
+                fresh.add(output)
             else:  # pragma: no cover - the converter only emits the kinds above
                 raise NotImplementedError(kind)
-            env[output] = y
+            if not (kind == "pad" and output in self.channel_pad):
+                env[output] = y
+            for tid in dying:
+                env.pop(tid, None)
         outs = []
         for oid, rank in zip(self.output_ids, self.output_ranks, strict=True):
             out = env[oid]
             outs.append(out.permute(0, 2, 3, 1) if rank == 4 else out)
         return tuple(outs)
+
+    def _add(self, env: dict[int, torch.Tensor], padded: dict[int, tuple[torch.Tensor, int]], fresh: set[int],
+             inputs: list[int], dying: list[int]) -> torch.Tensor:
+        """ADD of two graph tensors, in place into an operand that dies here and owns its storage (never the graph's
+        input or outputs, never a view of a live tensor)."""
+        a_id, b_id = inputs[0], inputs[1]
+
+        def reusable(tid: int) -> bool:
+            if tid not in dying or tid not in fresh or tid in self.kept or a_id == b_id or tid in padded:
+                return False
+            return all(env[tid] is not t for t, _ in padded.values())  # a pending channel pad still reads it
+
+        if a_id in padded or b_id in padded:
+            small_id, big_id = (a_id, b_id) if a_id in padded else (b_id, a_id)
+            small, channels = padded.pop(small_id)
+            big = env[big_id]
+            if big_id in padded or int(big.shape[1]) != channels:  # pragma: no cover - not in the MediaPipe graphs
+                raise NotImplementedError("channel-padded ADD of unexpected shapes")
+            out = big if reusable(big_id) else big.clone(memory_format=torch.channels_last)
+            out[:, : small.shape[1]] += small
+            return out
+        a, b = env[a_id], env[b_id]
+        for keep, other, tid in ((a, b, a_id), (b, a, b_id)):
+            if reusable(tid) and keep.shape == other.shape and keep.dtype == other.dtype:  # no broadcasting
+                return keep.add_(other)
+        return a + b
+
+
+def _activation_(x: torch.Tensor, name: str) -> torch.Tensor:
+    """:func:`_activation` in place (``x`` is a fresh result nobody else holds)."""
+    if name == "relu":
+        return x.relu_()
+    if name == "relu6":
+        return x.clamp_(0.0, 6.0)
+    return x
 
 
 def load_graphnet(path: Path) -> GraphNet:

@@ -247,16 +247,37 @@ class Yuv420Batch:
         off, ys, _ = _scales(self.full_range)
         return small.sub_(off).mul_(255.0 / ys).round_().clamp_(0, 255).to(torch.uint8)
 
-    def encode(self, rgb: torch.Tensor, index: list[int]) -> torch.Tensor:
+    def encode(self, rgb: torch.Tensor, index: list[int], before: torch.Tensor | None = None) -> torch.Tensor:
         """Frames ``index`` after a stage: ``rgb`` ``(k, 3, H, W)`` in ``[0, 1]`` → ``(k, N)`` uint8 packed rows.
 
         A pixel whose RGB equals what :meth:`rgb` gave for it (same dtype) keeps its original Y (and its chroma
-        block keeps U/V when all four pixels are unchanged), so untouched regions survive bit-exact.
+        block keeps U/V when all four pixels are unchanged), so untouched regions survive bit-exact. ``before``:
+        that :meth:`rgb` result when the caller still holds it (saves converting the frames again). Only the
+        smallest even-aligned rectangle holding every changed pixel of the batch is converted back (a face is a
+        small part of a frame).
         """
         check_shape(rgb, ["B", "3", str(self.height), str(self.width)], "rgb")
         if rgb.shape[0] != len(index):
             raise ShapeError(f"rgb has {rgb.shape[0]} frames for {len(index)} indices")
-        before = self.rgb(index, rgb.dtype)
-        changed = (rgb != before).any(1)
-        y, u, v = unpack_yuv420(self.packed[index], self.height, self.width)
-        return pack_yuv420(*update_yuv420(y, u, v, rgb, changed, matrix=self.matrix, full_range=self.full_range))
+        if before is None:
+            before = self.rgb(index, rgb.dtype)
+        elif tuple(before.shape) != tuple(rgb.shape):
+            raise ShapeError(f"before must have shape {tuple(rgb.shape)}, got {tuple(before.shape)}")
+        changed = (rgb != before).any(1)  # (k, H, W)
+        out = self.packed[list(index)]  # advanced indexing: a copy, the decoded rows stay as they were
+        rows = torch.nonzero(changed.any(2).any(0)).flatten()
+        if rows.numel() == 0:
+            return out
+        cols = torch.nonzero(changed.any(1).any(0)).flatten()
+        # even-aligned so the rectangle holds whole chroma blocks
+        y0, y1 = int(rows[0]) // 2 * 2, min(self.height, (int(rows[-1]) + 2) // 2 * 2)
+        x0, x1 = int(cols[0]) // 2 * 2, min(self.width, (int(cols[-1]) + 2) // 2 * 2)
+        y, u, v = unpack_yuv420(out, self.height, self.width)
+        cy0, cy1, cx0, cx1 = y0 // 2, (y1 + 1) // 2, x0 // 2, (x1 + 1) // 2
+        ny, nu, nv = update_yuv420(y[:, y0:y1, x0:x1], u[:, cy0:cy1, cx0:cx1], v[:, cy0:cy1, cx0:cx1],
+                                   rgb[:, :, y0:y1, x0:x1], changed[:, y0:y1, x0:x1], matrix=self.matrix,
+                                   full_range=self.full_range)
+        y[:, y0:y1, x0:x1] = ny
+        u[:, cy0:cy1, cx0:cx1] = nu
+        v[:, cy0:cy1, cx0:cx1] = nv
+        return out

@@ -126,9 +126,19 @@ class SwapEngine:
         return self._identity
 
     def warm_up(self) -> None:
-        """Load every model the settings need and run them once (the service's /readyz waits for this)."""
-        blank = torch.zeros(1, 3, 256, 256, device=self.device, dtype=self.dtype)
-        self.analyze(blank)
+        """Load every model the settings need and run the analysis nets on a bundled face at the batch sizes a job
+        uses (the service's /readyz waits for this).
+
+        On a GPU the first forward at each batch shape pays cuDNN's plan search (seconds per net on an H100; the
+        nets pad batches to a few sizes, see :func:`~faceweave.models.tflite_graph.cuda_batch_bucket`); without a
+        face in the warm-up image FaceMesh never ran and a video's first batches paid it instead.
+        """
+        from faceweave.data import media_path
+        from faceweave.media.image import read_image
+
+        face = self.to_tensor(read_image(media_path("astronaut.png")).rgb)
+        for count in sorted({1, 2, 4, self.settings.batch_size} & set(range(1, self.settings.batch_size + 1))):
+            self.analyze(face.expand(count, -1, -1, -1))
 
     # --- stages -------------------------------------------------------------------------------------------
     def to_tensor(self, rgb: np.ndarray) -> torch.Tensor:

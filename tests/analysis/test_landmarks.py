@@ -124,9 +124,10 @@ def test_batched_equals_single(media: Any, detector: FaceDetector, mesh: FaceMes
         a, b = single[0], batched[i][0]
         assert a.landmarks is not None and b.landmarks is not None
         # oneDNN picks other kernels for batch 3 than for batch 1, so float32 sums round differently: the
-        # points (~250 px, 1 ulp = 1.5e-5 px) differed by up to 1.2e-4 px, i.e. 2.4e-7 of the image size.
-        assert (a.landmarks - b.landmarks).abs().max() <= 2.5e-4
-        assert (a.keypoints - b.keypoints).abs().max() <= 2.5e-4
+        # points (~250 px, 1 ulp = 1.5e-5 px) differed by up to 1.2e-4 px, i.e. 2.4e-7 of the image size (cuDNN on
+        # an H100, batches padded to 8: 3.0e-4 px).
+        assert (a.landmarks - b.landmarks).abs().max() <= 5e-4
+        assert (a.keypoints - b.keypoints).abs().max() <= 5e-4
     assert mesh.landmarks(frames[:1], [[]]) == [[]]
     with pytest.raises(ShapeError):
         mesh.landmarks(frames, faces[:2])

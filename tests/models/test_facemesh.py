@@ -65,6 +65,20 @@ def test_device_dtype(device: torch.device, dtype: torch.dtype, face_data: list)
     assert (out.float().cpu() - ref).abs().max() <= (1e-3 if dtype == torch.float32 else 0.5)
 
 
+@pytest.mark.parametrize("count", [1, 3, 9])
+def test_any_batch_size_gives_the_single_item_results(device: torch.device, face_data: list, count: int) -> None:
+    # On a GPU the graph pads batches to a few fixed sizes (cuda_batch_bucket) and slices the outputs back: the
+    # padding must not leak into the real items. On the CPU this checks plain batching the same way.
+    crops = torch.stack([torch.from_numpy(face_data[k % len(face_data)][0]).permute(2, 0, 1) for k in range(count)])
+    net = load_facemesh(device)
+    with torch.inference_mode():
+        batched, logits = net(crops.to(device))
+        single = [net(crops[k : k + 1].to(device))[0] for k in range(count)]
+    assert batched.shape == (count, 468, 3) and logits.shape[0] == count
+    for k in range(count):
+        assert float((batched[k] - single[k][0]).abs().max()) <= 1e-3
+
+
 def test_input_shape_checked() -> None:
     with pytest.raises(ShapeError):
         load_facemesh()(torch.zeros(1, 3, 128, 128))

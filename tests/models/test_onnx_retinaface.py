@@ -97,12 +97,13 @@ def test_batch_equals_single(detector: RetinaFaceDetector, media) -> None:
 
 @pytest.fixture(scope="module")
 def agreement(detector: RetinaFaceDetector, media):
-    """``agreement(name)``: per-point distance between our 5 points and the BlazeFace/FaceMesh ones, divided by the
-    inter-ocular distance of the latter (computed once per image)."""
+    """``agreement(name)``: per-point distance between our 5 points and the BlazeFace/FaceMesh(+Iris) ones, divided by
+    the inter-ocular distance of the latter (computed once per image)."""
     detect_mod = pytest.importorskip("faceweave.analysis.detect", reason="BlazeFace front end not landed yet")
     landmarks_mod = pytest.importorskip("faceweave.analysis.landmarks", reason="FaceMesh not landed yet")
     cache: dict[str, torch.Tensor] = {}
-    blazeface, mesh = detect_mod.FaceDetector(), landmarks_mod.FaceMesh()  # load the nets once
+    # load the nets once; iris=True: the pupils are the eye keypoints, as in RetinaFace's (WIDER FACE) convention
+    blazeface, mesh = detect_mod.FaceDetector(), landmarks_mod.FaceMesh(iris=True)
 
     def compute(name: str) -> torch.Tensor:
         if name not in cache:
@@ -121,13 +122,15 @@ def agreement(detector: RetinaFaceDetector, media):
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_agrees_with_blazeface_facemesh_points(agreement, name: str) -> None:
-    # Measured (default max_side=640): mean 2.7–7.9 %, worst point 4–11 % of the inter-ocular distance. Most of it
-    # is definition, not error: FaceMesh's mouth corners (61/291) sit on the outer lip corners, RetinaFace's
-    # (WIDER FACE annotation) a little inside; the nose of a raised head differs in y. Bound = measured + margin.
+    # Measured (default max_side=640; pupils from MediaPipe Iris, mouth corners midway between FaceMesh's outer and
+    # inner lip corners): mean 2.2 / 4.8 / 4.0 / 6.0 %, worst point 4.0 / 7.9 / 6.9 / 12.8 % of the inter-ocular
+    # distance (astronaut, grace_hopper, obama, obama2). The rest is mostly RetinaFace-MobileNet0.25's own
+    # error: its points move by 2–6 % between input sizes 480 and 960, and on obama2 its nose (12.8 %) and left
+    # eye (6.7 %) are visibly off the nose tip and the pupil (see docs/models.md). Bound = measured + margin.
     err = agreement(name)
-    assert float(err.mean()) < 0.09 and float(err.max()) < 0.13
+    assert float(err.mean()) < 0.07 and float(err.max()) < 0.14
 
 
-@pytest.mark.xfail(strict=False, reason="issue #7 asks for 5 %; measured mean 2.7-7.9 % (see docs/models.md)")
+@pytest.mark.xfail(strict=False, reason="issue #7 asks for 5 %; measured mean 2.2-6.0 %, obama2 over (docs/models.md)")
 def test_agrees_within_5_percent_of_inter_ocular(agreement) -> None:
     assert max(float(agreement(name).mean()) for name in IMAGES) < 0.05

@@ -17,7 +17,7 @@ import torch
 from scipy.spatial import Delaunay
 
 from faceweave.errors import ShapeError
-from faceweave.ops.warp import piecewise_affine_warp, rasterise_triangles, warp_affine
+from faceweave.ops.warp import affine_grid, piecewise_affine_warp, rasterise_triangles, warp_affine
 
 OPENCV_VERSION_WRITTEN_AGAINST = "5.0.0"
 # astronaut.png is 512²; her face spans roughly x 170..300, y 60..200
@@ -35,6 +35,17 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 @pytest.fixture(scope="module")
 def face(media: Any) -> np.ndarray:
     return media.rgb("astronaut.png").astype(np.float32) / 255.0
+
+
+@pytest.mark.parametrize("size", [(288, 288), (192, 256), (7, 13)])
+def test_affine_grid_equals_torch(device: torch.device, dtype: torch.dtype, size: tuple[int, int]) -> None:
+    gen = torch.Generator().manual_seed(0)
+    theta = (torch.randn(5, 2, 3, generator=gen) * 0.7).to(device=device, dtype=dtype)
+    want = torch.nn.functional.affine_grid(theta.float(), [5, 3, *size], align_corners=False)
+    got = affine_grid(theta, size)
+    assert got.shape == want.shape and got.dtype == dtype and got.device == theta.device
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert float((got.float() - want).abs().max()) < tol
 
 
 def test_warp_affine_matches_opencv(face: np.ndarray, device: torch.device, dtype: torch.dtype) -> None:
