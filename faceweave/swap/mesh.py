@@ -179,7 +179,8 @@ def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, settin
     features = [outline(g_pts, idx) for idx in (topology.LEFT_EYE, topology.RIGHT_EYE, topology.LEFT_EYEBROW,
                                                   topology.RIGHT_EYEBROW, topology.LIPS_OUTER)]
     n_feat = len(features)
-    grown = polygon_mask(_pad_polygons(features).flatten(0, 1), (res, res), dilate=4 * sc)
+    # statistics only: 2 scanlines per row are plenty (4 cost 23 ms per 8 faces at 160², 2 half that)
+    grown = polygon_mask(_pad_polygons(features).flatten(0, 1), (res, res), dilate=4 * sc, subrows=2)
     grown = grown.view(-1, n_feat, res, res).sum(1, keepdim=True).clamp(0, 1)
     stats = erode_mask(face, 2 * sc) * (1 - grown)
 
