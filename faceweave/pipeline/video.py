@@ -10,12 +10,14 @@ into GOP-aligned segments processed by worker processes and concatenated without
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import functools
 import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,18 @@ from faceweave.settings import SwapSettings
 
 SCENE_CUT_THRESHOLD = 0.12  # mean |Δ| of 64×36 grey thumbnails, in [0, 1]: above this the shot changed
 QUEUE_BATCHES = 3  # batches waiting between stages (bounded memory: ~3 × batch_size frames per queue)
+
+
+@dataclass
+class _PlannedBatch:
+    """A batch after :meth:`VideoFaceProcessor.plan_batch`: its planes on the device, the RGB of the frames to swap
+    (``rgb`` ``(len(index), 3, H, W)``, None when none), and one plan row per frame in ``index``."""
+
+    batch: FrameBatch
+    yuv: Any
+    rgb: torch.Tensor | None
+    index: list[int]
+    plans: list[list[tuple[Face, int]]]
 
 
 class VideoFaceProcessor:
@@ -120,7 +134,14 @@ class VideoFaceProcessor:
         """Process a decoded batch; returns what to encode: a :class:`FrameBatch` whose frames without a swapped
         face are the decoded frames themselves (bit-exact, never converted), or — with ``provenance_label`` —
         ``(B, H, W, 3)`` uint8 RGB. The planes go to the engine's device once per batch (1.5 bytes per pixel) and
-        become RGB there; swapped frames come back once, as planes."""
+        become RGB there; swapped frames come back once, as planes.
+
+        The same as ``finish_batch(plan_batch(batch))``: the streaming pipeline runs the two halves of consecutive
+        batches at the same time (see :func:`_swap_stream`)."""
+        return self.finish_batch(self.plan_batch(batch))
+
+    def plan_batch(self, batch: FrameBatch) -> _PlannedBatch:
+        """First half, in frame order (it updates the tracks): scene cuts, detection or tracking, selection."""
         engine, settings = self.engine, self.settings
         b_count = len(batch)
         # One host→device copy per batch: packed Y/U/V uint8 (pinned for CUDA); every stage then indexes the copy.
@@ -192,16 +213,22 @@ class VideoFaceProcessor:
                 plans.append([(f, tr.source_index) for tr, f in pairs if tr.selected])
             k = run_end
         self.stats["tracks"] = self.tracker.tracks_started
+        idx = [k for k in range(b_count) if plans[k]]
+        return _PlannedBatch(batch, frames_yuv, as_float(idx) if idx else None, idx, [plans[k] for k in idx])
 
+    def finish_batch(self, planned: _PlannedBatch) -> FrameBatch | np.ndarray:
+        """Second half, independent of other batches: swap the planned faces, back to planes, label."""
+        batch, settings = planned.batch, self.settings
         out = batch
-        if any(plans):
-            idx = [k for k in range(b_count) if plans[k]]
-            swapped = engine.swap(as_float(idx), [plans[k] for k in idx], self.sources)
+        if planned.index:
+            assert planned.rgb is not None
+            swapped = self.engine.swap(planned.rgb, planned.plans, self.sources)
             # back to planes on the device (untouched pixels keep theirs exactly), one device→host copy
-            out = batch.replaced(idx, frames_yuv.encode(swapped, idx, before=as_float(idx)).cpu().numpy())
-            self.stats["frames_swapped"] += len(idx)
-            self.stats["faces_swapped"] += sum(len(plans[k]) for k in idx)
-        self.stats["frames"] += b_count
+            packed = planned.yuv.encode(swapped, planned.index, before=planned.rgb)
+            out = batch.replaced(planned.index, packed.cpu().numpy())
+            self.stats["frames_swapped"] += len(planned.index)
+            self.stats["faces_swapped"] += sum(len(row) for row in planned.plans)
+        self.stats["frames"] += len(batch)
         if settings.provenance_label:
             from faceweave.media.label import draw_label
 
@@ -425,10 +452,20 @@ def _swap_stream(
 
     encode = _EncodeThread(open_writer, QUEUE_BATCHES)
     try:
+        # Batch n is swapped in a second thread while this one plans batch n+1 (detection and FaceMesh, which follow
+        # the tracks and so stay in frame order); results reach the encoder in order.
         with FrameReader(info, batch_size=settings.batch_size, queue_size=QUEUE_BATCHES, trim=trim,
-                         skip_corrupt=settings.skip_corrupt) as reader:
+                         skip_corrupt=settings.skip_corrupt) as reader, \
+                cf.ThreadPoolExecutor(1, thread_name_prefix="faceweave-swap") as swapper:
+            pending: tuple[cf.Future[Any], np.ndarray] | None = None
             for batch in reader:
-                encode.put(processor.process_batch(batch), batch.pts)
+                planned = processor.plan_batch(batch)
+                if pending is not None:
+                    encode.put(pending[0].result(), pending[1])
+                    _report(progress, processor.stats["frames"], total, t_start)
+                pending = (swapper.submit(processor.finish_batch, planned), batch.pts)
+            if pending is not None:
+                encode.put(pending[0].result(), pending[1])
                 _report(progress, processor.stats["frames"], total, t_start)
         if processor.stats["frames_with_faces"] == 0:
             raise NoFaceInTarget(
