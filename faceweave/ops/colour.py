@@ -158,6 +158,7 @@ def transfer_colour_lab_from_lab(
     *,
     strength: float = 1.0,
     max_gain: float = 4.0,
+    region: tuple[slice, slice] | None = None,
 ) -> torch.Tensor:
     """:func:`transfer_colour_lab` for a source already in CIELAB (e.g. a texture converted once per job and then
     warped in LAB), which saves the per-call sRGB→LAB conversion of the large image.
@@ -166,9 +167,11 @@ def transfer_colour_lab_from_lab(
         src_lab: ``(B, 3, H, W)`` CIELAB (as :func:`rgb_to_lab`) image to recolour.
         ref, src_mask, ref_mask, strength, max_gain: as :func:`transfer_colour_lab` (a smaller ``src_mask`` takes
             the statistics from ``src_lab`` area-resampled to its size).
+        region: ``(rows, cols)`` slices: the statistics still come from the whole images, but only
+            ``src_lab[..., rows, cols]`` is transferred and returned (where the caller needs pixels).
 
     Returns:
-        ``(B, 3, H, W)`` RGB in ``[0, 1]`` (clipped), dtype/device of ``src_lab``.
+        ``(B, 3, H, W)`` RGB in ``[0, 1]`` (clipped), dtype/device of ``src_lab``; with ``region``, that part.
     """
     check_shape(src_lab, ["B", "3", "H", "W"], "src_lab")
     check_shape(ref, ["B", "3", "H", "W"], "ref")
@@ -185,7 +188,8 @@ def transfer_colour_lab_from_lab(
     # lab_s + strength·((lab_s − μ_s)·gain + μ_r − lab_s), as one per-channel affine map of lab_s
     scale = 1.0 + strength * (gain - 1.0)
     shift = strength * (mu_r - gain * mu_s)
-    return lab_to_rgb(torch.addcmul(shift, lab_s, scale)).to(src_lab.dtype)
+    part = lab_s if region is None else lab_s[..., region[0], region[1]]
+    return lab_to_rgb(torch.addcmul(shift, part, scale)).to(src_lab.dtype)
 
 
 def luminance(x: torch.Tensor) -> torch.Tensor:

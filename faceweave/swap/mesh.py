@@ -40,6 +40,9 @@ MIN_CROP = 96
 MASK_SIZE = 160
 #: Margin around the face mesh's bounding box, as a fraction of its size.
 CROP_MARGIN = 0.3
+#: Pixels added around the meshes' box for the texture work: the grain filter (sigma ≤ 3) and the lighting blur's
+#: pooling read this far past the skin mask, which reaches the mesh outline.
+TEXTURE_PAD = 12
 #: Lighting transfer keeps the target's shading at scales above this fraction of the face size; finer shading is
 #: facial structure (identity), which must come from the source.
 SHADING_SIGMA = 0.4
@@ -224,6 +227,16 @@ def _magnification(src_pts: torch.Tensor, dst_pts: torch.Tensor, src_scale: torc
     return float((dst_size / src_size.clamp(min=1)).max())
 
 
+def _texture_box(points: torch.Tensor, size: int) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the bounding box of every face's ``(F, N, 2)`` crop-pixel ``points`` (host), grown by
+    :data:`TEXTURE_PAD` and clipped to the ``size × size`` crop."""
+    lo = points.amin(dim=(0, 1)).floor() - TEXTURE_PAD
+    hi = points.amax(dim=(0, 1)).ceil() + TEXTURE_PAD + 1
+    x0, y0 = max(0, int(lo[0])), max(0, int(lo[1]))
+    x1, y1 = min(size, max(x0 + 1, int(hi[0]))), min(size, max(y0 + 1, int(hi[1])))
+    return y0, y1, x0, x1
+
+
 def _crop_size(boxes: torch.Tensor) -> int:
     """One working size for a batch: the largest face's native size, clamped, a multiple of 32."""
     side = float(boxes[:, 2].max())
@@ -287,8 +300,15 @@ def swap_faces(
         # one LAB→RGB conversion, not two conversions.
         in_lab = settings.colour_transfer == "lab"
         tex = torch.cat([_texture(s, in_lab) for _, _, s in items]).to(dev, torch.float32 if in_lab else dt)
+        # The texture work (warp, colour, lighting, grain) only matters inside the output mesh: it runs on the
+        # meshes' bounding box over the batch plus TEXTURE_PAD, about half the crop (its margin serves the blend).
+        ry0, ry1, rx0, rx1 = _texture_box(geo_c, size)
+        inner = (slice(ry0, ry1), slice(rx0, rx1))
+        geo_in = torch.stack([geo_d[..., 0] - rx0, geo_d[..., 1] - ry0], -1)  # no host→device copy
         # coordinates stay float32 whatever the image dtype (see ops/warp.py)
-        warped, coverage = piecewise_affine_warp(tex, src_d, geo_d, _triangles(dev), (size, size))
+        warped_in, cov_in = piecewise_affine_warp(tex, src_d, geo_in, _triangles(dev), (ry1 - ry0, rx1 - rx0))
+        coverage = cov_in.new_zeros(cov_in.shape[0], 1, size, size)
+        coverage[..., ry0:ry1, rx0:rx1] = cov_in
 
     with record_function("swap.mask"):
         res = min(size, MASK_SIZE)
@@ -301,14 +321,20 @@ def swap_faces(
             skin = stats
         mask, skin, stats = mask.to(dt), skin.to(dt), stats.to(dt)
     with record_function("swap.colour"):
+        target_in, skin_in = target_crops[..., inner[0], inner[1]], skin[..., inner[0], inner[1]]
         if settings.colour_transfer == "lab":
-            # statistics on the mask grid (the images are area-resampled to it), transfer at full resolution
-            warped = transfer_colour_lab_from_lab(warped, target_crops, stats, stats).to(dt)
+            # statistics on the mask grid over the whole crop (outside the box the texture is 0, as a whole-crop
+            # warp gives), the transfer only inside the box
+            warped_lab = warped_in.new_zeros(warped_in.shape[0], 3, size, size)
+            warped_lab[..., ry0:ry1, rx0:rx1] = warped_in
+            warped_in = transfer_colour_lab_from_lab(warped_lab, target_crops, stats, stats, region=inner).to(dt)
             sigma = max(2.0, face_px * SHADING_SIGMA)
             # lighting lives at tens of pixels: estimate it at ≥ 4 px per blur sigma (16× less work at 512²)
-            warped = transfer_shading(warped, target_crops, skin, sigma=sigma, downscale=max(1, int(sigma // 4)))
-        warped = _restore_grain(warped, target_crops, skin, magnification)
-        warped = torch.where(coverage > 0, warped, target_crops).clamp(0, 1)
+            warped_in = transfer_shading(warped_in, target_in, skin_in, sigma=sigma,
+                                         downscale=max(1, int(sigma // 4)))
+        warped_in = _restore_grain(warped_in, target_in, skin_in, magnification)
+        warped = target_crops.clone()
+        warped[..., ry0:ry1, rx0:rx1] = torch.where(cov_in > 0, warped_in, target_in).clamp(0, 1)
 
     with record_function("swap.blend"):
         if settings.blend == "laplacian":

@@ -184,6 +184,23 @@ def test_statistics_on_a_coarser_mask_grid(faces: tuple[np.ndarray, np.ndarray])
     torch.testing.assert_close(transfer_colour_lab_from_lab(rgb_to_lab(src), ref, small, small), coarse)
 
 
+def test_transfer_on_a_region_uses_whole_image_statistics(faces: tuple[np.ndarray, np.ndarray]) -> None:
+    """``region=`` returns exactly that part of the whole-image transfer (statistics from the whole images)."""
+    src, ref = (torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)[None] for f in faces)
+    m = torch.from_numpy(ellipse_mask())[None, None]
+    small = F.interpolate(m, size=(53, 53), mode="area")
+    lab = rgb_to_lab(src)
+    whole = transfer_colour_lab_from_lab(lab, ref, small, small)
+    rows, cols = slice(20, 131), slice(37, 120)
+    part = transfer_colour_lab_from_lab(lab, ref, small, small, region=(rows, cols))
+    assert part.shape == (1, 3, 111, 83)
+    torch.testing.assert_close(part, whole[..., rows, cols])
+    # and the region's own statistics would differ: the whole-image statistics are what is used
+    alone = transfer_colour_lab_from_lab(lab[..., rows, cols].contiguous(), ref[..., rows, cols].contiguous(),
+                                         m[..., rows, cols], m[..., rows, cols])
+    assert float((alone - part).abs().max()) > 1 / 255
+
+
 def test_shading_downscaled_estimate_matches_full(device: torch.device, dtype: torch.dtype, media: Any) -> None:
     """Estimating the lighting on 4× pooled images gives the same transfer when sigma is large."""
     rgb = torch.from_numpy(media.rgb("astronaut.png")).permute(2, 0, 1)[None].float().div(255)
