@@ -167,11 +167,20 @@ def _weed() -> str | None:
     return str(beside_python) if beside_python.exists() else shutil.which("weed")
 
 
+# s3fs closes a client's session from a weakref finalizer; when that runs on a thread with a running event loop
+# (an async test's client going out of scope) it schedules the close on *that* loop, and aiohttp fails with "attached
+# to a different loop" in a callback, which failed an async test at random (seen once in CI). Test clients are kept
+# alive here, so they are only finalized at interpreter exit, with no loop running.
+_TEST_CLIENTS: list[Any] = []
+
+
 def _s3fs(options: dict[str, Any]) -> Any:
     """An s3fs client of its own (no fsspec instance cache, no listing cache): sees what is really in the bucket."""
     import s3fs
 
-    return s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False, **options)
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False, **options)
+    _TEST_CLIENTS.append(fs)
+    return fs
 
 
 def _objects(fs: Any, path: str) -> list[str]:
