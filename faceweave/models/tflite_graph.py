@@ -171,17 +171,19 @@ class GraphNet(nn.Module):
             layers.append(module)
             self.steps.append((kind, op["inputs"], op["output"], args))
         self.layers = nn.ModuleList(layers)
-        self._plan_memory(program)
+        self._plan_memory()
 
-    def _plan_memory(self, program: dict[str, Any]) -> None:
+    def _plan_memory(self) -> None:
         """Which tensors die at which step, and which channel PADs feed a single ADD (see :meth:`forward`)."""
         users: dict[int, int] = {}
+        consumer: dict[int, str] = {}  # the kind of the (last) op reading each tensor
         self.dies_at: list[list[int]] = [[] for _ in self.steps]
         last: dict[int, int] = {}
         for i, (_, inputs, _, _) in enumerate(self.steps):
             for tid in inputs:
                 last[tid] = i
                 users[tid] = users.get(tid, 0) + 1
+                consumer[tid] = self.steps[i][0]
         protected = {self.input_id, *self.output_ids}
         for tid, i in last.items():
             if tid not in protected:
@@ -189,14 +191,13 @@ class GraphNet(nn.Module):
         self.kept = protected
         # A residual block's shortcut is zero-padded in channels and added to the block's output: adding it to the
         # first channels in place gives the same result without materialising the padded copy.
-        self.channel_pad: dict[int, int] = {}  # pad op output id -> op index
-        for i, (kind, _, output, args) in enumerate(self.steps):
-            if kind != "pad" or users.get(output) != 1 or output in protected:
+        self.channel_pad: set[int] = set()  # outputs of such PADs
+        for kind, _, output, args in self.steps:
+            if kind != "pad" or users.get(output) != 1 or consumer[output] != "add" or output in protected:
                 continue
             (b0, b1), (h0, h1), (w0, w1), (c0, _) = args["pads"]
-            consumer = next(op for op in program["ops"] if output in op["inputs"])
-            if not (b0 or b1 or h0 or h1 or w0 or w1 or c0) and consumer["kind"] == "add":
-                self.channel_pad[output] = i
+            if not (b0 or b1 or h0 or h1 or w0 or w1 or c0):
+                self.channel_pad.add(output)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Run the graph. Inference only: intermediates are freed after their last use and written in place where
@@ -225,7 +226,7 @@ class GraphNet(nn.Module):
             if kind == "pad" and output in self.channel_pad:
                 src = env[inputs[0]]
                 padded[output] = (src, int(src.shape[1]) + int(args["pads"][3][1]))
-                env[output] = src  # placeholder so the liveness bookkeeping below stays uniform
+                y = src  # placeholder in env, so the liveness bookkeeping below stays uniform
             elif kind in ("conv", "prelu", "maxpool", "pad", "resize"):
                 y = layer(env[inputs[0]])
                 fresh.add(output)
@@ -249,8 +250,7 @@ class GraphNet(nn.Module):
                 fresh.add(output)
             else:  # pragma: no cover - the converter only emits the kinds above
                 raise NotImplementedError(kind)
-            if not (kind == "pad" and output in self.channel_pad):
-                env[output] = y
+            env[output] = y
             for tid in dying:
                 env.pop(tid, None)
         outs = []
