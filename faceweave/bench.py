@@ -5,7 +5,8 @@ What it measures, all on the same input in the same run (so ratios are fair):
 1. decode alone, plain decode→encode in one process and segment-parallel (``--workers``, plus any
    ``--plain-workers``): the encoder ceiling. Frames stay YUV end to end, as the swap path's untouched frames do;
 2. the face work (detect + landmarks + swap + blend) per frame at each batch size, per stage, on the CPU (small
-   batches) and on the GPU in eager fp32, eager fp16 and compiled fp16 — frames already on the device;
+   batches) and on the GPU in eager fp32 and fp16 (every op launched from Python), with the nets replayed from CUDA
+   graphs in fp32 and fp16, and compiled fp16 — frames already on the device;
 3. the end-to-end swap with audio, segment-parallel, on the chosen device, with GPU utilisation and peak VRAM.
 
 Without ``--input`` it synthesises a moving, zooming crop of a bundled face at the requested size with a tone as
@@ -258,16 +259,18 @@ def run_bench(
     src = read_image(media_path("astronaut.png")).rgb
     with FrameReader(info, batch_size=max(batch_sizes)) as reader:
         sample = next(iter(reader)).frames
-    variants: list[tuple[str, str, str, bool]] = [("cpu_fp32", "cpu", "float32", False)]
+    # (name, device, dtype, torch.compile, CUDA-graph replay of the nets); "eager" runs every op from Python
+    variants: list[tuple[str, str, str, bool, bool]] = [("cpu_fp32", "cpu", "float32", False, False)]
     use_gpu = device != "cpu" and torch.cuda.is_available()
     if use_gpu:
-        variants += [("gpu_eager_fp32", device if device != "auto" else "cuda", "float32", False),
-                     ("gpu_eager_fp16", device if device != "auto" else "cuda", "float16", False)]
+        gpu = device if device != "auto" else "cuda"
+        variants += [("gpu_eager_fp32", gpu, "float32", False, False), ("gpu_eager_fp16", gpu, "float16", False, False),
+                     ("gpu_graphs_fp32", gpu, "float32", False, True), ("gpu_graphs_fp16", gpu, "float16", False, True)]
         if do_compile:
-            variants.append(("gpu_compiled_fp16", device if device != "auto" else "cuda", "float16", True))
+            variants.append(("gpu_compiled_fp16", gpu, "float16", True, False))
     stages: dict[str, Any] = {}
-    for name, dev, dtype_name, comp in variants if stages_table else []:
-        engine = SwapEngine(SwapSettings(device=dev, dtype=dtype_name))  # type: ignore[arg-type]
+    for name, dev, dtype_name, comp, graphs in variants if stages_table else []:
+        engine = SwapEngine(SwapSettings(device=dev, dtype=dtype_name, cuda_graphs=graphs))  # type: ignore[arg-type]
         prepared = engine.prepare_sources([src])
         if comp:
             try:
@@ -291,6 +294,9 @@ def run_bench(
                 row = {"error": f"{type(exc).__name__}: {exc}"}
             if engine.device.type == "cuda":
                 row["peak_vram_mb"] = round(torch.cuda.max_memory_allocated(engine.device) / 2**20, 1)
+            base = stages.get("gpu_eager_fp32", {}).get(f"batch_{b}", {}).get("total")
+            if base and "total" in row and name != "gpu_eager_fp32":
+                row["speedup_vs_eager_fp32"] = round(base / row["total"], 2)
             stages[name][f"batch_{b}"] = row
             log(f"{name} batch {b}: {row}")
         del engine
@@ -337,18 +343,18 @@ def run_bench(
 
 
 def _print_table(report: dict[str, Any], log: Callable[[str], None]) -> None:
-    log("\n| variant | batch | detect | landmarks | swap+blend | total ms/frame | peak VRAM MB |")
-    log("|---|---|---|---|---|---|---|")
+    log("\n| variant | batch | detect | landmarks | swap+blend | total ms/frame | × eager fp32 | peak VRAM MB |")
+    log("|---|---|---|---|---|---|---|---|")
     for name, rows in report["face_work_ms_per_frame"].items():
         if "error" in rows:
-            log(f"| {name} | – | {rows['error']} | | | | |")
+            log(f"| {name} | – | {rows['error']} | | | | | |")
             continue
         for b, r in rows.items():
             if "error" in r:
-                log(f"| {name} | {b[6:]} | {r['error']} | | | | |")
+                log(f"| {name} | {b[6:]} | {r['error']} | | | | | |")
                 continue
             log(f"| {name} | {b[6:]} | {r['detect']} | {r['landmarks']} | {r['swap_blend']} | {r['total']} | "
-                f"{r.get('peak_vram_mb', '–')} |")
+                f"{r.get('speedup_vs_eager_fp32', '–')} | {r.get('peak_vram_mb', '–')} |")
     log(f"\nplain transcode fps: {report['plain_transcode_fps']}")
     for name, r in report["end_to_end"].items():
         log(f"end to end {name}: {r}")
@@ -373,7 +379,7 @@ def bench_command(
                                                   "1 is the single-process streaming path")] = "",
     json_out: Annotated[Path | None, typer.Option("--json", help="write the full report here")] = None,
 ) -> None:
-    """Benchmark transcode vs swap (CPU, GPU eager fp32/fp16, compiled) in one run; print a table, write JSON."""
+    """Benchmark transcode vs swap (CPU, GPU eager/CUDA-graph fp32/fp16, compiled) in one run; table + JSON."""
     from faceweave.errors import InvalidOption
 
     try:

@@ -347,33 +347,43 @@ class FaceDetector(nn.Module):
         matrices = crop_matrices(centres, sides * REFINE_CROP_SCALE, rolls, size)
         crops = sample_crops(frames, torch.tensor([i for i, _ in flat]), matrices, size)
         boxes, keypoints, scores = self.short.decode(*self.short(crops * 2 - 1))
-        boxes, keypoints, scores = boxes.float().cpu(), keypoints.float().cpu(), scores.float().cpu()
+        # The best anchor of each crop, gathered on the device and copied to the host in one go.
+        scores = scores.float()
+        best = scores.argmax(dim=1)
+        rows = torch.arange(len(flat), device=scores.device)
+        packed = torch.cat([boxes[rows, best].float(), keypoints[rows, best].float().flatten(1),
+                            scores[rows, best][:, None]], dim=1).cpu()
+        b = packed[:, :4] * size
+        k = packed[:, 4:-1].reshape(len(flat), -1, 2) * size
+        second_score = packed[:, -1]
+        centre_in_crop = (b[:, :2] + b[:, 2:]) / 2
+        # Accept only a confident detection of *this* face (near the crop centre).
+        accept = (second_score >= 0.5) & (torch.linalg.norm(centre_in_crop - size / 2, dim=1) <= size / 4)
+        linear, offset = matrices[:, :, :2], matrices[:, :, 2]
+        # The two looks err independently; their score-weighted mean is closer to the mesh than either alone
+        # (bundled faces, eyes + nose vs mesh: 4.5 % of the eye distance either alone, 3.0 % blended; roll
+        # error at ±45°: 2.3° -> 1.5°).
+        second = torch.einsum("nij,npj->npi", linear, k) + offset[:, None, :] - 0.5
+        first = torch.stack([f.extra["blazeface_keypoints"] for _, f in flat])
+        first_score = torch.tensor([f.score for _, f in flat], dtype=torch.float32)
+        total = first_score + second_score
+        blaze = (first * first_score[:, None, None] + second * second_score[:, None, None]) / total[:, None, None]
+        centre_second = torch.einsum("nij,nj->ni", linear, centre_in_crop) + offset - 0.5
+        centre_first = torch.tensor([f.centre for _, f in flat], dtype=torch.float32)
+        centres = (centre_second * second_score[:, None] + centre_first * first_score[:, None]) / total[:, None]
+        wh = (b[:, 2:] - b[:, :2]) * torch.linalg.norm(linear[:, :, 0], dim=1)[:, None]
+        new_boxes = torch.cat([centres - wh / 2, centres + wh / 2], dim=1)
+        five = five_point_keypoints(blaze)
+        new_rolls = roll_from_eyes(five[:, 0], five[:, 1]).tolist()
         out: list[list[Face]] = [[] for _ in results]
         for n, (i, face) in enumerate(flat):
-            best = int(scores[n].argmax())
-            b, k = boxes[n, best] * size, keypoints[n, best] * size
-            centre_in_crop = (b[:2] + b[2:]) / 2
-            # Accept only a confident detection of *this* face (near the crop centre).
-            if scores[n, best] < 0.5 or float(torch.linalg.norm(centre_in_crop - size / 2)) > size / 4:
+            if not bool(accept[n]):
                 out[i].append(face)
                 continue
-            linear, offset = matrices[n, :, :2], matrices[n, :, 2]
-            # The two looks err independently; their score-weighted mean is closer to the mesh than either alone
-            # (bundled faces, eyes + nose vs mesh: 4.5 % of the eye distance either alone, 3.0 % blended; roll
-            # error at ±45°: 2.3° -> 1.5°).
-            second = k @ linear.T + offset - 0.5
-            first = face.extra["blazeface_keypoints"]
-            w2 = float(scores[n, best])
-            blaze = (first * face.score + second * w2) / (face.score + w2)
-            cx, cy = ((centre_in_crop @ linear.T + offset - 0.5) * w2 + torch.tensor(face.centre) * face.score
-                      ).div(face.score + w2).tolist()
-            w, h = ((b[2:] - b[:2]) * float(torch.linalg.norm(linear[:, 0]))).tolist()
-            five = five_point_keypoints(blaze)
             out[i].append(face.with_(
-                box=torch.tensor([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dtype=torch.float32),
-                keypoints=five, roll=float(roll_from_eyes(five[0], five[1])),
-                score=max(face.score, float(scores[n, best])),
-                extra={**face.extra, "blazeface_keypoints": blaze}))
+                box=new_boxes[n].clone(), keypoints=five[n].clone(), roll=new_rolls[n],
+                score=max(face.score, float(second_score[n])),
+                extra={**face.extra, "blazeface_keypoints": blaze[n].clone()}))
         for faces in out:
             faces.sort(key=lambda f: f.area, reverse=True)
         return out
@@ -395,23 +405,32 @@ class FaceDetector(nn.Module):
             # One forward per net: every view of every frame of every group in one batch.
             images = torch.cat([sample_views(frames, g, size) for g in groups])
             boxes, keypoints, scores = net.decode(*net(images * 2 - 1))  # the nets want [-1, 1]
-            boxes, keypoints, scores = boxes.float().cpu(), keypoints.float().cpu(), scores.float().cpu()
             matrices = torch.cat([g.repeat(batch, 1, 1) for g in groups])  # frame-major within each group
             frame_of_row = torch.cat([torch.arange(batch).repeat_interleave(g.shape[0]) for g in groups])
-            for row in range(images.shape[0]):
-                keep = torch.nonzero(scores[row] >= threshold).flatten()
-                if keep.numel() == 0:
-                    continue
-                b, k = boxes[row, keep] * size, keypoints[row, keep] * size
-                valid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-                b, k, s = b[valid], k[valid], scores[row, keep][valid]
-                linear, offset = matrices[row, :, :2], matrices[row, :, 2]
-                centre = ((b[:, :2] + b[:, 2:]) / 2) @ linear.T + offset - 0.5
-                frame_kps = k @ linear.T + offset - 0.5
-                wh = (b[:, 2:] - b[:, :2]) * float(torch.linalg.norm(linear[:, 0]))
-                roll = torch.rad2deg(roll_from_eyes(frame_kps[:, 0], frame_kps[:, 1]))
-                rects = torch.cat([centre, wh, roll[:, None]], dim=1)
-                per_frame[int(frame_of_row[row])].append((rects.numpy(), frame_kps.numpy(), s.numpy()))
+            # Only the candidates over the threshold leave the device, in one copy, in (row, anchor) order; the
+            # geometry is then one vectorised pass over all of them (not a loop over rows).
+            rows, anchors = torch.nonzero(scores.float() >= threshold, as_tuple=True)
+            if rows.numel() == 0:
+                continue
+            packed = torch.cat([boxes[rows, anchors].float(), keypoints[rows, anchors].float().flatten(1),
+                                scores[rows, anchors].float()[:, None], rows[:, None].float()], dim=1).cpu()
+            n_kp = keypoints.shape[2]
+            b = packed[:, :4] * size
+            k = packed[:, 4 : 4 + 2 * n_kp].view(-1, n_kp, 2) * size
+            s, row = packed[:, 4 + 2 * n_kp], packed[:, -1].long()
+            valid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+            b, k, s, row = b[valid], k[valid], s[valid], row[valid]
+            linear, offset = matrices[row, :, :2], matrices[row, :, 2]
+            centre = torch.einsum("nij,nj->ni", linear, (b[:, :2] + b[:, 2:]) / 2) + offset - 0.5
+            frame_kps = torch.einsum("nij,npj->npi", linear, k) + offset[:, None, :] - 0.5
+            wh = (b[:, 2:] - b[:, :2]) * torch.linalg.norm(linear[:, :, 0], dim=1)[:, None]
+            roll = torch.rad2deg(roll_from_eyes(frame_kps[:, 0], frame_kps[:, 1]))
+            rects = torch.cat([centre, wh, roll[:, None]], dim=1).numpy()
+            frame_kps_np, s_np = frame_kps.numpy(), s.numpy()
+            frame_of_candidate = frame_of_row[row].numpy()
+            for frame in np.unique(frame_of_candidate):
+                sel = frame_of_candidate == frame
+                per_frame[int(frame)].append((rects[sel], frame_kps_np[sel], s_np[sel]))
         out = []
         for parts in per_frame:
             if parts:

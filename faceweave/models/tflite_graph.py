@@ -12,12 +12,18 @@ Two halves:
 Activations run in NCHW; tensors of rank 4 in the tflite graph are NHWC, so ``RESHAPE``/``CONCATENATION`` axes
 are translated, and rank-4 graph outputs are returned in NHWC to match the original output shapes exactly.
 TF "SAME" padding is asymmetric (the extra row/column goes to the bottom/right) and is computed per call.
+
+On CUDA a forward is replayed from a CUDA graph captured once per input shape and dtype (see
+:meth:`GraphNet.forward`): the graphs hold ~100–200 small kernels each, whose Python dispatch and launches cost
+more host time than the GPU spends running them.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +139,16 @@ class TfResizeBilinear(nn.Module):
         return F.interpolate(x, size=self.size, mode="bilinear", align_corners=self.align_corners)
 
 
+@dataclass
+class CapturedForward:
+    """One CUDA graph of :meth:`GraphNet.run` at one input shape/dtype: replays read ``static_input`` and write
+    ``static_outputs`` (the same storage every replay)."""
+
+    graph: torch.cuda.CUDAGraph
+    static_input: torch.Tensor
+    static_outputs: tuple[torch.Tensor, ...]
+
+
 class GraphNet(nn.Module):
     """A tflite graph as an ``nn.Module``: ``forward(x (B,3,H,W) float)`` → tuple of the graph's outputs.
 
@@ -141,10 +157,17 @@ class GraphNet(nn.Module):
 
     The input is NCHW (the graph's NHWC input transposed); outputs have the graph's own (NHWC) shapes with the
     batch dimension ``B`` first. Parameters are named ``layers.{op index}.weight|bias`` as in the safetensors file.
+
+    Attributes:
+        cuda_graphs: on CUDA, replay forwards from CUDA graphs (default True); False runs every op eagerly.
     """
 
     def __init__(self, program: dict[str, Any]) -> None:
         super().__init__()
+        self.cuda_graphs = True
+        self.captured: dict[tuple[Any, ...], CapturedForward] = {}
+        # Replays of one graph share its static buffers: the video pipeline's two threads must take turns.
+        self._graph_lock = threading.Lock()
         self.program = program
         self.input_id: int = program["input"]
         self.output_ids: list[int] = program["outputs"]
@@ -200,9 +223,8 @@ class GraphNet(nn.Module):
                 self.channel_pad.add(output)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Run the graph. Inference only: intermediates are freed after their last use and written in place where
-        nothing else reads them (the graphs hold ~100 tensors; keeping them all alive cost memory traffic and made
-        every op allocate fresh, cold buffers)."""
+        """Run the graph on ``x`` ``(B, 3, H, W)``; on CUDA padded to a batch bucket and replayed from a CUDA graph
+        (unless :attr:`cuda_graphs` is off, or inside ``torch.compile`` or another capture)."""
         n = x.shape[0]
         if x.is_cuda and (padded_n := cuda_batch_bucket(n)) != n:
             # cuDNN plans each new conv shape on first use (50 ms–4 s per net, measured on an H100), and in video
@@ -217,6 +239,47 @@ class GraphNet(nn.Module):
                                             benchmark=torch.backends.cudnn.benchmark,
                                             deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
                 return self.forward(x)
+        if (x.is_cuda and self.cuda_graphs and not torch.compiler.is_compiling()
+                and not torch.cuda.is_current_stream_capturing()):
+            return self.replay(x)
+        return self.run(x)
+
+    def replay(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """:meth:`run` on CUDA through a graph captured at the first call with this shape/dtype/device.
+
+        Returns fresh tensors (copies of the graph's static outputs), so results of earlier calls stay valid.
+        """
+        key = (tuple(x.shape), x.dtype, x.device, torch.backends.cudnn.allow_tf32)
+        with self._graph_lock:
+            entry = self.captured.get(key)
+            if entry is None:
+                entry = self.captured[key] = self._capture(x)
+            with torch.inference_mode():
+                entry.static_input.copy_(x)
+                entry.graph.replay()
+            # outside inference mode the copies are ordinary tensors, whatever mode the caller is in
+            return tuple(out.clone() for out in entry.static_outputs)
+
+    def _capture(self, x: torch.Tensor) -> CapturedForward:
+        """Warm :meth:`run` up on a side stream (cuDNN plans, allocator), then capture it into a CUDA graph."""
+        with torch.inference_mode():
+            static_input = x.detach().clone(memory_format=torch.contiguous_format)
+            side = torch.cuda.Stream(device=x.device)
+            side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self.run(static_input)
+            torch.cuda.current_stream(x.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: the video pipeline's other thread may launch work while this one captures
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                static_outputs = self.run(static_input)
+        return CapturedForward(graph, static_input, static_outputs)
+
+    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Run the graph's ops eagerly. Inference only: intermediates are freed after their last use and written in
+        place where nothing else reads them (the graphs hold ~100 tensors; keeping them all alive cost memory
+        traffic and made every op allocate fresh, cold buffers)."""
         # NHWC ("channels last") is the layout oneDNN/cuDNN run depthwise convolutions fastest in (~1.5x on CPU).
         env: dict[int, torch.Tensor] = {self.input_id: x.contiguous(memory_format=torch.channels_last)}
         padded: dict[int, tuple[torch.Tensor, int]] = {}  # channel-pad outputs not materialised: (tensor, channels)
@@ -293,6 +356,15 @@ def _activation_(x: torch.Tensor, name: str) -> torch.Tensor:
     if name == "relu6":
         return x.clamp_(0.0, 6.0)
     return x
+
+
+def set_cuda_graphs(module: nn.Module, enabled: bool) -> None:
+    """Turn CUDA-graph replay on or off for every :class:`GraphNet` inside ``module`` (off drops captured graphs)."""
+    for sub in module.modules():
+        if isinstance(sub, GraphNet):
+            sub.cuda_graphs = enabled
+            if not enabled:
+                sub.captured.clear()
 
 
 def load_graphnet(path: Path) -> GraphNet:

@@ -20,6 +20,7 @@ from faceweave.analysis.identity import face_identity
 from faceweave.analysis.select import select_faces
 from faceweave.device import resolve_device, resolve_dtype
 from faceweave.errors import NoFaceInReference, NoFaceInSource
+from faceweave.models.tflite_graph import set_cuda_graphs
 from faceweave.settings import SwapSettings
 from faceweave.swap.mesh import SourceTexture, prepare_source_texture, swap_faces
 
@@ -86,6 +87,7 @@ class SwapEngine:
                 from faceweave.analysis.detect import FaceDetector
 
                 self._detector = FaceDetector(device=self.device, dtype=self.dtype)
+                set_cuda_graphs(self._detector, self.settings.cuda_graphs)
             else:
                 from faceweave.models.retinaface import load_detector
 
@@ -99,6 +101,7 @@ class SwapEngine:
             from faceweave.analysis.landmarks import FaceMesh
 
             self._mesh = FaceMesh(device=self.device, dtype=self.dtype)
+            set_cuda_graphs(self._mesh, self.settings.cuda_graphs)
         return self._mesh
 
     @property

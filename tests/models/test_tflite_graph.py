@@ -1,0 +1,127 @@
+"""GraphNet's CUDA-graph replay: same outputs as the eager ops, copies that outlive later calls, one capture per
+shape, safe from two threads; on the CPU it never captures. Real face crops, every device × dtype."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import torch
+
+from faceweave.analysis.detect import FaceDetector, crop_matrices, sample_crops
+from faceweave.models.blazeface import load_blazeface
+from faceweave.models.facemesh import INPUT_SIZE, load_facemesh
+from faceweave.models.tflite_graph import GraphNet, set_cuda_graphs
+from faceweave.pipeline.engine import SwapEngine
+from faceweave.settings import SwapSettings
+
+FACES = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg")
+
+
+@pytest.fixture(scope="module")
+def crops(media: Any) -> torch.Tensor:
+    """``(4, 3, 192, 192)`` float32 ``[0, 1]`` upright crops (1.5× the box) of the four bundled faces."""
+    detector = FaceDetector()
+    out = []
+    for name in FACES:
+        frames = torch.from_numpy(media.rgb(name)).permute(2, 0, 1)[None].float() / 255
+        face = detector.detect(frames)[0][0]
+        m = crop_matrices(((face.box[:2] + face.box[2:]) / 2)[None], (face.box[2:] - face.box[:2]).amax()[None] * 1.5,
+                          torch.tensor([face.roll]), INPUT_SIZE)
+        out.append(sample_crops(frames, torch.zeros(1, dtype=torch.int64), m, INPUT_SIZE)[0])
+    return torch.stack(out)
+
+
+def _pair(device: torch.device, dtype: torch.dtype) -> tuple[GraphNet, GraphNet]:
+    """The FaceMesh graph twice: CUDA-graph replay on (the default) and off."""
+    graphed, eager = load_facemesh(device, dtype).net, load_facemesh(device, dtype).net
+    eager.cuda_graphs = False
+    return graphed, eager
+
+
+def test_replay_matches_eager(device: torch.device, dtype: torch.dtype, crops: torch.Tensor) -> None:
+    graphed, eager = _pair(device, dtype)
+    x = crops.to(device, dtype) * 2 - 1
+    with torch.inference_mode():
+        ref = eager(x)
+        first, again = graphed(x), graphed(x)
+    for r, a, b in zip(ref, first, again, strict=True):
+        assert a.shape == r.shape and a.dtype == r.dtype
+        # The graph replays the very kernels the eager pass launched: the same numbers, not just close ones.
+        assert float((a.float() - r.float()).abs().max()) <= (1e-5 if dtype == torch.float32 else 1e-2)
+        assert torch.equal(a, b)
+    # one capture per input shape on CUDA (4 crops pad to the bucket of 8); never on the CPU
+    assert len(graphed.captured) == (1 if device.type == "cuda" else 0)
+    assert not eager.captured
+
+
+def test_results_outlive_later_calls(device: torch.device, crops: torch.Tensor) -> None:
+    graphed, eager = _pair(device, torch.float32)
+    x = crops.to(device) * 2 - 1
+    with torch.inference_mode():
+        kept = graphed(x[:2])
+        snapshot = [t.clone() for t in kept]
+        graphed(x[2:])  # same padded shape: replays the same graph into the same static buffers
+        for k, s in zip(kept, snapshot, strict=True):
+            assert torch.equal(k, s), "an earlier result changed when the graph was replayed"
+        assert float((kept[0] - eager(x[:2])[0]).abs().max()) <= 1e-5
+
+
+def test_outputs_usable_outside_inference_mode(device: torch.device, crops: torch.Tensor) -> None:
+    graphed, _ = _pair(device, torch.float32)
+    points, _ = graphed(crops.to(device) * 2 - 1)
+    assert not points.is_inference()
+    points.add_(1.0)  # an in-place update would raise on an inference tensor
+
+
+def test_two_threads_get_their_own_results(device: torch.device, crops: torch.Tensor) -> None:
+    # The video pipeline swaps batch n in one thread while it analyses batch n+1 in another.
+    graphed, eager = _pair(device, torch.float32)
+    inputs = [crops[k : k + 1].to(device) * 2 - 1 for k in range(len(FACES))]
+    with torch.inference_mode():
+        expected = [eager(x)[0] for x in inputs]
+    errors: list[str] = []
+
+    def work(k: int) -> None:
+        for _ in range(10):
+            with torch.inference_mode():
+                got = graphed(inputs[k])[0]
+            if float((got - expected[k]).abs().max()) > 1e-5:
+                errors.append(f"thread {k} got another input's result")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_settings_switch_reaches_every_net(device: torch.device) -> None:
+    engine = SwapEngine(SwapSettings(device=device.type, dtype="float32", cuda_graphs=False))
+    nets = [m for owner in (engine.detector, engine.mesh) for m in owner.modules() if isinstance(m, GraphNet)]
+    assert len(nets) == 3 and not any(n.cuda_graphs for n in nets)
+    set_cuda_graphs(engine.detector, True)
+    assert engine.detector.short.net.cuda_graphs and engine.detector.full.net.cuda_graphs
+
+
+def test_detector_same_faces_with_and_without_graphs(device: torch.device, dtype: torch.dtype, media: Any) -> None:
+    frames = torch.stack([torch.from_numpy(media.rgb(n)).permute(2, 0, 1).float() / 255
+                          for n in ("astronaut.png", "astronaut.png")]).to(device, dtype)
+    with_graphs, without = FaceDetector(device, dtype), FaceDetector(device, dtype)
+    set_cuda_graphs(without, False)
+    a, b = with_graphs.detect(frames), without.detect(frames)
+    assert [len(f) for f in a] == [len(f) for f in b] == [1, 1]
+    for fa, fb in zip(a, b, strict=True):
+        assert float((fa[0].keypoints - fb[0].keypoints).abs().max()) <= 1e-3
+
+
+def test_blazeface_capture_per_bucket(device: torch.device) -> None:
+    net = load_blazeface("short", device)
+    x = torch.rand(3, 3, 128, 128, device=device) * 2 - 1
+    with torch.inference_mode():
+        net(x[:1])
+        net(x)  # 1 and 3 share the bucket of 8
+        net(x.repeat(4, 1, 1, 1))  # 12 → 16: a second graph
+    assert len(net.net.captured) == (2 if device.type == "cuda" else 0)
