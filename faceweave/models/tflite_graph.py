@@ -160,11 +160,16 @@ class GraphNet(nn.Module):
 
     Attributes:
         cuda_graphs: on CUDA, replay forwards from CUDA graphs (default True); False runs every op eagerly.
+        graph_pool: memory pool handle (``torch.cuda.graph_pool_handle()``) shared by the graphs of every net of one
+            engine, or None for a private pool per graph. Sharing is safe here because replays copy their outputs
+            out at once and the nets run one after another on one stream; the pool then holds the largest graph's
+            intermediates instead of the sum over every captured shape.
     """
 
     def __init__(self, program: dict[str, Any]) -> None:
         super().__init__()
         self.cuda_graphs = True
+        self.graph_pool: Any = None
         self.captured: dict[tuple[Any, ...], CapturedForward] = {}
         # Replays of one graph share its static buffers: the video pipeline's two threads must take turns.
         self._graph_lock = threading.Lock()
@@ -272,7 +277,7 @@ class GraphNet(nn.Module):
             torch.cuda.current_stream(x.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             # thread_local: the video pipeline's other thread may launch work while this one captures
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, pool=self.graph_pool, capture_error_mode="thread_local"):
                 static_outputs = self.run(static_input)
         return CapturedForward(graph, static_input, static_outputs)
 
@@ -358,11 +363,12 @@ def _activation_(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
-def set_cuda_graphs(module: nn.Module, enabled: bool) -> None:
-    """Turn CUDA-graph replay on or off for every :class:`GraphNet` inside ``module`` (off drops captured graphs)."""
+def set_cuda_graphs(module: nn.Module, enabled: bool, pool: Any = None) -> None:
+    """Turn CUDA-graph replay on or off for every :class:`GraphNet` inside ``module`` (off drops captured graphs);
+    ``pool`` (a ``torch.cuda.graph_pool_handle()``) is shared by the graphs they capture from now on."""
     for sub in module.modules():
         if isinstance(sub, GraphNet):
-            sub.cuda_graphs = enabled
+            sub.cuda_graphs, sub.graph_pool = enabled, pool
             if not enabled:
                 sub.captured.clear()
 

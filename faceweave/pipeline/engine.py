@@ -68,6 +68,7 @@ class SwapEngine:
         self._identity: Any = None
         self._swapper: Any = None
         self._enhancer: Any = None
+        self._pool: Any = None
         if self.settings.swapper != "mesh":
             from faceweave.swap.onnx import load_swapper
 
@@ -87,7 +88,7 @@ class SwapEngine:
                 from faceweave.analysis.detect import FaceDetector
 
                 self._detector = FaceDetector(device=self.device, dtype=self.dtype)
-                set_cuda_graphs(self._detector, self.settings.cuda_graphs)
+                set_cuda_graphs(self._detector, self.settings.cuda_graphs, self._graph_pool())
             else:
                 from faceweave.models.retinaface import load_detector
 
@@ -95,13 +96,19 @@ class SwapEngine:
                                                settings=self.settings)
         return self._detector
 
+    def _graph_pool(self) -> Any:
+        """One CUDA-graph memory pool for all of this engine's nets (None off CUDA or without graphs)."""
+        if self._pool is None and self.device.type == "cuda" and self.settings.cuda_graphs:
+            self._pool = torch.cuda.graph_pool_handle()
+        return self._pool
+
     @property
     def mesh(self) -> Any:
         if self._mesh is None:
             from faceweave.analysis.landmarks import FaceMesh
 
             self._mesh = FaceMesh(device=self.device, dtype=self.dtype)
-            set_cuda_graphs(self._mesh, self.settings.cuda_graphs)
+            set_cuda_graphs(self._mesh, self.settings.cuda_graphs, self._graph_pool())
         return self._mesh
 
     @property
@@ -128,13 +135,17 @@ class SwapEngine:
                 self._identity = DlibIdentity()
         return self._identity
 
-    def warm_up(self) -> None:
+    def warm_up(self, frame_size: tuple[int, int] | None = None) -> None:
         """Load every model the settings need and run the analysis nets on a bundled face at the batch sizes a job
         uses (the service's /readyz waits for this).
 
         On a GPU the first forward at each batch shape pays cuDNN's plan search (seconds per net on an H100; the
-        nets pad batches to a few sizes, see :func:`~faceweave.models.tflite_graph.cuda_batch_bucket`); without a
-        face in the warm-up image FaceMesh never ran and a video's first batches paid it instead.
+        nets pad batches to a few sizes, see :func:`~faceweave.models.tflite_graph.cuda_batch_bucket`) and the
+        capture of its CUDA graph; without a face in the warm-up image FaceMesh never ran and a video's first
+        batches paid it instead. With ``frame_size`` ``(height, width)`` (video jobs on a GPU) the detector also
+        runs on a batch of blank frames of that size, which takes its slowest path (small-face tiles, rotated
+        retries): those shapes are then captured before the first frame, not whenever a video first loses a face,
+        so a job's peak GPU memory does not depend on its content or length.
         """
         from faceweave.data import media_path
         from faceweave.media.image import read_image
@@ -142,6 +153,10 @@ class SwapEngine:
         face = self.to_tensor(read_image(media_path("astronaut.png")).rgb)
         for count in sorted({1, 2, 4, self.settings.batch_size} & set(range(1, self.settings.batch_size + 1))):
             self.analyze(face.expand(count, -1, -1, -1))
+        if frame_size is not None:
+            height, width = frame_size
+            self.detector.detect(torch.zeros(self.settings.batch_size, 3, height, width, device=self.device,
+                                             dtype=self.dtype))
 
     # --- stages -------------------------------------------------------------------------------------------
     def to_tensor(self, rgb: np.ndarray) -> torch.Tensor:

@@ -237,10 +237,12 @@ class VideoFaceProcessor:
 
 
 def make_segment_processor(
-    settings: SwapSettings, sources: Sequence[Any], reference: Sequence[torch.Tensor] | None
+    settings: SwapSettings, sources: Sequence[Any], reference: Sequence[torch.Tensor] | None,
+    frame_size: tuple[int, int] | None = None,
 ) -> VideoFaceProcessor:
     """Factory run inside a segment worker process for each segment: a fresh processor (tracks start anew) on the
-    worker's engine, which is loaded once per process and settings, and the job's prepared sources."""
+    worker's engine, which is loaded once per process and settings (and warmed up for ``frame_size`` ``(height,
+    width)`` frames on a GPU), and the job's prepared sources."""
     from faceweave.pipeline.engine import SwapEngine
 
     torch.set_num_threads(1)  # one process per core already; oversubscription slows everyone
@@ -249,7 +251,17 @@ def make_segment_processor(
     if engine is None:
         _WORKER_ENGINE.clear()  # a worker serves one job at a time: keep one engine
         engine = _WORKER_ENGINE[key] = SwapEngine(settings, device=worker_device(settings))
+        if frame_size is not None:
+            warm_gpu_engine(engine, frame_size)
     return VideoFaceProcessor(engine, [s.to(engine.device) for s in sources], reference)
+
+
+def warm_gpu_engine(engine: Any, frame_size: tuple[int, int]) -> None:
+    """On a GPU, capture the analysis nets' CUDA graphs for this job's batch and frame size before the first frame
+    (see :meth:`SwapEngine.warm_up`); nothing on the CPU, or for engines without ``warm_up``."""
+    device = getattr(engine, "device", None)
+    if device is not None and device.type == "cuda" and hasattr(engine, "warm_up"):
+        engine.warm_up(frame_size)
 
 
 _WORKER_ENGINE: dict[str, Any] = {}  # inside a segment worker: its engine, reused by its later segments
@@ -404,6 +416,8 @@ def swap_video(
         from faceweave.pipeline.engine import SwapEngine
 
         engine = SwapEngine(settings)
+    if settings.workers <= 1:  # with several workers each warms its own engine (make_segment_processor)
+        warm_gpu_engine(engine, (info.height, info.width))
     prepared = engine.prepare_sources(src_images)
     refs = job_references(engine, settings, reference, src_images)
 
@@ -504,7 +518,7 @@ def _swap_segments(
     if settings.workers > 1:
         # Sources travel to the worker processes on the CPU; each worker moves them to its own device.
         factory: Any = functools.partial(make_segment_processor, settings, [p.to("cpu") for p in prepared],
-                                         None if refs is None else [r.cpu() for r in refs])
+                                         None if refs is None else [r.cpu() for r in refs], (info.height, info.width))
     else:  # segments run in this process (work_dir resume without parallelism): reuse the loaded engine
         factory = functools.partial(VideoFaceProcessor, engine, list(prepared), refs, settings)
     done = {"frames": 0}

@@ -125,3 +125,22 @@ def test_blazeface_capture_per_bucket(device: torch.device) -> None:
         net(x)  # 1 and 3 share the bucket of 8
         net(x.repeat(4, 1, 1, 1))  # 12 → 16: a second graph
     assert len(net.net.captured) == (2 if device.type == "cuda" else 0)
+
+
+def test_warm_up_captures_every_shape_a_video_needs(device: torch.device, media: Any) -> None:
+    # A job's GPU memory must not depend on its content: after warm_up for the frame size, a frame with a face and a
+    # batch where every face is lost (tiles + rotated retries, the detector's largest shapes) capture nothing new.
+    engine = SwapEngine(SwapSettings(device=device.type, dtype="float32", batch_size=4))
+    height, width = 360, 640
+    engine.warm_up((height, width))
+    nets = [m for owner in (engine.detector, engine.mesh) for m in owner.modules() if isinstance(m, GraphNet)]
+    before = [len(n.captured) for n in nets]
+    face = torch.from_numpy(media.rgb("obama.jpg")).permute(2, 0, 1).float()[None] / 255
+    frame = torch.nn.functional.interpolate(face, size=(height, width), mode="bilinear").to(device)
+    found = engine.analyze(frame.expand(4, -1, -1, -1))
+    assert all(len(f) == 1 for f in found)
+    assert not any(engine.detector.detect(torch.zeros(3, 3, height, width, device=device)))
+    assert [len(n.captured) for n in nets] == before
+    assert (sum(before) > 0) == (device.type == "cuda")
+    if device.type == "cuda":  # one pool for every graph of the engine
+        assert len({id(n.graph_pool) for n in nets}) == 1 and nets[0].graph_pool is not None
