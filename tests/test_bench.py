@@ -1,0 +1,37 @@
+"""``faceweave bench`` on the CPU: one small run through every part of the report (the GPU rows run on the device).
+
+Not a timed test: it checks that the command synthesises its input, measures plain transcode and the swap on the
+same file, and reports what it measured (fps, ratios, stage times) consistently, as a table and as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_bench_cpu_report(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "faceweave.cli", "bench", "--device", "cpu", "--size", "320x240", "--seconds", "2",
+         "--workers", "2", "--batch-sizes", "2", "--cpu-frames", "2", "--repeats", "2", "--no-compile",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["input"]["width"] == 320 and report["input"]["frames"] == 60 and report["input"]["audio"]
+    plain = report["plain_transcode_fps"]
+    assert plain["decode_only"] > 0 and plain["single"] > 0 and plain["segments_x2"] > 0
+    row = report["face_work_ms_per_frame"]["cpu_fp32"]["batch_2"]
+    assert row["faces_per_frame"] == 1.0  # the synthesised clip shows one face in every frame
+    assert 0 < row["detect"] < row["total"] and row["landmarks"] > 0 and row["swap_blend"] > 0
+    e2e = report["end_to_end"]["cpu"]
+    assert e2e["frames"] == 60 and e2e["faces_swapped"] > 0
+    assert e2e["ratio_to_plain_segments"] == pytest.approx(e2e["fps"] / plain["segments_x2"], rel=0.02)
+    assert "| cpu_fp32 | 2 |" in proc.stdout  # the printed table has the measured row
