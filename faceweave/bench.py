@@ -249,11 +249,13 @@ def run_bench(
         timing[f"segments_x{k}"] = segment_timing(results, t_wall)
         log(f"plain transcode, {k} segment workers: {plain[f'segments_x{k}']} fps; {timing[f'segments_x{k}']}")
     plain_n = plain[f"segments_x{workers}"]
-    plain_best = max(v for key, v in plain.items() if key.startswith("segments_"))
+    # the fastest plain transcode of this run, single process included (on short clips the segment workers' start-up
+    # can make the single process faster): the stricter yardstick, reported beside the issue's segment-parallel one
+    plain_best = max(v for key, v in plain.items() if key != "decode_only")
     report["plain_transcode_fps"] = plain
     report["plain_segment_timing"] = timing
     log(f"plain: decode {decode_fps:.1f} fps, transcode {plain1:.1f} fps single, {plain_n:.1f} fps with {workers} "
-        f"segment workers (best {plain_best:.1f})")
+        f"segment workers (best plain {plain_best:.1f})")
 
     # 2. face work per stage
     src = read_image(media_path("astronaut.png")).rgb
@@ -337,7 +339,8 @@ def run_bench(
                      "ratio_to_plain_segments": round(fps / plain_n, 3),
                      "ratio_to_best_plain": round(fps / plain_best, 3), **mon.summary(),
                      "segment_timing": result.stats.get("segment_timing", {})}
-        log(f"end to end {name}: {fps:.1f} fps = {fps / plain_n:.2f}× plain segment-parallel transcode")
+        log(f"end to end {name}: {fps:.1f} fps = {fps / plain_n:.2f}× plain segment-parallel transcode, "
+            f"{fps / plain_best:.2f}× the fastest plain transcode")
     report["end_to_end"] = e2e
     return report
 
