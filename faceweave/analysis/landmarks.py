@@ -23,6 +23,9 @@ from faceweave.models.topology import LEFT_EYE, MOUTH_LEFT, MOUTH_RIGHT, NOSE_TI
 # corners MOUTH_RIGHT/MOUTH_LEFT (see mesh_keypoints).
 MOUTH_RIGHT_INNER = 78
 MOUTH_LEFT_INNER = 308
+# The mesh point just above NOSE_TIP (1), the most forward point of the nose in the mesh's own depth on frontal faces;
+# the nose keypoint is the midpoint of the two (see mesh_keypoints).
+NOSE_TIP_UPPER = 4
 
 # MediaPipe's ROI scale for the detection → landmark crop (face_detection_front_detection_to_roi.pbtxt).
 DETECTION_ROI_SCALE = 1.5
@@ -40,14 +43,19 @@ def mesh_keypoints(points: torch.Tensor, iris_centres: torch.Tensor | None = Non
 
     Returns:
         ``(..., 5, 2)``: eye A (subject's right, image-left when upright) = its pupil when ``iris_centres`` is given,
-        else the mean of the ``RIGHT_EYE`` contour; eye B alike (``LEFT_EYE``); nose = ``NOSE_TIP`` (1); mouth
-        corners = midpoints of the outer and inner lip corners, ``(61 + 78) / 2`` and ``(291 + 308) / 2``.
+        else the mean of the ``RIGHT_EYE`` contour; eye B alike (``LEFT_EYE``); nose = ``(NOSE_TIP + 4) / 2``,
+        i.e. ``(1 + 4) / 2``; mouth corners = midpoints of the outer and inner lip corners, ``(61 + 78) / 2`` and
+        ``(291 + 308) / 2``.
 
     Why these points: the 5-point convention of WIDER FACE / RetinaFace / SCRFD (and so of the ArcFace template)
     puts the eyes on the pupils — a contour centre is not, once the subject looks sideways — and the mouth corners
     at the commissure, where the lips meet: between FaceMesh's outer lip-contour corner (61/291) and inner
     one (78/308). On the 120 carphone frames, not used for anything else, the RetinaFace mouth width / ours was
-    0.94 with 61/291, 1.11 with 78/308 and 1.02 with the midpoints (sd 0.06).
+    0.94 with 61/291, 1.11 with 78/308 and 1.02 with the midpoints (sd 0.06). The nose tip of that convention is
+    a rounded region spanning mesh points 1 (lower) and 4 (upper, the more forward one); on the same frames the
+    (refined) RetinaFace nose lay 4.7 % of the inter-ocular distance above point 1 and 5.1 % below point 4, and its
+    mean distance was 5.3 % to point 1, 5.6 % to point 4 and 2.7 % to their midpoint (points 5 / 19 / 94:
+    17 / 11 / 13 %), see docs/models.md.
     """
     xy = points[..., :2]
     if iris_centres is not None:
@@ -57,7 +65,8 @@ def mesh_keypoints(points: torch.Tensor, iris_centres: torch.Tensor | None = Non
         eye_b = xy[..., list(LEFT_EYE), :].mean(dim=-2)
     mouth_a = (xy[..., MOUTH_RIGHT, :] + xy[..., MOUTH_RIGHT_INNER, :]) / 2
     mouth_b = (xy[..., MOUTH_LEFT, :] + xy[..., MOUTH_LEFT_INNER, :]) / 2
-    return torch.stack([eye_a, eye_b, xy[..., NOSE_TIP, :], mouth_a, mouth_b], dim=-2)
+    nose = (xy[..., NOSE_TIP, :] + xy[..., NOSE_TIP_UPPER, :]) / 2
+    return torch.stack([eye_a, eye_b, nose, mouth_a, mouth_b], dim=-2)
 
 
 class FaceMesh(nn.Module):

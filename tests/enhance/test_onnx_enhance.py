@@ -63,7 +63,10 @@ def test_restorer_matches_numpy_reference(obama, tmp_path: Path, device, dtype, 
     tol = 1.0 if dtype is torch.float32 else 2.0
     assert diff.mean() < 2e-3 * tol and np.percentile(diff, 99.9) < 0.05 * tol
     assert np.abs(out - img)[alpha[..., 0] > 0.6].mean() > 0.1  # the face really changed
-    assert np.array_equal(out[alpha[..., 0] == 0], img[alpha[..., 0] == 0])
+    # Untouched outside the mask, bit for bit. One pixel of margin: on the support's edge OpenCV's bilinear warp can
+    # give exactly 0 where ours gives ~1e-9 (measured: one pixel changed by 1.8e-7 with the refined RetinaFace points).
+    outside = cv2.dilate((alpha[..., 0] > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) == 0
+    assert outside.mean() > 0.5 and np.array_equal(out[outside], img[outside])
 
 
 def test_codeformer_fidelity_weight(obama, tmp_path: Path) -> None:

@@ -233,7 +233,7 @@ def test_mesh_keypoints_definition() -> None:
     kp = mesh_keypoints(points)
     assert kp.shape == (2, 5, 2)
     torch.testing.assert_close(kp[:, 0], points[:, list(topology.RIGHT_EYE), :2].mean(1))
-    torch.testing.assert_close(kp[:, 2], points[:, topology.NOSE_TIP, :2])
+    torch.testing.assert_close(kp[:, 2], (points[:, topology.NOSE_TIP, :2] + points[:, 4, :2]) / 2)
     torch.testing.assert_close(kp[:, 3], (points[:, 61, :2] + points[:, 78, :2]) / 2)
     torch.testing.assert_close(kp[:, 4], (points[:, 291, :2] + points[:, 308, :2]) / 2)
     pupils = torch.randn(2, 2, 5, 3)[:, :, IRIS_CENTRE]

@@ -13,7 +13,7 @@ import torch
 
 from faceweave.models.onnx_zoo import RETINAFACE_MNET025
 from faceweave.models.registry import sha256_file
-from faceweave.models.retinaface import RetinaFaceDetector
+from faceweave.models.retinaface import RetinaFaceDetector, refine_crop_matrices, sample_refine_crops
 
 IMAGES = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg")
 
@@ -60,7 +60,7 @@ def test_vendored_file_is_the_pinned_one() -> None:
 
 def test_matches_numpy_reference_of_the_contract(media) -> None:
     rgb = media.rgb("astronaut.png")  # 512², a multiple of 32: no resize, no padding
-    det = RetinaFaceDetector("cpu", max_side=512)
+    det = RetinaFaceDetector("cpu", max_side=512, refine=False)  # the whole-frame pass is the published contract
     faces = det.detect(_tensor(rgb))[0]
     ref_boxes, ref_pts = _numpy_retinaface(rgb)
     assert len(faces) == len(ref_boxes) == 1
@@ -122,15 +122,58 @@ def agreement(detector: RetinaFaceDetector, media):
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_agrees_with_blazeface_facemesh_points(agreement, name: str) -> None:
-    # Measured (default max_side=640; pupils from MediaPipe Iris, mouth corners midway between FaceMesh's outer and
-    # inner lip corners): mean 2.2 / 4.8 / 4.0 / 6.0 %, worst point 4.0 / 7.9 / 6.9 / 12.8 % of the inter-ocular
-    # distance (astronaut, grace_hopper, obama, obama2). The rest is mostly RetinaFace-MobileNet0.25's own
-    # error: its points move by 2–6 % between input sizes 480 and 960, and on obama2 its nose (12.8 %) and left
-    # eye (6.7 %) are visibly off the nose tip and the pupil (see docs/models.md). Bound = measured + margin.
+    # Issue #7: within 5 % of the inter-ocular distance on average on every bundled photo. Measured (default
+    # refinement: faces re-run at 160 and 256 px box side, upright, with their mirror; mesh nose = (1 + 4) / 2, both
+    # chosen on the held-out carphone frames, docs/models.md): mean 2.9 / 2.1 / 4.3 / 4.4 %, worst point
+    # 5.5 / 3.8 / 6.1 / 7.0 % (astronaut, grace_hopper, obama, obama2); without them 2.2 / 4.8 / 4.0 / 6.0 %,
+    # worst 4.0 / 7.9 / 6.9 / 12.8 %. The worst-point bound is the measured one + margin.
     err = agreement(name)
-    assert float(err.mean()) < 0.07 and float(err.max()) < 0.14
+    assert float(err.mean()) < 0.05, [round(float(e), 3) for e in err]
+    assert float(err.max()) < 0.09, [round(float(e), 3) for e in err]
 
 
-@pytest.mark.xfail(strict=False, reason="issue #7 asks for 5 %; measured mean 2.2-6.0 %, obama2 over (docs/models.md)")
-def test_agrees_within_5_percent_of_inter_ocular(agreement) -> None:
-    assert max(float(agreement(name).mean()) for name in IMAGES) < 0.05
+def test_refinement_steadier_across_input_sizes(media) -> None:
+    # The refinement's purpose: the whole-frame pass's points move with the input size (on obama2 up to 12 % of the
+    # inter-ocular distance between 480, 640 and 960); the refined ones by 2.2 % (measured).
+    rgb = media.rgb("obama2.jpg")
+
+    def spread(refine: bool) -> float:
+        pts = torch.stack([RetinaFaceDetector("cpu", max_side=s, refine=refine).detect(_tensor(rgb))[0][0].keypoints
+                           for s in (480, 640, 960)])
+        iod = float((pts[:, 1] - pts[:, 0]).norm(dim=-1).mean())
+        return float((pts[:, None] - pts[None]).norm(dim=-1).amax()) / iod
+
+    plain, refined = spread(False), spread(True)
+    assert refined < 0.5 * plain and refined < 0.04, (plain, refined)
+
+
+def test_refine_crop_geometry() -> None:
+    # Crops sample the frame through crop_to_frame: a frame whose channels are its own x and y pixel-centre
+    # coordinates must give back the mapped crop coordinates, for an upright and a rotated face, for a crop that
+    # magnifies and one that shrinks by more than 2 (box-filtered path), and 0 outside the frame.
+    h, w = 300, 400
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    frame = torch.stack([xs, ys, torch.ones_like(xs)])[None]
+    boxes = torch.tensor([[180.0, 120.0, 220.0, 170.0], [50.0, 40.0, 350.0, 260.0]])
+    kps = torch.zeros(2, 5, 2)
+    kps[0, 0], kps[0, 1] = torch.tensor([190.0, 140.0]), torch.tensor([210.0, 140.0])  # level eyes
+    kps[1, 0], kps[1, 1] = torch.tensor([150.0, 100.0]), torch.tensor([250.0, 200.0])  # rolled 45°
+    m = refine_crop_matrices(boxes, kps, face_px=64, size=96)
+    # Box centre → crop centre; the eye line → the crop's x axis; the box's longer side → 64 crop pixels.
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    torch.testing.assert_close(m[:, :2, :2] @ torch.tensor([47.5, 47.5]) + m[:, :2, 2], centres)
+    eye_dir = torch.nn.functional.normalize(kps[:, 1] - kps[:, 0], dim=-1)
+    torch.testing.assert_close(torch.nn.functional.normalize(m[:, :2, 0], dim=-1), eye_dir)
+    torch.testing.assert_close(m[:, :2, 0].norm(dim=-1), torch.tensor([50.0, 300.0]) / 64)
+    crops, coverage = sample_refine_crops(frame, torch.tensor([0, 0]), m, 96)
+    # The closed-form coverage is the sampling of the frame's all-ones channel.
+    torch.testing.assert_close(coverage[:, 0], crops[:, 2], atol=1e-4, rtol=0)
+    axis = torch.arange(96, dtype=torch.float32)
+    grid = torch.stack([axis.expand(96, 96), axis[:, None].expand(96, 96), torch.ones(96, 96)], -1)
+    expected = torch.einsum("nij,hwj->nihw", m[:, :2], grid)
+    inside = (crops[:, 2] > 0.999)[:, None].expand(-1, 2, -1, -1)
+    # Interior: the bilinear (and box-filtered) sample of a linear ramp is the ramp at the mapped point.
+    torch.testing.assert_close(crops[:, :2][inside], expected[inside], atol=1e-3, rtol=0)
+    # The 45°-rolled big face reaches outside the frame: there the crop is 0 (beyond the box filter's reach, 2 × 4 px).
+    outside = (expected[1, 0] < -8) | (expected[1, 0] > w + 8) | (expected[1, 1] < -8) | (expected[1, 1] > h + 8)
+    assert bool(outside.any()) and float(crops[1][:, outside].abs().max()) == 0.0
