@@ -35,6 +35,7 @@ from torch import nn
 from faceweave.analysis.face import Face
 from faceweave.errors import InvalidOption, ShapeError, check_shape
 from faceweave.models.blazeface import BlazeFace, load_blazeface
+from faceweave.models.tflite_graph import cuda_batch_bucket
 from faceweave.ops.warp import affine_grid
 
 # MediaPipe's NMS overlap threshold for BlazeFace (face_detection_*_common.pbtxt: min_suppression_threshold).
@@ -280,6 +281,32 @@ class FaceDetector(nn.Module):
             raise InvalidOption(f"min_face must be positive, got {min_face}")
         self.min_face = float(min_face)
         self.refine = refine
+
+    def forward_batch_sizes(self, height: int, width: int, batch: int) -> dict[str, list[int]]:
+        """The padded batch sizes (:func:`cuda_batch_bucket`) each net can be run at by :meth:`detect` on up to
+        ``batch`` frames of ``height × width``: whole-frame views of any subset of the frames, small-face tiles and
+        rotated retries for any number of frames without a face, and refinement crops of up to one face per frame.
+        """
+        tiles = tile_matrices(height, width, self.full.input_size, self.min_face).shape[0]
+        retries = len(RETRY_ANGLES) if self.rotation_retry else 0
+        short, full = set(range(1, batch + 1)), set(range(1, batch + 1))  # views of k frames; refinement crops
+        for k in range(1, batch + 1):
+            full.update(n * k for n in (tiles, retries) if n)
+            short.update([retries * k] if retries else [])
+        return {"short": sorted({cuda_batch_bucket(n) for n in short}),
+                "full": sorted({cuda_batch_bucket(n) for n in full})}
+
+    @torch.inference_mode()
+    def warm_up(self, height: int, width: int, batch: int) -> None:
+        """Run each net once at every size of :meth:`forward_batch_sizes`, so that on a GPU all their CUDA graphs are
+        captured before the first frame (a job's memory then does not depend on when a video first loses a face).
+        Nothing to do on the CPU."""
+        if self.device.type != "cuda":
+            return
+        for name, sizes in self.forward_batch_sizes(height, width, batch).items():
+            net = self.short if name == "short" else self.full
+            for n in sizes:
+                net(torch.zeros(n, 3, net.input_size, net.input_size, device=self.device, dtype=self.dtype))
 
     @torch.inference_mode()
     def detect(self, frames: torch.Tensor, *, min_score: float | None = None) -> list[list[Face]]:

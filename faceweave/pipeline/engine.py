@@ -142,10 +142,11 @@ class SwapEngine:
         On a GPU the first forward at each batch shape pays cuDNN's plan search (seconds per net on an H100; the
         nets pad batches to a few sizes, see :func:`~faceweave.models.tflite_graph.cuda_batch_bucket`) and the
         capture of its CUDA graph; without a face in the warm-up image FaceMesh never ran and a video's first
-        batches paid it instead. With ``frame_size`` ``(height, width)`` (video jobs on a GPU) the detector also
-        runs on a batch of blank frames of that size, which takes its slowest path (small-face tiles, rotated
-        retries): those shapes are then captured before the first frame, not whenever a video first loses a face,
-        so a job's peak GPU memory does not depend on its content or length.
+        batches paid it instead. With ``frame_size`` ``(height, width)`` (video jobs on a GPU) every net also runs at
+        every padded batch size a batch of such frames can need (:meth:`FaceDetector.forward_batch_sizes`: tiles
+        and rotated retries for any number of frames without a face; FaceMesh for up to one face per frame), so
+        those graphs are captured before the first frame, not whenever a video first loses a face, and a job's peak
+        GPU memory does not depend on its content or length (frames with several faces each can still add one).
         """
         from faceweave.data import media_path
         from faceweave.media.image import read_image
@@ -153,10 +154,14 @@ class SwapEngine:
         face = self.to_tensor(read_image(media_path("astronaut.png")).rgb)
         for count in sorted({1, 2, 4, self.settings.batch_size} & set(range(1, self.settings.batch_size + 1))):
             self.analyze(face.expand(count, -1, -1, -1))
-        if frame_size is not None:
-            height, width = frame_size
-            self.detector.detect(torch.zeros(self.settings.batch_size, 3, height, width, device=self.device,
-                                             dtype=self.dtype))
+        if frame_size is not None and self.device.type == "cuda":
+            from faceweave.models.facemesh import INPUT_SIZE
+            from faceweave.models.tflite_graph import cuda_batch_bucket
+
+            self.detector.warm_up(*frame_size, self.settings.batch_size)
+            with torch.inference_mode():  # FaceMesh: up to one face per frame of a batch
+                for n in sorted({cuda_batch_bucket(k) for k in range(1, self.settings.batch_size + 1)}):
+                    self.mesh.net(torch.zeros(n, 3, INPUT_SIZE, INPUT_SIZE, device=self.device, dtype=self.dtype))
 
     # --- stages -------------------------------------------------------------------------------------------
     def to_tensor(self, rgb: np.ndarray) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 from faceweave.analysis.detect import FaceDetector, crop_matrices, sample_crops
 from faceweave.models.blazeface import load_blazeface
 from faceweave.models.facemesh import INPUT_SIZE, load_facemesh
-from faceweave.models.tflite_graph import GraphNet, set_cuda_graphs
+from faceweave.models.tflite_graph import GraphNet, cuda_batch_bucket, set_cuda_graphs
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.settings import SwapSettings
 
@@ -144,3 +144,25 @@ def test_warm_up_captures_every_shape_a_video_needs(device: torch.device, media:
     assert (sum(before) > 0) == (device.type == "cuda")
     if device.type == "cuda":  # one pool for every graph of the engine
         assert len({id(n.graph_pool) for n in nets}) == 1 and nets[0].graph_pool is not None
+
+
+def test_forward_batch_sizes_cover_every_miss_pattern(media: Any) -> None:
+    # warm_up captures the nets at forward_batch_sizes: every size detect() really runs them at must be among them,
+    # whatever number of frames in a batch has no face (each missing frame adds tiles and rotated retries).
+    detector = FaceDetector()
+    height, width, batch = 1080, 1920, 4  # 6 small-face tiles per frame: more views than the 4 retries
+    face = torch.from_numpy(media.rgb("obama.jpg")).permute(2, 0, 1).float()[None] / 255
+    frame = torch.nn.functional.interpolate(face, size=(height, width), mode="bilinear")[0]
+    seen: dict[str, set[int]] = {"short": set(), "full": set()}
+    for name in seen:
+        net = getattr(detector, name)
+        original = net.net.forward
+        net.net.forward = lambda x, _n=name, _f=original: (seen[_n].add(int(x.shape[0])), _f(x))[1]
+    for missing in range(batch + 1):
+        frames = torch.stack([torch.zeros_like(frame) if k < missing else frame for k in range(batch)])
+        faces = detector.detect(frames)
+        assert [len(f) for f in faces] == [0] * missing + [1] * (batch - missing)
+    planned = detector.forward_batch_sizes(height, width, batch)
+    for name, sizes in seen.items():
+        assert {cuda_batch_bucket(n) for n in sizes} <= set(planned[name]), (name, sorted(sizes), planned[name])
+    assert max(seen["full"]) > batch  # the tiles and retries really ran
