@@ -155,10 +155,12 @@ class SwapEngine:
         for count in sorted({1, 2, 4, self.settings.batch_size} & set(range(1, self.settings.batch_size + 1))):
             self.analyze(face.expand(count, -1, -1, -1))
         if frame_size is not None and self.device.type == "cuda":
+            from faceweave.analysis.detect import FaceDetector
             from faceweave.models.facemesh import INPUT_SIZE
             from faceweave.models.tflite_graph import cuda_batch_bucket
 
-            self.detector.warm_up(*frame_size, self.settings.batch_size)
+            if isinstance(self.detector, FaceDetector):  # the ONNX detector plug-ins capture no graphs
+                self.detector.warm_up(*frame_size, self.settings.batch_size)
             with torch.inference_mode():  # FaceMesh: up to one face per frame of a batch
                 for n in sorted({cuda_batch_bucket(k) for k in range(1, self.settings.batch_size + 1)}):
                     self.mesh.net(torch.zeros(n, 3, INPUT_SIZE, INPUT_SIZE, device=self.device, dtype=self.dtype))
