@@ -29,7 +29,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from faceweave.analysis.detect import crop_matrices, roll_from_eyes
 from faceweave.analysis.face import Face
+from faceweave.analysis.track import box_iou
 from faceweave.errors import InvalidOption, check_shape
 from faceweave.models.onnx_runtime import OnnxModel
 from faceweave.models.onnx_zoo import RETINAFACE_MNET025
@@ -141,17 +143,16 @@ def refine_crop_matrices(
     """
     boxes, keypoints = boxes.float(), keypoints.float()
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    scale = (boxes[:, 2:] - boxes[:, :2]).amax(-1).clamp(min=1.0) / face_px  # frame pixels per crop pixel
-    eyes = keypoints[:, 1] - keypoints[:, 0]
-    roll = torch.atan2(eyes[:, 1], eyes[:, 0])
-    cos, sin = torch.cos(roll) * scale, torch.sin(roll) * scale
-    half = (size - 1) / 2
-    m = torch.zeros(boxes.shape[0], 3, 3, device=boxes.device)
-    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = cos, -sin, sin, cos
-    m[:, 0, 2] = centre[:, 0] - (cos - sin) * half
-    m[:, 1, 2] = centre[:, 1] - (sin + cos) * half
-    m[:, 2, 2] = 1.0
-    return m
+    side = (boxes[:, 2:] - boxes[:, :2]).amax(-1).clamp(min=1.0) * (size / face_px)  # crop side in frame pixels
+    m = crop_matrices(centre, side, roll_from_eyes(keypoints[:, 0], keypoints[:, 1]), size)
+    # crop_matrices maps continuous coordinates (0 = outer edge of the first pixel); here both sides are pixel
+    # centres: p_centre = M (u_centre + 0.5) - 0.5.
+    linear = m[:, :, :2]
+    out = torch.zeros(boxes.shape[0], 3, 3, device=boxes.device)
+    out[:, :2, :2] = linear
+    out[:, :2, 2] = m[:, :, 2] + 0.5 * linear.sum(-1) - 0.5
+    out[:, 2, 2] = 1.0
+    return out
 
 
 def sample_refine_crops(
@@ -199,14 +200,6 @@ def sample_refine_crops(
         cy = torch.minimum((gy + 1 + (f - 1) / 2) / f, (full_h + (f - 1) / 2 - gy) / f).clamp(0, 1)
         coverage[sel] = (cx * cy)[:, None].to(coverage.dtype)
     return out, coverage
-
-
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of boxes ``a (N, 4)`` with one box ``b (4,)``, ``x0, y0, x1, y1``: ``(N,)``."""
-    lt, rb = torch.maximum(a[:, :2], b[:2]), torch.minimum(a[:, 2:], b[2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a, area_b = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1), (b[2:] - b[:2]).clamp(min=0).prod()
-    return inter / (area_a + area_b - inter).clamp(min=1e-9)
 
 
 def make_face(box: torch.Tensor, score: float, keypoints: torch.Tensor) -> Face:
@@ -347,11 +340,11 @@ class RetinaFaceDetector:
             return None
         boxes, pts = decode_retinaface(loc[keep][None], landmarks[keep][None], priors[keep])
         boxes, pts, scores = boxes[0], pts[0], scores[keep]
-        near = box_iou(boxes, expected.to(boxes.device)) > 0.3
+        near = box_iou(boxes, expected.to(boxes.device)[None])[:, 0] > 0.3
         if not bool(near.any()):
             return None
         best = int(torch.where(near, scores, torch.zeros_like(scores)).argmax())
-        weights = scores * (box_iou(boxes, boxes[best]) > self.nms_iou)
+        weights = scores * (box_iou(boxes, boxes[best][None])[:, 0] > self.nms_iou)
         return (pts * weights[:, None, None]).sum(0) / weights.sum()
 
     def _select(
