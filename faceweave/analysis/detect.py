@@ -289,12 +289,11 @@ class FaceDetector(nn.Module):
         """
         tiles = tile_matrices(height, width, self.full.input_size, self.min_face).shape[0]
         retries = len(RETRY_ANGLES) if self.rotation_retry else 0
-        short, full = set(range(1, batch + 1)), set(range(1, batch + 1))  # views of k frames; refinement crops
-        for k in range(1, batch + 1):
-            full.update(n * k for n in (tiles, retries) if n)
-            short.update([retries * k] if retries else [])
-        return {"short": sorted({cuda_batch_bucket(n) for n in short}),
-                "full": sorted({cuda_batch_bucket(n) for n in full})}
+        frames = range(1, batch + 1)  # views of k frames, refinement crops of k faces, k frames without a face
+        short = [*frames, *(retries * k for k in frames)]
+        full = [*frames, *(retries * k for k in frames), *(tiles * k for k in frames)]
+        return {name: sorted({cuda_batch_bucket(n) for n in sizes if n}) for name, sizes in
+                (("short", short), ("full", full))}
 
     @torch.inference_mode()
     def warm_up(self, height: int, width: int, batch: int) -> None:
