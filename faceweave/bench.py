@@ -68,7 +68,8 @@ def synthesize_video(path: Path, *, width: int, height: int, seconds: float, fps
             ang = 8 * math.sin(2 * math.pi * t / 9)
             m = cv2.getRotationMatrix2D((img.shape[1] / 2, img.shape[0] / 2), ang, s)
             m[:, 2] += (cx - img.shape[1] / 2, cy - img.shape[0] / 2)
-            frame = cv2.warpAffine(img, m, (width, height), borderMode=cv2.BORDER_REFLECT)
+            # a black surround: a mirrored border would add mirrored copies of the face (2–4 faces per frame)
+            frame = cv2.warpAffine(img, m, (width, height), borderMode=cv2.BORDER_CONSTANT)
             for p in v.encode(av.VideoFrame.from_ndarray(np.asarray(frame, dtype=np.uint8), format="rgb24")):
                 out.mux(p)
         samples = np.sin(2 * np.pi * 440 * np.arange(int(seconds * 48000)) / 48000).astype(np.float32) * 0.3

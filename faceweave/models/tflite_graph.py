@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from faceweave.cuda_graphs import CapturedCall, GraphCache
 
 # NHWC axis -> NCHW axis for rank-4 tensors.
 _NHWC_TO_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
@@ -139,16 +139,6 @@ class TfResizeBilinear(nn.Module):
         return F.interpolate(x, size=self.size, mode="bilinear", align_corners=self.align_corners)
 
 
-@dataclass
-class CapturedForward:
-    """One CUDA graph of :meth:`GraphNet.run` at one input shape/dtype: replays read ``static_input`` and write
-    ``static_outputs`` (the same storage every replay)."""
-
-    graph: torch.cuda.CUDAGraph
-    static_input: torch.Tensor
-    static_outputs: tuple[torch.Tensor, ...]
-
-
 class GraphNet(nn.Module):
     """A tflite graph as an ``nn.Module``: ``forward(x (B,3,H,W) float)`` → tuple of the graph's outputs.
 
@@ -160,19 +150,15 @@ class GraphNet(nn.Module):
 
     Attributes:
         cuda_graphs: on CUDA, replay forwards from CUDA graphs (default True); False runs every op eagerly.
-        graph_pool: memory pool handle (``torch.cuda.graph_pool_handle()``) shared by the graphs of every net of one
-            engine, or None for a private pool per graph. Sharing is safe here because replays copy their outputs
-            out at once and the nets run one after another on one stream; the pool then holds the largest graph's
-            intermediates instead of the sum over every captured shape.
+        graphs: the :class:`~faceweave.cuda_graphs.GraphCache` of :meth:`run`, one graph per input shape.
+        graph_pool: its memory pool handle (``torch.cuda.graph_pool_handle()``), shared by the graphs of every net
+            of one engine, or None for a private pool per graph.
     """
 
     def __init__(self, program: dict[str, Any]) -> None:
         super().__init__()
         self.cuda_graphs = True
-        self.graph_pool: Any = None
-        self.captured: dict[tuple[Any, ...], CapturedForward] = {}
-        # Replays of one graph share its static buffers: the video pipeline's two threads must take turns.
-        self._graph_lock = threading.Lock()
+        self.graphs = GraphCache(self.run)
         self.program = program
         self.input_id: int = program["input"]
         self.output_ids: list[int] = program["outputs"]
@@ -249,37 +235,25 @@ class GraphNet(nn.Module):
             return self.replay(x)
         return self.run(x)
 
+    @property
+    def captured(self) -> dict[Any, CapturedCall]:
+        """The CUDA graphs captured so far, one per input shape/dtype/device."""
+        return self.graphs.captured
+
+    @property
+    def graph_pool(self) -> Any:
+        return self.graphs.pool
+
+    @graph_pool.setter
+    def graph_pool(self, pool: Any) -> None:
+        self.graphs.pool = pool
+
     def replay(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """:meth:`run` on CUDA through a graph captured at the first call with this shape/dtype/device.
 
         Returns fresh tensors (copies of the graph's static outputs), so results of earlier calls stay valid.
         """
-        key = (tuple(x.shape), x.dtype, x.device, torch.backends.cudnn.allow_tf32)
-        with self._graph_lock:
-            entry = self.captured.get(key)
-            if entry is None:
-                entry = self.captured[key] = self._capture(x)
-            with torch.inference_mode():
-                entry.static_input.copy_(x)
-                entry.graph.replay()
-            # outside inference mode the copies are ordinary tensors, whatever mode the caller is in
-            return tuple(out.clone() for out in entry.static_outputs)
-
-    def _capture(self, x: torch.Tensor) -> CapturedForward:
-        """Warm :meth:`run` up on a side stream (cuDNN plans, allocator), then capture it into a CUDA graph."""
-        with torch.inference_mode():
-            static_input = x.detach().clone(memory_format=torch.contiguous_format)
-            side = torch.cuda.Stream(device=x.device)
-            side.wait_stream(torch.cuda.current_stream(x.device))
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self.run(static_input)
-            torch.cuda.current_stream(x.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            # thread_local: the video pipeline's other thread may launch work while this one captures
-            with torch.cuda.graph(graph, pool=self.graph_pool, capture_error_mode="thread_local"):
-                static_outputs = self.run(static_input)
-        return CapturedForward(graph, static_input, static_outputs)
+        return self.graphs((tuple(x.shape), x.dtype, x.device, torch.backends.cudnn.allow_tf32), (x,))
 
     def run(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Run the graph's ops eagerly. Inference only: intermediates are freed after their last use and written in
@@ -370,7 +344,7 @@ def set_cuda_graphs(module: nn.Module, enabled: bool, pool: Any = None) -> None:
         if isinstance(sub, GraphNet):
             sub.cuda_graphs, sub.graph_pool = enabled, pool
             if not enabled:
-                sub.captured.clear()
+                sub.graphs.clear()
 
 
 def load_graphnet(path: Path) -> GraphNet:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from faceweave.cuda_graphs import device_constant
 from faceweave.errors import ShapeError, check_shape
 from faceweave.ops.filters import normalised_blur
 
@@ -24,6 +25,7 @@ _RGB2XYZ = (
     (0.019334, 0.119193, 0.950227),
 )
 _WHITE = (0.950456, 1.0, 1.088754)
+_XYZ2RGB = tuple(tuple(row) for row in torch.linalg.inv(torch.tensor(_RGB2XYZ, dtype=torch.float64)).tolist())
 _DELTA = 6.0 / 29.0
 
 
@@ -52,8 +54,8 @@ def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
     check_shape(x, ["B", "3", "H", "W"], "x")
     wd = _work_dtype(x.dtype)
     lin = _srgb_to_linear(x.to(wd))
-    m = torch.tensor(_RGB2XYZ, device=x.device, dtype=wd)
-    white = torch.tensor(_WHITE, device=x.device, dtype=wd).view(1, 3, 1, 1)
+    m = device_constant(_RGB2XYZ, x.device, wd)
+    white = device_constant(_WHITE, x.device, wd).view(1, 3, 1, 1)
     xyz = torch.einsum("ij,bjhw->bihw", m, lin) / white
     eps = _DELTA**3
     f = torch.where(xyz > eps, xyz.clamp_min(eps) ** (1.0 / 3.0), xyz / (3 * _DELTA**2) + 4.0 / 29.0)
@@ -80,8 +82,8 @@ def lab_to_rgb(lab: torch.Tensor, *, clamp: bool = True) -> torch.Tensor:
     fz = fy - v[:, 2] / 200.0
     f = torch.stack([fx, fy, fz], dim=1)
     xyz = torch.where(f > _DELTA, f**3, 3 * _DELTA**2 * (f - 4.0 / 29.0))
-    white = torch.tensor(_WHITE, device=lab.device, dtype=wd).view(1, 3, 1, 1)
-    m_inv = torch.linalg.inv(torch.tensor(_RGB2XYZ, dtype=torch.float64)).to(device=lab.device, dtype=wd)
+    white = device_constant(_WHITE, lab.device, wd).view(1, 3, 1, 1)
+    m_inv = device_constant(_XYZ2RGB, lab.device, wd)
     lin = torch.einsum("ij,bjhw->bihw", m_inv, xyz * white)
     rgb = _linear_to_srgb(lin)
     if clamp:
@@ -195,7 +197,7 @@ def transfer_colour_lab_from_lab(
 def luminance(x: torch.Tensor) -> torch.Tensor:
     """Rec. 601 luma of sRGB values: ``(B, 3, H, W)`` → ``(B, 1, H, W)``, same range as the input."""
     check_shape(x, ["B", "3", "H", "W"], "x")
-    w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    w = device_constant((0.299, 0.587, 0.114), x.device, x.dtype).view(1, 3, 1, 1)
     return (x * w).sum(dim=1, keepdim=True)
 
 

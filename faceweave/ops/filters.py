@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from faceweave.errors import InvalidOption, check_shape
 
-__all__ = ["gaussian_kernel1d", "gaussian_blur", "normalised_blur", "max_filter", "min_filter", "sliding_max"]
+__all__ = ["gaussian_kernel1d", "gaussian_blur", "gaussian_blur_traced", "normalised_blur", "max_filter", "min_filter",
+           "sliding_max"]
 
 
 def gaussian_kernel1d(
@@ -47,11 +48,13 @@ def _separable(x: torch.Tensor, k: torch.Tensor, padding_mode: str) -> torch.Ten
         p = F.pad(x, (r, r, 0, 0), mode=mode)
         out = p[..., 0:w] * taps[0]
         for i in range(1, len(taps)):
-            out.add_(p[..., i : i + w], alpha=taps[i])
+            if taps[i]:  # a traced kernel's taps past its own radius are 0
+                out.add_(p[..., i : i + w], alpha=taps[i])
         p = F.pad(out, (0, 0, r, r), mode=mode)
         out = p[..., 0:h, :] * taps[0]
         for i in range(1, len(taps)):
-            out.add_(p[..., i : i + h, :], alpha=taps[i])
+            if taps[i]:
+                out.add_(p[..., i : i + h, :], alpha=taps[i])
         return out
     flat = x.reshape(b * c, 1, h, w)
     out = F.conv2d(F.pad(flat, (r, r, 0, 0), mode=mode), k.view(1, 1, 1, -1))
@@ -77,6 +80,21 @@ def gaussian_blur(x: torch.Tensor, sigma: float, *, padding: str = "replicate") 
     if padding == "reflect" and k.numel() // 2 >= min(x.shape[-2:]):
         padding = "replicate"  # reflect cannot pad by more than the image size
     return _separable(x, k, padding)
+
+
+def gaussian_blur_traced(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float, *, padding: str = "replicate"
+                         ) -> torch.Tensor:
+    """:func:`gaussian_blur` with ``sigma`` a 0-dim tensor on ``x``'s device (``0 < sigma <= max_sigma``): the kernel
+    has the fixed length ``2·ceil(3·max_sigma) + 1``, its taps past ``ceil(3·sigma)`` zero, so the result equals
+    ``gaussian_blur(x, float(sigma))`` (up to rounding) while the kernels launched do not depend on ``sigma`` and
+    nothing waits for the device (CUDA graphs).
+    """
+    check_shape(x, ["B", "C", "H", "W"], "x")
+    r = int(math.ceil(3.0 * max_sigma))
+    xs = torch.arange(-r, r + 1, device=x.device, dtype=torch.float64)
+    s = sigma.to(x.device, torch.float64)
+    k = torch.exp(-0.5 * (xs / s) ** 2) * (xs.abs() <= torch.ceil(3.0 * s)).to(torch.float64)
+    return _separable(x, (k / k.sum()).to(x.dtype), padding)
 
 
 def normalised_blur(x: torch.Tensor, weight: torch.Tensor, sigma: float, eps: float = 1e-6) -> torch.Tensor:

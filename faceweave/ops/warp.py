@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from faceweave.errors import InvalidOption, ShapeError, check_shape
 from faceweave.ops.geometry import invert_affine
 
-__all__ = ["affine_grid", "warp_affine", "pixel_to_normalised", "rasterise_triangles", "piecewise_affine_warp"]
+__all__ = ["affine_grid", "warp_affine", "pixel_to_normalised", "rasterise_triangles", "triangle_blocks",
+           "piecewise_affine_warp"]
 
 _PADDING = {"zeros": "zeros", "border": "border", "reflection": "reflection"}
 
@@ -135,21 +136,53 @@ def _triangle_setup(dst_pts: torch.Tensor, triangles: torch.Tensor) -> tuple[tor
     return v0, einv, valid
 
 
+def triangle_blocks(dst_pts: torch.Tensor, triangles: torch.Tensor, size: Sequence[int], tile: int = 8
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``tile × tile`` blocks :func:`rasterise_triangles` tests for each triangle, on the points' device.
+
+    Returns:
+        ``(lo, hi, ntiles)``: ``(B, T, 2)`` first and last pixel centre (x, y) inside each triangle's bounding box
+        (clipped to the image) and ``(B, T, 2)`` long block counts along x and y (0 for degenerate triangles), so a
+        triangle has ``ntiles[..., 0] · ntiles[..., 1]`` blocks. Call it on host points to know a batch's block
+        count without a device sync.
+    """
+    pts = dst_pts.to(_work_dtype(dst_pts.dtype))
+    tri_long = triangles.to(device=pts.device, dtype=torch.long)
+    _, _, valid = _triangle_setup(pts, tri_long)
+    return _block_grid(pts[:, tri_long], valid, int(size[0]), int(size[1]), tile)
+
+
+def _block_grid(tri: torch.Tensor, valid: torch.Tensor, h: int, w: int, tile: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`triangle_blocks` from the triangles' vertices ``(B, T, 3, 2)`` and validity ``(B, T)``."""
+    lo = torch.ceil(tri.amin(dim=2)).clamp_min(0)  # first pixel centre inside the bbox
+    hi = torch.floor(tri.amax(dim=2))
+    hi = torch.stack([hi[..., 0].clamp(max=w - 1), hi[..., 1].clamp(max=h - 1)], -1)
+    ext = (hi - lo + 1).clamp_min(0)  # (B,T,2) bbox extent in pixels (0 if outside/empty)
+    ntiles = torch.ceil(ext / tile).long()
+    ntiles = torch.where(valid.unsqueeze(-1), ntiles, torch.zeros_like(ntiles))
+    return lo, hi, ntiles
+
+
 def rasterise_triangles(
-    dst_pts: torch.Tensor, triangles: torch.Tensor, size: Sequence[int], *, tile: int = 8
+    dst_pts: torch.Tensor, triangles: torch.Tensor, size: Sequence[int], *, tile: int = 8,
+    max_blocks: int | None = None,
 ) -> torch.Tensor:
     """Index of the triangle covering each pixel centre, rasterised on the device.
 
     Each triangle's bounding box is cut into ``tile × tile`` blocks; all blocks of all triangles are tested
     at once with barycentric coordinates (work ∝ total bbox area, not T·H·W). Where triangles share an edge the
     higher index wins (deterministic ``scatter_reduce(amax)``); either is correct since adjacent piecewise-affine
-    maps agree on the shared edge. One host sync (the number of blocks) per call.
+    maps agree on the shared edge. One host sync (the number of blocks) per call, unless ``max_blocks`` is given.
 
     Args:
         dst_pts: ``(B, N, 2)`` mesh vertices (x, y) in output pixel coordinates.
         triangles: ``(T, 3)`` long vertex indices.
         size: output ``(H, W)``.
         tile: block size in pixels.
+        max_blocks: a fixed number of blocks to test (shapes then depend only on the arguments' shapes, as a CUDA
+            graph needs): blocks past the batch's own count are inert, and blocks past ``max_blocks`` are NOT
+            rasterised — check the count first (:func:`triangle_blocks` on host points).
 
     Returns:
         ``(B, H, W)`` long tensor, triangle index or −1 where no triangle covers the pixel centre.
@@ -162,22 +195,25 @@ def rasterise_triangles(
     pts = dst_pts.to(_work_dtype(dst_pts.dtype))
     tri_long = triangles.to(device=dev, dtype=torch.long)
     v0, einv, valid = _triangle_setup(pts, tri_long)
-    tri = pts[:, tri_long]  # (B,T,3,2)
-    lo = torch.ceil(tri.amin(dim=2)).clamp_min(0)  # first pixel centre inside the bbox
-    hi = torch.floor(tri.amax(dim=2))
-    hi = torch.minimum(hi, torch.tensor([w - 1, h - 1], device=dev, dtype=hi.dtype))
-    ext = (hi - lo + 1).clamp_min(0)  # (B,T,2) bbox extent in pixels (0 if outside/empty)
-    ntiles = torch.ceil(ext / tile).long()
-    ntiles = torch.where(valid.unsqueeze(-1), ntiles, torch.zeros_like(ntiles))
+    lo, hi, ntiles = _block_grid(pts[:, tri_long], valid, h, w, tile)
     per_tri = (ntiles[..., 0] * ntiles[..., 1]).reshape(-1)  # (B*T,)
-    flat_ids = torch.repeat_interleave(torch.arange(bsz * n_tri, device=dev), per_tri)  # the host sync
+    if max_blocks is None:
+        flat_ids = torch.repeat_interleave(torch.arange(bsz * n_tri, device=dev), per_tri)  # the host sync
+        in_use = None
+    else:
+        # block k belongs to the triangle whose running block count first exceeds k; blocks past the total are
+        # marked unused (they test triangle 0's first block and scatter nothing)
+        ends = torch.cumsum(per_tri, 0)
+        flat_ids = torch.searchsorted(ends, torch.arange(int(max_blocks), device=dev), right=True)
+        in_use = flat_ids < bsz * n_tri
+        flat_ids = torch.where(in_use, flat_ids, torch.zeros_like(flat_ids))
     ids = torch.full((bsz, h * w), -1, device=dev, dtype=torch.long)
     if flat_ids.numel() == 0:
         return ids.view(bsz, h, w)
     # index of each block within its triangle's bbox
     starts = torch.cumsum(per_tri, 0) - per_tri
     local = torch.arange(flat_ids.numel(), device=dev) - starts[flat_ids]
-    ntx = ntiles.reshape(-1, 2)[flat_ids, 0]
+    ntx = ntiles.reshape(-1, 2)[flat_ids, 0].clamp_min(1)  # unused blocks may point at a degenerate triangle
     bx = (local % ntx) * tile
     by = torch.div(local, ntx, rounding_mode="floor") * tile
     lo_f = lo.reshape(-1, 2)[flat_ids]
@@ -199,6 +235,8 @@ def rasterise_triangles(
     eps = 1e-5  # closes cracks between neighbours from rounding; a pixel on a shared edge may hit both
     inside = (l1 >= -eps) & (l2 >= -eps) & (l12 <= 1 + eps)
     inside &= (px <= hi_f[:, 0, None, None]) & (py <= hi_f[:, 1, None, None])
+    if in_use is not None:
+        inside &= in_use[:, None, None]
     batch_idx = torch.div(flat_ids, n_tri, rounding_mode="floor")
     tri_idx = flat_ids - batch_idx * n_tri
     # No boolean indexing (nonzero is slow and syncs): outside pixels scatter −1, which amax ignores; their
@@ -229,6 +267,7 @@ def piecewise_affine_warp(
     out_size: Sequence[int],
     *,
     grid_size: int | None = None,
+    max_blocks: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Piecewise-affine warp of a texture from a source mesh onto a destination mesh.
 
@@ -249,6 +288,7 @@ def piecewise_affine_warp(
         triangles: ``(T, 3)`` long vertex indices (shared by the batch).
         out_size: output ``(H, W)``.
         grid_size: optional coarse grid resolution for the sampling map.
+        max_blocks: rasterise with this fixed number of blocks (no host sync; see :func:`rasterise_triangles`).
 
     Returns:
         ``(warped, coverage)``: ``(B, C, H, W)`` in the dtype of ``src_img`` and ``(B, 1, H, W)`` in [0, 1]
@@ -277,7 +317,7 @@ def piecewise_affine_warp(
         # coarse cell centres span the output with the same pixel-centre convention (resize semantics)
         scale = torch.tensor([rw / w, rh / h], device=dev, dtype=wd)
         dp_r = (dp + 0.5) * scale - 0.5
-    ids = rasterise_triangles(dp_r, tri, (rh, rw))  # (B,rh,rw)
+    ids = rasterise_triangles(dp_r, tri, (rh, rw), max_blocks=max_blocks)  # (B,rh,rw)
     maps = _triangle_maps(sp, dp_r, tri)  # (B,T,2,3) coarse-dst → src
     covered = ids >= 0
     safe_ids = ids.clamp_min(0).view(bsz, -1)

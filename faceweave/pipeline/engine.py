@@ -7,7 +7,7 @@ them for batches of frames: decode → detect → landmarks → select → swap 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,12 @@ import torch
 from faceweave.analysis.face import Face
 from faceweave.analysis.identity import face_identity
 from faceweave.analysis.select import select_faces
+from faceweave.cuda_graphs import GraphCache
 from faceweave.device import resolve_device, resolve_dtype
 from faceweave.errors import NoFaceInReference, NoFaceInSource
 from faceweave.models.tflite_graph import set_cuda_graphs
 from faceweave.settings import SwapSettings
-from faceweave.swap.mesh import SourceTexture, prepare_source_texture, swap_faces
+from faceweave.swap.mesh import CROP_SIZES, SourceTexture, crop_graphs, prepare_source_texture, swap_faces
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class SwapEngine:
         self._swapper: Any = None
         self._enhancer: Any = None
         self._pool: Any = None
+        self._swap_graphs: Any = None
         if self.settings.swapper != "mesh":
             from faceweave.swap.onnx import load_swapper
 
@@ -101,6 +103,15 @@ class SwapEngine:
         if self._pool is None and self.device.type == "cuda" and self.settings.cuda_graphs:
             self._pool = torch.cuda.graph_pool_handle()
         return self._pool
+
+    @property
+    def crop_graphs(self) -> GraphCache | None:
+        """The built-in swapper's CUDA graphs (:func:`~faceweave.swap.mesh.crop_graphs`): on CUDA with
+        ``cuda_graphs``, except for the Poisson blend, which waits for the device; else None (eager)."""
+        if (self._swap_graphs is None and self.device.type == "cuda" and self.settings.cuda_graphs
+                and self.settings.swapper == "mesh" and self.settings.blend != "poisson"):
+            self._swap_graphs = crop_graphs(self.settings, self._graph_pool())
+        return self._swap_graphs
 
     @property
     def mesh(self) -> Any:
@@ -147,13 +158,15 @@ class SwapEngine:
         and rotated retries for any number of frames without a face; FaceMesh for up to one face per frame), so
         those graphs are captured before the first frame, not whenever a video first loses a face, and a job's peak
         GPU memory does not depend on its content or length (frames with several faces each can still add one).
+        The built-in swapper's graphs (:attr:`crop_graphs`) are captured likewise: every crop size, for every padded
+        face count up to one face per frame.
         """
         from faceweave.data import media_path
         from faceweave.media.image import read_image
 
         face = self.to_tensor(read_image(media_path("astronaut.png")).rgb)
         for count in sorted({1, 2, 4, self.settings.batch_size} & set(range(1, self.settings.batch_size + 1))):
-            self.analyze(face.expand(count, -1, -1, -1))
+            found = self.analyze(face.expand(count, -1, -1, -1))
         if frame_size is not None and self.device.type == "cuda":
             from faceweave.analysis.detect import FaceDetector
             from faceweave.models.facemesh import INPUT_SIZE
@@ -161,9 +174,33 @@ class SwapEngine:
 
             if isinstance(self.detector, FaceDetector):  # the ONNX detector plug-ins capture no graphs
                 self.detector.warm_up(*frame_size, self.settings.batch_size)
+            buckets = sorted({cuda_batch_bucket(k) for k in range(1, self.settings.batch_size + 1)})
             with torch.inference_mode():  # FaceMesh: up to one face per frame of a batch
-                for n in sorted({cuda_batch_bucket(k) for k in range(1, self.settings.batch_size + 1)}):
+                for n in buckets:
                     self.mesh.net(torch.zeros(n, 3, INPUT_SIZE, INPUT_SIZE, device=self.device, dtype=self.dtype))
+            if self.crop_graphs is not None and found[0]:
+                self._warm_up_swap(face, found[0][0], frame_size, buckets)
+
+    def _warm_up_swap(self, image: torch.Tensor, face: Face, frame_size: tuple[int, int], counts: Sequence[int]
+                      ) -> None:
+        """Capture the swap's graphs (every crop size, each face count in ``counts``) on frames of ``frame_size``
+        with the bundled face at opposite corners: the paste then covers the whole frame, the most memory a batch's
+        paste can take, so the peak is reached here and not whenever a video first has faces far apart."""
+        height, width = frame_size
+        h, w = min(image.shape[-2], height), min(image.shape[-1], width)
+        n = max(counts)
+        frames = torch.zeros(n, 3, height, width, device=self.device, dtype=self.dtype)
+        faces = []
+        for k in range(n):
+            x0, y0 = (0, 0) if k % 2 == 0 else (width - w, height - h)
+            frames[k, :, y0 : y0 + h, x0 : x0 + w] = image[0, :, :h, :w]
+            assert face.landmarks is not None
+            faces.append(replace(face, landmarks=face.landmarks + face.landmarks.new_tensor([x0, y0, 0.0])))
+        source = prepare_source_texture(image, face)
+        for count in counts:
+            items = [(k, faces[k], source) for k in range(count)]
+            for size in CROP_SIZES:
+                swap_faces(frames[:count], items, self.settings, graphs=self.crop_graphs, crop_size=size)
 
     # --- stages -------------------------------------------------------------------------------------------
     def to_tensor(self, rgb: np.ndarray) -> torch.Tensor:
@@ -239,7 +276,7 @@ class SwapEngine:
             out = self._swapper.swap(frames, items) if items else frames
         else:
             mesh_items = [(b, f, sources[s].texture) for b, row in enumerate(plan) for f, s in row]
-            out = swap_faces(frames, mesh_items, self.settings)
+            out = swap_faces(frames, mesh_items, self.settings, graphs=self.crop_graphs)
         if self._enhancer is not None and any(plan):
             out = self._enhancer.enhance(out, [[f for f, _ in row] for row in plan])
         return out

@@ -10,8 +10,10 @@ the device/dtype of the frames.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,14 +21,16 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from faceweave.analysis.face import Face
+from faceweave.cuda_graphs import GraphCache
 from faceweave.errors import InvalidOption
 from faceweave.models import topology
+from faceweave.models.tflite_graph import cuda_batch_bucket
 from faceweave.ops.blend import feather_blend, laplacian_pyramid_blend, paste_back_region, poisson_blend
 from faceweave.ops.colour import rgb_to_lab, transfer_colour_lab_from_lab, transfer_shading
-from faceweave.ops.filters import gaussian_blur
+from faceweave.ops.filters import gaussian_blur_traced
 from faceweave.ops.geometry import estimate_similarity, transform_points
 from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
-from faceweave.ops.warp import piecewise_affine_warp, warp_affine
+from faceweave.ops.warp import piecewise_affine_warp, triangle_blocks, warp_affine
 from faceweave.settings import SwapSettings
 
 #: Side of the aligned source texture crop. 512 keeps the detail of typical portraits (inswapper works at 128).
@@ -49,6 +53,9 @@ SHADING_SIGMA = 0.4
 #: How much of the target's finest grain to put back on a magnified source texture (more hides blur, but also
 #: brings back a little of the target's identity).
 GRAIN_WEIGHT = 0.5
+#: Grain is restored only on faces magnified more than this, with a blur of at most this sigma (px).
+GRAIN_MIN_MAGNIFICATION = 1.25
+GRAIN_MAX_SIGMA = 3.0
 
 # Points whose position carries expression more than identity: shape transfer moves them less.
 _EXPRESSIVE = sorted(set(topology.LIPS_INNER) | set(topology.LIPS_OUTER) | set(topology.LEFT_EYE)
@@ -202,21 +209,28 @@ def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, settin
     return mask, stats
 
 
-def _restore_grain(warped: torch.Tensor, target: torch.Tensor, skin: torch.Tensor, magnification: float
+def _restore_grain(warped: torch.Tensor, target: torch.Tensor, skin: torch.Tensor, grain: torch.Tensor | None
                    ) -> torch.Tensor:
     """Add the target's finest skin grain where the source texture was magnified (a small source face on a large
     target face comes out smooth and waxy, and its blur makes the blend border stand out).
 
-    Only frequencies above the magnification's own blur are taken (sigma ≈ 0.5 × magnification), so the target's
-    features (eyes, wrinkles at face scale) do not leak back; ``(F, 3, S, S)`` in and out. ``magnification``: the
-    largest target-face size over the source face's size in its own image's pixels.
+    Only frequencies above the magnification's own blur are taken (sigma ≈ 0.5 × magnification, see
+    :func:`_grain_parameters`), so the target's features (eyes, wrinkles at face scale) do not leak back;
+    ``(F, 3, S, S)`` in and out. ``grain``: ``(2,)`` float32 on the device, the blur's sigma and the weight (0:
+    unchanged), or None for no grain. The sigma is a tensor so the kernels do not depend on it (CUDA graphs).
     """
-    if magnification < 1.25:
+    if grain is None:
         return warped
-    sigma = min(3.0, 0.5 * magnification)
-    grain = target - gaussian_blur(target, sigma)
-    weight = GRAIN_WEIGHT * min(1.0, (magnification - 1.0) / 2.0)
-    return warped + weight * skin * grain
+    detail = target - gaussian_blur_traced(target, grain[0], GRAIN_MAX_SIGMA)
+    return warped + grain[1].to(warped.dtype) * skin * detail
+
+
+def _grain_parameters(magnification: float) -> tuple[float, float]:
+    """``(sigma, weight)`` of :func:`_restore_grain` for a batch whose faces are magnified up to ``magnification``
+    (the largest target-face size over the source face's size in its own image's pixels); weight 0 below 1.25×."""
+    if magnification < GRAIN_MIN_MAGNIFICATION:
+        return 1.0, 0.0
+    return min(GRAIN_MAX_SIGMA, 0.5 * magnification), GRAIN_WEIGHT * min(1.0, (magnification - 1.0) / 2.0)
 
 
 def _magnification(src_pts: torch.Tensor, dst_pts: torch.Tensor, src_scale: torch.Tensor) -> float:
@@ -237,83 +251,93 @@ def _texture_box(points: torch.Tensor, size: int) -> tuple[int, int, int, int]:
     return y0, y1, x0, x1
 
 
+def face_size_in_crop(size: int) -> float:
+    """A face's size (the larger side of its mesh's bounding box) in a ``size`` crop: every crop is cut around its
+    face's mesh with :data:`CROP_MARGIN`, so this depends on the crop size alone."""
+    return size / (1 + 2 * CROP_MARGIN)
+
+
+@functools.lru_cache(maxsize=64)
+def fixed_texture_box(size: int) -> tuple[int, int, int, int]:
+    """The texture box that holds any face's mesh in a ``size`` crop (a square of :func:`face_size_in_crop` around
+    the crop's centre, grown like :func:`_texture_box`): its shape depends on ``size`` alone, as a CUDA graph
+    needs. Wider than a face's own box along x (faces are taller than wide)."""
+    centre, half = size / 2 - 0.5, face_size_in_crop(size) / 2
+    lo = max(0, math.floor(centre - half) - TEXTURE_PAD)
+    hi = min(size, max(lo + 1, math.ceil(centre + half) + TEXTURE_PAD + 1))
+    return lo, hi, lo, hi
+
+
+def block_capacity(size: int, faces: int) -> int:
+    """Rasteriser blocks (8 × 8 px) a CUDA graph of ``faces`` faces at crop ``size`` tests: the triangles' bounding
+    boxes overlap and cut blocks at their edges, so a face needs more blocks than its area holds. Real faces use
+    about half of this (see tests/swap/test_mesh_swap.py); a batch over it runs eagerly."""
+    y0, y1, x0, x1 = fixed_texture_box(size)
+    area_blocks = ((y1 - y0) // 8 + 1) * ((x1 - x0) // 8 + 1)
+    return faces * (3 * area_blocks + 4 * len(topology.TRIANGLES))
+
+
 def _crop_size(boxes: torch.Tensor) -> int:
     """One working size for a batch: the largest face's native size, clamped, a multiple of 32."""
     side = float(boxes[:, 2].max())
     return int(min(MAX_CROP, max(MIN_CROP, 32 * round(side / 32))))
 
 
-def swap_faces(
-    frames: torch.Tensor,
-    items: Sequence[tuple[int, Face, SourceTexture]],
+#: Every crop size :func:`_crop_size` can pick (a CUDA-graph warm-up captures each).
+CROP_SIZES = tuple(range(MIN_CROP, MAX_CROP + 1, 32))
+
+
+def swap_in_crops(
+    target_crops: torch.Tensor,
+    texture: torch.Tensor,
+    faces: torch.Tensor,
+    *,
     settings: SwapSettings,
-) -> torch.Tensor:
-    """Swap faces into frames.
+    box: tuple[int, int, int, int],
+    max_blocks: int | None = None,
+    grain: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The swap inside the face crops: warp the source texture onto the output mesh, build the masks, match colour,
+    lighting and grain, and blend. Shapes and kernels depend only on the arguments' shapes, ``box`` and the settings
+    when ``max_blocks`` is given, and nothing waits for the device, so a CUDA graph can replay it.
 
     Args:
-        frames: ``(B, 3, H, W)`` float ``[0, 1]`` RGB, any device/dtype (float32 on CPU).
-        items: ``(frame index, target face with landmarks, prepared source)`` per face to swap.
-        settings: swapper options (``shape_transfer``, ``keep_mouth``, ``keep_eyes``, ``colour_transfer``,
-            ``blend``, ``mask_erosion``, ``mask_feather``).
+        target_crops: ``(F, 3, S, S)`` float ``[0, 1]`` RGB target face crops (any float dtype).
+        texture: ``(F, 3, T, T)`` each face's source texture: CIELAB float32 with ``colour_transfer="lab"``, else RGB
+            in the crops' dtype.
+        faces: ``(F, 12·468 + 2)`` float32: source points (texture pixels), output and target meshes (crop pixels),
+            each ``(468, 2)`` flattened, then the grain's sigma and weight (:func:`_grain_parameters`).
+        settings: swapper options (``keep_mouth``, ``keep_eyes``, ``colour_transfer``, ``blend``, ``mask_erosion``,
+            ``mask_feather``; ``blend="poisson"`` waits for the device).
+        box: ``(y0, y1, x0, x1)`` the texture box, holding every output mesh plus :data:`TEXTURE_PAD`.
+        max_blocks: the rasteriser's fixed block count (None: the exact count, one device sync).
+        grain: restore the target's grain (False skips the step: the caller knows its weight is 0).
 
     Returns:
-        ``(B, 3, H, W)`` like ``frames``; pixels outside every face mask are bit-identical to the input.
-
-    The geometry (output mesh, crop boxes and sizes, magnification) is computed on the host from the landmarks,
-    which live there, and copied to the device once, so the batch needs no device→host sync for its sizes. Masks
-    and colour statistics are built on a ``MASK_SIZE`` grid of the crop and only the image work runs at the crop's
-    native resolution.
+        ``(composite, mask)``: ``(F, 3, S, S)`` blended crops in the crops' dtype, ``[0, 1]``, and ``(F, 1, S, S)``
+        the blend mask (where the composite replaces the frame).
     """
-    if not items:
-        return frames
-    dev, dt = frames.device, frames.dtype
-    host = torch.device("cpu")
-    # --- geometry, on the host ------------------------------------------------------------------------------
-    tgt = torch.stack([f.landmarks[:, :2] for _, f, _ in items]).to(host, torch.float32)  # type: ignore[index]
-    src_pts = torch.stack([s.points for _, _, s in items]).to(host, torch.float32)
-    geo = output_geometry(tgt, src_pts, settings.shape_transfer)
-    box = _square_box(geo, CROP_MARGIN)
-    size = _crop_size(box)
-    m = _crop_matrix(box, size)  # (F, 2, 3) frame → crop, float32
-    geo_c = transform_points(m, geo)
-    tgt_c = transform_points(m, tgt)
-    face_sizes = (geo_c.max(1).values - geo_c.min(1).values).max(1).values  # (F,) crop pixels
-    face_px = float(face_sizes.max())
-    magnification = _magnification(src_pts, geo_c, torch.tensor([s.scale for _, _, s in items]))
-    frame_of = [i for i, _, _ in items]
-    # one host→device copy (pinned, asynchronous on a GPU) for every per-face array the device stages need
-    packed = torch.cat([m.flatten(1), src_pts.flatten(1), geo_c.flatten(1), tgt_c.flatten(1),
-                        torch.tensor(frame_of, dtype=torch.float32)[:, None]], 1)
-    if dev.type == "cuda":
-        packed = packed.pin_memory()
-    packed = packed.to(dev, non_blocking=True)
-    n_pts = src_pts.shape[1]
-    m_d = packed[:, :6].view(-1, 2, 3)
-    src_d, geo_d, tgt_d = (packed[:, 6 + k * 2 * n_pts : 6 + (k + 1) * 2 * n_pts].view(-1, n_pts, 2)
-                           for k in range(3))
-    idx = packed[:, -1].long()
+    dev, dt = target_crops.device, target_crops.dtype
+    size = target_crops.shape[-1]
+    n_pts = (faces.shape[1] - 2) // 6
+    src_d, geo_d, tgt_d = (faces[:, k * 2 * n_pts : (k + 1) * 2 * n_pts].reshape(-1, n_pts, 2) for k in range(3))
+    face_px = face_size_in_crop(size)
+    ry0, ry1, rx0, rx1 = box
+    inner = (slice(ry0, ry1), slice(rx0, rx1))
     with record_function("swap.warp"):
-        # one face per frame, in order (the usual video case): no gathered copy of whole frames
-        source_frames = frames if frame_of == list(range(frames.shape[0])) else frames[idx]
-        target_crops = warp_affine(source_frames, m_d, (size, size), padding="border")
-        # With the LAB transfer the texture is sampled in LAB (converted once per job): the per-frame work is then
-        # one LAB→RGB conversion, not two conversions.
-        in_lab = settings.colour_transfer == "lab"
-        tex = torch.cat([_texture(s, in_lab) for _, _, s in items]).to(dev, torch.float32 if in_lab else dt)
         # The texture work (warp, colour, lighting, grain) only matters inside the output mesh: it runs on the
-        # meshes' bounding box over the batch plus TEXTURE_PAD, about half the crop (its margin serves the blend).
-        ry0, ry1, rx0, rx1 = _texture_box(geo_c, size)
-        inner = (slice(ry0, ry1), slice(rx0, rx1))
-        geo_in = torch.stack([geo_d[..., 0] - rx0, geo_d[..., 1] - ry0], -1)  # no host→device copy
+        # texture box, about half the crop (the crop's margin serves the blend).
+        geo_in = torch.stack([geo_d[..., 0] - rx0, geo_d[..., 1] - ry0], -1)
         # coordinates stay float32 whatever the image dtype (see ops/warp.py)
-        warped_in, cov_in = piecewise_affine_warp(tex, src_d, geo_in, _triangles(dev), (ry1 - ry0, rx1 - rx0))
+        warped_in, cov_in = piecewise_affine_warp(texture, src_d, geo_in, _triangles(dev), (ry1 - ry0, rx1 - rx0),
+                                                  max_blocks=max_blocks)
         coverage = cov_in.new_zeros(cov_in.shape[0], 1, size, size)
         coverage[..., ry0:ry1, rx0:rx1] = cov_in
 
     with record_function("swap.mask"):
         res = min(size, MASK_SIZE)
         cov_small = coverage.float() if res == size else F.interpolate(coverage.float(), size=(res, res), mode="area")
-        mask, stats = _region_masks(geo_d, tgt_d, size, settings, cov_small, float(face_sizes.mean()))
+        mask, stats = _region_masks(geo_d, tgt_d, size, settings, cov_small, face_px)
         if res != size:
             mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
             skin = F.interpolate(stats, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
@@ -332,7 +356,7 @@ def swap_faces(
             # lighting lives at tens of pixels: estimate it at ≥ 4 px per blur sigma (16× less work at 512²)
             warped_in = transfer_shading(warped_in, target_in, skin_in, sigma=sigma,
                                          downscale=max(1, int(sigma // 4)))
-        warped_in = _restore_grain(warped_in, target_in, skin_in, magnification)
+        warped_in = _restore_grain(warped_in, target_in, skin_in, faces[0, -2:] if grain else None)
         warped = target_crops.clone()
         warped[..., ry0:ry1, rx0:rx1] = torch.where(cov_in > 0, warped_in, target_in).clamp(0, 1)
 
@@ -345,6 +369,92 @@ def swap_faces(
         else:
             composite = feather_blend(warped, target_crops, mask)
         composite = composite.clamp(0, 1)
+    return composite, mask
+
+
+def swap_faces(
+    frames: torch.Tensor,
+    items: Sequence[tuple[int, Face, SourceTexture]],
+    settings: SwapSettings,
+    *,
+    graphs: Callable[[Hashable, Sequence[torch.Tensor]], tuple[torch.Tensor, ...]] | None = None,
+    crop_size: int | None = None,
+) -> torch.Tensor:
+    """Swap faces into frames.
+
+    Args:
+        frames: ``(B, 3, H, W)`` float ``[0, 1]`` RGB, any device/dtype (float32 on CPU).
+        items: ``(frame index, target face with landmarks, prepared source)`` per face to swap.
+        settings: swapper options (``shape_transfer``, ``keep_mouth``, ``keep_eyes``, ``colour_transfer``,
+            ``blend``, ``mask_erosion``, ``mask_feather``).
+        graphs: on CUDA, a :class:`~faceweave.cuda_graphs.GraphCache` of :func:`swap_in_crops` (see
+            :func:`crop_graphs`): the work inside the crops is then replayed from a graph per crop size and padded
+            face count, on the fixed texture box. None: run it eagerly on the faces' own box.
+        crop_size: force the working crop size (warm-up); default: from the largest face.
+
+    Returns:
+        ``(B, 3, H, W)`` like ``frames``; pixels outside every face mask are bit-identical to the input.
+
+    The geometry (output mesh, crop boxes and sizes, magnification) is computed on the host from the landmarks,
+    which live there, and copied to the device once, so the batch needs no device→host sync for its sizes. Masks
+    and colour statistics are built on a ``MASK_SIZE`` grid of the crop and only the image work runs at the crop's
+    native resolution.
+    """
+    if not items:
+        return frames
+    dev, dt = frames.device, frames.dtype
+    host = torch.device("cpu")
+    # --- geometry, on the host ------------------------------------------------------------------------------
+    tgt = torch.stack([f.landmarks[:, :2] for _, f, _ in items]).to(host, torch.float32)  # type: ignore[index]
+    src_pts = torch.stack([s.points for _, _, s in items]).to(host, torch.float32)
+    geo = output_geometry(tgt, src_pts, settings.shape_transfer)
+    box = _square_box(geo, CROP_MARGIN)
+    size = crop_size or _crop_size(box)
+    m = _crop_matrix(box, size)  # (F, 2, 3) frame → crop, float32
+    geo_c = transform_points(m, geo)
+    tgt_c = transform_points(m, tgt)
+    magnification = _magnification(src_pts, geo_c, torch.tensor([s.scale for _, _, s in items]))
+    frame_of = [i for i, _, _ in items]
+    n_faces = len(items)
+    graphed = graphs is not None
+    if graphed:
+        tex_box = fixed_texture_box(size)
+        n_graph = cuda_batch_bucket(n_faces)
+        max_blocks = block_capacity(size, n_graph)
+        y0, _, x0, _ = tex_box
+        blocks = triangle_blocks(geo_c - torch.tensor([x0, y0]), _triangles(host),
+                                 (tex_box[1] - tex_box[0], tex_box[3] - tex_box[2]))[2]
+        # a margin for the device's rounding; a batch over the graph's capacity runs eagerly
+        graphed = int(blocks.prod(-1).sum()) <= max_blocks - 16 * n_faces
+    if not graphed:
+        tex_box = _texture_box(geo_c, size)
+    grain = torch.tensor(_grain_parameters(magnification)).expand(n_faces, 2)
+    # one host→device copy (pinned, asynchronous on a GPU) for every per-face array the device stages need
+    packed = torch.cat([m.flatten(1), src_pts.flatten(1), geo_c.flatten(1), tgt_c.flatten(1), grain,
+                        torch.tensor(frame_of, dtype=torch.float32)[:, None]], 1)
+    if dev.type == "cuda":
+        packed = packed.pin_memory()
+    packed = packed.to(dev, non_blocking=True)
+    m_d = packed[:, :6].view(-1, 2, 3)
+    idx = packed[:, -1].long()
+    with record_function("swap.warp"):
+        # one face per frame, in order (the usual video case): no gathered copy of whole frames
+        source_frames = frames if frame_of == list(range(frames.shape[0])) else frames[idx]
+        target_crops = warp_affine(source_frames, m_d, (size, size), padding="border")
+        # With the LAB transfer the texture is sampled in LAB (converted once per job): the per-frame work is then
+        # one LAB→RGB conversion, not two conversions.
+        in_lab = settings.colour_transfer == "lab"
+        tex = torch.cat([_texture(s, in_lab) for _, _, s in items]).to(dev, torch.float32 if in_lab else dt)
+    faces = packed[:, 6:-1]
+    if graphed:
+        assert graphs is not None
+        pad = n_graph - n_faces  # padded with copies of the last face, whose results are dropped
+        inputs = [x if pad == 0 else torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
+                  for x in (target_crops, tex, faces)]
+        composite, mask = (out[:n_faces] for out in graphs((n_graph, size, tex_box, dt, tex.dtype), inputs))
+    else:
+        composite, mask = swap_in_crops(target_crops, tex, faces, settings=settings, box=tex_box,
+                                        grain=magnification >= GRAIN_MIN_MAGNIFICATION)
 
     out = frames.clone()
     # Paste face by face in rounds (at most one face per frame each round) so overlapping faces compose.
@@ -360,6 +470,20 @@ def swap_faces(
             if region is not None:
                 out[f_idx, :, y0:y1, x0:x1] = region
     return out
+
+
+def crop_graphs(settings: SwapSettings, pool: Any = None) -> GraphCache:
+    """A CUDA-graph cache of :func:`swap_in_crops` for :func:`swap_faces` (``graphs=``), keyed by padded face count,
+    crop size, texture box and dtypes. Not for ``blend="poisson"``, which waits for the device."""
+    if settings.blend == "poisson":
+        raise InvalidOption("the Poisson blend cannot be replayed from a CUDA graph", hint="use cuda_graphs=False")
+
+    def run(target_crops: torch.Tensor, texture: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        size = target_crops.shape[-1]
+        return swap_in_crops(target_crops, texture, faces, settings=settings, box=fixed_texture_box(size),
+                             max_blocks=block_capacity(size, target_crops.shape[0]))
+
+    return GraphCache(run, pool)
 
 
 def _texture(source: SourceTexture, lab: bool) -> torch.Tensor:

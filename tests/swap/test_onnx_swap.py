@@ -119,7 +119,9 @@ def test_inswapper_matches_numpy_reference(faces, model_dir: Path, device, dtype
     assert np.percentile(diff, 99.9) < 0.03 * tol
     # The swap really changed the face, and far from it nothing moved (bit-identical).
     assert np.abs(got - tgt_img)[alpha[..., 0] > 0.9].mean() > 0.05
-    far = alpha[..., 0] == 0
+    # one pixel of margin: where OpenCV's warped mask is exactly 0 at its edge ours can be 1e-7 (fp16 on CUDA moved
+    # such a pixel once the keypoints changed)
+    far = cv2.erode((alpha[..., 0] == 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     assert torch.equal(out[0][:, torch.from_numpy(far)], frames[0][:, torch.from_numpy(far)])
 
 

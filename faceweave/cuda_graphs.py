@@ -1,0 +1,108 @@
+"""CUDA-graph replay of a tensor function with fixed shapes: capture once per key, then replay.
+
+The face work is launch-bound on a GPU: hundreds of small kernels per batch whose Python dispatch and launches
+cost more host time than the GPU spends running them. A CUDA graph records the kernels of one call and replays
+them with one launch. What a replay needs, and what :class:`GraphCache` provides:
+
+* fixed shapes and no host work inside the function (no ``.item()``, no host→device copies, no data-dependent
+  shapes): the caller picks a key that fixes every shape (batch padded to a bucket, crop size, …);
+* static input buffers: each call's inputs are copied into them before the replay. Inputs of the same shape and
+  dtype share one buffer across keys (a texture of a fixed size serves every crop size);
+* outputs copied out after the replay, so results outlive the next replay, and a lock, because the video
+  pipeline's two threads may replay the same graph.
+
+Graphs may share one memory pool (``torch.cuda.graph_pool_handle()``) with other caches of the same engine: safe
+because replays copy their outputs out at once and run one after another on one stream; the pool then holds the
+largest graph's intermediates instead of their sum.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class CapturedCall:
+    """One CUDA graph of the cached function: replays read ``static_inputs`` and write ``static_outputs`` (the same
+    storage every replay)."""
+
+    graph: torch.cuda.CUDAGraph
+    static_inputs: tuple[torch.Tensor, ...]
+    static_outputs: tuple[torch.Tensor, ...]
+
+
+class GraphCache:
+    """Replays ``fn(*inputs) -> tuple of tensors`` from CUDA graphs, one per key.
+
+    Args:
+        fn: a function of CUDA tensors whose kernels depend only on the key and the inputs' shapes, with no host
+            synchronisation and no host→device copies (tensor constants it needs must already be on the device).
+        pool: graph memory pool shared with other caches, or None for a private pool per graph.
+    """
+
+    def __init__(self, fn: Callable[..., tuple[torch.Tensor, ...]], pool: Any = None) -> None:
+        self.fn = fn
+        self.pool = pool
+        self.captured: dict[Hashable, CapturedCall] = {}
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, key: Hashable, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """``fn(*inputs)``, replayed from the graph of ``key`` (captured on its first call). Returns new tensors."""
+        with self._lock:
+            entry = self.captured.get(key)
+            if entry is None:
+                entry = self.captured[key] = self._capture(inputs)
+            with torch.inference_mode():
+                for buffer, x in zip(entry.static_inputs, inputs, strict=True):
+                    buffer.copy_(x)
+                entry.graph.replay()
+            # outside inference mode the copies are ordinary tensors, whatever mode the caller is in
+            return tuple(out.clone() for out in entry.static_outputs)
+
+    def clear(self) -> None:
+        """Drop every graph and buffer (their memory returns to the pool / allocator)."""
+        with self._lock:
+            self.captured.clear()
+            self._buffers.clear()
+
+    def _buffer(self, x: torch.Tensor) -> torch.Tensor:
+        """The static buffer for inputs shaped like ``x`` (shared by every graph of this cache)."""
+        slot = (tuple(x.shape), x.dtype, x.device)
+        if slot not in self._buffers:
+            self._buffers[slot] = torch.empty_like(x, memory_format=torch.contiguous_format)
+        buffer = self._buffers[slot]
+        buffer.copy_(x)
+        return buffer
+
+    def _capture(self, inputs: Sequence[torch.Tensor]) -> CapturedCall:
+        """Warm ``fn`` up on a side stream (cuDNN plans, allocator, cached constants), then capture it."""
+        device = inputs[0].device
+        with torch.inference_mode():
+            static_inputs = tuple(self._buffer(x) for x in inputs)
+            side = torch.cuda.Stream(device=device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self.fn(*static_inputs)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: the video pipeline's other thread may launch work while this one captures
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+                static_outputs = tuple(self.fn(*static_inputs))
+        return CapturedCall(graph, static_inputs, static_outputs)
+
+
+@functools.lru_cache(maxsize=256)
+def device_constant(values: tuple[Any, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small constant tensor (nested tuples of numbers) made once per device and dtype. Read only.
+
+    Making it per call is a host→device copy that waits for the GPU, and cannot happen inside a graph capture.
+    """
+    return torch.tensor(values, dtype=dtype).to(device)
