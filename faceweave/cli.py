@@ -82,7 +82,7 @@ def swap(
     dtype: Annotated[str | None, typer.Option(help="auto, float32, float16, bfloat16")] = None,
     batch_size: Annotated[int | None, typer.Option(help="frames per batch (video)")] = None,
     devices: Annotated[str | None, typer.Option(help="video: split segments across devices, e.g. 0,1")] = None,
-    cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", help="GPU: replay the analysis nets from CUDA graphs")] = None,
+    cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", help="GPU: replay the analysis nets and the swap from CUDA graphs")] = None,
     video_codec: Annotated[str | None, typer.Option(help="libx264, libx265, libsvtav1, … (default: auto)")] = None,
     crf: Annotated[int | None, typer.Option(help="encoder quality (lower is better)")] = None,
     preset: Annotated[str | None, typer.Option(help="encoder preset, e.g. veryfast")] = None,

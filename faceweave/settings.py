@@ -60,7 +60,9 @@ class SwapSettings(BaseModel):
     dtype: DTypeName = "auto"
     batch_size: int = Field(8, ge=1, le=256)
     devices: str | None = Field(None, description="video segments across devices, e.g. '0,1' (GPUs) or 'cpu,cpu'")
-    cuda_graphs: bool = Field(True, description="on a GPU, replay the analysis nets from CUDA graphs (fixed shapes)")
+    cuda_graphs: bool = Field(
+        True, description="on a GPU, replay the analysis nets and the built-in swap from CUDA graphs (fixed shapes)"
+    )
 
     # --- limits --------------------------------------------------------------------------------------------
     max_pixels: int = Field(80_000_000, ge=1, description="largest decoded image/frame area accepted")
