@@ -19,12 +19,15 @@ largest graph's intermediates instead of their sum.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,15 +53,25 @@ class GraphCache:
         self.fn = fn
         self.pool = pool
         self.captured: dict[Hashable, CapturedCall] = {}
+        self.failed: dict[Hashable, str] = {}  # keys whose capture raised: run eagerly, with the reason
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
         self._lock = threading.Lock()
 
     def __call__(self, key: Hashable, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """``fn(*inputs)``, replayed from the graph of ``key`` (captured on its first call). Returns new tensors."""
+        """``fn(*inputs)``, replayed from the graph of ``key`` (captured on its first call). Returns new tensors.
+
+        A key whose capture fails (an op that cannot be captured: a bug) is logged once and then runs eagerly.
+        """
         with self._lock:
             entry = self.captured.get(key)
+            if entry is None and key not in self.failed:
+                try:
+                    entry = self.captured[key] = self._capture(inputs)
+                except RuntimeError as exc:  # a bug (an op that cannot be captured), not bad input: stay correct
+                    self.failed[key] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    log.warning("CUDA-graph capture failed for %s (%s); running it eagerly", key, self.failed[key])
             if entry is None:
-                entry = self.captured[key] = self._capture(inputs)
+                return tuple(self.fn(*inputs))
             with torch.inference_mode():
                 for buffer, x in zip(entry.static_inputs, inputs, strict=True):
                     buffer.copy_(x)
@@ -70,6 +83,7 @@ class GraphCache:
         """Drop every graph and buffer (their memory returns to the pool / allocator)."""
         with self._lock:
             self.captured.clear()
+            self.failed.clear()
             self._buffers.clear()
 
     def _buffer(self, x: torch.Tensor) -> torch.Tensor:
