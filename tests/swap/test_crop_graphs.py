@@ -171,3 +171,23 @@ def test_warm_up_captures_every_swap_graph(media: type) -> None:
     out = engine.swap(frames, [engine.select(row, sources) for row in faces], sources)
     assert len(graphs.captured) == len(mesh.CROP_SIZES)
     assert float((out.float() - frames.float()).abs().max()) > 0.2
+
+
+def test_swap_warm_up_frames_smaller_than_the_face_image(media: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The swap warm-up (CUDA-only in ``warm_up``) places the bundled face at opposite corners of frames of the
+    job's size, cropped where the frame is smaller than the photo; here it runs eagerly on the CPU."""
+    engine = SwapEngine(SwapSettings(device="cpu", enhancer=None))
+    image = engine.to_tensor(media.rgb("astronaut.png"))
+    face = engine.analyze(image)[0][0]
+    calls: list[int] = []
+    real = mesh.swap_faces
+
+    def counting(*args: Any, **kwargs: Any) -> torch.Tensor:
+        out = real(*args, **kwargs)
+        assert out.shape[-2:] == (360, 640) and bool(torch.isfinite(out).all())
+        calls.append(kwargs["crop_size"])
+        return out
+
+    monkeypatch.setattr("faceweave.pipeline.engine.swap_faces", counting)
+    engine._warm_up_swap(image, face, (360, 640), [2])
+    assert calls == list(mesh.CROP_SIZES)
