@@ -71,6 +71,7 @@ class SwapEngine:
         self._enhancer: Any = None
         self._pool: Any = None
         self._swap_graphs: Any = None
+        self._warmed: set[tuple[int, int] | None] = set()  # frame sizes warm_up has run for (None: no frame size)
         if self.settings.swapper != "mesh":
             from faceweave.swap.onnx import load_swapper
 
@@ -164,6 +165,8 @@ class SwapEngine:
         from faceweave.data import media_path
         from faceweave.media.image import read_image
 
+        if frame_size in self._warmed:  # an engine serves many jobs: warm once per frame size
+            return
         face = self.to_tensor(read_image(media_path("astronaut.png")).rgb)
         for count in sorted({1, 2, 4, self.settings.batch_size} & set(range(1, self.settings.batch_size + 1))):
             found = self.analyze(face.expand(count, -1, -1, -1))
@@ -180,6 +183,7 @@ class SwapEngine:
                     self.mesh.net(torch.zeros(n, 3, INPUT_SIZE, INPUT_SIZE, device=self.device, dtype=self.dtype))
             if self.crop_graphs is not None and found[0]:
                 self._warm_up_swap(face, found[0][0], frame_size, buckets)
+        self._warmed.add(frame_size)
 
     def _warm_up_swap(self, image: torch.Tensor, face: Face, frame_size: tuple[int, int], counts: Sequence[int]
                       ) -> None:
