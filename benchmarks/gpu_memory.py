@@ -5,7 +5,8 @@
 
 Runs the single-process streaming pipeline on the first ``--short`` and ``--long`` seconds of the same clip (in
 that order, one engine each) and prints ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved`` (peaks reset
-before each run) and the NVML peak of the whole card for both, and their ratios.
+before each run) and the NVML peak of the whole card for both, and their ratios; for each run also when the peak
+rose (frames done, after each batch; 0 = the warm-up) and how many CUDA graphs each of the engine's caches holds.
 
 Without ``--input`` it synthesises a ``--size`` clip of ``--long`` seconds with audio (``faceweave.bench``'s moving
 face and tone) at ``--synth-fps``. A low frame rate keeps a 10-minute clip affordable: the pipeline holds at most
@@ -26,8 +27,19 @@ import torch
 
 from faceweave.bench import GpuMonitor, synthesize_video
 from faceweave.data import media_path
+from faceweave.models.tflite_graph import GraphNet
+from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.video import swap_video
+from faceweave.progress import Progress
 from faceweave.settings import SwapSettings
+
+
+def graph_counts(engine: SwapEngine) -> dict[str, int]:
+    """CUDA graphs the engine's caches hold (all captured at warm-up when none is added during the run)."""
+    nets = {f"{owner}.{name}": len(m.captured) for owner in ("detector", "mesh")
+            for name, m in getattr(engine, owner).named_modules() if isinstance(m, GraphNet)}
+    nets["swap"] = len(engine.crop_graphs.captured) if engine.crop_graphs is not None else 0
+    return nets
 
 
 def main() -> None:
@@ -56,9 +68,18 @@ def main() -> None:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         settings = SwapSettings(device="cuda", dtype="float16", trim_end=str(seconds), batch_size=args.batch_size)
+        engine = SwapEngine(settings)
+        peak_steps: list[tuple[int, float]] = []  # (frames done, peak allocated MB) each time the peak rose > 1 MB
+
+        def trace(p: Progress, steps: list[tuple[int, float]] = peak_steps) -> None:
+            peak = torch.cuda.max_memory_allocated() / 2**20
+            if not steps or peak > steps[-1][1] + 1:
+                steps.append((p.frames_done, round(peak, 1)))
+
         with GpuMonitor() as mon:
             t0 = time.perf_counter()
-            res = swap_video([media_path("astronaut.png")], src, tmp / f"o{seconds:g}.mp4", settings)
+            res = swap_video([media_path("astronaut.png")], src, tmp / f"o{seconds:g}.mp4", settings, engine=engine,
+                             progress=trace)
             dt = time.perf_counter() - t0
         runs[f"{seconds:g}s"] = {
             "frames": res.frames, "faces_swapped": res.faces_swapped, "seconds": round(dt, 1),
@@ -67,6 +88,8 @@ def main() -> None:
             "peak_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1),
             "nvml_peak_used_mb": mon.summary()["gpu_mem_peak_mb"],  # whole card: CUDA context included
             "process_max_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_steps": peak_steps,  # when the peak was reached: frames done (0: warm-up), MB
+            "graphs": graph_counts(engine),
         }
         report["runs"] = runs
         print(json.dumps(runs), flush=True)
