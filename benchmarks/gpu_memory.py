@@ -17,6 +17,7 @@ on the frame size and batch size, not on how many frames or seconds the video ha
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import tempfile
@@ -65,8 +66,12 @@ def main() -> None:
     report["input"] = str(src)
     runs: dict = {}
     for seconds in (args.short, args.long):
+        # the previous run's engine must be gone: its nets and CUDA graphs form reference cycles (a graph cache
+        # holds its net's bound method), which only the cycle collector frees, and its graph pools with them
+        gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+        at_start = torch.cuda.memory_allocated() / 2**20
         settings = SwapSettings(device="cuda", dtype="float16", trim_end=str(seconds), batch_size=args.batch_size)
         engine = SwapEngine(settings)
         peak_steps: list[tuple[int, float]] = []  # (frames done, peak allocated MB) each time the peak rose > 1 MB
@@ -88,9 +93,11 @@ def main() -> None:
             "peak_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1),
             "nvml_peak_used_mb": mon.summary()["gpu_mem_peak_mb"],  # whole card: CUDA context included
             "process_max_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "allocated_at_start_mb": round(at_start, 1),  # should be ~0: nothing left from the previous run
             "peak_steps": peak_steps,  # when the peak was reached: frames done (0: warm-up), MB
             "graphs": graph_counts(engine),
         }
+        del engine, res
         report["runs"] = runs
         print(json.dumps(runs), flush=True)
         if args.json:
