@@ -4,12 +4,13 @@
     python benchmarks/gpu_memory.py --synth-fps 5 --short 10 --long 600 --json mem.json
 
 Runs the single-process streaming pipeline on the first ``--short`` and ``--long`` seconds of the same clip (in
-that order, one engine each) and prints ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved`` (peaks reset
-before each run) and the NVML peak of the whole card for both, and their ratios; for each run also when the peak
-rose (frames done, after each batch; 0 = the warm-up) and how many CUDA graphs each of the engine's caches holds.
+that order, each in a fresh process) and prints ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved`` and
+the NVML peak of the whole card for both, and their ratios; for each run also when the peak rose (frames done,
+after each batch; 0 = before the warm-up) and how many CUDA graphs each of the engine's caches holds.
 
 Without ``--input`` it synthesises a ``--size`` clip of ``--long`` seconds with audio (``faceweave.bench``'s moving
-face and tone) at ``--synth-fps``. A low frame rate keeps a 10-minute clip affordable: the pipeline holds at most
+face and tone) at ``--synth-fps``. A low frame rate keeps a 10-minute clip affordable (at 3 fps its first 10 s are
+only 30 frames, too few to reach the pipeline's steady state; 10 fps gives 100): the pipeline holds at most
 a fixed number of batches in flight (``QUEUE_BATCHES`` per queue × ``--batch-size`` frames), so its memory depends
 on the frame size and batch size, not on how many frames or seconds the video has. Needs a CUDA GPU.
 """
@@ -17,9 +18,10 @@ on the frame size and batch size, not on how many frames or seconds the video ha
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +45,37 @@ def graph_counts(engine: SwapEngine) -> dict[str, int]:
     return nets
 
 
+def measure(src: Path, seconds: float, batch_size: int, out_dir: Path) -> dict:
+    """One streaming swap of the first ``seconds`` of ``src`` with a fresh engine; its GPU memory figures."""
+    torch.cuda.reset_peak_memory_stats()
+    at_start = torch.cuda.memory_allocated() / 2**20
+    settings = SwapSettings(device="cuda", dtype="float16", trim_end=str(seconds), batch_size=batch_size)
+    engine = SwapEngine(settings)
+    peak_steps: list[tuple[int, float]] = []  # (frames done, peak allocated MB) each time the peak rose > 1 MB
+
+    def trace(p: Progress) -> None:
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        if not peak_steps or peak > peak_steps[-1][1] + 1:
+            peak_steps.append((p.frames_done, round(peak, 1)))
+
+    with GpuMonitor() as mon:
+        t0 = time.perf_counter()
+        res = swap_video([media_path("astronaut.png")], src, out_dir / f"o{seconds:g}.mp4", settings, engine=engine,
+                         progress=trace)
+        dt = time.perf_counter() - t0
+    return {
+        "frames": res.frames, "faces_swapped": res.faces_swapped, "seconds": round(dt, 1),
+        "fps": round(res.frames / dt, 1),  # includes CUDA/cuDNN start-up, model loading and the warm-up
+        "peak_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+        "peak_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1),
+        "nvml_peak_used_mb": mon.summary()["gpu_mem_peak_mb"],  # whole card: CUDA context included
+        "process_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "allocated_at_start_mb": round(at_start, 1),
+        "peak_steps": peak_steps,  # when the peak rose: frames done (0: before the warm-up), MB
+        "graphs": graph_counts(engine),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--input", type=Path, help="video to swap (default: synthesise one)")
@@ -52,8 +85,12 @@ def main() -> None:
     ap.add_argument("--size", default="1920x1080", help="synthesised frame size WxH")
     ap.add_argument("--synth-fps", type=int, default=30, help="frame rate of a synthesised clip")
     ap.add_argument("--json", type=Path, help="write the results here (rewritten after each run)")
+    ap.add_argument("--one-run", type=float, default=None, help=argparse.SUPPRESS)  # internal: a child process
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
+    if args.one_run is not None:  # the child: one run, its figures as the last line of stdout
+        print(json.dumps(measure(args.input, args.one_run, args.batch_size, tmp)), flush=True)
+        return
     report: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "batch_size": args.batch_size}
     src = args.input
     if src is None:
@@ -66,38 +103,13 @@ def main() -> None:
     report["input"] = str(src)
     runs: dict = {}
     for seconds in (args.short, args.long):
-        # the previous run's engine must be gone: its nets and CUDA graphs form reference cycles (a graph cache
-        # holds its net's bound method), which only the cycle collector frees, and its graph pools with them
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        at_start = torch.cuda.memory_allocated() / 2**20
-        settings = SwapSettings(device="cuda", dtype="float16", trim_end=str(seconds), batch_size=args.batch_size)
-        engine = SwapEngine(settings)
-        peak_steps: list[tuple[int, float]] = []  # (frames done, peak allocated MB) each time the peak rose > 1 MB
-
-        def trace(p: Progress, steps: list[tuple[int, float]] = peak_steps) -> None:
-            peak = torch.cuda.max_memory_allocated() / 2**20
-            if not steps or peak > steps[-1][1] + 1:
-                steps.append((p.frames_done, round(peak, 1)))
-
-        with GpuMonitor() as mon:
-            t0 = time.perf_counter()
-            res = swap_video([media_path("astronaut.png")], src, tmp / f"o{seconds:g}.mp4", settings, engine=engine,
-                             progress=trace)
-            dt = time.perf_counter() - t0
-        runs[f"{seconds:g}s"] = {
-            "frames": res.frames, "faces_swapped": res.faces_swapped, "seconds": round(dt, 1),
-            "fps": round(res.frames / dt, 1),  # the first run includes CUDA/cuDNN start-up and model loading
-            "peak_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
-            "peak_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1),
-            "nvml_peak_used_mb": mon.summary()["gpu_mem_peak_mb"],  # whole card: CUDA context included
-            "process_max_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "allocated_at_start_mb": round(at_start, 1),  # should be ~0: nothing left from the previous run
-            "peak_steps": peak_steps,  # when the peak was reached: frames done (0: warm-up), MB
-            "graphs": graph_counts(engine),
-        }
-        del engine, res
+        # a process per run: CUDA and cuBLAS keep per-process state (workspaces, cached constants) that a second
+        # run in the same process would inherit
+        child = subprocess.run([sys.executable, __file__, "--input", str(src), "--one-run", str(seconds),
+                                "--batch-size", str(args.batch_size)], capture_output=True, text=True, check=False)
+        if child.returncode != 0:
+            raise SystemExit(f"the {seconds:g} s run failed:\n{child.stderr[-3000:]}")
+        runs[f"{seconds:g}s"] = json.loads(child.stdout.strip().splitlines()[-1])
         report["runs"] = runs
         print(json.dumps(runs), flush=True)
         if args.json:
