@@ -62,6 +62,8 @@ class GraphCache:
 
         A key whose capture fails (an op that cannot be captured: a bug) is logged once and then runs eagerly.
         """
+        # the inputs' shapes and dtypes are part of every key: a graph replays fixed shapes only
+        key = (key, tuple((tuple(x.shape), x.dtype) for x in inputs))
         with self._lock:
             entry = self.captured.get(key)
             if entry is None and key not in self.failed:
