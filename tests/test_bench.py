@@ -34,7 +34,8 @@ def test_bench_cpu_report(tmp_path: Path) -> None:
     assert row["video_path"] == pytest.approx(row["detect"] / 5 + row["landmarks"] + row["swap_blend"], abs=2e-3)
     e2e = report["end_to_end"]["cpu"]
     assert e2e["frames"] == 60 and e2e["faces_swapped"] > 0
-    assert e2e["ratio_to_plain_segments"] == pytest.approx(e2e["fps"] / plain["segments_x2"], rel=0.02)
+    # the report rounds ratios to 3 decimals: an absolute tolerance for small ratios
+    assert e2e["ratio_to_plain_segments"] == pytest.approx(e2e["fps"] / plain["segments_x2"], rel=0.02, abs=6e-4)
     best = max(plain["single"], plain["segments_x2"])
-    assert e2e["ratio_to_best_plain"] == pytest.approx(e2e["fps"] / best, rel=0.02)
+    assert e2e["ratio_to_best_plain"] == pytest.approx(e2e["fps"] / best, rel=0.02, abs=6e-4)
     assert "| cpu_fp32 | 2 |" in proc.stdout  # the printed table has the measured row

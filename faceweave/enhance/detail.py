@@ -106,9 +106,10 @@ def sharpen_faces(
                for cx, cy, _, _ in ellipses]
     region = torch.stack([frames[b, :, y0 : y0 + win_h, x0 : x0 + win_w]
                           for (b, _), (x0, y0) in zip(flat, origins, strict=True)]).float()
-    mask = feathered_ellipse(torch.tensor(ellipses, device=frames.device),
-                             torch.tensor(origins, device=frames.device, dtype=torch.float32), (win_h, win_w),
-                             feather)
+    # one asynchronous copy of the per-face numbers (tensors made on the device from lists would each wait for it)
+    geometry = torch.tensor([[*e, *o] for e, o in zip(ellipses, origins, strict=True)], dtype=torch.float32)
+    geometry = (geometry.pin_memory() if frames.is_cuda else geometry).to(frames.device, non_blocking=True)
+    mask = feathered_ellipse(geometry[:, :4], geometry[:, 4:], (win_h, win_w), feather)
     detail = (region - gaussian_blur(region, sigma)).clamp(-clip, clip)
     sharpened = (region + strength * mask * detail).clamp(0.0, 1.0).to(frames.dtype)
     out = frames.clone()

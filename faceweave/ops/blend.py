@@ -343,7 +343,7 @@ def paste_back_region(
     if x1 <= x0 or y1 <= y0:
         return None, (x0, y0, x1, y1)
     shift = torch.tensor([[1.0, 0.0, -x0], [0.0, 1.0, -y0]], device=M.device, dtype=wd).expand_as(crop_to_frame)
-    crop_to_box = compose_affine(shift, crop_to_frame).to(frames.device)
+    crop_to_box = compose_affine(shift, crop_to_frame)  # where M is: warp_affine copies it once, asynchronously
     size = (y1 - y0, x1 - x0)
     fg = warp_affine(crop, crop_to_box, size).to(frames.dtype)
     # bilinear weights are convex, so only rounding can leave [0, 1]; no clamp at 0 (kink exactly where mask = 0)

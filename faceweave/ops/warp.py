@@ -88,7 +88,8 @@ def warp_affine(
 
     Args:
         img: ``(B, C, H, W)`` floating images.
-        M: ``(B, 2, 3)`` matrix mapping input pixel coords → output pixel coords (src→dst, OpenCV's direction).
+        M: ``(B, 2, 3)`` matrix mapping input pixel coords → output pixel coords (src→dst, OpenCV's direction);
+            on the host or on ``img``'s device (a host matrix costs a CUDA image no device sync).
         size: output ``(h, w)``.
         mode: ``"bilinear"`` or ``"nearest"``.
         padding: ``"zeros"``, ``"border"`` or ``"reflection"``.
@@ -106,10 +107,15 @@ def warp_affine(
         raise InvalidOption(f"unknown mode {mode!r}", hint="use bilinear or nearest")
     h, w = int(size[0]), int(size[1])
     wd = _work_dtype(img.dtype)
+    # The matrices are computed where M is: from host matrices (the geometry of a batch usually lives there) a
+    # device image gets one asynchronous copy of theta; building them on the device would wait for it (small
+    # tensors made from host data, a 3×3 inverse) three times per call.
     dst_to_src = invert_affine(M.to(wd))
-    n_src = pixel_to_normalised((img.shape[-2], img.shape[-1]), device=img.device, dtype=wd)
-    n_dst_inv = torch.linalg.inv(pixel_to_normalised((h, w), device=img.device, dtype=torch.float64)).to(wd)
+    n_src = pixel_to_normalised((img.shape[-2], img.shape[-1]), device=M.device, dtype=wd)
+    n_dst_inv = torch.linalg.inv(pixel_to_normalised((h, w), device=M.device, dtype=torch.float64)).to(wd)
     theta = n_src @ _to3x3(dst_to_src) @ n_dst_inv  # normalised dst → normalised src
+    if theta.device != img.device:
+        theta = (theta.pin_memory() if img.is_cuda else theta).to(img.device, non_blocking=True)
     grid = affine_grid(theta[:, :2, :], (h, w))
     out = F.grid_sample(img.to(wd), grid, mode=mode, padding_mode=padding, align_corners=False)
     return out.to(img.dtype)

@@ -430,22 +430,21 @@ def swap_faces(
         tex_box = _texture_box(geo_c, size)
     grain = torch.tensor(_grain_parameters(magnification)).expand(n_faces, 2)
     # one host→device copy (pinned, asynchronous on a GPU) for every per-face array the device stages need
-    packed = torch.cat([m.flatten(1), src_pts.flatten(1), geo_c.flatten(1), tgt_c.flatten(1), grain,
+    packed = torch.cat([src_pts.flatten(1), geo_c.flatten(1), tgt_c.flatten(1), grain,
                         torch.tensor(frame_of, dtype=torch.float32)[:, None]], 1)
     if dev.type == "cuda":
         packed = packed.pin_memory()
     packed = packed.to(dev, non_blocking=True)
-    m_d = packed[:, :6].view(-1, 2, 3)
     idx = packed[:, -1].long()
     with record_function("swap.warp"):
         # one face per frame, in order (the usual video case): no gathered copy of whole frames
         source_frames = frames if frame_of == list(range(frames.shape[0])) else frames[idx]
-        target_crops = warp_affine(source_frames, m_d, (size, size), padding="border")
+        target_crops = warp_affine(source_frames, m, (size, size), padding="border")  # host m: no device sync
         # With the LAB transfer the texture is sampled in LAB (converted once per job): the per-frame work is then
         # one LAB→RGB conversion, not two conversions.
         in_lab = settings.colour_transfer == "lab"
         tex = torch.cat([_texture(s, in_lab) for _, _, s in items]).to(dev, torch.float32 if in_lab else dt)
-    faces = packed[:, 6:-1]
+    faces = packed[:, :-1]
     if graphed:
         assert graphs is not None
         pad = n_graph - n_faces  # padded with copies of the last face, whose results are dropped

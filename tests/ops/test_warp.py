@@ -248,3 +248,13 @@ def test_piecewise_speed_print(face: np.ndarray) -> None:
         f"piecewise_affine_warp 256², T={len(tri)}: median {np.median(times) * 1e3:.1f} ms, "
         f"min {min(times) * 1e3:.1f} ms ({torch.get_num_threads()} threads)"
     )
+
+
+def test_host_matrix_equals_device_matrix(face: np.ndarray, device: torch.device) -> None:
+    """A host matrix (the swap's geometry lives there) warps a device image like the same matrix on the device."""
+    img = to_tensor(face, device, torch.float32).repeat(2, 1, 1, 1)
+    m = torch.tensor([[[1.3, 0.2, -180.0], [-0.2, 1.3, -40.0]], [[0.9, 0.0, 10.0], [0.0, 0.9, 5.0]]])
+    on_host = warp_affine(img, m, (160, 200))
+    on_device = warp_affine(img, m.to(device), (160, 200))
+    assert on_host.device == img.device
+    torch.testing.assert_close(on_host, on_device, atol=1e-5, rtol=0)
