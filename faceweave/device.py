@@ -39,3 +39,14 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and table[name] is not torch.float32:
         raise InvalidOption(f"dtype {name} is not supported on the CPU", hint="use --dtype float32 or auto on CPU")
     return table[name]
+
+
+def to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device`` without waiting: a host tensor bound for a GPU is pinned and copied asynchronously (a
+    plain copy from pageable memory waits for the device to finish its queued work first). The pinned buffer is
+    not reused before the copy completes (PyTorch's host allocator tracks it)."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)

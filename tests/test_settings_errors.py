@@ -7,7 +7,7 @@ import torch
 from pydantic import ValidationError
 
 from faceweave import errors
-from faceweave.device import resolve_device, resolve_dtype
+from faceweave.device import resolve_device, resolve_dtype, to_device_async
 from faceweave.settings import SwapSettings
 
 
@@ -46,3 +46,14 @@ def test_check_shape() -> None:
     errors.check_shape(torch.zeros(2, 3, 4, 5), ["B", "3", "H", "W"])
     with pytest.raises(errors.ShapeError, match=r"\(B, 3, H, W\)"):
         errors.check_shape(torch.zeros(2, 4, 4, 5), ["B", "3", "H", "W"])
+
+
+def test_to_device_async_copies_host_values(device: torch.device) -> None:
+    host = torch.arange(12, dtype=torch.float32).view(3, 4) / 7
+    moved = to_device_async(host, device)
+    assert moved.device.type == device.type and torch.equal(moved.cpu(), host)
+    if device.type != "cpu":  # a copy: the caller may reuse its tensor at once (the pinned buffer is its own)
+        host.add_(1)
+        assert torch.equal(moved.cpu(), torch.arange(12, dtype=torch.float32).view(3, 4) / 7)
+    assert to_device_async(moved, moved.device) is moved  # already there: no copy
+

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceweave.analysis.face import Face
+from faceweave.device import to_device_async
 from faceweave.errors import InvalidOption, ShapeError, check_shape
 from faceweave.models.blazeface import BlazeFace, load_blazeface
 from faceweave.models.tflite_graph import cuda_batch_bucket
@@ -180,12 +181,13 @@ def sample_crops(frames: torch.Tensor, frame_index: torch.Tensor, crop_to_frame:
     to_norm = torch.tensor([[2.0 / width, 0.0, -1.0], [0.0, 2.0 / height, -1.0]])
     from_norm = torch.tensor([[crop / 2.0, 0.0, crop / 2.0], [0.0, crop / 2.0, crop / 2.0], [0.0, 0.0, 1.0]])
     full = torch.cat([crop_to_frame, torch.tensor([[[0.0, 0.0, 1.0]]]).expand(n, 1, 3)], dim=1)
-    theta = (to_norm @ full @ from_norm).to(device=frames.device, dtype=frames.dtype)
+    # host matrices and indices reach the device in asynchronous copies: a plain copy would wait for the GPU
+    theta = to_device_async((to_norm @ full @ from_norm).to(frames.dtype), frames.device)
     grid = affine_grid(theta, (crop, crop))
     if frame_index.shape[0] == frames.shape[0] and bool((frame_index.cpu() == torch.arange(n)).all()):
         source = frames  # one crop per frame, in order: no gathered copy of whole frames
     else:
-        source = frames.index_select(0, frame_index.to(frames.device))
+        source = frames.index_select(0, to_device_async(frame_index, frames.device))
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 

@@ -14,6 +14,7 @@ import math
 import torch
 
 from faceweave.analysis.face import Face
+from faceweave.device import to_device_async
 from faceweave.errors import InvalidOption, check_shape
 from faceweave.ops.filters import gaussian_blur
 
@@ -108,7 +109,7 @@ def sharpen_faces(
                           for (b, _), (x0, y0) in zip(flat, origins, strict=True)]).float()
     # one asynchronous copy of the per-face numbers (tensors made on the device from lists would each wait for it)
     geometry = torch.tensor([[*e, *o] for e, o in zip(ellipses, origins, strict=True)], dtype=torch.float32)
-    geometry = (geometry.pin_memory() if frames.is_cuda else geometry).to(frames.device, non_blocking=True)
+    geometry = to_device_async(geometry, frames.device)
     mask = feathered_ellipse(geometry[:, :4], geometry[:, 4:], (win_h, win_w), feather)
     detail = (region - gaussian_blur(region, sigma)).clamp(-clip, clip)
     sharpened = (region + strength * mask * detail).clamp(0.0, 1.0).to(frames.dtype)

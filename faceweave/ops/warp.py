@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from faceweave.device import to_device_async
 from faceweave.errors import InvalidOption, ShapeError, check_shape
 from faceweave.ops.geometry import invert_affine
 
@@ -114,8 +115,7 @@ def warp_affine(
     n_src = pixel_to_normalised((img.shape[-2], img.shape[-1]), device=M.device, dtype=wd)
     n_dst_inv = torch.linalg.inv(pixel_to_normalised((h, w), device=M.device, dtype=torch.float64)).to(wd)
     theta = n_src @ _to3x3(dst_to_src) @ n_dst_inv  # normalised dst → normalised src
-    if theta.device != img.device:
-        theta = (theta.pin_memory() if img.is_cuda else theta).to(img.device, non_blocking=True)
+    theta = to_device_async(theta, img.device)
     grid = affine_grid(theta[:, :2, :], (h, w))
     out = F.grid_sample(img.to(wd), grid, mode=mode, padding_mode=padding, align_corners=False)
     return out.to(img.dtype)

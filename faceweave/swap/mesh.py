@@ -22,6 +22,7 @@ from torch.profiler import record_function
 
 from faceweave.analysis.face import Face
 from faceweave.cuda_graphs import GraphCache
+from faceweave.device import to_device_async
 from faceweave.errors import InvalidOption
 from faceweave.models import topology
 from faceweave.models.tflite_graph import cuda_batch_bucket
@@ -432,9 +433,7 @@ def swap_faces(
     # one host→device copy (pinned, asynchronous on a GPU) for every per-face array the device stages need
     packed = torch.cat([src_pts.flatten(1), geo_c.flatten(1), tgt_c.flatten(1), grain,
                         torch.tensor(frame_of, dtype=torch.float32)[:, None]], 1)
-    if dev.type == "cuda":
-        packed = packed.pin_memory()
-    packed = packed.to(dev, non_blocking=True)
+    packed = to_device_async(packed, dev)
     idx = packed[:, -1].long()
     with record_function("swap.warp"):
         # one face per frame, in order (the usual video case): no gathered copy of whole frames
