@@ -203,13 +203,13 @@ def rasterise_triangles(
     v0, einv, valid = _triangle_setup(pts, tri_long)
     lo, hi, ntiles = _block_grid(pts[:, tri_long], valid, h, w, tile)
     per_tri = (ntiles[..., 0] * ntiles[..., 1]).reshape(-1)  # (B*T,)
+    ends = torch.cumsum(per_tri, 0)
     if max_blocks is None:
         flat_ids = torch.repeat_interleave(torch.arange(bsz * n_tri, device=dev), per_tri)  # the host sync
         in_use = None
     else:
         # block k belongs to the triangle whose running block count first exceeds k; blocks past the total are
         # marked unused (they test triangle 0's first block and scatter nothing)
-        ends = torch.cumsum(per_tri, 0)
         flat_ids = torch.searchsorted(ends, torch.arange(int(max_blocks), device=dev), right=True)
         in_use = flat_ids < bsz * n_tri
         flat_ids = torch.where(in_use, flat_ids, torch.zeros_like(flat_ids))
@@ -217,7 +217,7 @@ def rasterise_triangles(
     if flat_ids.numel() == 0:
         return ids.view(bsz, h, w)
     # index of each block within its triangle's bbox
-    starts = torch.cumsum(per_tri, 0) - per_tri
+    starts = ends - per_tri
     local = torch.arange(flat_ids.numel(), device=dev) - starts[flat_ids]
     ntx = ntiles.reshape(-1, 2)[flat_ids, 0].clamp_min(1)  # unused blocks may point at a degenerate triangle
     bx = (local % ntx) * tile

@@ -195,10 +195,10 @@ class SwapEngine:
         n = max(counts)
         frames = torch.zeros(n, 3, height, width, device=self.device, dtype=self.dtype)
         faces = []
+        assert face.landmarks is not None
         for k in range(n):
             x0, y0 = (0, 0) if k % 2 == 0 else (width - w, height - h)
             frames[k, :, y0 : y0 + h, x0 : x0 + w] = image[0, :, :h, :w]
-            assert face.landmarks is not None
             faces.append(replace(face, landmarks=face.landmarks + face.landmarks.new_tensor([x0, y0, 0.0])))
         source = prepare_source_texture(image, face)
         for count in counts:

@@ -449,7 +449,8 @@ def swap_faces(
         pad = n_graph - n_faces  # padded with copies of the last face, whose results are dropped
         inputs = [x if pad == 0 else torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
                   for x in (target_crops, tex, faces)]
-        composite, mask = (out[:n_faces] for out in graphs((n_graph, size, tex_box, dt, tex.dtype), inputs))
+        # the cache keys by the inputs' shapes and dtypes (face count, crop size); the box follows the size
+        composite, mask = (out[:n_faces] for out in graphs(tex_box, inputs))
     else:
         composite, mask = swap_in_crops(target_crops, tex, faces, settings=settings, box=tex_box,
                                         grain=magnification >= GRAIN_MIN_MAGNIFICATION)
@@ -471,8 +472,9 @@ def swap_faces(
 
 
 def crop_graphs(settings: SwapSettings, pool: Any = None) -> GraphCache:
-    """A CUDA-graph cache of :func:`swap_in_crops` for :func:`swap_faces` (``graphs=``), keyed by padded face count,
-    crop size, texture box and dtypes. Not for ``blend="poisson"``, which waits for the device."""
+    """A CUDA-graph cache of :func:`swap_in_crops` for :func:`swap_faces` (``graphs=``), keyed by the texture box and
+    the inputs' shapes and dtypes (padded face count, crop size). Not for ``blend="poisson"``, which waits for the
+    device."""
     if settings.blend == "poisson":
         raise InvalidOption("the Poisson blend cannot be replayed from a CUDA graph", hint="use cuda_graphs=False")
 
