@@ -343,9 +343,12 @@ def run_bench(
                      "faces_swapped": result.faces_swapped, "startup_s_excluded": startup_s,
                      "ratio_to_plain_segments": round(fps / plain_n, 3),
                      "ratio_to_best_plain": round(fps / plain_best, 3), **mon.summary(),
-                     "segment_timing": result.stats.get("segment_timing", {})}
+                     "segment_timing": result.stats.get("segment_timing", {}),
+                     "stream_timing": result.stats.get("stream_timing", {})}
         log(f"end to end {name}: {fps:.1f} fps = {fps / plain_n:.2f}× plain segment-parallel transcode, "
             f"{fps / plain_best:.2f}× the fastest plain transcode")
+        if result.stats.get("stream_timing"):
+            log(f"  where the stream waited (s): {result.stats['stream_timing']}")
     report["end_to_end"] = e2e
     return report
 

@@ -21,7 +21,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "device" in metafunc.fixturenames:
         opt = metafunc.config.getoption("--device")
         devices = opt.split(",") if opt else DEVICES
-        metafunc.parametrize("device", [torch.device(d) for d in devices], ids=devices)
+        # a CUDA case carries the gpu mark, so `pytest -m gpu` on the GPU box runs every device-parametrised test there
+        metafunc.parametrize("device", [pytest.param(torch.device(d), marks=[pytest.mark.gpu] if d.startswith("cuda")
+                                                     else []) for d in devices], ids=devices)
     if "dtype" in metafunc.fixturenames:
         metafunc.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
 

@@ -29,6 +29,7 @@ import json
 import os
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -1157,6 +1158,71 @@ FrameProcessor = Callable[[FrameBatch], "np.ndarray | FrameBatch"]
 with a ``process_batch(FrameBatch) -> FrameBatch`` method is called through that instead (frames stay YUV)."""
 
 
+class EncodeThread:
+    """Runs :class:`VideoWriter` writes in a thread fed by a bounded queue, so encoding overlaps the face work.
+
+    ``writer_factory(first_pts)`` opens the writer on the first batch. PyAV releases the GIL while x264 encodes, so
+    the thread costs the producer little; :attr:`busy_s` is the time spent in writes.
+    """
+
+    def __init__(self, writer_factory: Any, maxsize: int) -> None:
+        self._factory = writer_factory
+        self.writer: VideoWriter | None = None
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
+        self.error: BaseException | None = None
+        self._aborted = False
+        self.busy_s = 0.0  # time spent converting and encoding (the encoder's own threads included)
+        self.thread = threading.Thread(target=self._run, name="faceweave-encode", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self.queue.get()
+                if item is None or self._aborted:
+                    return
+                frames, pts = item
+                t0 = time.perf_counter()
+                if self.writer is None:
+                    self.writer = self._factory(int(pts[0]))
+                self.writer.write(frames, pts)
+                self.busy_s += time.perf_counter() - t0
+        except BaseException as exc:
+            self.error = exc
+            # drain so the producer never blocks on a dead consumer
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self.queue.get_nowait()
+
+    def put(self, frames: np.ndarray | FrameBatch, pts: np.ndarray) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.queue.put((frames, pts), timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        """Stop after the write in progress (queued batches are dropped) and drop the partial output."""
+        self._aborted = True
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.queue.get_nowait()
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)
+        self.thread.join(timeout=30)
+        if self.writer is not None:
+            self.writer.abort()
+
+
 def apply_processor(process: FrameProcessor | None, batch: FrameBatch) -> np.ndarray | FrameBatch:
     """Run ``process`` on ``batch`` the cheapest way it offers (``process_batch`` first; None: the batch itself)."""
     if process is None:
@@ -1205,7 +1271,6 @@ class SegmentResult:
 
 def encode_segment(job: SegmentJob) -> SegmentResult:
     """Decode one segment, process its frames, and encode it to ``job.output`` (atomically). Runs in a worker."""
-    import time
 
     seg = job.segment
     started = time.time()
@@ -1225,8 +1290,16 @@ def encode_segment(job: SegmentJob) -> SegmentResult:
             skip_corrupt=job.skip_corrupt,
             threads=job.threads,
         ) as reader:
-            for batch in reader:
-                writer.write(apply_processor(process, batch), batch.pts)
+            # encode batch n in a thread while batch n+1 is processed (one process per segment: no GIL to share
+            # with other workers; on a GPU the face work and x264 then overlap instead of adding up)
+            encode = EncodeThread(lambda _pts: writer, maxsize=2)
+            try:
+                for batch in reader:
+                    encode.put(apply_processor(process, batch), batch.pts)
+                encode.finish()
+            except BaseException:
+                encode.abort()
+                raise
         writer.close()
     except BaseException:
         writer.abort()

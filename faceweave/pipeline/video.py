@@ -13,8 +13,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import functools
-import queue
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from faceweave.analysis.identity import same_person_distance
 from faceweave.analysis.track import FaceTracker, scene_change_score
 from faceweave.errors import NoFaceInTarget, NoMatchingFace
 from faceweave.media.video import (
+    EncodeThread,
     FrameBatch,
     FrameReader,
     SegmentResult,
@@ -296,58 +295,6 @@ def parse_devices(spec: str) -> list[str]:
     return out
 
 
-class _EncodeThread:
-    """Runs :class:`VideoWriter` writes in a thread fed by a bounded queue (encode overlaps face work)."""
-
-    def __init__(self, writer_factory: Any, maxsize: int) -> None:
-        self._factory = writer_factory
-        self.writer: VideoWriter | None = None
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="faceweave-encode", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            while True:
-                item = self.queue.get()
-                if item is None:
-                    return
-                frames, pts = item
-                if self.writer is None:
-                    self.writer = self._factory(int(pts[0]))
-                self.writer.write(frames, pts)
-        except BaseException as exc:
-            self.error = exc
-            # drain so the producer never blocks on a dead consumer
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    self.queue.get_nowait()
-
-    def put(self, frames: np.ndarray | FrameBatch, pts: np.ndarray) -> None:
-        while True:
-            if self.error is not None:
-                raise self.error
-            try:
-                self.queue.put((frames, pts), timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    def finish(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self.queue.put_nowait(None)
-        self.thread.join(timeout=30)
-        if self.writer is not None:
-            self.writer.abort()
-
-
 def _expected_frames(info: VideoInfo) -> int | None:
     return info.frames or (int(round(info.duration_s * info.fps)) if info.duration_s else None)
 
@@ -438,6 +385,35 @@ def swap_video(
                       seconds=seconds, stats=stats)
 
 
+@dataclass
+class _StreamTiming:
+    """Where the single-process stream's main thread waits, to tell which stage bounds a run.
+
+    The main thread waits on the decoder (``decode_wait_s``), plans (detection + landmarks, ``plan_s``), waits for
+    the swap thread's result (``swap_wait_s``) and for room in the encoder's queue (``encode_wait_s``). The encoder
+    thread's own busy time comes from :class:`EncodeThread`. The stage whose wait or busy time is closest to the
+    wall time is the bound.
+    """
+
+    decode_wait_s: float = 0.0
+    plan_s: float = 0.0
+    swap_wait_s: float = 0.0
+    encode_wait_s: float = 0.0
+
+    def deliver(self, encode: EncodeThread, pending: tuple[cf.Future[Any], np.ndarray]) -> None:
+        t0 = time.perf_counter()
+        result = pending[0].result()
+        t1 = time.perf_counter()
+        encode.put(result, pending[1])
+        self.swap_wait_s += t1 - t0
+        self.encode_wait_s += time.perf_counter() - t1
+
+    def summary(self, wall_s: float, encode_busy_s: float) -> dict[str, float]:
+        return {"wall_s": round(wall_s, 3), "decode_wait_s": round(self.decode_wait_s, 3),
+                "plan_s": round(self.plan_s, 3), "swap_wait_s": round(self.swap_wait_s, 3),
+                "encode_wait_s": round(self.encode_wait_s, 3), "encode_busy_s": round(encode_busy_s, 3)}
+
+
 def _report(progress: ProgressCallback, done: int, total: int | None, t_start: float, stage: str = "swap") -> None:
     dt = time.perf_counter() - t_start
     fps = done / dt if dt > 0 else 0.0
@@ -464,7 +440,9 @@ def _swap_stream(
     def open_writer(first_pts: int) -> VideoWriter:
         return VideoWriter(out_path, info, encoder, trim=trim, pts_shift=_trim_shift(info, trim, first_pts))
 
-    encode = _EncodeThread(open_writer, QUEUE_BATCHES)
+    encode = EncodeThread(open_writer, QUEUE_BATCHES)
+    timing = _StreamTiming()
+    t_run = time.perf_counter()
     try:
         # Batch n is swapped in a second thread while this one plans batch n+1 (detection and FaceMesh, which follow
         # the tracks and so stay in frame order); results reach the encoder in order.
@@ -472,14 +450,22 @@ def _swap_stream(
                          skip_corrupt=settings.skip_corrupt) as reader, \
                 cf.ThreadPoolExecutor(1, thread_name_prefix="faceweave-swap") as swapper:
             pending: tuple[cf.Future[Any], np.ndarray] | None = None
-            for batch in reader:
+            batches = iter(reader)
+            while True:
+                t0 = time.perf_counter()
+                batch = next(batches, None)
+                t1 = time.perf_counter()
+                timing.decode_wait_s += t1 - t0
+                if batch is None:
+                    break
                 planned = processor.plan_batch(batch)
+                timing.plan_s += time.perf_counter() - t1
                 if pending is not None:
-                    encode.put(pending[0].result(), pending[1])
+                    timing.deliver(encode, pending)
                     _report(progress, processor.stats["frames"], total, t_start)
                 pending = (swapper.submit(processor.finish_batch, planned), batch.pts)
             if pending is not None:
-                encode.put(pending[0].result(), pending[1])
+                timing.deliver(encode, pending)
                 _report(progress, processor.stats["frames"], total, t_start)
         if processor.stats["frames_with_faces"] == 0:
             raise NoFaceInTarget(
@@ -497,6 +483,7 @@ def _swap_stream(
     stats["corrupt_frames_dropped"] = reader.stats.frames_corrupt_dropped
     stats["audio"] = encode.writer.audio_mode
     stats["segments"] = 1
+    stats["stream_timing"] = timing.summary(time.perf_counter() - t_run, encode.busy_s)
     return stats
 
 

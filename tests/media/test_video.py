@@ -14,12 +14,14 @@ from faceweave.errors import (
     EmptyMedia,
     InvalidOption,
     MediaTooLarge,
+    OutputNotWritable,
     TruncatedMedia,
     UnsupportedMedia,
     WrongMediaKind,
 )
 from faceweave.media.video import (
     EncoderSettings,
+    EncodeThread,
     FrameReader,
     Trim,
     encoder_available,
@@ -427,3 +429,54 @@ def test_yuv_write_is_exact_and_rgb_write_close(media, tmp_path: Path) -> None:
     assert pa.shape == pb.shape == (24, 176 * 144 * 3 // 2)
     np.testing.assert_array_equal(pa, np.concatenate(inputs))
     assert np.abs(pa - pb).mean() < 1.0 and np.percentile(np.abs(pa - pb), 99) <= 3
+
+
+class _SlowWriter:
+    """A stand-in writer (a dependency of the thread under test): records batches, can block or fail."""
+
+    def __init__(self, delay_s: float = 0.0, fail_at: int | None = None) -> None:
+        self.delay_s, self.fail_at = delay_s, fail_at
+        self.written: list[int] = []
+        self.aborted = False
+
+    def write(self, frames: np.ndarray, pts: np.ndarray) -> None:
+        import time
+
+        if self.fail_at is not None and len(self.written) == self.fail_at:
+            raise OutputNotWritable("disk full", hint="free some space")
+        time.sleep(self.delay_s)
+        self.written.append(int(pts[0]))
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_encode_thread_keeps_order_and_reports_busy_time() -> None:
+    writer = _SlowWriter(delay_s=0.01)
+    encode = EncodeThread(lambda first_pts: writer, maxsize=2)
+    for k in range(6):
+        encode.put(np.zeros((1, 2, 2, 3), np.uint8), np.array([k * 10]))
+    encode.finish()
+    assert writer.written == [0, 10, 20, 30, 40, 50] and encode.writer is writer
+    assert encode.busy_s >= 6 * 0.01
+
+
+def test_encode_thread_error_reaches_the_producer_and_abort_is_prompt() -> None:
+    import time
+
+    failing = _SlowWriter(fail_at=1)
+    encode = EncodeThread(lambda first_pts: failing, maxsize=1)
+    with pytest.raises(OutputNotWritable, match="disk full"):
+        for k in range(50):  # the producer learns of the failure at its next put, never blocks on a dead consumer
+            encode.put(np.zeros((1, 2, 2, 3), np.uint8), np.array([k]))
+    encode.abort()
+    assert failing.aborted and failing.written == [0]
+
+    # abort with a full queue behind a slow write drops the queued batches instead of encoding them first
+    slow = _SlowWriter(delay_s=0.3)
+    encode = EncodeThread(lambda first_pts: slow, maxsize=2)
+    for k in range(3):
+        encode.put(np.zeros((1, 2, 2, 3), np.uint8), np.array([k]))
+    t0 = time.perf_counter()
+    encode.abort()
+    assert time.perf_counter() - t0 < 0.6 and slow.aborted and len(slow.written) <= 2

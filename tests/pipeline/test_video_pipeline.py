@@ -161,6 +161,11 @@ def test_swap_keeps_frames_timestamps_audio_and_passes_faceless_frames(tmp_path:
     assert any(e.stage == "swap" and e.fps > 0 for e in events)
     assert engine.refine_calls > 0 and result.stats["detections"] < 60  # tracked between detections
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    # where the stream waited: the main thread's waits are sequential parts of the run, the encoder did real work
+    timing = result.stats["stream_timing"]
+    main_thread = timing["decode_wait_s"] + timing["plan_s"] + timing["swap_wait_s"] + timing["encode_wait_s"]
+    assert min(timing.values()) >= 0 and main_thread <= timing["wall_s"] + 0.005
+    assert 0 < timing["encode_busy_s"] <= timing["wall_s"] and timing["plan_s"] > 0
 
 
 def test_passthrough_frames_bit_exact(tmp_path: Path, source_png: Path) -> None:

@@ -1,0 +1,97 @@
+"""Where the single-process video stream's main thread spends its time (cProfile of that thread only).
+
+The stream's main thread decodes nothing itself: it plans each batch (scene cuts, detection, landmark refinement,
+tracking) while a second thread swaps the previous batch and a third encodes. `faceweave bench` showed this thread
+busy for nearly the whole run; this script says on what. It synthesises a 1080p clip like the bench, warms an
+engine up with a one-second job, then profiles one full job.
+
+    python benchmarks/stream_profile.py --seconds 20 --batch 32 --top 30 --out stream_profile.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from faceweave.bench import synthesize_video
+from faceweave.data import media_path
+from faceweave.media.image import read_image
+from faceweave.media.video import FrameReader, probe_video
+from faceweave.pipeline.engine import SwapEngine
+from faceweave.pipeline.video import VideoFaceProcessor, swap_video
+from faceweave.settings import SwapSettings
+
+
+def plan_only(engine: SwapEngine, source: list[Path], clip: Path, settings: SwapSettings) -> tuple[int, Any]:
+    """Decode and plan every batch (scene cuts, detection, refinement, tracking), no swap, no encode."""
+    info = probe_video(clip)
+    processor = VideoFaceProcessor(engine, engine.prepare_sources([read_image(p).rgb for p in source]), None, settings)
+    frames, plan_s = 0, 0.0
+    with FrameReader(info, batch_size=settings.batch_size) as reader:
+        for batch in reader:
+            t0 = time.perf_counter()
+            processor.plan_batch(batch)
+            plan_s += time.perf_counter() - t0
+            frames += len(batch)
+    if engine.device.type == "cuda":
+        torch.cuda.synchronize(engine.device)
+    return frames, {"plan_s": round(plan_s, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--size", default="1920x1080")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="float16")
+    ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--out", type=Path, default=None, help="also write the report here")
+    ap.add_argument("--plan-only", action="store_true",
+                    help="profile only the planning half (decode → detect/track), alone in its thread: its cost "
+                         "without the swap and encoder threads competing for the GIL")
+    args = ap.parse_args()
+    w, h = (int(v) for v in args.size.split("x"))
+    settings = SwapSettings(device=args.device, dtype=args.dtype, batch_size=args.batch, workers=1)
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        clip = synthesize_video(tmp / "in.mp4", width=w, height=h, seconds=args.seconds)
+        engine = SwapEngine(settings)
+        source = [media_path("astronaut.png")]
+        swap_video(source, clip, tmp / "warm.mp4", settings.model_copy(update={"trim_end": "1"}), engine=engine)
+        prof = cProfile.Profile()
+        t0 = time.perf_counter()
+        prof.enable()
+        if args.plan_only:
+            frames, stats = plan_only(engine, source, clip, settings)
+        else:
+            result = swap_video(source, clip, tmp / "out.mp4", settings, engine=engine)
+            frames, stats = result.frames, result.stats.get("stream_timing")
+        prof.disable()
+        wall = time.perf_counter() - t0
+    what = "planning only" if args.plan_only else "whole stream"
+    lines.append(f"{what}: {frames} frames in {wall:.2f} s = {frames / wall:.1f} fps, {1000 * wall / frames:.2f} ms "
+                 f"per frame on {engine.device}, batch {args.batch}, {args.dtype}")
+    lines.append(f"stream timing (s): {stats}")
+    for key in ("tottime", "cumulative"):
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats(key).print_stats(args.top)
+        lines.append(f"--- main thread, by {key} ---")
+        lines.append(buf.getvalue())
+    report = "\n".join(lines)
+    print(report)
+    if args.out:
+        args.out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
