@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -16,6 +17,8 @@ from faceweave.analysis.face import Face
 from faceweave.analysis.landmarks import mesh_keypoints
 from faceweave.models.topology import NUM_LANDMARKS
 
+ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
+
 
 # ================================================================================================ One-Euro
 class OneEuroFilter:
@@ -23,19 +26,21 @@ class OneEuroFilter:
 
     The cutoff adapts to speed: ``cutoff = min_cutoff + beta * |dx/dt|``, so slow motion is smoothed hard (no
     jitter) and fast motion follows with little lag. ``min_cutoff`` and ``d_cutoff`` are in Hz; ``beta`` is in
-    1/(unit of x). Works on the input's device and dtype; the first sample passes through unchanged.
+    1/(unit of x). Takes a torch tensor (on its device and dtype) or a NumPy array (the tracker's per-frame geometry:
+    NumPy's per-call cost on a few hundred numbers is a fraction of torch's); the first sample passes through
+    unchanged.
     """
 
     def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0) -> None:
         self.min_cutoff = float(min_cutoff)
         self.beta = float(beta)
         self.d_cutoff = float(d_cutoff)
-        self._x: torch.Tensor | None = None
-        self._dx: torch.Tensor | None = None
+        self._x: Any = None
+        self._dx: Any = None
         self._t: float | None = None
 
     @staticmethod
-    def _alpha(cutoff: torch.Tensor | float, dt: float) -> torch.Tensor | float:
+    def _alpha(cutoff: Any, dt: float) -> Any:
         tau = 1.0 / (2 * math.pi * cutoff)  # time constant of a first-order low-pass at `cutoff` Hz
         return 1.0 / (1.0 + tau / dt)
 
@@ -43,10 +48,11 @@ class OneEuroFilter:
         self._x = self._dx = None
         self._t = None
 
-    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
+    def __call__(self, x: ArrayT, t: float) -> ArrayT:
         """Filter sample ``x`` taken at time ``t`` (seconds, increasing). Returns the smoothed sample."""
-        if self._x is None or self._t is None or self._dx is None or x.shape != self._x.shape:
-            self._x, self._dx, self._t = x.clone(), torch.zeros_like(x), t
+        if (self._x is None or self._t is None or self._dx is None or x.shape != self._x.shape
+                or type(x) is not type(self._x)):
+            self._x, self._dx, self._t = x.copy() if isinstance(x, np.ndarray) else x.clone(), x * 0, t
             return x
         dt = t - self._t
         if dt <= 0:  # repeated/out-of-order timestamp: keep the state, return the last estimate
@@ -54,11 +60,11 @@ class OneEuroFilter:
         dx = (x - self._x) / dt
         a_d = self._alpha(self.d_cutoff, dt)
         dx_hat = a_d * dx + (1 - a_d) * self._dx
-        cutoff = self.min_cutoff + self.beta * dx_hat.abs()
+        cutoff = self.min_cutoff + self.beta * abs(dx_hat)
         a = self._alpha(cutoff, dt)
         x_hat = a * x + (1 - a) * self._x
         self._x, self._dx, self._t = x_hat, dx_hat, t
-        return x_hat
+        return cast(ArrayT, x_hat)
 
 
 # ================================================================================================ geometry
@@ -90,30 +96,33 @@ def thumbnail(rgb: np.ndarray, size: tuple[int, int] = (64, 36)) -> np.ndarray:
     return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
 
 
-def fit_similarity(template: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-    """Least-squares similarity from ``template`` to ``xy`` (both ``(N, 2)``; template centred): ``(4,)`` float32
-    ``(a, b, tx, ty)`` with ``xy ≈ template · [[a, -b], [b, a]]ᵀ + (tx, ty)`` (closed form, no reflection)."""
-    xy = xy.float()
+def fit_similarity(template: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Least-squares similarity from ``template`` to ``xy`` (both ``(N, 2)`` float; template centred): ``(4,)``
+    float64 ``(a, b, tx, ty)`` with ``xy ≈ template · [[a, -b], [b, a]]ᵀ + (tx, ty)`` (closed form, no reflection)."""
     centre = xy.mean(0)
     c = xy - centre
-    norm = (template**2).sum().clamp(min=1e-9)
-    a = (template * c).sum() / norm
-    b = (template[:, 0] * c[:, 1] - template[:, 1] * c[:, 0]).sum() / norm
-    return torch.stack([a, b, centre[0], centre[1]])
+    norm = max(float((template**2).sum()), 1e-9)
+    a = float((template * c).sum()) / norm
+    b = float((template[:, 0] * c[:, 1] - template[:, 1] * c[:, 0]).sum()) / norm
+    return np.array([a, b, centre[0], centre[1]])
 
 
-def to_shape(xy: torch.Tensor, sim: torch.Tensor) -> torch.Tensor:
+def to_shape(xy: np.ndarray, sim: np.ndarray) -> np.ndarray:
     """``(N, 2)`` frame points → the template's frame, inverting :func:`fit_similarity`'s ``sim``."""
     a, b = sim[0], sim[1]
-    inv = torch.stack([torch.stack([a, b]), torch.stack([-b, a])]) / (a * a + b * b)
-    return (xy.float() - sim[2:]) @ inv.T
+    inv = np.array([[a, b], [-b, a]]) / (a * a + b * b)
+    return (xy - sim[2:]) @ inv.T
 
 
-def from_shape(shape: torch.Tensor, sim: torch.Tensor) -> torch.Tensor:
+def from_shape(shape: np.ndarray, sim: np.ndarray) -> np.ndarray:
     """``(N, 2)`` template-frame points → frame pixels with ``sim`` ``(a, b, tx, ty)``."""
     a, b = sim[0], sim[1]
-    rot = torch.stack([torch.stack([a, -b]), torch.stack([b, a])])
-    return shape @ rot.T + sim[2:]
+    return shape @ np.array([[a, -b], [b, a]]).T + sim[2:]
+
+
+def _like(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """``values`` as a tensor with ``like``'s dtype and device."""
+    return torch.from_numpy(values).to(device=like.device, dtype=like.dtype)
 
 
 # ================================================================================================ tracks
@@ -131,7 +140,7 @@ class Track:
     misses: int = 0
     embedding: torch.Tensor | None = None
     unit: float | None = None  # the face's RMS radius (pixels) when its smoothing started
-    template: torch.Tensor | None = field(default=None, repr=False)  # (N, 2) its first landmarks, normalised
+    template: np.ndarray | None = field(default=None, repr=False)  # (N, 2) its first landmarks, normalised
     filters: dict[str, OneEuroFilter] = field(default_factory=dict, repr=False)
 
 
@@ -204,19 +213,20 @@ class FaceTracker:
         return track.filters.setdefault(name, OneEuroFilter(min_cutoff, beta, self.params.d_cutoff))
 
     def _smooth(self, track: Track, face: Face, t: float) -> Face:
+        # The geometry is filtered in NumPy float64 on the host (one copy out per face, one back per tensor): a few
+        # dozen small ops per face and frame, which cost 0.8 ms per frame as CPU torch ops (one face, 2-core VM).
         if not self.smoothing:
             return face
         p = self.params
-        x0, y0, x1, y1 = face.box.tolist()
-        scale = max(math.hypot(x1 - x0, y1 - y0), 1.0)
-        changes: dict[str, torch.Tensor] = {
-            "box": (self._filter(track, "box", p.min_cutoff, p.beta)(face.box.float() / scale, t) * scale)
-            .to(face.box.dtype)
-        }
+        box = face.box.detach().cpu().double().numpy()
+        scale = max(math.hypot(box[2] - box[0], box[3] - box[1]), 1.0)
+        box_hat = self._filter(track, "box", p.min_cutoff, p.beta)(box / scale, t) * scale
+        changes: dict[str, torch.Tensor] = {"box": _like(box_hat, face.box)}
         if face.landmarks is not None and face.landmarks.shape[0] >= 3:
-            changes["landmarks"] = self._smooth_landmarks(track, face.landmarks, t)
+            landmarks = self._smooth_landmarks(track, face.landmarks.detach().cpu().double().numpy(), t)
+            changes["landmarks"] = _like(landmarks, face.landmarks)
             if face.landmarks.shape[0] == NUM_LANDMARKS:
-                changes["keypoints"] = mesh_keypoints(changes["landmarks"]).to(face.keypoints.dtype)
+                changes["keypoints"] = _like(mesh_keypoints(torch.from_numpy(landmarks)).numpy(), face.keypoints)
             else:  # not a FaceMesh: the keypoints keep their own filter
                 changes["keypoints"] = self._smooth_points(track, "keypoints", face.keypoints, scale, t)
         else:
@@ -225,33 +235,33 @@ class FaceTracker:
 
     def _smooth_points(self, track: Track, name: str, value: torch.Tensor, scale: float, t: float) -> torch.Tensor:
         p = self.params
-        return (self._filter(track, name, p.min_cutoff, p.beta)(value.float() / scale, t) * scale).to(value.dtype)
+        points = value.detach().cpu().double().numpy()
+        return _like(self._filter(track, name, p.min_cutoff, p.beta)(points / scale, t) * scale, value)
 
-    def _smooth_landmarks(self, track: Track, landmarks: torch.Tensor, t: float) -> torch.Tensor:
-        """Smooth ``(N, 2|3)`` landmarks as a similarity (lightly) and a residual shape (hard), in face units.
+    def _smooth_landmarks(self, track: Track, pts: np.ndarray, t: float) -> np.ndarray:
+        """Smooth ``(N, 2|3)`` float64 landmarks as a similarity (lightly) and a residual shape (hard), in face
+        units.
 
         The similarity is the least-squares fit of the track's template (its first landmarks, centred, RMS radius
         1) to the current points; the shape is the current points mapped back into the template's frame, so it
         holds expression and detector noise but no head motion. z is divided by the current scale alike.
         """
         p = self.params
-        pts = landmarks.float().cpu()
         xy = pts[:, :2]
         if track.template is None or track.template.shape[0] != xy.shape[0]:
             c = xy - xy.mean(0)
-            track.template = c / ((c**2).sum(1).mean().sqrt().clamp(min=1e-3))
-            track.unit = float(((c**2).sum(1).mean().sqrt()).clamp(min=1e-3))
+            radius = max(float(np.sqrt((c**2).sum(1).mean())), 1e-3)
+            track.template, track.unit = c / radius, radius
             track.filters.pop("rigid", None)
             track.filters.pop("shape", None)
         unit = float(track.unit or 1.0)
         sim = fit_similarity(track.template, xy)  # a, b in pixels per template unit; t in pixels
-        scale = float(torch.hypot(sim[0], sim[1]).clamp(min=1e-3))
-        shape = torch.cat([to_shape(xy, sim), pts[:, 2:] / scale], 1)  # (N, 2|3) template units
+        scale = max(math.hypot(sim[0], sim[1]), 1e-3)
+        shape = np.concatenate([to_shape(xy, sim), pts[:, 2:] / scale], 1)  # (N, 2|3) template units
         sim_hat = self._filter(track, "rigid", p.rigid_min_cutoff, p.rigid_beta)(sim / unit, t) * unit
         shape_hat = self._filter(track, "shape", p.shape_min_cutoff, p.shape_beta)(shape, t)
         out_xy = from_shape(shape_hat[:, :2], sim_hat)
-        out = torch.cat([out_xy, shape_hat[:, 2:] * float(torch.hypot(sim_hat[0], sim_hat[1]))], 1)
-        return out.to(device=landmarks.device, dtype=landmarks.dtype)
+        return np.concatenate([out_xy, shape_hat[:, 2:] * math.hypot(sim_hat[0], sim_hat[1])], 1)
 
     def update(self, faces: list[Face], t: float, *, detected: bool = True) -> list[tuple[Track, Face]]:
         """Match ``faces`` of the frame at time ``t`` to tracks; returns ``(track, smoothed face)`` per face.

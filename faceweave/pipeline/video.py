@@ -177,40 +177,45 @@ class VideoFaceProcessor:
             detected = dict(zip(det_idx, found, strict=True))
             self.stats["detections"] += len(det_idx)
 
+        # Every tracked frame of the batch is refined in ONE batched call (per-call overhead, not the net, is what
+        # costs on a GPU: one call per run of frames between detections was 7 calls per batch of 32). Its seeds are
+        # known before any refinement: a frame after the batch's first detection is seeded by the faces detected at
+        # the last detection before it (after a detection every live track is one of that frame's faces), earlier
+        # frames by the tracks as they stood before the batch. A seed is up to detect_every - 1 frames old, well
+        # inside FaceMesh's crop margin. The track update and smoothing then go frame by frame, in time order.
+        seeds_at: dict[int, list[Face]] = {}
+        last_seeds = list(self.tracker.seeds())
+        for m in range(b_count):
+            if m in detected:
+                last_seeds = detected[m]
+            elif last_seeds:
+                seeds_at[m] = list(last_seeds)
+        refined_at: dict[int, list[Face]] = {}
+        if seeds_at:
+            tracked = sorted(seeds_at)
+            refined_at = dict(zip(tracked, engine.refine(as_float(tracked), [seeds_at[m] for m in tracked]),
+                                  strict=True))
+
         plans: list[list[tuple[Face, int]]] = []
-        # Runs of frames between detections are refined in one batched call, all seeded by the tracks as they
-        # stood before the run (a run is shorter than detect_every frames, well inside FaceMesh's crop margin);
-        # the track update and smoothing then go frame by frame, in time order.
-        k = 0
-        while k < b_count:
-            run_end = k + 1
-            if k not in detected:
-                while run_end < b_count and run_end not in detected:
-                    run_end += 1
-            seeds = self.tracker.seeds() if k not in detected else []
-            refined_run: list[list[Face]] = []
-            if seeds:
-                refined_run = engine.refine(as_float(slice(k, run_end)), [list(seeds) for _ in range(k, run_end)])
-            for m in range(k, run_end):
-                t = float(batch.times[m])
-                if m in detected:
-                    if cut_flags[m]:
-                        self.tracker.reset()  # a new shot: old tracks (and their decisions) do not carry over
-                    pairs = self.tracker.update(detected[m], t, detected=True)
-                elif seeds:
-                    refined = [f for f in refined_run[m - k] if f.landmark_score is None or f.landmark_score >= 0.5]
-                    pairs = self.tracker.update(refined, t, detected=False)
-                    if len(refined) < len(seeds):
-                        self._frames_since_detect = 10**9  # lost a face: detect again at the next batch
-                else:
-                    pairs = self.tracker.update([], t, detected=False)
-                born = [i for i, (tr, _) in enumerate(pairs) if not tr.decided]
-                if born:
-                    self._decide(as_float(slice(m, m + 1)), pairs, born)
-                if pairs:
-                    self.stats["frames_with_faces"] += 1
-                plans.append([(f, tr.source_index) for tr, f in pairs if tr.selected])
-            k = run_end
+        for m in range(b_count):
+            t = float(batch.times[m])
+            if m in detected:
+                if cut_flags[m]:
+                    self.tracker.reset()  # a new shot: old tracks (and their decisions) do not carry over
+                pairs = self.tracker.update(detected[m], t, detected=True)
+            elif m in seeds_at:
+                refined = [f for f in refined_at[m] if f.landmark_score is None or f.landmark_score >= 0.5]
+                pairs = self.tracker.update(refined, t, detected=False)
+                if len(refined) < len(seeds_at[m]):
+                    self._frames_since_detect = 10**9  # lost a face: detect again at the next batch
+            else:
+                pairs = self.tracker.update([], t, detected=False)
+            born = [i for i, (tr, _) in enumerate(pairs) if not tr.decided]
+            if born:
+                self._decide(as_float(slice(m, m + 1)), pairs, born)
+            if pairs:
+                self.stats["frames_with_faces"] += 1
+            plans.append([(f, tr.source_index) for tr, f in pairs if tr.selected])
         self.stats["tracks"] = self.tracker.tracks_started
         idx = [k for k in range(b_count) if plans[k]]
         return _PlannedBatch(batch, frames_yuv, as_float(idx) if idx else None, idx, [plans[k] for k in idx])

@@ -160,3 +160,16 @@ def test_scene_change_score(media) -> None:
     assert scene_change_score(a, b) > 0.12  # the pipeline's cut threshold
     shifted = np.clip(a.astype(int) + 3, 0, 255).astype(np.uint8)  # small lighting change is not a cut
     assert scene_change_score(a, shifted) < 0.05
+
+
+def test_one_euro_numpy_matches_torch() -> None:
+    # the tracker filters NumPy float64 geometry; the filter must behave the same as on tensors
+    gen = np.random.default_rng(3)
+    samples = np.cumsum(gen.normal(0, 2.0, (40, 468, 3)), axis=0)
+    on_numpy, on_torch = OneEuroFilter(1.0, 10.0), OneEuroFilter(1.0, 10.0)
+    for k, x in enumerate(samples):
+        a = on_numpy(x, k / 30)
+        b = on_torch(torch.from_numpy(x), k / 30)
+        assert isinstance(a, np.ndarray) and isinstance(b, torch.Tensor)
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-12, atol=1e-9)
+    assert np.abs(a - samples[-1]).mean() > 1e-3  # it did filter

@@ -65,8 +65,10 @@ def test_restorer_matches_numpy_reference(obama, tmp_path: Path, device, dtype, 
     assert np.abs(out - img)[alpha[..., 0] > 0.6].mean() > 0.1  # the face really changed
     # Untouched outside the mask, bit for bit. One pixel of margin: on the support's edge OpenCV's bilinear warp can
     # give exactly 0 where ours gives ~1e-9 (measured: one pixel changed by 1.8e-7 with the refined RetinaFace points).
+    # Compared with the frame as the enhancer got it: in float16 the input itself is rounded (≤ 2.4e-4 on [0, 1]).
     outside = cv2.dilate((alpha[..., 0] > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) == 0
-    assert outside.mean() > 0.5 and np.array_equal(out[outside], img[outside])
+    given = frames[0].float().permute(1, 2, 0).cpu().numpy()
+    assert outside.mean() > 0.5 and np.array_equal(out[outside], given[outside])
 
 
 def test_codeformer_fidelity_weight(obama, tmp_path: Path) -> None:
