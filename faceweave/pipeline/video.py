@@ -451,8 +451,10 @@ def _swap_stream(
     try:
         # Batch n is swapped in a second thread while this one plans batch n+1 (detection and FaceMesh, which follow
         # the tracks and so stay in frame order); results reach the encoder in order.
+        # the decode thread also packs each batch's planes for the device copy (pinned for a GPU)
+        stage = functools.partial(FrameBatch.stage, pin=getattr(engine, "device", torch.device("cpu")).type == "cuda")
         with FrameReader(info, batch_size=settings.batch_size, queue_size=QUEUE_BATCHES, trim=trim,
-                         skip_corrupt=settings.skip_corrupt) as reader, \
+                         skip_corrupt=settings.skip_corrupt, prepare=stage) as reader, \
                 cf.ThreadPoolExecutor(1, thread_name_prefix="faceweave-swap") as swapper:
             pending: tuple[cf.Future[Any], np.ndarray] | None = None
             batches = iter(reader)

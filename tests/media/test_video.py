@@ -321,6 +321,29 @@ def test_bounded_queue_and_early_close(media) -> None:
     assert len(all_pts) == 120 and keys[0]
 
 
+def test_prepare_runs_in_the_decode_thread_and_staged_planes_reach_the_device(media) -> None:
+    import threading
+
+    import torch
+
+    info = probe_video(media.path("carphone_pristine.mp4"))
+    where: list[str] = []
+
+    def stage(batch) -> None:
+        where.append(threading.current_thread().name)
+        batch.stage(pin=False)
+
+    with FrameReader(info, batch_size=8, prepare=stage) as reader:
+        for batch in reader:
+            staged = batch._staged
+            assert staged is not None and staged.dtype == torch.uint8
+            on_device = batch.to_device("cpu")
+            # the staged tensor is what went to the device, and it holds exactly the packed planes
+            assert batch._staged is None
+            np.testing.assert_array_equal(on_device.packed.numpy(), batch.packed())
+    assert len(where) == 15 and set(where) == {"faceweave-decode"}
+
+
 # ------------------------------------------------------------------------------------- YUV data path (issue 5)
 def make_tagged(path: Path, n: int, *, pix_fmt: str = "yuv420p", colorspace: int = 1, color_range: int = 1,
                 size: tuple[int, int] = (96, 64)) -> None:
