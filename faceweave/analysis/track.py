@@ -120,6 +120,11 @@ def from_shape(shape: np.ndarray, sim: np.ndarray) -> np.ndarray:
     return shape @ np.array([[a, -b], [b, a]]).T + sim[2:]
 
 
+def _host64(t: torch.Tensor) -> np.ndarray:
+    """``t`` as a float64 NumPy array on the host (the tracker's working form)."""
+    return t.detach().cpu().double().numpy()
+
+
 def _like(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     """``values`` as a tensor with ``like``'s dtype and device."""
     return torch.from_numpy(values).to(device=like.device, dtype=like.dtype)
@@ -218,15 +223,16 @@ class FaceTracker:
         if not self.smoothing:
             return face
         p = self.params
-        box = face.box.detach().cpu().double().numpy()
+        box = _host64(face.box)
         scale = max(math.hypot(box[2] - box[0], box[3] - box[1]), 1.0)
         box_hat = self._filter(track, "box", p.min_cutoff, p.beta)(box / scale, t) * scale
         changes: dict[str, torch.Tensor] = {"box": _like(box_hat, face.box)}
         if face.landmarks is not None and face.landmarks.shape[0] >= 3:
-            landmarks = self._smooth_landmarks(track, face.landmarks.detach().cpu().double().numpy(), t)
+            landmarks = self._smooth_landmarks(track, _host64(face.landmarks), t)
             changes["landmarks"] = _like(landmarks, face.landmarks)
             if face.landmarks.shape[0] == NUM_LANDMARKS:
-                changes["keypoints"] = _like(mesh_keypoints(torch.from_numpy(landmarks)).numpy(), face.keypoints)
+                keypoints = mesh_keypoints(changes["landmarks"])
+                changes["keypoints"] = keypoints.to(face.keypoints.device, face.keypoints.dtype)
             else:  # not a FaceMesh: the keypoints keep their own filter
                 changes["keypoints"] = self._smooth_points(track, "keypoints", face.keypoints, scale, t)
         else:
@@ -235,8 +241,7 @@ class FaceTracker:
 
     def _smooth_points(self, track: Track, name: str, value: torch.Tensor, scale: float, t: float) -> torch.Tensor:
         p = self.params
-        points = value.detach().cpu().double().numpy()
-        return _like(self._filter(track, name, p.min_cutoff, p.beta)(points / scale, t) * scale, value)
+        return _like(self._filter(track, name, p.min_cutoff, p.beta)(_host64(value) / scale, t) * scale, value)
 
     def _smooth_landmarks(self, track: Track, pts: np.ndarray, t: float) -> np.ndarray:
         """Smooth ``(N, 2|3)`` float64 landmarks as a similarity (lightly) and a residual shape (hard), in face
