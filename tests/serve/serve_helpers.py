@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 from asgi_lifespan import LifespanManager
 
-from faceweave.serve.app import Service, create_app
+from faceweave.serve.app import create_app
 from faceweave.serve.auth import create_api_key
+from faceweave.serve.deps import Service
 from faceweave.serve.settings import ServiceSettings
 
 

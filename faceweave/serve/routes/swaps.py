@@ -1,0 +1,292 @@
+"""Swap jobs: create (multipart upload or storage URLs), the synchronous image swap, list, read, cancel/delete,
+progress events (SSE) and the result file (byte ranges)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from faceweave.serve.auth import Principal
+from faceweave.serve.deps import Service, ServiceDep, authenticate, own_job
+from faceweave.serve.errors import BadRequest, RangeNotSatisfiable, ResultExpired, ResultNotReady
+from faceweave.serve.executor import JobContext, job_event, output_extension
+from faceweave.serve.inputs import Inputs, check_quotas, parse_settings, read_inputs
+from faceweave.serve.policy import ModerationRequest, check_consent, moderate
+from faceweave.serve.schemas import ERRORS, FORM_SCHEMA, JobList, JobOut, JobStateName
+from faceweave.serve.storage import tenant_dir
+from faceweave.serve.store import Job, JobState, NewJob
+from faceweave.settings import SwapSettings
+
+log = logging.getLogger("faceweave.serve")
+router = APIRouter(tags=["jobs"])
+MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+               ".mp4": "video/mp4", ".bmp": "image/bmp"}  # fmt: skip
+
+
+@router.post("/v1/swaps", status_code=202, response_model=JobOut, responses=ERRORS, openapi_extra=FORM_SCHEMA)
+async def create_swap(request: Request, response: Response, svc: ServiceDep) -> JobOut:
+    """Create a job from uploaded files (multipart ``sources`` + ``target``) or storage URLs → 202 + job."""
+    principal = authenticate(request, svc)
+    check_quotas(svc, principal.tenant)
+    job_id = uuid.uuid4().hex
+    spool = svc.settings.work_dir / "uploads" / job_id
+    try:
+        inputs = await read_inputs(request, svc, spool, sync=False)
+        settings = parse_settings(svc, inputs.form.one("settings"))
+        check_consent(inputs.form.one("consent"), svc.settings.require_consent)
+        webhook = inputs.form.one("webhook_url")
+        if webhook and (not webhook.startswith(("http://", "https://")) or len(webhook) > 2048):
+            raise BadRequest("webhook_url must be an http(s) URL", hint="e.g. https://example.com/hook")
+        check_quotas(svc, principal.tenant, inputs.total_bytes)
+        target_path, target_info = inputs.target
+        await anyio.to_thread.run_sync(moderate, svc.moderator, ModerationRequest(
+            tenant=principal.tenant, sources=[p for p, _ in inputs.sources], target=target_path,
+            target_kind=target_info.kind, settings=settings.model_dump(),
+        ))  # fmt: skip
+        folder = f"{tenant_dir(principal.tenant)}/{job_id}"
+        source_keys = [f"{folder}/source_{i}.{info.extension}" for i, (_, info) in enumerate(inputs.sources)]
+        target_key = f"{folder}/target.{target_info.extension}"
+
+        def store_inputs() -> Job:
+            for (path, _), key in zip(inputs.sources, source_keys, strict=True):
+                svc.storage.upload(path, key)
+            svc.storage.upload(target_path, target_key)
+            return svc.store.create_job(NewJob(
+                tenant=principal.tenant, settings=settings.model_dump(mode="json"), source_keys=source_keys,
+                target_key=target_key, media_kind=target_info.kind, stored_bytes=inputs.total_bytes,
+                webhook_url=webhook, id=job_id,
+            ))  # fmt: skip
+
+        job = await anyio.to_thread.run_sync(store_inputs)
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    svc.executor.notify()
+    log.info("job queued (%s, %d source(s))", job.media_kind, len(job.source_keys))
+    response.headers["Location"] = f"/v1/swaps/{job.id}"
+    return JobOut.of(job)
+
+
+@router.post("/v1/swaps:sync", response_class=Response, openapi_extra=FORM_SCHEMA,
+             responses={**ERRORS, 200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+                                        "description": "the swapped image"}})  # fmt: skip
+async def swap_sync(request: Request, svc: ServiceDep) -> Response:
+    """Swap a small image and answer the image itself (no job is stored)."""
+    principal = authenticate(request, svc)
+    spool = svc.settings.work_dir / "sync" / uuid.uuid4().hex
+    try:
+        inputs = await read_inputs(request, svc, spool, sync=True)
+        settings = parse_settings(svc, inputs.form.one("settings"))
+        check_consent(inputs.form.one("consent"), svc.settings.require_consent)
+        target_path, target_info = inputs.target
+        await anyio.to_thread.run_sync(moderate, svc.moderator, ModerationRequest(
+            tenant=principal.tenant, sources=[p for p, _ in inputs.sources], target=target_path,
+            target_kind="image", settings=settings.model_dump(),
+        ))  # fmt: skip
+        assert svc.sync_slots is not None
+        async with svc.sync_slots:
+            state = svc.sync_states.get_nowait()
+            try:
+                outcome, data = await anyio.to_thread.run_sync(
+                    _run_sync_job, svc, principal, settings, inputs, spool, state
+                )
+            finally:
+                svc.sync_states.put(state)
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    media = MEDIA_TYPES.get(outcome.output.suffix.lower(), "application/octet-stream")
+    return Response(data, media_type=media, headers={"X-Faceweave-Faces-Swapped": str(outcome.faces_swapped)})
+
+
+@router.get("/v1/swaps", response_model=JobList, responses=ERRORS)
+async def list_swaps(
+    request: Request,
+    svc: ServiceDep,
+    state: JobStateName | None = None,
+    limit: int = Query(20, ge=1, le=100),
+    offset: int = Query(0, ge=0, le=1_000_000),
+) -> JobList:
+    """This tenant's jobs, newest first, optionally only those in ``state``."""
+    principal = authenticate(request, svc)
+    jobs, total = await anyio.to_thread.run_sync(
+        svc.store.list_jobs, principal.tenant, JobState(state) if state else None, limit, offset
+    )
+    return JobList(items=[JobOut.of(j) for j in jobs], total=total, limit=limit, offset=offset)
+
+
+@router.get("/v1/swaps/{job_id}", response_model=JobOut, responses=ERRORS)
+async def get_swap(request: Request, svc: ServiceDep, job_id: str) -> JobOut:
+    """One job: state, progress, error (type, code, message) and the result URL once it succeeded."""
+    principal = authenticate(request, svc)
+    return JobOut.of(own_job(svc, job_id, principal))
+
+
+@router.delete("/v1/swaps/{job_id}", response_model=JobOut, responses=ERRORS)
+async def delete_swap(request: Request, svc: ServiceDep, job_id: str) -> JobOut:
+    """Cancel the job if it has not finished, and delete its uploads and result."""
+    principal = authenticate(request, svc)
+    job = own_job(svc, job_id, principal)
+    if not job.state.finished:
+        svc.store.cancel(job.id)
+        svc.executor.cancel(job.id)
+
+    def purge() -> Job | None:
+        svc.storage.delete_prefix(f"{tenant_dir(job.tenant)}/{job.id}")
+        svc.store.mark_expired(job.id)
+        return svc.store.get_job(job.id)
+
+    final = await anyio.to_thread.run_sync(purge)
+    assert final is not None
+    svc.hub.publish(job.id, job_event(final))
+    log.info("job deleted")
+    return JobOut.of(final)
+
+
+@router.get("/v1/swaps/{job_id}/events", response_class=StreamingResponse,
+            responses={**ERRORS, 200: {"content": {"text/event-stream": {}},
+                                       "description": "server-sent events, one JSON job event each"}})  # fmt: skip
+async def swap_events(request: Request, svc: ServiceDep, job_id: str) -> StreamingResponse:
+    """Server-sent events: ``event: job`` with state, stage, frames done/total, fps and ETA, until it ends."""
+    principal = authenticate(request, svc)
+    job = own_job(svc, job_id, principal)
+    return StreamingResponse(
+        _event_stream(svc, job.id, request.is_disconnected),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/v1/swaps/{job_id}/result", response_class=Response,
+            responses={**ERRORS, 200: {"content": {"image/png": {}, "image/jpeg": {}, "video/mp4": {}},
+                                       "description": "the result file"},
+                       206: {"description": "a byte range of the result"}})  # fmt: skip
+async def swap_result(request: Request, svc: ServiceDep, job_id: str) -> Response:
+    """The result file; supports ``Range: bytes=…`` (206, 416)."""
+    principal = authenticate(request, svc)
+    job = own_job(svc, job_id, principal)
+    if job.expired:
+        raise ResultExpired("the result was deleted (retention or DELETE)", hint="submit the job again")
+    if job.state != JobState.succeeded or not job.result_key:
+        raise ResultNotReady(f"the job is {job.state.value}, not succeeded", hint="follow /events or poll the job")
+    key = job.result_key
+    size = await anyio.to_thread.run_sync(svc.storage.size, key)
+    suffix = Path(key).suffix.lower()
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f'attachment; filename="faceweave-{job.id}{suffix}"',
+        "ETag": f'"{job.id}-{size}"',
+    }
+    media = MEDIA_TYPES.get(suffix, "application/octet-stream")
+    byte_range = _parse_range(request.headers.get("range"), size)
+    if byte_range is None:
+        headers["Content-Length"] = str(size)
+        return StreamingResponse(_iterate(svc, key, 0, size - 1), media_type=media, headers=headers)
+    start, end = byte_range
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(end - start + 1)
+    return StreamingResponse(_iterate(svc, key, start, end), status_code=206, media_type=media, headers=headers)
+
+
+def _run_sync_job(
+    svc: Service, principal: Principal, settings: SwapSettings, inputs: Inputs, spool: Path, state: dict[str, Any]
+) -> tuple[Any, bytes]:
+    target_path, info = inputs.target
+    now = time.time()
+    job = Job(
+        id="sync", tenant=principal.tenant, state=JobState.running, media_kind="image", created_at=now,
+        updated_at=now, started_at=now, finished_at=None, settings=settings.model_dump(mode="json"),
+        source_keys=[], target_key="", result_key=None, result_bytes=0, stored_bytes=0, frames_done=0,
+        frames_total=1, fps=0.0, eta_s=None, stage="", faces_swapped=None, error_type=None, error_code=None,
+        error_message=None, attempts=1, webhook_url=None, expired=False,
+    )  # fmt: skip
+    target = spool / f"target.{info.extension}"
+    target_path.rename(target)
+    output = spool / f"result{output_extension('image', target)}"
+    t0 = time.perf_counter()
+    outcome = svc.job_function(JobContext(
+        job, settings, [p for p, _ in inputs.sources], target, output, spool, lambda _: None, state
+    ))  # fmt: skip
+    svc.metrics.stage_seconds.labels("sync").observe(time.perf_counter() - t0)
+    return outcome, outcome.output.read_bytes()
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``(start, end)`` inclusive for a single ``bytes=`` range; None to send the whole file."""
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None  # other units and multi-range: answering the whole file is allowed (RFC 9110 §14.2)
+    first, _, last = spec.strip().partition("-")
+    try:
+        if first == "":
+            n = int(last)
+            if n <= 0:
+                raise ValueError
+            start, end = max(0, size - n), size - 1
+        else:
+            start = int(first)
+            end = int(last) if last else size - 1
+            end = min(end, size - 1)
+    except ValueError:
+        raise RangeNotSatisfiable(f"invalid range {header[:40]!r}", hint="use 'bytes=START-END'") from None
+    if start < 0 or start > end or start >= size:
+        raise RangeNotSatisfiable(f"range {header[:40]!r} outside the {size}-byte result", hint=f"size is {size}")
+    return start, end
+
+
+async def _iterate(svc: Service, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+    iterator = svc.storage.iter_range(key, start, end)
+    while True:
+        chunk = await anyio.to_thread.run_sync(next, iterator, None)
+        if chunk is None:
+            return
+        yield chunk
+
+
+async def _event_stream(
+    svc: Service, job_id: str, is_disconnected: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[bytes]:
+    q = svc.hub.subscribe(job_id)
+    last: dict[str, Any] | None = None
+    idle = 0.0
+    first = True
+    try:
+        while True:
+            event: dict[str, Any] | None
+            try:
+                if first:  # the current state straight away, then every change
+                    first = False
+                    raise asyncio.TimeoutError
+                event = await asyncio.wait_for(q.get(), timeout=1.0)
+            except asyncio.TimeoutError:
+                # Re-read the store: covers events published by another process and a first frame.
+                job = await anyio.to_thread.run_sync(svc.store.get_job, job_id)
+                event = job_event(job) if job is not None else None
+            if event is None:
+                return
+            if event != last:
+                idle = 0.0
+                yield f"event: job\ndata: {json.dumps(event)}\n\n".encode()
+                last = event
+            else:
+                idle += 1.0
+                if idle >= 15.0:
+                    idle = 0.0
+                    yield b": keep-alive\n\n"
+            if event["state"] in ("succeeded", "failed", "cancelled"):
+                return
+            if await is_disconnected():
+                return
+    finally:
+        svc.hub.unsubscribe(job_id, q)

@@ -1,0 +1,131 @@
+"""The service's request/response models: the OpenAPI schema that schemathesis checks and the web page reads.
+
+Model names are the schema names in ``/openapi.json`` (``JobOut``, ``ErrorResponse``, …); renaming one changes the
+published API.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from faceweave.serve.store import Job, JobState
+
+JobStateName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    hint: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class JobError(BaseModel):
+    type: str | None = None
+    code: str
+    message: str
+
+
+class JobProgress(BaseModel):
+    stage: str
+    frames_done: int
+    frames_total: int | None = None
+    fps: float
+    eta_s: float | None = None
+
+
+class JobOut(BaseModel):
+    id: str
+    state: JobStateName
+    media_kind: str | None = None
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: JobProgress
+    settings: dict[str, Any]
+    faces_swapped: int | None = None
+    error: JobError | None = None
+    attempts: int
+    result_url: str | None = None
+    result_bytes: int | None = None
+    expired: bool
+    stats: dict[str, Any] = Field(default_factory=dict, description="the pipeline's counters for a succeeded job")
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls(
+            id=job.id, state=job.state.value, media_kind=job.media_kind, created_at=job.created_at,
+            updated_at=job.updated_at, started_at=job.started_at, finished_at=job.finished_at,
+            progress=JobProgress(stage=job.stage, frames_done=job.frames_done, frames_total=job.frames_total,
+                                 fps=job.fps, eta_s=job.eta_s),
+            settings=job.settings, faces_swapped=job.faces_swapped,
+            error=JobError(type=job.error_type, code=job.error_code, message=job.error_message or "")
+            if job.error_code else None,
+            attempts=job.attempts,
+            result_url=f"/v1/swaps/{job.id}/result" if job.state == JobState.succeeded and not job.expired else None,
+            result_bytes=job.result_bytes if job.state == JobState.succeeded else None, expired=job.expired,
+            stats=job.stats,
+        )  # fmt: skip
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ModelOut(BaseModel):
+    name: str
+    family: str
+    licence: str
+    embedded: bool
+    available: bool
+
+
+class ModelsOut(BaseModel):
+    swappers: list[str]
+    detectors: list[str]
+    enhancers: list[str]
+    models: list[ModelOut]
+
+
+class StatusOut(BaseModel):
+    status: str
+
+
+# Every error status a route may answer, all with the one error body (see ``middleware.install_error_handlers``).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (400, 401, 404, 409, 410, 413, 415, 416, 422, 429, 500, 503)
+}
+# The swap routes read their multipart body as a stream (size limits while spooling), so FastAPI cannot derive the
+# request schema from parameters: it is declared here.
+FORM_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "sources": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                    "description": "source face image(s)"},
+                        "target": {"type": "string", "format": "binary", "description": "target image or video"},
+                        "settings": {"type": "string", "description": "JSON object of SwapSettings fields"},
+                        "consent": {"type": "string", "enum": ["true", "false"],
+                                    "description": "attest that everyone depicted consented"},
+                        "webhook_url": {"type": "string", "description": "POSTed (HMAC-signed) on completion"},
+                        "source_urls": {"type": "string", "description": "JSON list of storage URLs"},
+                        "target_url": {"type": "string", "description": "a storage URL"},
+                    },
+                }
+            }
+        },
+    }
+}  # fmt: skip
