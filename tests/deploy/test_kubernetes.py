@@ -31,8 +31,10 @@ def _strict(schema: Any) -> Any:
     silently; here a misspelt or made-up field fails)."""
     if isinstance(schema, dict):
         out = {k: _strict(v) for k, v in schema.items()}
-        if "properties" in schema and "additionalProperties" not in schema and not schema.get(
-            "x-kubernetes-preserve-unknown-fields"
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
         ):
             out["additionalProperties"] = False
         return out
@@ -106,8 +108,8 @@ def test_raycluster_autoscales_gpu_workers_including_a_spot_group() -> None:
     assert len(gpu_groups) >= 2
     spot = [g for g in gpu_groups.values() if "spot" in json.dumps(g["template"]["spec"].get("nodeSelector", {}))]
     assert spot, "no worker group is pinned to spot nodes"
-    tolerated = {t["key"] for t in spot[0]["template"]["spec"]["tolerations"]}
-    assert "nvidia.com/gpu" in tolerated and any("spot" in json.dumps(t) for t in spot[0]["template"]["spec"]["tolerations"])
+    tolerations = spot[0]["template"]["spec"]["tolerations"]
+    assert "nvidia.com/gpu" in {t["key"] for t in tolerations} and any("spot" in json.dumps(t) for t in tolerations)
     assert cluster["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
 
 
