@@ -1,22 +1,38 @@
 """Prometheus metrics on a per-app registry (no process-global collectors): requests, job counts by state,
-durations, queue depth, per-stage latency, and GPU utilisation/VRAM/temperature via NVML when a GPU is present."""
+durations, queue depth and backlog age, frames per second, per-stage latency, and GPU utilisation/VRAM/temperature
+via NVML when a GPU is present.
+
+``deploy/prometheus/alerts.yml`` and ``deploy/grafana/faceweave.json`` query these names; ``tests/deploy`` checks
+them against a live ``/metrics``, so renaming one here fails there.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from faceweave.serve.store import QueueStats
 
 log = logging.getLogger("faceweave.serve.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _JobStateCollector(Collector):
-    def __init__(self, counts: Callable[[], dict[str, int]], running: Callable[[], int]) -> None:
-        self.counts, self.running = counts, running
+    def __init__(
+        self,
+        counts: Callable[[], dict[str, int]],
+        running: Callable[[], int],
+        queue: Callable[[], QueueStats] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.counts, self.running, self.queue, self.clock = counts, running, queue, clock
 
     def collect(self) -> Iterable[Metric]:
         try:
@@ -30,6 +46,22 @@ class _JobStateCollector(Collector):
         yield jobs
         yield GaugeMetricFamily("faceweave_queue_depth", "Jobs waiting to run", value=counts.get("queued", 0))
         yield GaugeMetricFamily("faceweave_jobs_running_here", "Jobs running in this process", value=self.running())
+        if self.queue is None:
+            return
+        try:
+            stats = self.queue()
+        except Exception:
+            log.exception("cannot read the queue for /metrics")
+            return  # absent rather than a made-up 0: the backlog alert then reads "no data", not "healthy"
+        # The store is shared, so every API replica reports the same cluster-wide values: aggregate with max().
+        age = 0.0 if stats.oldest_queued_at is None else max(0.0, self.clock() - stats.oldest_queued_at)
+        yield GaugeMetricFamily(
+            "faceweave_queue_oldest_age_seconds", "Age of the oldest queued job (0: none waits)", value=age
+        )
+        yield GaugeMetricFamily(
+            "faceweave_jobs_fps", "Frames per second summed over running jobs (last progress report)",
+            value=stats.running_fps,
+        )  # fmt: skip
 
 
 class _NvmlCollector(Collector):
@@ -79,7 +111,17 @@ def gpu_count() -> int:
 class ServiceMetrics:
     """All metrics of one app instance."""
 
-    def __init__(self, counts: Callable[[], dict[str, int]], running: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        counts: Callable[[], dict[str, int]],
+        running: Callable[[], int],
+        queue: Callable[[], QueueStats] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``counts``: jobs by state; ``running``: jobs running in this process; ``queue``: the store's
+        :meth:`~faceweave.serve.store.SqlJobStore.queue_stats` (backlog age and fps; without it those two are not
+        exported); ``clock``: wall time, the clock ``queue_stats`` timestamps are on."""
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "faceweave_http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
@@ -99,7 +141,7 @@ class ServiceMetrics:
             "faceweave_stage_duration_seconds", "Time spent per pipeline stage", ["stage"], registry=self.registry,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )  # fmt: skip
-        self.registry.register(_JobStateCollector(counts, running))
+        self.registry.register(_JobStateCollector(counts, running, queue, clock))
         self.gpus = 0
         if gpu_count() > 0:
             try:

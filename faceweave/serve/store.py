@@ -151,6 +151,14 @@ class ApiKeyRecord:
     revoked: bool
 
 
+@dataclass(frozen=True)
+class QueueStats:
+    """The queue as the metrics see it: when the oldest queued job was submitted, and how fast running jobs go."""
+
+    oldest_queued_at: float | None  # time.time() of the oldest queued job's submission; None when none waits
+    running_fps: float  # sum of the frames per second last reported by every running job (all processes)
+
+
 class JobStore(Protocol):
     """What the API and executors need from a job store (SQL here; anything transactional elsewhere)."""
 
@@ -179,6 +187,7 @@ class JobStore(Protocol):
     def finished_before(self, when: float) -> list[Job]: ...
     def mark_expired(self, job_id: str) -> None: ...
     def counts_by_state(self) -> dict[str, int]: ...
+    def queue_stats(self) -> QueueStats: ...
     def add_api_key(self, tenant: str, key_hash: str, prefix: str) -> ApiKeyRecord: ...
     def find_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
 
@@ -396,6 +405,12 @@ class SqlJobStore:
         counts = {st.value: 0 for st in JobState}
         counts.update({str(state): int(n) for state, n in rows})
         return counts
+
+    def queue_stats(self) -> QueueStats:
+        with self._session() as s:
+            oldest = s.scalar(select(func.min(JobRow.created_at)).where(JobRow.state == JobState.queued.value))
+            fps = s.scalar(select(func.sum(JobRow.fps)).where(JobRow.state == JobState.running.value))
+        return QueueStats(oldest_queued_at=None if oldest is None else float(oldest), running_fps=float(fps or 0.0))
 
     # --- API keys ------------------------------------------------------------------------------------------
     def add_api_key(self, tenant: str, key_hash: str, prefix: str) -> ApiKeyRecord:
