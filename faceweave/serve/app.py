@@ -87,7 +87,7 @@ def create_app(
             store, storage, settings.work_dir, slots=slots, hub=hub, job_function=job_function, setup=warmup,
             on_finished=on_finished, on_stage=on_stage, device=settings.device,
         )  # fmt: skip
-        metrics = ServiceMetrics(store.counts_by_state, executor.running_jobs)
+        metrics = ServiceMetrics(store.counts_by_state, executor.running_jobs, store.queue_stats)
         svc = Service(
             settings=settings, store=store, storage=storage, executor=executor, hub=hub, metrics=metrics,
             auth=Authenticator(settings, store), limiter=RateLimiter(settings.rate_limit_per_minute,

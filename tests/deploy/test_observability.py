@@ -22,9 +22,8 @@ pytest.importorskip("asgi_lifespan", reason="the dev extra is not installed")
 
 DASHBOARD = DEPLOY / "grafana" / "faceweave.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
-# Exported by faceweave/serve/metrics.py once app.py hands ServiceMetrics the store's queue_stats (one line, after the
-# app.py split lands); until then they are missing from a live /metrics and the strict xfail below says so.
-AWAITING_APP_WIRING = {"faceweave_queue_oldest_age_seconds", "faceweave_jobs_fps"}
+# Exported by faceweave/serve/metrics.py from the store's queue_stats (the app hands it to ServiceMetrics).
+QUEUE_METRICS = {"faceweave_queue_oldest_age_seconds", "faceweave_jobs_fps"}
 
 _PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "rate", "irate", "increase", "histogram_quantile", "by", "without", "and",
@@ -126,14 +125,13 @@ def exported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> set[str]:
 def test_dashboard_and_alerts_query_only_exported_metrics(exported: set[str]) -> None:
     used = _used()
     assert {"faceweave_gpu_memory_used_bytes", "faceweave_http_requests_total"} <= used  # the parser found them
-    missing = used - exported - AWAITING_APP_WIRING
+    missing = used - exported
     assert not missing, f"queried but not exported by the app: {sorted(missing)}"
 
 
-@pytest.mark.xfail(strict=True, reason="app.py does not pass store.queue_stats to ServiceMetrics yet (after the split)")
 def test_queue_age_and_fps_are_exported_by_the_app(exported: set[str]) -> None:
-    assert exported >= AWAITING_APP_WIRING
-    assert _used() >= AWAITING_APP_WIRING
+    assert exported >= QUEUE_METRICS
+    assert _used() >= QUEUE_METRICS
 
 
 def test_a_renamed_metric_would_be_caught(exported: set[str]) -> None:
