@@ -14,10 +14,14 @@ __all__ = ["SwapResult", "SwapSettings", "swap", "swap_image", "swap_video"]
 
 def __getattr__(name: str) -> Any:
     # Lazy: `import faceweave` stays cheap (no torch import) until the API is used.
-    if name in ("swap", "swap_image", "swap_video", "SwapResult"):
+    if name in ("swap", "swap_image", "swap_video"):
         from faceweave import api
 
-        return api.swap if name in ("swap_image", "swap_video") else getattr(api, name)
+        return api.swap
+    if name == "SwapResult":
+        from faceweave.result import SwapResult
+
+        return SwapResult
     if name == "SwapSettings":
         from faceweave.settings import SwapSettings
 

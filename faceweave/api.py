@@ -8,27 +8,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any
 
 from faceweave.progress import ProgressCallback, no_progress
+from faceweave.result import SwapResult
 from faceweave.settings import SwapSettings
 
 PathArg = str | PathLike[str]
-
-
-@dataclass(frozen=True)
-class SwapResult:
-    """What a swap produced: the output path, how many faces were swapped, timings and counters."""
-
-    output: Path
-    kind: str  # "image" | "video"
-    faces_swapped: int
-    frames: int = 1
-    seconds: float = 0.0
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def swap(

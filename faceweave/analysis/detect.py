@@ -26,21 +26,17 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from faceweave.analysis.face import Face
-from faceweave.device import to_device_async
 from faceweave.errors import InvalidOption, ShapeError, check_shape
 from faceweave.models.blazeface import BlazeFace, load_blazeface
 from faceweave.models.tflite_graph import cuda_batch_bucket
-from faceweave.ops.warp import affine_grid
+from faceweave.ops.boxes import MEDIAPIPE_NMS_THRESHOLD, weighted_nms
+from faceweave.ops.crops import crop_matrices, roll_from_eyes, sample_crops, sample_views, view_matrices
 
-# MediaPipe's NMS overlap threshold for BlazeFace (face_detection_*_common.pbtxt: min_suppression_threshold).
-NMS_THRESHOLD = 0.3
 # Rotations (degrees, clockwise in the image) tried when the upright views find nothing.
 RETRY_ANGLES = (30.0, -30.0, 60.0, -60.0)
 # Refinement crop side / face box side: the face then spans about half of the short-range input.
@@ -51,36 +47,6 @@ MIN_VIEW_FACE = 18.0
 MAX_TILES_PER_AXIS = 3
 # Ratio of mouth width to inter-ocular distance in the ArcFace 5-point template (29.18 / 35.24 px).
 MOUTH_TO_EYE_RATIO = 0.828
-
-
-def view_matrices(height: int, width: int, size: int, angles_deg: torch.Tensor) -> torch.Tensor:
-    """Affine maps of square views of a frame: view pixel → frame pixel.
-
-    A view of ``size``² shows the whole frame (letterboxed when ``angle = 0``) turned by ``angle`` about the
-    frame centre; positive angles are clockwise in the image, so a face rolled by ``+a`` looks upright in the
-    view of angle ``+a``.
-
-    Args:
-        height, width: frame size in pixels.
-        size: view side in pixels.
-        angles_deg: ``(V,)`` float angles in degrees.
-
-    Returns:
-        ``(V, 2, 3)`` float32 matrices ``M`` (view→frame) in *continuous* coordinates (0 = left/top edge of the
-        first pixel): ``p_frame = M @ [u, v, 1]``.
-    """
-    theta = torch.deg2rad(angles_deg.to(torch.float32))
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    # Frame pixels per view pixel: the turned frame's bounding box must fit the view.
-    extent = torch.maximum(width * cos.abs() + height * sin.abs(), width * sin.abs() + height * cos.abs())
-    scale = extent / size
-    half = size / 2.0
-    m = torch.zeros(angles_deg.shape[0], 2, 3)
-    m[:, 0, 0], m[:, 0, 1] = scale * cos, -scale * sin
-    m[:, 1, 0], m[:, 1, 1] = scale * sin, scale * cos
-    m[:, 0, 2] = width / 2.0 - half * (m[:, 0, 0] + m[:, 0, 1])
-    m[:, 1, 2] = height / 2.0 - half * (m[:, 1, 0] + m[:, 1, 1])
-    return m
 
 
 def tile_matrices(height: int, width: int, size: int, min_face: float) -> torch.Tensor:
@@ -111,132 +77,6 @@ def tile_matrices(height: int, width: int, size: int, min_face: float) -> torch.
                         for y0 in starts(height) for x0 in starts(width)])
 
 
-def sample_views(frames: torch.Tensor, view_to_frame: torch.Tensor, size: int) -> torch.Tensor:
-    """Sample ``size``² views of every frame (black outside the frame), antialiased.
-
-    Args:
-        frames: ``(B, 3, H, W)`` float RGB in ``[0, 1]``.
-        view_to_frame: ``(V, 2, 3)`` continuous-coordinate affine maps view→frame (see :func:`view_matrices`);
-            all views of one call share the scale (only rotations differ).
-        size: output side.
-
-    Returns:
-        ``(B * V, 3, size, size)`` float in ``[0, 1]``, frame-major (all views of frame 0 first); dtype/device
-        of ``frames``.
-    """
-    batch, _, height, width = frames.shape
-    views = view_to_frame.shape[0]
-    scale = float(torch.linalg.norm(view_to_frame[0, :, 0]))  # frame pixels per view pixel
-    source = frames
-    if scale > 1.0:
-        # Downscale once with an antialiasing filter so that the bilinear sampler below sees ~1:1 pixels.
-        source = F.interpolate(frames, size=(max(1, round(height / scale)), max(1, round(width / scale))),
-                               mode="bilinear", antialias=True, align_corners=False)
-    # affine_grid wants normalised [-1, 1] coordinates on both sides (align_corners=False: -1/1 = outer edges).
-    to_norm_frame = torch.tensor([[2.0 / width, 0.0, -1.0], [0.0, 2.0 / height, -1.0]])
-    from_norm_view = torch.tensor([[size / 2.0, 0.0, size / 2.0], [0.0, size / 2.0, size / 2.0], [0.0, 0.0, 1.0]])
-    full = torch.cat([view_to_frame, torch.tensor([[[0.0, 0.0, 1.0]]]).expand(views, 1, 3)], dim=1)
-    theta = to_norm_frame @ full @ from_norm_view  # (V, 2, 3): normalised view -> normalised frame
-    theta = theta.to(device=frames.device, dtype=frames.dtype).repeat(batch, 1, 1)
-    grid = affine_grid(theta, (size, size))
-    source = source.repeat_interleave(views, dim=0) if views > 1 else source
-    return F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def crop_matrices(centres: torch.Tensor, sizes: torch.Tensor, rolls: torch.Tensor, crop: int) -> torch.Tensor:
-    """Affine maps crop pixel → frame pixel for square crops turned by ``rolls``.
-
-    Args:
-        centres: ``(N, 2)`` crop centres ``(x, y)`` in frame pixels (pixel centres at integers).
-        sizes: ``(N,)`` crop side in frame pixels.
-        rolls: ``(N,)`` radians, positive = clockwise in the image (the face's roll).
-        crop: crop side in crop pixels.
-
-    Returns:
-        ``(N, 2, 3)`` float32 ``M`` with ``p_frame = M @ [u, v, 1]``, both in *continuous* coordinates
-        (0 = outer edge of the first pixel; frame continuous = pixel-centre coordinate + 0.5).
-    """
-    scale = sizes / crop
-    cos, sin = torch.cos(rolls) * scale, torch.sin(rolls) * scale
-    half = crop / 2.0
-    m = torch.stack([torch.stack([cos, -sin, centres[:, 0] + 0.5 - half * (cos - sin)], dim=1),
-                     torch.stack([sin, cos, centres[:, 1] + 0.5 - half * (sin + cos)], dim=1)], dim=1)
-    return m.to(torch.float32)
-
-
-def sample_crops(frames: torch.Tensor, frame_index: torch.Tensor, crop_to_frame: torch.Tensor,
-                 crop: int) -> torch.Tensor:
-    """Sample ``crop``² patches (zeros outside the frame) with ONE ``grid_sample``.
-
-    Args:
-        frames: ``(B, 3, H, W)`` float RGB in ``[0, 1]``.
-        frame_index: ``(N,)`` int64, which frame each crop comes from.
-        crop_to_frame: ``(N, 2, 3)`` continuous-coordinate maps crop→frame (see :func:`crop_matrices`).
-
-    Returns:
-        ``(N, 3, crop, crop)`` with the dtype/device of ``frames``.
-    """
-    _, _, height, width = frames.shape
-    n = crop_to_frame.shape[0]
-    to_norm = torch.tensor([[2.0 / width, 0.0, -1.0], [0.0, 2.0 / height, -1.0]])
-    from_norm = torch.tensor([[crop / 2.0, 0.0, crop / 2.0], [0.0, crop / 2.0, crop / 2.0], [0.0, 0.0, 1.0]])
-    full = torch.cat([crop_to_frame, torch.tensor([[[0.0, 0.0, 1.0]]]).expand(n, 1, 3)], dim=1)
-    # host matrices and indices reach the device in asynchronous copies: a plain copy would wait for the GPU
-    theta = to_device_async((to_norm @ full @ from_norm).to(frames.dtype), frames.device)
-    grid = affine_grid(theta, (crop, crop))
-    if frame_index.shape[0] == frames.shape[0] and bool((frame_index.cpu() == torch.arange(n)).all()):
-        source = frames  # one crop per frame, in order: no gathered copy of whole frames
-    else:
-        source = frames.index_select(0, to_device_async(frame_index, frames.device))
-    return F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def rotated_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two rotated rectangles ``(cx, cy, w, h, angle_deg)`` (OpenCV ``rotatedRectangleIntersection``)."""
-    ra = ((float(a[0]), float(a[1])), (float(a[2]), float(a[3])), float(a[4]))
-    rb = ((float(b[0]), float(b[1])), (float(b[2]), float(b[3])), float(b[4]))
-    kind, points = cv2.rotatedRectangleIntersection(ra, rb)
-    if kind == cv2.INTERSECT_NONE or points is None or len(points) < 3:
-        return 0.0
-    inter = float(cv2.contourArea(cv2.convexHull(points)))
-    union = float(a[2] * a[3] + b[2] * b[3]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def weighted_nms(rects: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
-                 threshold: float = NMS_THRESHOLD) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    """MediaPipe's weighted NMS on rotated rectangles.
-
-    Args:
-        rects: ``(N, 5)`` ``cx, cy, w, h, roll_deg`` in frame pixels.
-        keypoints: ``(N, 6, 2)`` frame pixels.
-        scores: ``(N,)`` in ``[0, 1]``.
-        threshold: IoU above which a candidate is merged into the best remaining one.
-
-    Returns:
-        ``[(rect (5,), keypoints (6, 2), score)]`` best first; rect centre/size and keypoints are the
-        score-weighted means of the merged candidates, the score is the best one's.
-    """
-    order = [int(i) for i in np.argsort(-scores, kind="stable")]
-    out: list[tuple[np.ndarray, np.ndarray, float]] = []
-    while order:
-        best = order[0]
-        merged: list[int] = []
-        rest: list[int] = []
-        for candidate in order:
-            overlaps = candidate == best or rotated_iou(rects[best], rects[candidate]) > threshold
-            (merged if overlaps else rest).append(candidate)
-        idx = np.asarray(merged, dtype=np.int64)
-        weights = scores[idx][:, None]
-        total = float(weights.sum())
-        rect = rects[best].copy()
-        rect[:4] = (rects[idx, :4] * weights).sum(0) / total
-        kps = (keypoints[idx] * weights[:, :, None]).sum(0) / total
-        out.append((rect, kps, float(scores[best])))
-        order = rest
-    return out
-
-
 def five_point_keypoints(blaze_keypoints: torch.Tensor) -> torch.Tensor:
     """5 points in :class:`FaceKeypoint` order from BlazeFace's 6 keypoints ``(..., 6, 2)`` → ``(..., 5, 2)``.
 
@@ -247,12 +87,6 @@ def five_point_keypoints(blaze_keypoints: torch.Tensor) -> torch.Tensor:
     eye_a, eye_b, nose, mouth = (blaze_keypoints[..., i, :] for i in range(4))
     half_mouth = (eye_b - eye_a) * (MOUTH_TO_EYE_RATIO / 2)
     return torch.stack([eye_a, eye_b, nose, mouth - half_mouth, mouth + half_mouth], dim=-2)
-
-
-def roll_from_eyes(eye_a: torch.Tensor, eye_b: torch.Tensor) -> torch.Tensor:
-    """Roll in radians (positive = clockwise in the image) of the line eye A → eye B; ``(..., 2)`` → ``(...)``."""
-    delta = eye_b - eye_a
-    return torch.atan2(delta[..., 1], delta[..., 0])
 
 
 class FaceDetector(nn.Module):
@@ -471,7 +305,7 @@ class FaceDetector(nn.Module):
     @staticmethod
     def _merge(rects: np.ndarray, keypoints: np.ndarray, scores: np.ndarray) -> list[Face]:
         faces = []
-        for rect, kps, score in weighted_nms(rects, keypoints, scores):
+        for rect, kps, score in weighted_nms(rects, keypoints, scores, MEDIAPIPE_NMS_THRESHOLD):
             blaze = torch.from_numpy(np.ascontiguousarray(kps, dtype=np.float32))
             five = five_point_keypoints(blaze)
             cx, cy, w, h = (float(v) for v in rect[:4])
@@ -518,5 +352,4 @@ def detect_faces(image: np.ndarray | torch.Tensor, *, detector: FaceDetector | N
     return detector.detect(image_to_frames(image), min_score=min_score)[0]
 
 
-__all__ = ["FaceDetector", "detect_faces", "five_point_keypoints", "roll_from_eyes", "weighted_nms",
-           "view_matrices", "tile_matrices", "sample_views", "image_to_frames"]
+__all__ = ["FaceDetector", "detect_faces", "five_point_keypoints", "tile_matrices", "image_to_frames"]

@@ -14,6 +14,7 @@ import torch
 
 from faceweave.analysis.face import Face
 from faceweave.errors import InvalidOption
+from faceweave.models.arcface import ArcFaceRecogniser, l2_normalise
 from faceweave.models.dlib_identity import DLIB5_FROM_FACEMESH, DlibIdentity
 
 
@@ -39,6 +40,24 @@ def face_identity(image: np.ndarray, faces: Sequence[Face], *, identity: DlibIde
     if boxed:
         emb[boxed] = identity.descriptors(image, np.stack([faces[i].box.double().numpy() for i in boxed]))
     return [f.with_(embedding=torch.from_numpy(e)) for f, e in zip(faces, emb, strict=True)]
+
+
+def embed_faces(recogniser: ArcFaceRecogniser, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
+    """Faces of every frame with :attr:`Face.embedding` set to their unit-length ArcFace embedding ``(512,)``.
+
+    One batched alignment + one forward over all faces of all frames; the 5 keypoints are each face's own
+    (mesh-derived or detector). ``frames``: ``(B, 3, H, W)`` float ``[0, 1]`` RGB; ``faces``: one list per frame.
+    """
+    flat = [(b, f) for b, row in enumerate(faces) for f in row]
+    if not flat:
+        return [[] for _ in faces]
+    index = torch.tensor([b for b, _ in flat], dtype=torch.long, device=frames.device)
+    keypoints = torch.stack([f.keypoints.float() for _, f in flat]).to(frames.device)
+    emb = l2_normalise(recogniser.embed(frames, index, keypoints)).cpu()
+    out: list[list[Face]] = [[] for _ in faces]
+    for k, (b, f) in enumerate(flat):
+        out[b].append(f.with_(embedding=emb[k]))
+    return out
 
 
 # dlib's documented limit: same person < 0.6 (its LFW operating point).

@@ -12,12 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from faceweave.analysis.detect import crop_matrices, image_to_frames, roll_from_eyes, sample_crops
+from faceweave.analysis.detect import image_to_frames
 from faceweave.analysis.face import Face
 from faceweave.errors import ShapeError, check_shape
 from faceweave.models.facemesh import INPUT_SIZE, FaceMeshNet, load_facemesh
 from faceweave.models.iris import IRIS_CENTRE, IrisLandmarks, iris_landmarks, load_iris
 from faceweave.models.topology import LEFT_EYE, MOUTH_LEFT, MOUTH_RIGHT, NOSE_TIP, RIGHT_EYE
+from faceweave.ops.crops import crop_matrices, roll_from_eyes, sample_crops
 
 # Inner lip corners (the two corners of topology.LIPS_INNER); the mouth keypoints average them with the outer
 # corners MOUTH_RIGHT/MOUTH_LEFT (see mesh_keypoints).
@@ -186,4 +187,4 @@ def face_landmarks(image: object, faces: list[Face], *, mesh: FaceMesh | None = 
     return mesh.landmarks(frames, [list(faces)])[0]
 
 
-__all__ = ["FaceMesh", "face_landmarks", "crop_matrices", "sample_crops", "mesh_keypoints"]
+__all__ = ["FaceMesh", "face_landmarks", "mesh_keypoints"]

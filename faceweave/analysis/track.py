@@ -16,6 +16,7 @@ import torch
 from faceweave.analysis.face import Face
 from faceweave.analysis.landmarks import mesh_keypoints
 from faceweave.models.topology import NUM_LANDMARKS
+from faceweave.ops.boxes import box_iou
 
 ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
 
@@ -68,19 +69,6 @@ class OneEuroFilter:
 
 
 # ================================================================================================ geometry
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU matrix of boxes ``a`` ``(N, 4)`` and ``b`` ``(M, 4)`` (``x0, y0, x1, y1``) → ``(N, M)`` in ``[0, 1]``."""
-    if a.numel() == 0 or b.numel() == 0:
-        return torch.zeros(a.shape[0], b.shape[0], dtype=torch.float32)
-    a, b = a.float().reshape(-1, 4), b.float().reshape(-1, 4)
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-6)
-
-
 def scene_change_score(prev_small: np.ndarray | None, small: np.ndarray) -> float:
     """Mean absolute difference in ``[0, 1]`` of two downscaled grey frames ``(h, w)`` uint8 (1.0 if no previous)."""
     if prev_small is None or prev_small.shape != small.shape:
@@ -349,7 +337,6 @@ __all__ = [
     "OneEuroFilter",
     "SmoothingParams",
     "Track",
-    "box_iou",
     "landmark_jitter",
     "scene_change_score",
     "thumbnail",

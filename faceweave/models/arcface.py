@@ -17,7 +17,6 @@ from typing import Literal
 
 import torch
 
-from faceweave.analysis.face import Face
 from faceweave.errors import ShapeError, check_shape
 from faceweave.models.onnx_runtime import OnnxModel
 from faceweave.models.onnx_zoo import template_points
@@ -105,20 +104,3 @@ def l2_normalise(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     x = x.float()
     return x / x.norm(dim=-1, keepdim=True).clamp(min=eps)
 
-
-def embed_faces(recogniser: ArcFaceRecogniser, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
-    """Faces of every frame with :attr:`Face.embedding` set to their unit-length ArcFace embedding ``(512,)``.
-
-    One batched alignment + one forward over all faces of all frames; the 5 keypoints are each face's own
-    (mesh-derived or detector). ``frames``: ``(B, 3, H, W)`` float ``[0, 1]`` RGB; ``faces``: one list per frame.
-    """
-    flat = [(b, f) for b, row in enumerate(faces) for f in row]
-    if not flat:
-        return [[] for _ in faces]
-    index = torch.tensor([b for b, _ in flat], dtype=torch.long, device=frames.device)
-    keypoints = torch.stack([f.keypoints.float() for _, f in flat]).to(frames.device)
-    emb = l2_normalise(recogniser.embed(frames, index, keypoints)).cpu()
-    out: list[list[Face]] = [[] for _ in faces]
-    for k, (b, f) in enumerate(flat):
-        out[b].append(f.with_(embedding=emb[k]))
-    return out

@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from faceweave.analysis.detect import crop_matrices, roll_from_eyes, sample_crops
 from faceweave.errors import InvalidOption, ShapeError, check_shape
 from faceweave.models.registry import InputContract, ModelSpec, register
 from faceweave.models.tflite_graph import load_graphnet
+from faceweave.ops.crops import crop_matrices, roll_from_eyes, sample_crops
 
 INPUT_SIZE = 64
 NUM_CONTOUR = 71
@@ -98,7 +98,7 @@ def eye_crop_matrices(points: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(N, 2, 2, 3)`` float32 on the CPU, eye A then eye B: ``p_frame = M @ [u, v, 1]`` in continuous
         coordinates (frame continuous = pixel-centre coordinate + 0.5; crop ``u, v`` in ``0..64``), as
-        :func:`~faceweave.analysis.detect.crop_matrices` returns them. Eye B's map reads ``u → 64 − u``.
+        :func:`~faceweave.ops.crops.crop_matrices` returns them. Eye B's map reads ``u → 64 − u``.
     """
     if points.ndim != 3 or points.shape[1] < 468 or points.shape[2] < 2:
         raise ShapeError(f"points must be (N, 468, >=2), got {tuple(points.shape)}")

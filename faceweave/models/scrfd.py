@@ -15,10 +15,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from faceweave.analysis.face import Face
 from faceweave.errors import InvalidOption, check_shape
 from faceweave.models.onnx_runtime import OnnxModel
-from faceweave.models.retinaface import make_face, nms
+from faceweave.ops.boxes import nms
 
 STRIDES = (8, 16, 32)
 NUM_ANCHORS = 2
@@ -77,11 +76,13 @@ def decode_scrfd(
     return torch.cat(all_scores), torch.cat(all_boxes), torch.cat(all_kps)
 
 
-class ScrfdDetector:
-    """SCRFD ONNX detector; frames go through the graph one by one if its batch dim is fixed at 1.
+class ScrfdNet:
+    """SCRFD ONNX detector, tensors out; frames go through the graph one by one if its batch dim is fixed at 1.
+
+    Faces are built on it by ``ScrfdDetector`` (``analysis/onnx_detect.py``).
 
     Args:
-        model_path: the located (and, if pinned, verified) ``.onnx``. device/dtype: of the caller's frames.
+        model_path: the located (and, if pinned, verified) ``.onnx``. device: of the caller's frames.
         size: square network input (640 for FaceFusion's exports). min_score, nms_iou: as insightface.
     """
 
@@ -89,13 +90,12 @@ class ScrfdDetector:
         self,
         model_path: Path,
         device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
         *,
         size: int = 640,
         min_score: float = 0.5,
         nms_iou: float = 0.4,
     ) -> None:
-        self.device, self.dtype = torch.device(device), dtype
+        self.device = torch.device(device)
         self.size, self.min_score, self.nms_iou = size, min_score, nms_iou
         self.model = OnnxModel(
             model_path, device=self.device, warmup_shapes={n: (1, 3, size, size) for n in ("input.1", "input")}
@@ -103,12 +103,14 @@ class ScrfdDetector:
         self.input_name = self.model.input_names[0]
 
     @torch.no_grad()
-    def detect(self, frames: torch.Tensor) -> list[list[Face]]:
-        """``frames (B, 3, H, W)`` float ``[0, 1]`` RGB → per frame, faces by descending score (image pixels)."""
+    def detect(self, frames: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``frames (B, 3, H, W)`` float ``[0, 1]`` RGB → per frame, ``boxes (K, 4)`` ``x0, y0, x1, y1``,
+        ``scores (K,)`` and ``keypoints (K, 5, 2)`` (``FaceKeypoint`` order), float32 image pixels, by descending
+        score."""
         check_shape(frames, ["B", "3", "H", "W"], "frames")
         canvas, scale = letterbox_top_left(frames.float() * 255.0, self.size)
         x = (canvas - 127.5) / 128.0
-        results: list[list[Face]] = []
+        results: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         for b in range(x.shape[0]):
             outs = self.model.run({self.input_name: x[b : b + 1]})
             outs = [o[0] if o.dim() == 3 else o for o in outs]
@@ -116,10 +118,11 @@ class ScrfdDetector:
             keep = scores > self.min_score
             scores, boxes, kps = scores[keep], boxes[keep], kps[keep]
             if scores.numel() == 0:
-                results.append([])
+                results.append((boxes, scores, kps))
                 continue
             idx = nms(boxes, scores, self.nms_iou)
-            results.append(
-                [make_face(boxes[i] / scale, float(scores[i]), kps[i] / scale) for i in idx.tolist()]
-            )
+            results.append((boxes[idx] / scale, scores[idx], kps[idx] / scale))
         return results
+
+
+__all__ = ["ScrfdNet", "anchor_centres", "decode_scrfd", "letterbox_top_left"]

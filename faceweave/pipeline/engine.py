@@ -93,7 +93,7 @@ class SwapEngine:
                 self._detector = FaceDetector(device=self.device, dtype=self.dtype)
                 set_cuda_graphs(self._detector, self.settings.cuda_graphs, self._graph_pool())
             else:
-                from faceweave.models.retinaface import load_detector
+                from faceweave.analysis.onnx_detect import load_detector
 
                 self._detector = load_detector(self.settings.detector, device=self.device, dtype=self.dtype,
                                                settings=self.settings)
@@ -223,7 +223,7 @@ class SwapEngine:
         """Fill :attr:`Face.embedding` for every face: dlib 128-d (one host copy per frame with faces) or, with
         ``recogniser="arcface"``, unit-length 512-d from one batched forward on the device."""
         if self.settings.recogniser == "arcface":
-            from faceweave.models.arcface import embed_faces
+            from faceweave.analysis.identity import embed_faces
 
             return embed_faces(self.identity, frames, faces)
         out: list[list[Face]] = []

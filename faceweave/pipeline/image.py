@@ -13,6 +13,7 @@ from faceweave import __version__
 from faceweave.errors import NoFaceInTarget
 from faceweave.pipeline.engine import PreparedSource, SwapEngine, job_references, to_uint8
 from faceweave.progress import Progress, ProgressCallback, no_progress
+from faceweave.result import SwapResult
 from faceweave.settings import SwapSettings
 
 PROVENANCE = {"faceweave:synthetic": "true", "Software": f"faceweave {__version__}",
@@ -61,9 +62,8 @@ def swap_image_file(
     progress: ProgressCallback = no_progress,
     engine: SwapEngine | None = None,
     reference: str | PathLike[str] | None = None,
-):  # -> api.SwapResult (imported lazily: api imports this module)
+) -> SwapResult:
     """Swap files: read sources and target (any supported image), write ``output`` atomically with provenance."""
-    from faceweave.api import SwapResult
     from faceweave.media.image import check_output_path, read_image, write_image
 
     t0 = time.perf_counter()

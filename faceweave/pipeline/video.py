@@ -43,6 +43,7 @@ from faceweave.media.video import (
 )
 from faceweave.pipeline.engine import job_references
 from faceweave.progress import Progress, ProgressCallback, no_progress
+from faceweave.result import SwapResult
 from faceweave.settings import SwapSettings
 
 SCENE_CUT_THRESHOLD = 0.12  # mean |Δ| of 64×36 grey thumbnails, in [0, 1]: above this the shot changed
@@ -335,7 +336,7 @@ def swap_video(
     work_dir: str | PathLike[str] | None = None,
     engine: Any = None,
     reference: str | PathLike[str] | None = None,
-):  # -> api.SwapResult (imported lazily: api imports this module)
+) -> SwapResult:
     """Swap faces of ``sources`` into the video ``target``, writing ``output`` atomically (audio kept).
 
     Args:
@@ -352,7 +353,6 @@ def swap_video(
         NoFaceInTarget: no frame of the video had a face (nothing is written).
         and the media errors of :func:`~faceweave.media.video.probe_video` and the reader.
     """
-    from faceweave.api import SwapResult
     from faceweave.media.image import check_output_path, read_image
 
     t_start = time.perf_counter()

@@ -10,16 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from faceweave.analysis.detect import (
-    FaceDetector,
-    detect_faces,
-    five_point_keypoints,
-    sample_views,
-    view_matrices,
-    weighted_nms,
-)
+from faceweave.analysis.detect import FaceDetector, detect_faces, five_point_keypoints
 from faceweave.analysis.face import Face, FaceKeypoint
 from faceweave.errors import InvalidOption, ShapeError
+from faceweave.ops.boxes import weighted_nms
+from faceweave.ops.crops import sample_views, view_matrices
 
 
 @pytest.fixture(scope="module")

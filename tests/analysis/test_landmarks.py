@@ -12,8 +12,9 @@ import torch
 
 from faceweave.analysis.detect import FaceDetector, detect_faces
 from faceweave.analysis.face import Face, FaceKeypoint
-from faceweave.analysis.landmarks import FaceMesh, crop_matrices, face_landmarks, sample_crops
+from faceweave.analysis.landmarks import FaceMesh, face_landmarks
 from faceweave.errors import ShapeError
+from faceweave.ops.crops import crop_matrices, sample_crops
 
 FACES = ("astronaut.png", "grace_hopper.jpg", "obama.jpg")
 

@@ -13,11 +13,11 @@ from faceweave.analysis.track import (
     FaceTracker,
     OneEuroFilter,
     SmoothingParams,
-    box_iou,
     landmark_jitter,
     scene_change_score,
     thumbnail,
 )
+from faceweave.ops.boxes import box_iou
 
 
 def _face(cx: float, cy: float, size: float = 80.0, emb: torch.Tensor | None = None, lmk_noise=None) -> Face:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from faceweave.analysis.onnx_detect import RetinaFaceDetector
 from faceweave.enhance import load_enhancer
 from faceweave.enhance.detail import sharpen_faces
-from faceweave.models.retinaface import RetinaFaceDetector
 from faceweave.settings import SwapSettings
 
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from faceweave.analysis.onnx_detect import RetinaFaceDetector
 from faceweave.enhance import load_enhancer
 from faceweave.errors import ModelMissing
 from faceweave.models.arcface import align_crops
 from faceweave.models.onnx_zoo import template_points
-from faceweave.models.retinaface import RetinaFaceDetector
 from faceweave.settings import SwapSettings
 
 _path = Path(__file__).parents[1] / "models" / "test_onnx_graphs.py"

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from faceweave.analysis.detect import FaceDetector
-from faceweave.analysis.landmarks import FaceMesh, crop_matrices, sample_crops
+from faceweave.analysis.landmarks import FaceMesh
 from faceweave.errors import ShapeError
 from faceweave.models import topology
 from faceweave.models.facemesh import SPEC, load_facemesh
 from faceweave.models.registry import EMBEDDED_DIR
+from faceweave.ops.crops import crop_matrices, sample_crops
 
 FACES = ("astronaut.png", "grace_hopper.jpg", "obama.jpg")
 

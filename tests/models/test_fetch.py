@@ -184,7 +184,7 @@ def test_no_network_outside_fetch(tmp_path: Path, monkeypatch, caplog, media) ->
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
-    from faceweave.models.retinaface import RetinaFaceDetector
+    from faceweave.analysis.onnx_detect import RetinaFaceDetector
     from faceweave.settings import SwapSettings
     from faceweave.swap.onnx import load_swapper
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from faceweave.analysis.detect import FaceDetector, sample_crops
+from faceweave.analysis.detect import FaceDetector
 from faceweave.analysis.face import Face, FaceKeypoint
 from faceweave.analysis.landmarks import FaceMesh, mesh_keypoints
 from faceweave.errors import ShapeError
@@ -28,6 +28,7 @@ from faceweave.models.iris import (
     load_iris,
 )
 from faceweave.models.registry import EMBEDDED_DIR, sha256_file
+from faceweave.ops.crops import sample_crops
 
 FACES = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg")
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from faceweave.analysis.onnx_detect import RetinaFaceDetector, ScrfdDetector, load_detector
 from faceweave.errors import ModelIntegrityError, ModelMissing
 from faceweave.models import store
 from faceweave.models.arcface import ArcFaceRecogniser, align_crops
@@ -26,8 +27,8 @@ from faceweave.models.onnx_zoo import (
     template_points,
 )
 from faceweave.models.registry import get_spec
-from faceweave.models.retinaface import RetinaFaceDetector, load_detector, nms
-from faceweave.models.scrfd import ScrfdDetector, decode_scrfd, letterbox_top_left
+from faceweave.models.scrfd import ScrfdNet, decode_scrfd, letterbox_top_left
+from faceweave.ops.boxes import nms
 
 _path = Path(__file__).parent / "test_onnx_graphs.py"
 _spec = importlib.util.spec_from_file_location("faceweave_test_onnx_graphs", _path)
@@ -117,7 +118,7 @@ def test_scrfd_preprocessing_matches_insightface(obama) -> None:
 
 def test_scrfd_decoding_matches_numpy(obama, tmp_path: Path) -> None:
     rgb, _, _ = obama
-    det = ScrfdDetector(graphs.build_scrfd(tmp_path / "scrfd.onnx"), "cpu")
+    net = ScrfdNet(graphs.build_scrfd(tmp_path / "scrfd.onnx"), "cpu")
     side = min(rgb.shape[:2])  # a square face photo fills the canvas: no flat letterbox area (score ties)
     canvas = cv2.resize(rgb[:side, :side], (640, 640)).astype(np.float32)
     x = np.ascontiguousarray(((canvas - 127.5) / 128).transpose(2, 0, 1)[None], dtype=np.float32)
@@ -128,7 +129,7 @@ def test_scrfd_decoding_matches_numpy(obama, tmp_path: Path) -> None:
     k = int(len(distinct) * 0.99)
     thresh = float(distinct[k] + distinct[k + 1]) / 2
     ref_scores, ref_boxes, ref_kps = _numpy_scrfd_decode(outs, 640, thresh=thresh)
-    ort_outs = det.model.run({"input.1": torch.from_numpy(x)})
+    ort_outs = net.model.run({"input.1": torch.from_numpy(x)})
     for got, want in zip(ort_outs, outs, strict=True):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
     scores, boxes, kps = decode_scrfd([o[0] for o in ort_outs], 640, 640)

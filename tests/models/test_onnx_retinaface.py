@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from faceweave.analysis.onnx_detect import RetinaFaceDetector, refine_crop_matrices, sample_refine_crops
 from faceweave.models.onnx_zoo import RETINAFACE_MNET025
 from faceweave.models.registry import sha256_file
-from faceweave.models.retinaface import RetinaFaceDetector, refine_crop_matrices, sample_refine_crops
 
 IMAGES = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg")
 

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import torch
 
-from faceweave.analysis.detect import FaceDetector, crop_matrices, sample_crops
+from faceweave.analysis.detect import FaceDetector
 from faceweave.models.blazeface import load_blazeface
 from faceweave.models.facemesh import INPUT_SIZE, load_facemesh
 from faceweave.models.tflite_graph import GraphNet, cuda_batch_bucket, set_cuda_graphs
+from faceweave.ops.crops import crop_matrices, sample_crops
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.settings import SwapSettings
 

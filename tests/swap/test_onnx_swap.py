@@ -14,10 +14,10 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
+from faceweave.analysis.onnx_detect import RetinaFaceDetector  # noqa: E402
 from faceweave.errors import ModelMissing  # noqa: E402
 from faceweave.models.arcface import align_crops  # noqa: E402
 from faceweave.models.onnx_zoo import template_points  # noqa: E402
-from faceweave.models.retinaface import RetinaFaceDetector  # noqa: E402
 from faceweave.settings import SwapSettings  # noqa: E402
 from faceweave.swap.onnx import explode_pixel_boost, implode_pixel_boost, load_swapper  # noqa: E402
 
