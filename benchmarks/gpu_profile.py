@@ -25,7 +25,8 @@ from torch.profiler import ProfilerActivity, profile
 from faceweave.bench import synthesize_video
 from faceweave.data import media_path
 from faceweave.media.image import read_image
-from faceweave.media.video import FrameReader, probe_video
+from faceweave.media.video.frames import FrameReader
+from faceweave.media.video.probe import probe_video
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.video import swap_video
 from faceweave.settings import SwapSettings

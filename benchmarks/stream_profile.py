@@ -24,7 +24,8 @@ import torch
 from faceweave.bench import synthesize_video
 from faceweave.data import media_path
 from faceweave.media.image import read_image
-from faceweave.media.video import FrameReader, probe_video
+from faceweave.media.video.frames import FrameReader
+from faceweave.media.video.probe import probe_video
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.video import VideoFaceProcessor, swap_video
 from faceweave.settings import SwapSettings

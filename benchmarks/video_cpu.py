@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from faceweave.data import media_path
-from faceweave.media.video import EncoderSettings, transcode
+from faceweave.media.video.encode import EncoderSettings, transcode
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.video import swap_video
 from faceweave.settings import SwapSettings

@@ -209,14 +209,10 @@ def run_bench(
 
     from faceweave.data import media_path
     from faceweave.media.image import read_image
-    from faceweave.media.video import (
-        EncoderSettings,
-        FrameReader,
-        probe_video,
-        run_segments,
-        segment_timing,
-        transcode,
-    )
+    from faceweave.media.video.encode import EncoderSettings, transcode
+    from faceweave.media.video.frames import FrameReader
+    from faceweave.media.video.probe import probe_video
+    from faceweave.media.video.segments import run_segments, segment_timing
     from faceweave.pipeline.engine import SwapEngine
     from faceweave.pipeline.video import swap_video
 

@@ -27,20 +27,11 @@ from faceweave.analysis.face import Face
 from faceweave.analysis.identity import same_person_distance
 from faceweave.analysis.track import FaceTracker, scene_change_score
 from faceweave.errors import NoFaceInTarget, NoMatchingFace
-from faceweave.media.video import (
-    EncodeThread,
-    FrameBatch,
-    FrameReader,
-    SegmentResult,
-    VideoInfo,
-    VideoWriter,
-    _trim_shift,
-    probe_video,
-    resolve_encoder,
-    run_segments,
-    segment_timing,
-    trim_from_settings,
-)
+from faceweave.media.video.encode import EncodeThread, VideoWriter, resolve_encoder
+from faceweave.media.video.frames import FrameBatch, FrameReader
+from faceweave.media.video.probe import VideoInfo, probe_video
+from faceweave.media.video.segments import SegmentResult, run_segments, segment_timing
+from faceweave.media.video.trim import _trim_shift, trim_from_settings
 from faceweave.pipeline.engine import job_references
 from faceweave.progress import Progress, ProgressCallback, no_progress
 from faceweave.result import SwapResult
@@ -351,7 +342,7 @@ def swap_video(
 
     Raises:
         NoFaceInTarget: no frame of the video had a face (nothing is written).
-        and the media errors of :func:`~faceweave.media.video.probe_video` and the reader.
+        and the media errors of :func:`~faceweave.media.video.probe.probe_video` and the reader.
     """
     from faceweave.media.image import check_output_path, read_image
 

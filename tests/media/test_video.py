@@ -19,21 +19,11 @@ from faceweave.errors import (
     UnsupportedMedia,
     WrongMediaKind,
 )
-from faceweave.media.video import (
-    EncoderSettings,
-    EncodeThread,
-    FrameReader,
-    Trim,
-    encoder_available,
-    parse_position,
-    plan_segments,
-    probe_video,
-    resolve_encoder,
-    run_segments,
-    scan_frame_timestamps,
-    transcode,
-    trim_from_settings,
-)
+from faceweave.media.video.encode import EncoderSettings, EncodeThread, encoder_available, resolve_encoder, transcode
+from faceweave.media.video.frames import FrameReader
+from faceweave.media.video.probe import probe_video, scan_frame_timestamps
+from faceweave.media.video.segments import plan_segments, run_segments
+from faceweave.media.video.trim import Trim, parse_position, trim_from_settings
 
 FAST = EncoderSettings(codec="libx264", crf=18, preset="ultrafast")
 
@@ -430,7 +420,7 @@ def test_other_pixel_formats_become_yuv420p(tmp_path: Path, pix_fmt: str, full: 
 def test_yuv_write_is_exact_and_rgb_write_close(media, tmp_path: Path) -> None:
     """Through a lossless encode the YUV path gives back the decoded planes exactly; the RGB path (processors that
     return arrays) goes through swscale twice and lands within about a level."""
-    from faceweave.media.video import VideoWriter
+    from faceweave.media.video.encode import VideoWriter
 
     info = probe_video(media.path("carphone_pristine.mp4"))
     lossless = EncoderSettings(codec="libx264", crf=0, preset="ultrafast")

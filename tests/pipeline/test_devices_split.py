@@ -10,7 +10,7 @@ import pytest
 
 from faceweave import api
 from faceweave.errors import InvalidOption
-from faceweave.media.video import probe_video
+from faceweave.media.video.probe import probe_video
 from faceweave.pipeline.video import parse_devices, worker_device
 from faceweave.settings import SwapSettings
 

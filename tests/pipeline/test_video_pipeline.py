@@ -170,7 +170,8 @@ def test_swap_keeps_frames_timestamps_audio_and_passes_faceless_frames(tmp_path:
 
 def test_passthrough_frames_bit_exact(tmp_path: Path, source_png: Path) -> None:
     """The processor hands undecorated decoded arrays to the encoder: check at the array level."""
-    from faceweave.media.video import FrameReader, probe_video
+    from faceweave.media.video.frames import FrameReader
+    from faceweave.media.video.probe import probe_video
     from faceweave.pipeline.video import VideoFaceProcessor
 
     clip = tmp_path / "in.mp4"
@@ -228,7 +229,9 @@ def _segment_processor_factory():
 
 
 def test_segment_parallel_matches_single_process(tmp_path: Path) -> None:
-    from faceweave.media.video import EncoderSettings, probe_video, run_segments, transcode
+    from faceweave.media.video.encode import EncoderSettings, transcode
+    from faceweave.media.video.probe import probe_video
+    from faceweave.media.video.segments import run_segments
 
     clip = tmp_path / "in.mp4"
     make_clip(clip, 100, face_from=0, audio=True, gop=20)
