@@ -26,8 +26,10 @@ from faceweave.models.onnx_zoo import (
     template_points,
 )
 from faceweave.models.registry import get_spec
-from faceweave.models.retinaface import RetinaFaceDetector, load_detector, nms
+from faceweave.models.retinaface import RetinaFaceDetector, nms
 from faceweave.models.scrfd import ScrfdDetector, decode_scrfd, letterbox_top_left
+from faceweave.pipeline.engine import make_detector
+from faceweave.settings import SwapSettings
 
 _path = Path(__file__).parent / "test_onnx_graphs.py"
 _spec = importlib.util.spec_from_file_location("faceweave_test_onnx_graphs", _path)
@@ -142,12 +144,12 @@ def test_scrfd_decoding_matches_numpy(obama, tmp_path: Path) -> None:
 
 def test_load_detector_by_name(tmp_path: Path) -> None:
     cpu = torch.device("cpu")
-    settings = type("S", (), {"model_dir": str(tmp_path)})()
-    assert isinstance(load_detector("retinaface", device=cpu, dtype=torch.float32), RetinaFaceDetector)
+    settings = SwapSettings(detector="scrfd", model_dir=str(tmp_path))
+    assert isinstance(make_detector(SwapSettings(detector="retinaface"), cpu, torch.float32), RetinaFaceDetector)
     with pytest.raises(ModelMissing, match="scrfd_2.5g.onnx"):
-        load_detector("scrfd", device=cpu, dtype=torch.float32, settings=settings)
+        make_detector(settings, cpu, torch.float32)
     graphs.build_scrfd(tmp_path / "scrfd_2.5g.onnx")
-    det = load_detector("scrfd", device=cpu, dtype=torch.float32, settings=settings)
+    det = make_detector(settings, cpu, torch.float32)
     assert isinstance(det, ScrfdDetector)
     faces = det.detect(torch.rand(2, 3, 300, 400))
     assert len(faces) == 2 and all(f.keypoints.shape == (5, 2) for fs in faces for f in fs)
