@@ -16,15 +16,18 @@ from faceweave.analysis.face import Face
 from faceweave.errors import InvalidOption
 from faceweave.models.arcface import ArcFaceRecogniser, l2_normalise
 from faceweave.models.dlib_identity import DLIB5_FROM_FACEMESH, DlibIdentity
+from faceweave.stages import DescriptorRecogniser
 
 
-def face_identity(image: np.ndarray, faces: Sequence[Face], *, identity: DlibIdentity | None = None) -> list[Face]:
+def face_identity(image: np.ndarray, faces: Sequence[Face], *, identity: DescriptorRecogniser | None = None
+                  ) -> list[Face]:
     """Faces with :attr:`Face.embedding` filled in.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB.
         faces: faces found in ``image`` (with landmarks for the best box; detector boxes also work).
-        identity: a loaded :class:`DlibIdentity` to reuse (loading costs ~0.3 s).
+        identity: a loaded :class:`DlibIdentity` (or another :class:`~faceweave.stages.DescriptorRecogniser` with
+            dlib's five-point order) to reuse; default a new DlibIdentity (loading costs ~0.3 s).
     """
     if not faces:
         return []

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -254,27 +253,5 @@ class ScrfdDetector:
         return [faces_from_tensors(*found) for found in self.net.detect(frames)]
 
 
-def load_detector(name: str, *, device: torch.device, dtype: torch.dtype, settings: Any = None) -> Any:
-    """Build the ONNX detector ``name`` (the engine's ``settings.detector`` other than ``blazeface``).
-
-    ``retinaface`` → the embedded MobileNet0.25; ``retinaface_r50`` → a user's RetinaFace export (same contract) from
-    the model folder; ``scrfd`` / ``retinaface_10g`` → :class:`ScrfdDetector`. All have
-    ``detect(frames (B,3,H,W) [0,1] RGB) -> list[list[Face]]``. Missing files raise ``ModelMissing``.
-    """
-    from faceweave.models.onnx_zoo import resolve_model_file
-    from faceweave.models.registry import get_spec
-
-    spec = get_spec(name)
-    if spec.family != "detector" or spec.extra.get("contract") not in ("retinaface_priorbox", "scrfd"):
-        raise InvalidOption(f"{name!r} is not an ONNX face detector",
-                            hint="detectors: blazeface, retinaface, retinaface_r50, scrfd, retinaface_10g")
-    if spec.embedded:
-        return RetinaFaceDetector(device, dtype)
-    path = resolve_model_file(spec, getattr(settings, "model_dir", None))
-    if spec.extra["contract"] == "retinaface_priorbox":
-        return RetinaFaceDetector(device, dtype, model_path=path)
-    return ScrfdDetector(path, device, dtype, size=spec.contract.size[0])
-
-
-__all__ = ["RetinaFaceDetector", "ScrfdDetector", "faces_from_tensors", "load_detector", "make_face",
+__all__ = ["RetinaFaceDetector", "ScrfdDetector", "faces_from_tensors", "make_face",
            "refine_crop_matrices", "sample_refine_crops"]

@@ -9,8 +9,6 @@ and mixed with the input frame by ``enhancer_blend`` (FaceFusion's ``face_enhanc
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -20,6 +18,7 @@ from faceweave.models.arcface import align_crops
 from faceweave.models.onnx_runtime import OnnxModel
 from faceweave.models.onnx_zoo import resolve_model_file
 from faceweave.models.registry import ModelSpec, get_spec
+from faceweave.settings import SwapSettings
 from faceweave.swap.onnx import box_mask, paste_faces
 
 
@@ -93,18 +92,20 @@ class OnnxEnhancer:
         return paste_faces(frames, restored, masks, matrices, index)
 
 
-def load_onnx_enhancer(name: str, *, device: torch.device, dtype: torch.dtype, settings: Any) -> OnnxEnhancer:
-    """Locate (``ModelMissing`` if absent), check and load enhancer ``name``."""
+def load_onnx_enhancer(name: str, *, device: torch.device, dtype: torch.dtype, settings: SwapSettings
+                       ) -> OnnxEnhancer:
+    """Locate (``ModelMissing`` if absent, in ``settings.model_dir``), check and load enhancer ``name`` with
+    ``settings.codeformer_fidelity`` and ``settings.enhancer_blend``."""
     spec = get_spec(name)
     if spec.family != "enhancer":
         raise InvalidOption(f"model {name!r} is a {spec.family}, not an enhancer",
                             hint="enhancers: detail, gfpgan_1.4, codeformer, gpen_bfr_256, gpen_bfr_512")
-    path = resolve_model_file(spec, getattr(settings, "model_dir", None))
+    path = resolve_model_file(spec, settings.model_dir)
     return OnnxEnhancer(
         spec,
         OnnxModel(path, device=device),
         device=device,
         dtype=dtype,
-        fidelity=float(getattr(settings, "codeformer_fidelity", 0.5)),
-        blend=float(getattr(settings, "enhancer_blend", 0.8)),
+        fidelity=settings.codeformer_fidelity,
+        blend=settings.enhancer_blend,
     )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -20,10 +20,27 @@ from faceweave.analysis.identity import face_identity
 from faceweave.analysis.select import select_faces
 from faceweave.cuda_graphs import GraphCache
 from faceweave.device import resolve_device, resolve_dtype
-from faceweave.errors import NoFaceInReference, NoFaceInSource
+from faceweave.errors import InvalidOption, NoFaceInReference, NoFaceInSource
 from faceweave.models.tflite_graph import set_cuda_graphs
 from faceweave.settings import SwapSettings
-from faceweave.swap.mesh import CROP_SIZES, SourceTexture, crop_graphs, prepare_source_texture, swap_faces
+from faceweave.stages import (
+    DescriptorRecogniser,
+    Detector,
+    EmbeddingRecogniser,
+    Enhancer,
+    Landmarker,
+    Recogniser,
+    Swapper,
+)
+from faceweave.swap.mesh import (
+    CROP_SIZES,
+    MeshSwapOptions,
+    MeshSwapper,
+    SourceTexture,
+    crop_graphs,
+    prepare_source_texture,
+    swap_faces,
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,63 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
             .cpu().numpy())
 
 
+def make_detector(settings: SwapSettings, device: torch.device, dtype: torch.dtype, pool: object = None
+                  ) -> Detector:
+    """The detector of ``settings.detector``: ``blazeface`` (built-in, CUDA graphs per ``settings.cuda_graphs``
+    in ``pool``), or an ONNX detector: ``retinaface`` → the embedded MobileNet0.25; ``retinaface_r50`` → a user's
+    RetinaFace export (same contract) from ``settings.model_dir``; ``scrfd`` / ``retinaface_10g`` →
+    :class:`~faceweave.models.scrfd.ScrfdDetector`. Missing files raise ``ModelMissing``."""
+    name = settings.detector
+    if name == "blazeface":
+        from faceweave.analysis.detect import FaceDetector
+
+        detector = FaceDetector(device=device, dtype=dtype)
+        set_cuda_graphs(detector, settings.cuda_graphs, pool)
+        return detector
+    from faceweave.analysis.onnx_detect import RetinaFaceDetector, ScrfdDetector
+    from faceweave.models.onnx_zoo import resolve_model_file
+    from faceweave.models.registry import get_spec
+
+    spec = get_spec(name)
+    if spec.family != "detector" or spec.extra.get("contract") not in ("retinaface_priorbox", "scrfd"):
+        raise InvalidOption(f"{name!r} is not an ONNX face detector",
+                            hint="detectors: blazeface, retinaface, retinaface_r50, scrfd, retinaface_10g")
+    if spec.embedded:
+        return RetinaFaceDetector(device, dtype)
+    path = resolve_model_file(spec, settings.model_dir)
+    if spec.extra["contract"] == "retinaface_priorbox":
+        return RetinaFaceDetector(device, dtype, model_path=path)
+    return ScrfdDetector(path, device, dtype, size=spec.contract.size[0])
+
+
+def make_landmarker(settings: SwapSettings, device: torch.device, dtype: torch.dtype, pool: object = None
+                    ) -> Landmarker:
+    """FaceMesh, with CUDA graphs per ``settings.cuda_graphs`` (in ``pool``)."""
+    from faceweave.analysis.landmarks import FaceMesh
+
+    mesh = FaceMesh(device=device, dtype=dtype)
+    set_cuda_graphs(mesh, settings.cuda_graphs, pool)
+    return mesh
+
+
+def make_recogniser(settings: SwapSettings, device: torch.device, shared: EmbeddingRecogniser | None = None
+                    ) -> Recogniser:
+    """The recogniser of ``settings.recogniser``: dlib (built-in) or the ArcFace plug-in (``ModelMissing`` naming
+    the file when it is not installed). ``shared``: an ArcFace session of the same file already loaded (a plug-in
+    swapper's), used instead of loading it twice."""
+    if settings.recogniser == "dlib":
+        from faceweave.models.dlib_identity import DlibIdentity
+
+        return DlibIdentity()
+    if shared is not None:
+        return shared
+    from faceweave.models.arcface import ArcFaceRecogniser
+    from faceweave.models.onnx_zoo import resolve_model_file
+    from faceweave.models.registry import get_spec
+
+    return ArcFaceRecogniser(resolve_model_file(get_spec("arcface"), settings.model_dir), device=device)
+
+
 class SwapEngine:
     """Models and stages for one :class:`SwapSettings` on one device. Not thread-safe: one per worker."""
 
@@ -64,19 +138,27 @@ class SwapEngine:
         self.settings = settings or SwapSettings()
         self.device = device or resolve_device(self.settings.device)
         self.dtype = resolve_dtype(self.settings.dtype, self.device)
-        self._detector: Any = None
-        self._mesh: Any = None
-        self._identity: Any = None
-        self._swapper: Any = None
-        self._enhancer: Any = None
-        self._pool: Any = None
-        self._swap_graphs: Any = None
+        #: the built-in swapper's options, taken from the settings once
+        self.swap_options = MeshSwapOptions.from_settings(self.settings)
+        self._detector: Detector | None = None
+        self._mesh: Landmarker | None = None
+        self._identity: Recogniser | None = None
+        self._mesh_swapper: MeshSwapper | None = None
+        self._pool: object = None
+        self._swap_graphs: GraphCache | None = None
         self._warmed: set[tuple[int, int] | None] = set()  # frame sizes warm_up has run for (None: no frame size)
+        # a plug-in swapper (None: the built-in one) and the ArcFace session it holds, if the identity stage can
+        # share it (same file)
+        self._swapper: Swapper[torch.Tensor] | None = None
+        self._shared_arcface: EmbeddingRecogniser | None = None
+        self._enhancer: Enhancer | None = None
         if self.settings.swapper != "mesh":
             from faceweave.swap.onnx import load_swapper
 
-            self._swapper = load_swapper(self.settings.swapper, device=self.device, dtype=self.dtype,
-                                         settings=self.settings)
+            plugin = load_swapper(self.settings.swapper, device=self.device, dtype=self.dtype, settings=self.settings)
+            self._swapper = plugin
+            if plugin.spec.extra.get("recogniser", "arcface") == "arcface":
+                self._shared_arcface = plugin.recogniser
         if self.settings.enhancer:
             from faceweave.enhance import load_enhancer
 
@@ -85,21 +167,12 @@ class SwapEngine:
 
     # --- models, loaded on first use ----------------------------------------------------------------------
     @property
-    def detector(self) -> Any:
+    def detector(self) -> Detector:
         if self._detector is None:
-            if self.settings.detector == "blazeface":
-                from faceweave.analysis.detect import FaceDetector
-
-                self._detector = FaceDetector(device=self.device, dtype=self.dtype)
-                set_cuda_graphs(self._detector, self.settings.cuda_graphs, self._graph_pool())
-            else:
-                from faceweave.analysis.onnx_detect import load_detector
-
-                self._detector = load_detector(self.settings.detector, device=self.device, dtype=self.dtype,
-                                               settings=self.settings)
+            self._detector = make_detector(self.settings, self.device, self.dtype, self._graph_pool())
         return self._detector
 
-    def _graph_pool(self) -> Any:
+    def _graph_pool(self) -> object:
         """One CUDA-graph memory pool for all of this engine's nets (None off CUDA or without graphs)."""
         if self._pool is None and self.device.type == "cuda" and self.settings.cuda_graphs:
             self._pool = torch.cuda.graph_pool_handle()
@@ -111,40 +184,27 @@ class SwapEngine:
         ``cuda_graphs``, except for the Poisson blend, which waits for the device; else None (eager)."""
         if (self._swap_graphs is None and self.device.type == "cuda" and self.settings.cuda_graphs
                 and self.settings.swapper == "mesh" and self.settings.blend != "poisson"):
-            self._swap_graphs = crop_graphs(self.settings, self._graph_pool())
+            self._swap_graphs = crop_graphs(self.swap_options, self._graph_pool())
         return self._swap_graphs
 
     @property
-    def mesh(self) -> Any:
-        if self._mesh is None:
-            from faceweave.analysis.landmarks import FaceMesh
+    def mesh_swapper(self) -> MeshSwapper:
+        """The built-in swapper (with :attr:`crop_graphs` when there are any)."""
+        if self._mesh_swapper is None:
+            self._mesh_swapper = MeshSwapper(self.swap_options, self.crop_graphs)
+        return self._mesh_swapper
 
-            self._mesh = FaceMesh(device=self.device, dtype=self.dtype)
-            set_cuda_graphs(self._mesh, self.settings.cuda_graphs, self._graph_pool())
+    @property
+    def mesh(self) -> Landmarker:
+        if self._mesh is None:
+            self._mesh = make_landmarker(self.settings, self.device, self.dtype, self._graph_pool())
         return self._mesh
 
     @property
-    def identity(self) -> Any:
-        """The recogniser of ``settings.recogniser``: dlib (built-in) or the ArcFace plug-in (``ModelMissing``
-        naming the file when it is not installed)."""
+    def identity(self) -> Recogniser:
+        """The recogniser of ``settings.recogniser`` (see :func:`make_recogniser`)."""
         if self._identity is None:
-            shared = getattr(self._swapper, "recogniser", None)
-            if shared is not None and self._swapper.spec.extra.get("recogniser", "arcface") != "arcface":
-                shared = None
-            if self.settings.recogniser == "arcface" and shared is not None:
-                # a plug-in swapper already holds an ArcFace session of the same file: don't load it twice
-                self._identity = shared
-            elif self.settings.recogniser == "arcface":
-                from faceweave.models.arcface import ArcFaceRecogniser
-                from faceweave.models.onnx_zoo import resolve_model_file
-                from faceweave.models.registry import get_spec
-
-                path = resolve_model_file(get_spec("arcface"), self.settings.model_dir)
-                self._identity = ArcFaceRecogniser(path, device=self.device)
-            else:
-                from faceweave.models.dlib_identity import DlibIdentity
-
-                self._identity = DlibIdentity()
+            self._identity = make_recogniser(self.settings, self.device, self._shared_arcface)
         return self._identity
 
     def warm_up(self, frame_size: tuple[int, int] | None = None) -> None:
@@ -172,15 +232,18 @@ class SwapEngine:
             found = self.analyze(face.expand(count, -1, -1, -1))
         if frame_size is not None and self.device.type == "cuda":
             from faceweave.analysis.detect import FaceDetector
+            from faceweave.analysis.landmarks import FaceMesh
             from faceweave.models.facemesh import INPUT_SIZE
             from faceweave.models.tflite_graph import cuda_batch_bucket
 
             if isinstance(self.detector, FaceDetector):  # the ONNX detector plug-ins capture no graphs
                 self.detector.warm_up(*frame_size, self.settings.batch_size)
             buckets = sorted({cuda_batch_bucket(k) for k in range(1, self.settings.batch_size + 1)})
+            mesh = self.mesh
+            assert isinstance(mesh, FaceMesh)  # make_landmarker's
             with torch.inference_mode():  # FaceMesh: up to one face per frame of a batch
                 for n in buckets:
-                    self.mesh.net(torch.zeros(n, 3, INPUT_SIZE, INPUT_SIZE, device=self.device, dtype=self.dtype))
+                    mesh.net(torch.zeros(n, 3, INPUT_SIZE, INPUT_SIZE, device=self.device, dtype=self.dtype))
             if self.crop_graphs is not None and found[0]:
                 self._warm_up_swap(face, found[0][0], frame_size, buckets)
         self._warmed.add(frame_size)
@@ -204,7 +267,7 @@ class SwapEngine:
         for count in counts:
             items = [(k, faces[k], source) for k in range(count)]
             for size in CROP_SIZES:
-                swap_faces(frames[:count], items, self.settings, graphs=self.crop_graphs, crop_size=size)
+                swap_faces(frames[:count], items, self.swap_options, graphs=self.crop_graphs, crop_size=size)
 
     # --- stages -------------------------------------------------------------------------------------------
     def to_tensor(self, rgb: np.ndarray) -> torch.Tensor:
@@ -222,18 +285,22 @@ class SwapEngine:
     def identify(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
         """Fill :attr:`Face.embedding` for every face: dlib 128-d (one host copy per frame with faces) or, with
         ``recogniser="arcface"``, unit-length 512-d from one batched forward on the device."""
-        if self.settings.recogniser == "arcface":
-            from faceweave.analysis.identity import embed_faces
+        identity = self.identity
+        if isinstance(identity, DescriptorRecogniser):
+            out: list[list[Face]] = []
+            for b, frame_faces in enumerate(faces):
+                if not frame_faces:
+                    out.append([])
+                    continue
+                rgb = to_uint8(frames[b : b + 1])[0]
+                out.append(face_identity(rgb, frame_faces, identity=identity))
+            return out
+        from faceweave.analysis.identity import embed_faces
+        from faceweave.models.arcface import ArcFaceRecogniser
 
-            return embed_faces(self.identity, frames, faces)
-        out: list[list[Face]] = []
-        for b, frame_faces in enumerate(faces):
-            if not frame_faces:
-                out.append([])
-                continue
-            rgb = to_uint8(frames[b : b + 1])[0]
-            out.append(face_identity(rgb, frame_faces, identity=self.identity))
-        return out
+        if not isinstance(identity, ArcFaceRecogniser):  # embed_faces' alignment is ArcFace's template
+            raise InvalidOption(f"no embedding path for recogniser {type(identity).__name__}")
+        return embed_faces(identity, frames, faces)
 
     def prepare_sources(self, images: Sequence[np.ndarray]) -> list[PreparedSource]:
         """Analyse each source image once: its largest face, texture, and the plug-in latent if any."""
@@ -276,22 +343,33 @@ class SwapEngine:
              sources: Sequence[PreparedSource]) -> torch.Tensor:
         """Swap the planned faces of each frame; frames without a planned face come back unchanged."""
         if self._swapper is not None:
-            items = [(b, f, sources[s].latent) for b, row in enumerate(plan) for f, s in row]
+            items = [(b, f, _latent(sources[s])) for b, row in enumerate(plan) for f, s in row]
             out = self._swapper.swap(frames, items) if items else frames
         else:
             mesh_items = [(b, f, sources[s].texture) for b, row in enumerate(plan) for f, s in row]
-            out = swap_faces(frames, mesh_items, self.settings, graphs=self.crop_graphs)
+            out = self.mesh_swapper.swap(frames, mesh_items)
         if self._enhancer is not None and any(plan):
             out = self._enhancer.enhance(out, [[f for f, _ in row] for row in plan])
         return out
 
 
-def job_references(engine: Any, settings: SwapSettings, reference: str | PathLike[str] | None,
-                   source_images: Sequence[np.ndarray]) -> list[torch.Tensor] | None:
-    """Identity embeddings for ``selector="reference"`` (the reference image's, else the sources'); else None.
+def _latent(source: PreparedSource) -> torch.Tensor:
+    """A plug-in swapper's latent of ``source`` (every source has one when a plug-in swapper prepared it)."""
+    if source.latent is None:
+        raise InvalidOption("a source prepared without a plug-in swapper cannot feed one",
+                            hint="prepare the sources with the engine that swaps")
+    return source.latent
 
-    ``engine`` is a :class:`SwapEngine` or anything with its ``reference_embeddings`` method.
-    """
+
+class ReferenceEmbedder(Protocol):
+    """What :func:`job_references` needs of an engine (a :class:`SwapEngine`, or a stand-in in tests)."""
+
+    def reference_embeddings(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]: ...
+
+
+def job_references(engine: ReferenceEmbedder, settings: SwapSettings, reference: str | PathLike[str] | None,
+                   source_images: Sequence[np.ndarray]) -> list[torch.Tensor] | None:
+    """Identity embeddings for ``selector="reference"`` (the reference image's, else the sources'); else None."""
     if settings.selector != "reference":
         return None
     if reference is None:

@@ -14,7 +14,7 @@ import concurrent.futures as cf
 import contextlib
 import functools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -25,14 +25,14 @@ import torch
 
 from faceweave.analysis.face import Face
 from faceweave.analysis.identity import same_person_distance
-from faceweave.analysis.track import FaceTracker, scene_change_score
+from faceweave.analysis.track import FaceTracker, Track, scene_change_score
 from faceweave.errors import NoFaceInTarget, NoMatchingFace
 from faceweave.media.video.encode import EncodeThread, VideoWriter, resolve_encoder
 from faceweave.media.video.frames import FrameBatch, FrameReader
 from faceweave.media.video.probe import VideoInfo, probe_video
 from faceweave.media.video.segments import SegmentResult, run_segments, segment_timing
 from faceweave.media.video.trim import _trim_shift, trim_from_settings
-from faceweave.pipeline.engine import job_references
+from faceweave.pipeline.engine import PreparedSource, SwapEngine, job_references
 from faceweave.progress import Progress, ProgressCallback, no_progress
 from faceweave.result import SwapResult
 from faceweave.settings import SwapSettings
@@ -64,8 +64,8 @@ class VideoFaceProcessor:
 
     def __init__(
         self,
-        engine: Any,
-        sources: Sequence[Any],
+        engine: SwapEngine,
+        sources: Sequence[PreparedSource],
         reference: Sequence[torch.Tensor] | None = None,
         settings: SwapSettings | None = None,
     ) -> None:
@@ -89,7 +89,7 @@ class VideoFaceProcessor:
         }
 
     # --- per-track decisions -----------------------------------------------------------------------------
-    def _decide(self, frame: torch.Tensor, pairs: list[tuple[Any, Face]], born: list[int]) -> None:
+    def _decide(self, frame: torch.Tensor, pairs: list[tuple[Track, Face]], born: list[int]) -> None:
         """Decide selection + source for the tracks born in this frame, once (the same person keeps their source
         when people cross). ``pairs``: every ``(track, face)`` of the frame; ``born``: positions of new tracks."""
         settings = self.settings
@@ -233,14 +233,12 @@ class VideoFaceProcessor:
 
 
 def make_segment_processor(
-    settings: SwapSettings, sources: Sequence[Any], reference: Sequence[torch.Tensor] | None,
+    settings: SwapSettings, sources: Sequence[PreparedSource], reference: Sequence[torch.Tensor] | None,
     frame_size: tuple[int, int] | None = None,
 ) -> VideoFaceProcessor:
     """Factory run inside a segment worker process for each segment: a fresh processor (tracks start anew) on the
     worker's engine, which is loaded once per process and settings (and warmed up for ``frame_size`` ``(height,
     width)`` frames on a GPU), and the job's prepared sources."""
-    from faceweave.pipeline.engine import SwapEngine
-
     torch.set_num_threads(1)  # one process per core already; oversubscription slows everyone
     key = settings.model_dump_json()
     engine = _WORKER_ENGINE.get(key)
@@ -252,7 +250,7 @@ def make_segment_processor(
     return VideoFaceProcessor(engine, [s.to(engine.device) for s in sources], reference)
 
 
-def warm_gpu_engine(engine: Any, frame_size: tuple[int, int]) -> None:
+def warm_gpu_engine(engine: SwapEngine, frame_size: tuple[int, int]) -> None:
     """On a GPU, capture the analysis nets' CUDA graphs for this job's batch and frame size before the first frame
     (see :meth:`SwapEngine.warm_up`); nothing on the CPU, or for engines without ``warm_up``."""
     device = getattr(engine, "device", None)
@@ -260,7 +258,7 @@ def warm_gpu_engine(engine: Any, frame_size: tuple[int, int]) -> None:
         engine.warm_up(frame_size)
 
 
-_WORKER_ENGINE: dict[str, Any] = {}  # inside a segment worker: its engine, reused by its later segments
+_WORKER_ENGINE: dict[str, SwapEngine] = {}  # inside a segment worker: its engine, reused by its later segments
 
 
 def worker_device(settings: SwapSettings) -> torch.device | None:
@@ -325,7 +323,7 @@ def swap_video(
     *,
     progress: ProgressCallback = no_progress,
     work_dir: str | PathLike[str] | None = None,
-    engine: Any = None,
+    engine: SwapEngine | None = None,
     reference: str | PathLike[str] | None = None,
 ) -> SwapResult:
     """Swap faces of ``sources`` into the video ``target``, writing ``output`` atomically (audio kept).
@@ -356,8 +354,6 @@ def swap_video(
     progress(Progress(stage="prepare", frames_done=0, frames_total=total))
 
     if engine is None:
-        from faceweave.pipeline.engine import SwapEngine
-
         engine = SwapEngine(settings)
     if settings.workers <= 1:  # with several workers each warms its own engine (make_segment_processor)
         warm_gpu_engine(engine, (info.height, info.width))
@@ -422,8 +418,8 @@ def _swap_stream(
     out_path: Path,
     encoder: Any,
     settings: SwapSettings,
-    engine: Any,
-    prepared: Sequence[Any],
+    engine: SwapEngine,
+    prepared: Sequence[PreparedSource],
     refs: Sequence[torch.Tensor] | None,
     trim: Any,
     progress: ProgressCallback,
@@ -495,8 +491,8 @@ def _swap_segments(
     out_path: Path,
     encoder: Any,
     settings: SwapSettings,
-    engine: Any,
-    prepared: Sequence[Any],
+    engine: SwapEngine,
+    prepared: Sequence[PreparedSource],
     refs: Sequence[torch.Tensor] | None,
     trim: Any,
     work_dir: str | PathLike[str] | None,
@@ -507,8 +503,9 @@ def _swap_segments(
     """Segment-parallel path: each worker process runs decode → face stages → encode on its segment."""
     if settings.workers > 1:
         # Sources travel to the worker processes on the CPU; each worker moves them to its own device.
-        factory: Any = functools.partial(make_segment_processor, settings, [p.to("cpu") for p in prepared],
-                                         None if refs is None else [r.cpu() for r in refs], (info.height, info.width))
+        factory: Callable[[], VideoFaceProcessor] = functools.partial(
+            make_segment_processor, settings, [p.to("cpu") for p in prepared],
+            None if refs is None else [r.cpu() for r in refs], (info.height, info.width))
     else:  # segments run in this process (work_dir resume without parallelism): reuse the loaded engine
         factory = functools.partial(VideoFaceProcessor, engine, list(prepared), refs, settings)
     done = {"frames": 0}
@@ -540,11 +537,11 @@ def _run_checked(
     out_path: Path,
     encoder: Any,
     settings: SwapSettings,
-    factory: Any,
+    factory: Callable[[], VideoFaceProcessor],
     trim: Any,
     work: Path | None,
     fingerprint: dict[str, Any],
-    on_done: Any,
+    on_done: Callable[[SegmentResult], None],
 ) -> list[SegmentResult]:
     """Run the segments; refuse to write an output when no segment saw a face (like the streaming path)."""
     holder: dict[str, list[SegmentResult]] = {}

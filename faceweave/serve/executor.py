@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from faceweave.errors import FaceweaveError
 from faceweave.progress import Progress
@@ -32,6 +32,9 @@ from faceweave.serve.logging import job_context
 from faceweave.serve.storage import Storage, tenant_dir
 from faceweave.serve.store import Job, JobState, JobStore
 from faceweave.settings import SwapSettings
+
+if TYPE_CHECKING:  # the engine (torch) loads in the worker, when a job first needs it
+    from faceweave.pipeline.engine import SwapEngine
 
 log = logging.getLogger("faceweave.serve.executor")
 
@@ -134,11 +137,11 @@ def run_swap(ctx: JobContext) -> JobOutcome:
     return JobOutcome(result.output, result.kind, result.faces_swapped, dict(result.stats))
 
 
-def _engine_for(worker_state: dict[str, Any], settings: SwapSettings) -> Any:
+def _engine_for(worker_state: dict[str, Any], settings: SwapSettings) -> SwapEngine:
     """One warm engine per distinct settings per worker (at most 4 kept)."""
     from faceweave.pipeline.engine import SwapEngine
 
-    cache: dict[str, Any] = worker_state.setdefault("engines", {})
+    cache: dict[str, SwapEngine] = worker_state.setdefault("engines", {})
     key = settings.model_dump_json()
     if key not in cache:
         if len(cache) >= 4:

@@ -13,7 +13,6 @@ import functools
 import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ from faceweave.ops.filters import gaussian_blur_traced
 from faceweave.ops.geometry import estimate_similarity, transform_points
 from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
 from faceweave.ops.warp import piecewise_affine_warp, triangle_blocks, warp_affine
-from faceweave.settings import SwapSettings
+from faceweave.settings import BlendMode, ColourMode, SwapSettings
 
 #: Side of the aligned source texture crop. 512 keeps the detail of typical portraits (inswapper works at 128).
 SOURCE_TEXTURE_SIZE = 512
@@ -67,6 +66,26 @@ _EXPRESSIVE = sorted(set(topology.LIPS_INNER) | set(topology.LIPS_OUTER) | set(t
 # swapped video re-measured 1.05× the input's landmark jitter instead of 0.90× (carphone ×2, 120 frames, no
 # smoothing; 0.98× vs 0.82× with the tracker's smoothing).
 _ALIGN_POINTS = sorted(set(range(topology.NUM_LANDMARKS)) - set(_EXPRESSIVE) - set(topology.FACE_OVAL))
+
+
+@dataclass(frozen=True)
+class MeshSwapOptions:
+    """The built-in swapper's options: the seven :class:`~faceweave.settings.SwapSettings` fields it reads (see
+    there for their meaning and ranges), taken once per engine with :meth:`from_settings`."""
+
+    shape_transfer: float
+    keep_mouth: bool
+    keep_eyes: bool
+    colour_transfer: ColourMode
+    blend: BlendMode
+    mask_erosion: float
+    mask_feather: float
+
+    @classmethod
+    def from_settings(cls, settings: SwapSettings) -> MeshSwapOptions:
+        return cls(shape_transfer=settings.shape_transfer, keep_mouth=settings.keep_mouth,
+                   keep_eyes=settings.keep_eyes, colour_transfer=settings.colour_transfer, blend=settings.blend,
+                   mask_erosion=settings.mask_erosion, mask_feather=settings.mask_feather)
 
 
 @dataclass(frozen=True)
@@ -159,7 +178,7 @@ def _pad_polygons(polys: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([torch.cat([p, p[:, -1:].expand(-1, length - p.shape[1], -1)], 1) for p in polys], 1)
 
 
-def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, settings: SwapSettings,
+def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, options: MeshSwapOptions,
                   coverage: torch.Tensor, face_size: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Blend mask and colour-statistics (skin) mask, ``(F, 1, R, R)`` each, on a ``R = min(size, MASK_SIZE)`` grid
     spanning the ``size × size`` crop.
@@ -195,17 +214,17 @@ def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, settin
     grown = grown.view(-1, n_feat, res, res).sum(1, keepdim=True).clamp(0, 1)
     stats = erode_mask(face, 2 * sc) * (1 - grown)
 
-    erosion = max(1, round(face_size * settings.mask_erosion))  # crop pixels, as at full resolution
+    erosion = max(1, round(face_size * options.mask_erosion))  # crop pixels, as at full resolution
     mask = erode_mask(face, erosion * sc)
     keep_parts: list[tuple[torch.Tensor, float]] = []
-    if settings.keep_mouth:
+    if options.keep_mouth:
         keep_parts.append((outline(g_tgt, topology.LIPS_INNER), max(1, round(face_size * 0.01)) * sc))
-    if settings.keep_eyes:
+    if options.keep_eyes:
         r = max(1, round(face_size * 0.02)) * sc
         keep_parts += [(outline(g_tgt, topology.LEFT_EYE), r), (outline(g_tgt, topology.RIGHT_EYE), r)]
     for outline_pts, radius in keep_parts:
         mask = mask * (1 - polygon_mask(outline_pts, (res, res), dilate=radius))
-    sigma = max(0.5, face_size * settings.mask_feather / 2 * sc)
+    sigma = max(0.5, face_size * options.mask_feather / 2 * sc)
     mask = feather_mask(mask, sigma) * feather_mask(erode_mask(face, max(1, erosion // 2) * sc), sigma / 2)
     return mask, stats
 
@@ -293,13 +312,13 @@ def swap_in_crops(
     texture: torch.Tensor,
     faces: torch.Tensor,
     *,
-    settings: SwapSettings,
+    options: MeshSwapOptions,
     box: tuple[int, int, int, int],
     max_blocks: int | None = None,
     grain: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The swap inside the face crops: warp the source texture onto the output mesh, build the masks, match colour,
-    lighting and grain, and blend. Shapes and kernels depend only on the arguments' shapes, ``box`` and the settings
+    lighting and grain, and blend. Shapes and kernels depend only on the arguments' shapes, ``box`` and the options
     when ``max_blocks`` is given, and nothing waits for the device, so a CUDA graph can replay it.
 
     Args:
@@ -308,8 +327,8 @@ def swap_in_crops(
             in the crops' dtype.
         faces: ``(F, 12·468 + 2)`` float32: source points (texture pixels), output and target meshes (crop pixels),
             each ``(468, 2)`` flattened, then the grain's sigma and weight (:func:`_grain_parameters`).
-        settings: swapper options (``keep_mouth``, ``keep_eyes``, ``colour_transfer``, ``blend``, ``mask_erosion``,
-            ``mask_feather``; ``blend="poisson"`` waits for the device).
+        options: the swapper's options (all but ``shape_transfer`` matter here; ``blend="poisson"`` waits for the
+            device).
         box: ``(y0, y1, x0, x1)`` the texture box, holding every output mesh plus :data:`TEXTURE_PAD`.
         max_blocks: the rasteriser's fixed block count (None: the exact count, one device sync).
         grain: restore the target's grain (False skips the step: the caller knows its weight is 0).
@@ -338,7 +357,7 @@ def swap_in_crops(
     with record_function("swap.mask"):
         res = min(size, MASK_SIZE)
         cov_small = coverage.float() if res == size else F.interpolate(coverage.float(), size=(res, res), mode="area")
-        mask, stats = _region_masks(geo_d, tgt_d, size, settings, cov_small, face_px)
+        mask, stats = _region_masks(geo_d, tgt_d, size, options, cov_small, face_px)
         if res != size:
             mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
             skin = F.interpolate(stats, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
@@ -347,7 +366,7 @@ def swap_in_crops(
         mask, skin, stats = mask.to(dt), skin.to(dt), stats.to(dt)
     with record_function("swap.colour"):
         target_in, skin_in = target_crops[..., inner[0], inner[1]], skin[..., inner[0], inner[1]]
-        if settings.colour_transfer == "lab":
+        if options.colour_transfer == "lab":
             # statistics on the mask grid over the whole crop (outside the box the texture is 0, as a whole-crop
             # warp gives), the transfer only inside the box
             warped_lab = warped_in.new_zeros(warped_in.shape[0], 3, size, size)
@@ -362,10 +381,10 @@ def swap_in_crops(
         warped[..., ry0:ry1, rx0:rx1] = torch.where(cov_in > 0, warped_in, target_in).clamp(0, 1)
 
     with record_function("swap.blend"):
-        if settings.blend == "laplacian":
+        if options.blend == "laplacian":
             levels = max(2, min(5, int(size).bit_length() - 5))
             composite = laplacian_pyramid_blend(warped, target_crops, mask, levels=levels)
-        elif settings.blend == "poisson":
+        elif options.blend == "poisson":
             composite = poisson_blend(warped, target_crops, (mask > 0.5).to(dt))
         else:
             composite = feather_blend(warped, target_crops, mask)
@@ -376,7 +395,7 @@ def swap_in_crops(
 def swap_faces(
     frames: torch.Tensor,
     items: Sequence[tuple[int, Face, SourceTexture]],
-    settings: SwapSettings,
+    options: MeshSwapOptions,
     *,
     graphs: Callable[[Hashable, Sequence[torch.Tensor]], tuple[torch.Tensor, ...]] | None = None,
     crop_size: int | None = None,
@@ -386,8 +405,7 @@ def swap_faces(
     Args:
         frames: ``(B, 3, H, W)`` float ``[0, 1]`` RGB, any device/dtype (float32 on CPU).
         items: ``(frame index, target face with landmarks, prepared source)`` per face to swap.
-        settings: swapper options (``shape_transfer``, ``keep_mouth``, ``keep_eyes``, ``colour_transfer``,
-            ``blend``, ``mask_erosion``, ``mask_feather``).
+        options: the swapper's options (:meth:`MeshSwapOptions.from_settings`).
         graphs: on CUDA, a :class:`~faceweave.cuda_graphs.GraphCache` of :func:`swap_in_crops` (see
             :func:`crop_graphs`): the work inside the crops is then replayed from a graph per crop size and padded
             face count, on the fixed texture box. None: run it eagerly on the faces' own box.
@@ -408,7 +426,7 @@ def swap_faces(
     # --- geometry, on the host ------------------------------------------------------------------------------
     tgt = torch.stack([f.landmarks[:, :2] for _, f, _ in items]).to(host, torch.float32)  # type: ignore[index]
     src_pts = torch.stack([s.points for _, _, s in items]).to(host, torch.float32)
-    geo = output_geometry(tgt, src_pts, settings.shape_transfer)
+    geo = output_geometry(tgt, src_pts, options.shape_transfer)
     box = _square_box(geo, CROP_MARGIN)
     size = crop_size or _crop_size(box)
     m = _crop_matrix(box, size)  # (F, 2, 3) frame → crop, float32
@@ -441,7 +459,7 @@ def swap_faces(
         target_crops = warp_affine(source_frames, m, (size, size), padding="border")  # host m: no device sync
         # With the LAB transfer the texture is sampled in LAB (converted once per job): the per-frame work is then
         # one LAB→RGB conversion, not two conversions.
-        in_lab = settings.colour_transfer == "lab"
+        in_lab = options.colour_transfer == "lab"
         tex = torch.cat([_texture(s, in_lab) for _, _, s in items]).to(dev, torch.float32 if in_lab else dt)
     faces = packed[:, :-1]
     if graphed:
@@ -452,7 +470,7 @@ def swap_faces(
         # the cache keys by the inputs' shapes and dtypes (face count, crop size); the box follows the size
         composite, mask = (out[:n_faces] for out in graphs(tex_box, inputs))
     else:
-        composite, mask = swap_in_crops(target_crops, tex, faces, settings=settings, box=tex_box,
+        composite, mask = swap_in_crops(target_crops, tex, faces, options=options, box=tex_box,
                                         grain=magnification >= GRAIN_MIN_MAGNIFICATION)
 
     out = frames.clone()
@@ -471,19 +489,35 @@ def swap_faces(
     return out
 
 
-def crop_graphs(settings: SwapSettings, pool: Any = None) -> GraphCache:
+def crop_graphs(options: MeshSwapOptions, pool: object = None) -> GraphCache:
     """A CUDA-graph cache of :func:`swap_in_crops` for :func:`swap_faces` (``graphs=``), keyed by the texture box and
     the inputs' shapes and dtypes (padded face count, crop size). Not for ``blend="poisson"``, which waits for the
     device."""
-    if settings.blend == "poisson":
+    if options.blend == "poisson":
         raise InvalidOption("the Poisson blend cannot be replayed from a CUDA graph", hint="use cuda_graphs=False")
 
     def run(target_crops: torch.Tensor, texture: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, ...]:
         size = target_crops.shape[-1]
-        return swap_in_crops(target_crops, texture, faces, settings=settings, box=fixed_texture_box(size),
+        return swap_in_crops(target_crops, texture, faces, options=options, box=fixed_texture_box(size),
                              max_blocks=block_capacity(size, target_crops.shape[0]))
 
     return GraphCache(run, pool)
+
+
+class MeshSwapper:
+    """The built-in swapper as a stage (a :class:`~faceweave.stages.Swapper` of :class:`SourceTexture`): its
+    options, and on CUDA its :func:`crop_graphs` (None: eager)."""
+
+    def __init__(self, options: MeshSwapOptions, graphs: GraphCache | None = None) -> None:
+        self.options, self.graphs = options, graphs
+
+    def prepare_source(self, image: torch.Tensor, face: Face) -> SourceTexture:
+        """See :func:`prepare_source_texture`."""
+        return prepare_source_texture(image, face)
+
+    def swap(self, frames: torch.Tensor, items: list[tuple[int, Face, SourceTexture]]) -> torch.Tensor:
+        """See :func:`swap_faces`."""
+        return swap_faces(frames, items, self.options, graphs=self.graphs)
 
 
 def _texture(source: SourceTexture, lab: bool) -> torch.Tensor:

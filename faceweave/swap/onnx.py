@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import torch
 
@@ -31,6 +31,7 @@ from faceweave.models.onnx_runtime import OnnxModel
 from faceweave.models.onnx_zoo import resolve_model_file
 from faceweave.models.registry import ModelSpec, get_spec
 from faceweave.ops.masks import feather_mask
+from faceweave.settings import SwapSettings
 
 _LOG = logging.getLogger(__name__)
 
@@ -252,24 +253,26 @@ class OnnxSwapper:
         return paste_faces(frames, swapped, masks, matrices, index)
 
 
-def _require(name: str, family: str, settings: Any) -> tuple[ModelSpec, Any]:
+def _require(name: str, family: str, model_dir: str | None) -> tuple[ModelSpec, Path]:
     spec = get_spec(name)
     if spec.family != family:
         raise InvalidOption(f"model {name!r} is a {spec.family}, not a {family}")
-    return spec, resolve_model_file(spec, getattr(settings, "model_dir", None))
+    return spec, resolve_model_file(spec, model_dir)
 
 
-def load_swapper(name: str, *, device: torch.device, dtype: torch.dtype, settings: Any) -> OnnxSwapper:
-    """Load swapper ``name`` (+ its recogniser, converter, and ``settings.occlusion_mask`` parser).
+def load_swapper(name: str, *, device: torch.device, dtype: torch.dtype, settings: SwapSettings) -> OnnxSwapper:
+    """Load swapper ``name`` (+ its recogniser, converter, and ``settings.occlusion_mask`` parser), with
+    ``settings.pixel_boost`` and ``settings.mask_feather``; files from ``settings.model_dir``.
 
     Every file is located (and checked) before any session is built, so a missing one fails fast with
     :class:`~faceweave.errors.ModelMissing` naming file, sha256, URL and folder.
     """
-    spec, path = _require(name, "swapper", settings)
-    rec_spec, rec_path = _require(spec.extra.get("recogniser", "arcface"), "recogniser", settings)
-    conv_path = _require(spec.extra["converter"], "recogniser", settings)[1] if "converter" in spec.extra else None
-    parser_name = getattr(settings, "occlusion_mask", None)
-    parser_path = _require(parser_name, "parser", settings)[1] if parser_name else None
+    model_dir = settings.model_dir
+    spec, path = _require(name, "swapper", model_dir)
+    rec_spec, rec_path = _require(spec.extra.get("recogniser", "arcface"), "recogniser", model_dir)
+    conv_path = _require(spec.extra["converter"], "recogniser", model_dir)[1] if "converter" in spec.extra else None
+    parser_name = settings.occlusion_mask
+    parser_path = _require(parser_name, "parser", model_dir)[1] if parser_name else None
     _LOG.info("loading swapper %s (%s), recogniser %s", name, path, rec_spec.name)
     return OnnxSwapper(
         spec,
@@ -279,6 +282,6 @@ def load_swapper(name: str, *, device: torch.device, dtype: torch.dtype, setting
         parser=FaceParser(parser_path, device=device) if parser_path else None,
         device=device,
         dtype=dtype,
-        pixel_boost=int(getattr(settings, "pixel_boost", 1)),
-        mask_feather=float(getattr(settings, "mask_feather", 0.06)),
+        pixel_boost=settings.pixel_boost,
+        mask_feather=settings.mask_feather,
     )

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from faceweave.analysis.onnx_detect import RetinaFaceDetector, ScrfdDetector, load_detector
+from faceweave.analysis.onnx_detect import RetinaFaceDetector, ScrfdDetector
 from faceweave.errors import ModelIntegrityError, ModelMissing
 from faceweave.models import store
 from faceweave.models.arcface import ArcFaceRecogniser, align_crops
@@ -29,6 +29,8 @@ from faceweave.models.onnx_zoo import (
 from faceweave.models.registry import get_spec
 from faceweave.models.scrfd import ScrfdNet, decode_scrfd, letterbox_top_left
 from faceweave.ops.boxes import nms
+from faceweave.pipeline.engine import make_detector
+from faceweave.settings import SwapSettings
 
 _path = Path(__file__).parent / "test_onnx_graphs.py"
 _spec = importlib.util.spec_from_file_location("faceweave_test_onnx_graphs", _path)
@@ -143,12 +145,12 @@ def test_scrfd_decoding_matches_numpy(obama, tmp_path: Path) -> None:
 
 def test_load_detector_by_name(tmp_path: Path) -> None:
     cpu = torch.device("cpu")
-    settings = type("S", (), {"model_dir": str(tmp_path)})()
-    assert isinstance(load_detector("retinaface", device=cpu, dtype=torch.float32), RetinaFaceDetector)
+    settings = SwapSettings(detector="scrfd", model_dir=str(tmp_path))
+    assert isinstance(make_detector(SwapSettings(detector="retinaface"), cpu, torch.float32), RetinaFaceDetector)
     with pytest.raises(ModelMissing, match="scrfd_2.5g.onnx"):
-        load_detector("scrfd", device=cpu, dtype=torch.float32, settings=settings)
+        make_detector(settings, cpu, torch.float32)
     graphs.build_scrfd(tmp_path / "scrfd_2.5g.onnx")
-    det = load_detector("scrfd", device=cpu, dtype=torch.float32, settings=settings)
+    det = make_detector(settings, cpu, torch.float32)
     assert isinstance(det, ScrfdDetector)
     faces = det.detect(torch.rand(2, 3, 300, 400))
     assert len(faces) == 2 and all(f.keypoints.shape == (5, 2) for fs in faces for f in fs)

@@ -39,7 +39,7 @@ class _Direct:
     """Runs the cache's function eagerly: the graph path's shapes and inputs without a GPU."""
 
     def __init__(self, settings: SwapSettings) -> None:
-        self.fn = mesh.crop_graphs(settings).fn
+        self.fn = mesh.crop_graphs(mesh.MeshSwapOptions.from_settings(settings)).fn
         self.calls: list[tuple[Hashable, Sequence[torch.Tensor]]] = []
 
     def __call__(self, key: Hashable, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -62,9 +62,10 @@ def scene(media: type) -> dict[str, Any]:
 def test_graph_path_matches_eager_path(scene: dict[str, Any], crop_size: int | None) -> None:
     """The fixed texture box, fixed block count and traced grain blur change the result by rounding only."""
     settings = scene["engine"].settings
+    options = mesh.MeshSwapOptions.from_settings(settings)
     direct = _Direct(settings)
-    eager = mesh.swap_faces(scene["frames"], scene["items"], settings, crop_size=crop_size)
-    graphed = mesh.swap_faces(scene["frames"], scene["items"], settings, graphs=direct, crop_size=crop_size)
+    eager = mesh.swap_faces(scene["frames"], scene["items"], options, crop_size=crop_size)
+    graphed = mesh.swap_faces(scene["frames"], scene["items"], options, graphs=direct, crop_size=crop_size)
     assert len(direct.calls) == 1, "the batch was not within the graph's block capacity"
     box, inputs = direct.calls[0]
     n_graph, size = inputs[0].shape[0], inputs[0].shape[-1]
@@ -125,14 +126,15 @@ def test_crop_stage_has_no_host_work(scene: dict[str, Any], blend: str) -> None:
     """What a CUDA graph replays does not read device values on the host or copy host data in (after the first
     call, which makes the cached device constants)."""
     settings = scene["engine"].settings.model_copy(update={"blend": blend, "keep_eyes": True})
+    options = mesh.MeshSwapOptions.from_settings(settings)
     captured: list[Sequence[torch.Tensor]] = []
 
     def record(key: Hashable, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         captured.append(inputs)
-        return mesh.crop_graphs(settings).fn(*inputs)
+        return mesh.crop_graphs(options).fn(*inputs)
 
-    mesh.swap_faces(scene["frames"], scene["items"], settings, graphs=record, crop_size=192)
-    fn = mesh.crop_graphs(settings).fn
+    mesh.swap_faces(scene["frames"], scene["items"], options, graphs=record, crop_size=192)
+    fn = mesh.crop_graphs(options).fn
     with _Spy() as spy:
         fn(*captured[0])
     assert spy.bad == []
@@ -148,11 +150,12 @@ def test_graph_replay_matches_eager_on_cuda(scene: dict[str, Any]) -> None:
     engine = SwapEngine(settings)
     frames = scene["frames"].to(dev)
     items = [(b, f, scene["source"].to(dev)) for b, f, _ in scene["items"]]
-    eager_static = mesh.swap_faces(frames, items, settings, graphs=_Direct(settings))
+    options = engine.swap_options
+    eager_static = mesh.swap_faces(frames, items, options, graphs=_Direct(settings))
     graphs = engine.crop_graphs
     assert graphs is not None
-    replayed = mesh.swap_faces(frames, items, settings, graphs=graphs)
-    again = mesh.swap_faces(frames, items, settings, graphs=graphs)  # a replay, not the capture
+    replayed = mesh.swap_faces(frames, items, options, graphs=graphs)
+    again = mesh.swap_faces(frames, items, options, graphs=graphs)  # a replay, not the capture
     assert len(graphs.captured) == 1 and not graphs.failed
     torch.testing.assert_close(replayed, eager_static, atol=1e-4, rtol=0)
     assert torch.equal(again, replayed)
