@@ -13,12 +13,11 @@ import torch
 from faceweave.analysis.detect import FaceDetector
 from faceweave.analysis.face import Face
 from faceweave.analysis.landmarks import FaceMesh
+from faceweave.analysis.onnx_detect import RetinaFaceDetector, ScrfdDetector
 from faceweave.enhance.detail import DetailEnhancer
 from faceweave.enhance.onnx import OnnxEnhancer
 from faceweave.models.arcface import ArcFaceRecogniser
 from faceweave.models.dlib_identity import DlibIdentity
-from faceweave.models.retinaface import RetinaFaceDetector
-from faceweave.models.scrfd import ScrfdDetector
 from faceweave.settings import SwapSettings
 from faceweave.stages import DescriptorRecogniser, Detector, EmbeddingRecogniser, Enhancer, Landmarker, Swapper
 from faceweave.swap.mesh import MeshSwapOptions, MeshSwapper
@@ -89,8 +88,7 @@ from faceweave.enhance.detail import DetailEnhancer
 from faceweave.enhance.onnx import OnnxEnhancer
 from faceweave.models.arcface import ArcFaceRecogniser
 from faceweave.models.dlib_identity import DlibIdentity
-from faceweave.models.retinaface import RetinaFaceDetector
-from faceweave.models.scrfd import ScrfdDetector
+from faceweave.analysis.onnx_detect import RetinaFaceDetector, ScrfdDetector
 from faceweave.stages import DescriptorRecogniser, Detector, EmbeddingRecogniser, Enhancer, Landmarker, Swapper
 from faceweave.swap.mesh import MeshSwapper, SourceTexture
 from faceweave.swap.onnx import OnnxSwapper
