@@ -152,3 +152,24 @@ def test_inventory_notices_a_break() -> None:
         ...
 
     assert signature_inventory(renamed) != PINNED_SIGNATURES["swap"]
+
+
+def test_no_submodule_shadows_a_public_name() -> None:
+    # Importing a subpackage sets it as an attribute of its parent: a `faceweave/swap/` package replaced the public
+    # `faceweave.swap` function as soon as anything imported it (every swap does).
+    from pathlib import Path
+
+    root = Path(faceweave.__file__).parent
+    clashes = [n for n in PINNED_ALL if (root / n).is_dir() or (root / f"{n}.py").exists()]
+    assert clashes == []
+
+
+def test_public_names_survive_the_pipeline_being_imported() -> None:
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.walk_packages(faceweave.__path__, "faceweave."):
+        if module.name.startswith(("faceweave.serve", "faceweave.live")) or module.name.endswith("__main__"):
+            continue  # optional extras; they import nothing named like the public API
+        importlib.import_module(module.name)
+    assert callable(faceweave.swap) and signature_inventory(faceweave.swap) == PINNED_SIGNATURES["swap"]

@@ -15,6 +15,12 @@ import pytest
 
 
 @pytest.mark.slow
+
+def _rounding_slack(fps: float, plain: float) -> float:
+    """How far fps/plain, both printed to 0.1, can be from the ratio the report computed unrounded (and printed
+    to 0.001): on a slow, loaded machine fps is small and its rounding alone moves the ratio by percents."""
+    return 0.05 / plain + 0.05 * fps / plain**2 + 6e-4
+
 def test_bench_cpu_report(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
@@ -35,7 +41,8 @@ def test_bench_cpu_report(tmp_path: Path) -> None:
     e2e = report["end_to_end"]["cpu"]
     assert e2e["frames"] == 60 and e2e["faces_swapped"] > 0
     # the report rounds ratios to 3 decimals: an absolute tolerance for small ratios
-    assert e2e["ratio_to_plain_segments"] == pytest.approx(e2e["fps"] / plain["segments_x2"], rel=0.02, abs=6e-4)
+    assert e2e["ratio_to_plain_segments"] == pytest.approx(e2e["fps"] / plain["segments_x2"],
+                                                           abs=_rounding_slack(e2e["fps"], plain["segments_x2"]))
     best = max(plain["single"], plain["segments_x2"])
-    assert e2e["ratio_to_best_plain"] == pytest.approx(e2e["fps"] / best, rel=0.02, abs=6e-4)
+    assert e2e["ratio_to_best_plain"] == pytest.approx(e2e["fps"] / best, abs=_rounding_slack(e2e["fps"], best))
     assert "| cpu_fp32 | 2 |" in proc.stdout  # the printed table has the measured row

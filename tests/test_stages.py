@@ -20,8 +20,8 @@ from faceweave.models.arcface import ArcFaceRecogniser
 from faceweave.models.dlib_identity import DlibIdentity
 from faceweave.settings import SwapSettings
 from faceweave.stages import DescriptorRecogniser, Detector, EmbeddingRecogniser, Enhancer, Landmarker, Swapper
-from faceweave.swap.mesh import MeshSwapOptions, MeshSwapper
-from faceweave.swap.onnx import OnnxSwapper
+from faceweave.swapper.mesh import MeshSwapOptions, MeshSwapper
+from faceweave.swapper.onnx import OnnxSwapper
 
 IMPLEMENTATIONS = [
     (FaceDetector, Detector),
@@ -90,8 +90,8 @@ from faceweave.models.arcface import ArcFaceRecogniser
 from faceweave.models.dlib_identity import DlibIdentity
 from faceweave.analysis.onnx_detect import RetinaFaceDetector, ScrfdDetector
 from faceweave.stages import DescriptorRecogniser, Detector, EmbeddingRecogniser, Enhancer, Landmarker, Swapper
-from faceweave.swap.mesh import MeshSwapper, SourceTexture
-from faceweave.swap.onnx import OnnxSwapper
+from faceweave.swapper.mesh import MeshSwapper, SourceTexture
+from faceweave.swapper.onnx import OnnxSwapper
 
 
 def good(a: FaceDetector, b: RetinaFaceDetector, c: ScrfdDetector, d: FaceMesh, e: ArcFaceRecogniser,

@@ -19,7 +19,7 @@ from faceweave.models.onnx_runtime import OnnxModel
 from faceweave.models.onnx_zoo import resolve_model_file
 from faceweave.models.registry import ModelSpec, get_spec
 from faceweave.settings import SwapSettings
-from faceweave.swap.onnx import box_mask, paste_faces
+from faceweave.swapper.onnx import box_mask, paste_faces
 
 
 class OnnxEnhancer:

@@ -32,7 +32,7 @@ from faceweave.stages import (
     Recogniser,
     Swapper,
 )
-from faceweave.swap.mesh import (
+from faceweave.swapper.mesh import (
     CROP_SIZES,
     MeshSwapOptions,
     MeshSwapper,
@@ -153,7 +153,7 @@ class SwapEngine:
         self._shared_arcface: EmbeddingRecogniser | None = None
         self._enhancer: Enhancer | None = None
         if self.settings.swapper != "mesh":
-            from faceweave.swap.onnx import load_swapper
+            from faceweave.swapper.onnx import load_swapper
 
             plugin = load_swapper(self.settings.swapper, device=self.device, dtype=self.dtype, settings=self.settings)
             self._swapper = plugin
@@ -180,7 +180,7 @@ class SwapEngine:
 
     @property
     def crop_graphs(self) -> GraphCache | None:
-        """The built-in swapper's CUDA graphs (:func:`~faceweave.swap.mesh.crop_graphs`): on CUDA with
+        """The built-in swapper's CUDA graphs (:func:`~faceweave.swapper.mesh.crop_graphs`): on CUDA with
         ``cuda_graphs``, except for the Poisson blend, which waits for the device; else None (eager)."""
         if (self._swap_graphs is None and self.device.type == "cuda" and self.settings.cuda_graphs
                 and self.settings.swapper == "mesh" and self.settings.blend != "poisson"):

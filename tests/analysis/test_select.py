@@ -10,7 +10,7 @@ from faceweave.analysis.select import best_source_for, head_pose, select_faces
 from faceweave.errors import InvalidOption
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.settings import SwapSettings
-from faceweave.swap.mesh import _paste_rounds
+from faceweave.swapper.mesh import _paste_rounds
 
 
 @pytest.fixture(scope="module")

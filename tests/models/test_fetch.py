@@ -186,7 +186,7 @@ def test_no_network_outside_fetch(tmp_path: Path, monkeypatch, caplog, media) ->
 
     from faceweave.analysis.onnx_detect import RetinaFaceDetector
     from faceweave.settings import SwapSettings
-    from faceweave.swap.onnx import load_swapper
+    from faceweave.swapper.onnx import load_swapper
 
     assert len(all_specs()) >= 15
     runner = CliRunner()

@@ -107,7 +107,7 @@ def test_missing_pinned_file_names_the_pin(pinned_plugins: None, tmp_path: Path)
 def test_stand_in_under_a_pinned_name_is_refused(pinned_plugins: None, tmp_path: Path) -> None:
     """A test-built graph with inswapper's exact signature is still not the published file."""
     from faceweave.settings import SwapSettings
-    from faceweave.swap.onnx import load_swapper
+    from faceweave.swapper.onnx import load_swapper
 
     path = _graphs().build_swapper(tmp_path / "inswapper_128.onnx")
     got = sha256_file(path)

@@ -19,7 +19,7 @@ from faceweave.errors import ModelMissing  # noqa: E402
 from faceweave.models.arcface import align_crops  # noqa: E402
 from faceweave.models.onnx_zoo import template_points  # noqa: E402
 from faceweave.settings import SwapSettings  # noqa: E402
-from faceweave.swap.onnx import explode_pixel_boost, implode_pixel_boost, load_swapper  # noqa: E402
+from faceweave.swapper.onnx import explode_pixel_boost, implode_pixel_boost, load_swapper  # noqa: E402
 
 
 def _load_graphs():  # the shared ONNX test-graph builders live in tests/models/test_onnx_graphs.py
@@ -255,7 +255,7 @@ def test_end_to_end_image_and_video_with_test_built_model(media, model_dir: Path
 def test_occlusion_mask_keeps_non_face_pixels(faces, model_dir: Path, caplog) -> None:
     """With a face parser, the paste mask is box × face-region: where the parser sees no face (an occluder),
     the target's pixels stay."""
-    from faceweave.swap.onnx import box_mask
+    from faceweave.swapper.onnx import box_mask
 
     caplog.set_level(logging.ERROR)
     graphs.build_parser(model_dir / "bisenet_resnet_34.onnx")

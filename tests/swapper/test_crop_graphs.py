@@ -16,7 +16,7 @@ from faceweave.ops.filters import gaussian_blur, gaussian_blur_traced
 from faceweave.ops.warp import rasterise_triangles, triangle_blocks
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.settings import SwapSettings
-from faceweave.swap import mesh
+from faceweave.swapper import mesh
 
 # Ops that wait for the device (or make shapes depend on data), and tensors made from host data: a CUDA graph
 # cannot hold them.

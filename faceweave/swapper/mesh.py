@@ -291,7 +291,7 @@ def fixed_texture_box(size: int) -> tuple[int, int, int, int]:
 def block_capacity(size: int, faces: int) -> int:
     """Rasteriser blocks (8 × 8 px) a CUDA graph of ``faces`` faces at crop ``size`` tests: the triangles' bounding
     boxes overlap and cut blocks at their edges, so a face needs more blocks than its area holds. Real faces use
-    about half of this (tests/swap/test_crop_graphs.py); a batch over it runs eagerly."""
+    about half of this (tests/swapper/test_crop_graphs.py); a batch over it runs eagerly."""
     y0, y1, x0, x1 = fixed_texture_box(size)
     area_blocks = ((y1 - y0) // 8 + 1) * ((x1 - x0) // 8 + 1)
     return faces * (3 * area_blocks + 4 * len(topology.TRIANGLES))
