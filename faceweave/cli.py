@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -173,8 +176,6 @@ def demo(
 
 def _mount_optional(module: str, attr: str, name: str, help_text: str) -> None:
     """Sub-command groups from other parts of the package (models, serve, keys, bench)."""
-    import importlib
-
     try:
         sub = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError):
@@ -191,10 +192,54 @@ _mount_optional("faceweave.serve.cli", "keys_app", "keys", "Manage service API k
 _mount_optional("faceweave.bench", "bench_command", "bench", "Benchmark the pipeline (transcode vs swap, CPU/GPU).")
 
 
+@dataclass(frozen=True)
+class _ClickErrors:
+    """The exception classes of whichever Click the installed Typer raises.
+
+    Typer ≥ 0.22 vendors Click as ``typer._click`` (its exceptions do not derive from ``click``'s), older Typer
+    raises ``click``'s own; both may be installed, so accept either rather than mistaking a usage error for a bug.
+    """
+
+    any: tuple[type[Exception], ...]  # ClickException: has exit_code and format_message()
+    usage: tuple[type[Exception], ...]  # UsageError: also ctx (the command whose usage line to print)
+    no_args_help: tuple[type[Exception], ...]  # NoArgsIsHelpError (Click ≥ 8.2): help already printed
+
+    @classmethod
+    def installed(cls) -> _ClickErrors:
+        found: dict[str, list[type[Exception]]] = {"ClickException": [], "UsageError": [], "NoArgsIsHelpError": []}
+        for module in ("typer._click.exceptions", "click.exceptions"):
+            try:
+                mod = vars(importlib.import_module(module))
+            except ImportError:
+                continue
+            for name, classes in found.items():
+                if name in mod:
+                    classes.append(mod[name])
+        return cls(tuple(found["ClickException"]), tuple(found["UsageError"]), tuple(found["NoArgsIsHelpError"]))
+
+
+def _report_click_error(exc: Any, kinds: _ClickErrors) -> int:
+    """Print a Click/Typer error as the command's usage line plus one ``error [usage_error] …`` line; its exit code.
+
+    Usage errors (missing or unknown option, unknown command, bad choice or number) exit 2, Click's convention.
+    """
+    is_usage = isinstance(exc, kinds.usage)  # a separate name: narrowing `exc` to Exception would hide its fields
+    ctx = exc.ctx if is_usage else None
+    if ctx is not None:
+        err.print(escape(ctx.get_usage()), highlight=False, soft_wrap=True)
+        err.print(escape(f"Try '{ctx.command_path} --help' for help."), highlight=False, soft_wrap=True)
+    code = "usage_error" if exc.exit_code == 2 else "cli_error"
+    message = " ".join(exc.format_message().split())
+    err.print(f"[red]error[/red] {escape(f'[{code}] {message}')}", highlight=False, soft_wrap=True)
+    return int(exc.exit_code)
+
+
 def main() -> None:
     """Entry point: run the app, mapping library errors to exit codes and one-line messages (no tracebacks)."""
+    kinds = _ClickErrors.installed()
     try:
-        app(standalone_mode=False)
+        # prog_name: the usage line says `faceweave swap`, also when run as `python -m faceweave.cli`.
+        code = app(standalone_mode=False, prog_name="faceweave")
     except FaceweaveError as exc:
         err.print(f"[red]error[/red] {escape(f'[{exc.code}] {exc.one_line()}')}", highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
@@ -205,20 +250,20 @@ def main() -> None:
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
         raise SystemExit(1) from None
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        import os
-
+    except kinds.no_args_help:
+        raise SystemExit(2) from None  # the group's help is already on the screen
+    except kinds.any as exc:
+        raise SystemExit(_report_click_error(exc, kinds)) from None
+    except Exception as exc:
         if os.environ.get("FACEWEAVE_DEBUG"):
             raise
         err.print("[red]error[/red] " + escape(f"[internal_error] unexpected {type(exc).__name__}: {exc} — this is a "
                                                "bug; rerun with FACEWEAVE_DEBUG=1 for the traceback and report it"),
                   highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
+    # Without standalone mode Typer returns a command's `typer.Exit(code)` instead of raising it.
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":
