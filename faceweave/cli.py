@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from faceweave.errors import FaceweaveError
+from faceweave.batch import DEFAULT_OUTPUT_PATTERN, is_batch_target
+from faceweave.errors import FaceweaveError, OutputNotWritable
 from faceweave.progress import Progress as JobProgress
 from faceweave.settings import SwapSettings
 
@@ -61,11 +62,116 @@ class _RichProgress:
                         fps=f"{p.fps:6.1f} fps" if p.fps else "")
 
 
+def _bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]}"),
+                    TimeRemainingColumn(), console=err, transient=True)
+
+
+def _check_output_pattern(value: str | None) -> str | None:
+    """Reject a malformed ``--output-pattern`` while parsing, so it is a usage error (exit 2)."""
+    from faceweave.batch import OutputPattern, OutputPatternError
+
+    if value is not None:
+        try:
+            OutputPattern(value)
+        except OutputPatternError as exc:
+            raise typer.BadParameter(exc.one_line()) from None
+    return value
+
+
+class _BatchBar:
+    """The batch's bar (items, ETA) plus one bar for the video being swapped."""
+
+    def __init__(self, bar: Progress, total: int) -> None:
+        self.bar = bar
+        self.task = bar.add_task("batch", total=total, fps="")
+        self.video: _RichProgress | None = None
+
+    def started(self, item: Any) -> None:
+        self.bar.update(self.task, description=f"batch: {escape(item.target.name)}")
+        if item.kind == "video":
+            self.video = _RichProgress(self.bar)
+
+    def finished(self, item: Any) -> None:
+        if self.video is not None:
+            self.bar.remove_task(self.video.task)
+            self.video = None
+        self.bar.advance(self.task)
+
+    def video_progress(self, p: JobProgress) -> None:
+        if self.video is not None:
+            self.video(p)
+
+
+_STATUS_STYLE = {"done": "green", "skipped": "cyan", "failed": "red"}
+_TABLE_ROWS = 50  # longer batches list only their failures (the --json report has every item)
+
+
+def _print_summary(report: Any) -> None:
+    from rich.table import Table
+
+    rows = report.items if len(report.items) <= _TABLE_ROWS else [it for it in report.items if it.status == "failed"]
+    table = Table(title="batch summary", title_justify="left", show_edge=False)
+    for col in ("target", "status", "output / reason"):
+        table.add_column(col, overflow="fold")
+    for it in rows:
+        detail = f"[{it.error_code}] {it.error}" if it.status == "failed" else it.output.name  # its folder is -o
+        table.add_row(escape(str(it.target)), f"[{_STATUS_STYLE[it.status]}]{it.status}[/]", escape(detail))
+    if rows:
+        err.print(table)
+    if len(rows) < len(report.items):
+        err.print(f"({len(report.items) - len(rows)} done/skipped rows not shown; --json lists every item)")
+    done = report.count("done")
+    err.print(f"batch: [green]{done} done[/green], [cyan]{report.count('skipped')} skipped[/cyan], "
+              f"[red]{report.failed} failed[/red] in {report.seconds:.1f} s", highlight=False)
+
+
+def _swap_batch(source: list[Path], target: str, output: Path, settings: SwapSettings, *, reference: Path | None,
+                resume: bool, pattern: str, json_report: str | None) -> None:
+    """``swap`` with several targets: one warm engine, a bar over the items, a summary; exit 3 if any failed."""
+    from faceweave.batch import BatchCallbacks, OutputPattern, OutputPatternError, expand_targets, run_batch
+
+    targets = expand_targets(target)
+    with _bar() as bar:
+        view = _BatchBar(bar, len(targets))
+        callbacks = BatchCallbacks(item_started=view.started, item_finished=view.finished,
+                                   video_progress=view.video_progress)
+        try:
+            report = run_batch(source, targets, output, settings, pattern=OutputPattern(pattern), resume=resume,
+                               reference=reference, callbacks=callbacks)
+        except OutputPatternError as exc:  # two targets → one name: the options are wrong, not the media
+            raise typer.BadParameter(exc.one_line(), param_hint="'--output-pattern'") from None
+    _print_summary(report)
+    if json_report is not None:
+        text = json.dumps(report.to_dict(), indent=2)
+        if json_report == "-":
+            print(text)  # plain print: rich would wrap long paths and break the JSON
+        else:
+            from faceweave.media.image import atomic_write_bytes
+
+            path = Path(json_report)
+            try:
+                atomic_write_bytes(path, (text + "\n").encode())
+            except OSError as exc:
+                raise OutputNotWritable(f"cannot write the JSON report {path}: {exc.strerror or exc}",
+                                        hint="check that its folder exists and is writable") from None
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
 @app.command()
 def swap(
     source: Annotated[list[Path], typer.Option("--source", "-s", help="source face image(s); repeat for several")],
-    target: Annotated[Path, typer.Option("--target", "-t", help="target image or video")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="output file; its extension picks the format")],
+    target: Annotated[Path, typer.Option("--target", "-t", help="target image or video; or a folder, a quoted glob "
+                                         "('photos/*.jpg') or @list.txt for a batch")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="output file; its extension picks the format "
+                                         "(batch: a folder, created if missing)")],
+    output_pattern: Annotated[str | None, typer.Option(
+        help="batch: output file names; {target_stem} {target_name} {target_ext} {source_stem} {ext} {index} "
+             f"[default: {DEFAULT_OUTPUT_PATTERN}]", callback=_check_output_pattern)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="batch: keep outputs that already exist and decode")] = False,
+    json_report: Annotated[str | None, typer.Option("--json", metavar="PATH", help="batch: write the summary as "
+                                                    "JSON to PATH ('-': stdout)")] = None,
     selector: Annotated[Selector | None, typer.Option(help="which target faces: one (largest), many, reference, index")] = None,
     face_index: Annotated[int | None, typer.Option(help="with --selector index: position, left to right, from 0")] = None,
     reference: Annotated[Path | None, typer.Option(help="with --selector reference: image of the person to replace")] = None,
@@ -100,7 +206,11 @@ def swap(
     max_duration: Annotated[float | None, typer.Option(help="reject videos longer than this (s)")] = None,
     label: Annotated[bool | None, typer.Option("--label", help="draw a visible 'AI-generated' label")] = None,
 ) -> None:
-    """Swap the face from SOURCE into TARGET (image or video) and write OUTPUT."""
+    """Swap the face from SOURCE into TARGET (image or video) and write OUTPUT.
+
+    With several targets (-t a folder, a quoted glob, or @list.txt) OUTPUT is a folder: one engine swaps them all,
+    a bad target is reported and skipped, and the exit code is 3 when any target failed.
+    """
     from faceweave import api
 
     settings = _settings_from(dict(
@@ -112,8 +222,14 @@ def swap(
         detect_every=detect_every, smoothing=smoothing, skip_corrupt=skip_corrupt, max_pixels=max_pixels,
         max_duration_s=max_duration, provenance_label=label,
     ))
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]}"),
-                  TimeRemainingColumn(), console=err, transient=True) as bar:
+    if is_batch_target(str(target)):
+        _swap_batch(source, str(target), output, settings, reference=reference, resume=resume,
+                    pattern=output_pattern or DEFAULT_OUTPUT_PATTERN, json_report=json_report)
+        return
+    for given, name in ((output_pattern, "--output-pattern"), (resume or None, "--resume"), (json_report, "--json")):
+        if given is not None:
+            raise typer.BadParameter("only for a batch (-t a folder, a quoted glob or @list.txt)", param_hint=name)
+    with _bar() as bar:
         result = api.swap(source, target, output, settings, progress=_RichProgress(bar), reference=reference)
     extra = f", {result.frames} frames" if result.kind == "video" else ""
     err.print(f"[green]wrote[/green] {result.output} ({result.faces_swapped} face(s) swapped{extra}, "
