@@ -270,7 +270,7 @@ class BatchCallbacks:
 
 def run_batch(
     sources: Sequence[str | PathLike[str]],
-    targets: Sequence[Path],
+    targets: Sequence[Path] | Sequence[ItemResult],
     out_dir: str | PathLike[str],
     settings: SwapSettings,
     *,
@@ -284,7 +284,8 @@ def run_batch(
 
     Args:
         sources: source image paths (several photos of one person, as for a single swap).
-        targets: from :func:`expand_targets`.
+        targets: from :func:`expand_targets`, or already planned by :func:`plan_outputs` (which checks the names
+            before any work; then ``pattern`` is not used).
         out_dir: created if missing.
         settings: the batch's settings; ``batch_size`` images of one size go through the device together.
         pattern: output names (default :data:`DEFAULT_OUTPUT_PATTERN`).
@@ -305,7 +306,12 @@ def run_batch(
     cb = callbacks or BatchCallbacks()
     src_paths = [Path(s) for s in sources]
     out = Path(out_dir)
-    report = BatchReport(items=plan_outputs(src_paths, targets, out, pattern or OutputPattern(DEFAULT_OUTPUT_PATTERN)))
+    if all(isinstance(t, ItemResult) for t in targets):
+        items = [t for t in targets if isinstance(t, ItemResult)]
+    else:
+        paths = [Path(t) for t in targets if not isinstance(t, ItemResult)]
+        items = plan_outputs(src_paths, paths, out, pattern or OutputPattern(DEFAULT_OUTPUT_PATTERN))
+    report = BatchReport(items=items)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -129,18 +129,24 @@ def _print_summary(report: Any) -> None:
 def _swap_batch(source: list[Path], target: str, output: Path, settings: SwapSettings, *, reference: Path | None,
                 resume: bool, pattern: str, json_report: str | None) -> None:
     """``swap`` with several targets: one warm engine, a bar over the items, a summary; exit 3 if any failed."""
-    from faceweave.batch import BatchCallbacks, OutputPattern, OutputPatternError, expand_targets, run_batch
+    from faceweave.batch import (
+        BatchCallbacks,
+        OutputPattern,
+        OutputPatternError,
+        expand_targets,
+        plan_outputs,
+        run_batch,
+    )
 
-    targets = expand_targets(target)
+    try:  # names are checked before the bar starts and before any work
+        items = plan_outputs(source, expand_targets(target), output, OutputPattern(pattern))
+    except OutputPatternError as exc:  # two targets → one name: the options are wrong, not the media
+        raise typer.BadParameter(exc.one_line(), param_hint="'--output-pattern'") from None
     with _bar() as bar:
-        view = _BatchBar(bar, len(targets))
+        view = _BatchBar(bar, len(items))
         callbacks = BatchCallbacks(item_started=view.started, item_finished=view.finished,
                                    video_progress=view.video_progress)
-        try:
-            report = run_batch(source, targets, output, settings, pattern=OutputPattern(pattern), resume=resume,
-                               reference=reference, callbacks=callbacks)
-        except OutputPatternError as exc:  # two targets → one name: the options are wrong, not the media
-            raise typer.BadParameter(exc.one_line(), param_hint="'--output-pattern'") from None
+        report = run_batch(source, items, output, settings, resume=resume, reference=reference, callbacks=callbacks)
     _print_summary(report)
     if json_report is not None:
         text = json.dumps(report.to_dict(), indent=2)
