@@ -195,7 +195,7 @@ def swap(
     model_dir: Annotated[str | None, typer.Option(help="plug-in model folder (default $FACEWEAVE_MODELS)")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, float16, bfloat16")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="frames per batch (video)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="frames per device batch (video); images per batch (batch of images)")] = None,
     devices: Annotated[str | None, typer.Option(help="video: split segments across devices, e.g. 0,1")] = None,
     cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", help="GPU: replay the analysis nets and the swap from CUDA graphs")] = None,
     video_codec: Annotated[str | None, typer.Option(help="libx264, libx265, libsvtav1, … (default: auto)")] = None,
