@@ -8,9 +8,11 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from faceweave import __version__
-from faceweave.errors import NoFaceInTarget
+from faceweave.analysis.face import Face
+from faceweave.errors import FaceweaveError, NoFaceInTarget
 from faceweave.pipeline.engine import PreparedSource, SwapEngine, job_references, to_uint8
 from faceweave.progress import Progress, ProgressCallback, no_progress
 from faceweave.result import SwapResult
@@ -37,20 +39,61 @@ def swap_image(
     Returns:
         ``(result (H, W, 3) uint8 RGB, number of faces swapped)``. Raises :class:`NoFaceInTarget`.
     """
-    frame = engine.to_tensor(target)
-    faces = engine.analyze(frame)[0]
-    if not faces:
-        raise NoFaceInTarget("no face found in the target image",
-                             hint="check the target shows a face at least ~40 px wide; rotate it upright if needed")
+    (outcome,) = swap_images(sources, [target], engine, reference)
+    if isinstance(outcome, FaceweaveError):
+        raise outcome
+    return outcome
+
+
+def swap_images(
+    sources: Sequence[PreparedSource],
+    targets: Sequence[np.ndarray],
+    engine: SwapEngine,
+    reference: Sequence[object] | None = None,
+) -> list[tuple[np.ndarray, int] | FaceweaveError]:
+    """Swap into several RGB images of one size as one batch on the engine's device.
+
+    Args:
+        sources: prepared with :meth:`SwapEngine.prepare_sources`.
+        targets: ``(H, W, 3)`` uint8 RGB each, all the same ``H, W``.
+        engine: the job's engine.
+        reference: identity embeddings for ``selector="reference"``.
+
+    Returns:
+        Per target, in order: ``(result (H, W, 3) uint8 RGB, faces swapped)``, or the error that image alone hit
+        (:class:`NoFaceInTarget`, :class:`NoMatchingFace`), so one face-less image does not fail its batch.
+    """
+    frames = torch.cat([engine.to_tensor(t) for t in targets])
+    faces = engine.analyze(frames)
     if engine.settings.selector == "reference":
-        faces = engine.identify(frame, [faces])[0]
-    plan = engine.select(faces, sources, reference)  # type: ignore[arg-type]
-    out = engine.swap(frame, [plan], sources)
-    result = to_uint8(out)[0]
+        faces = engine.identify(frames, faces)
+    plans: list[list[tuple[Face, int]]] = []
+    outcomes: list[tuple[np.ndarray, int] | FaceweaveError | None] = []
+    for frame_faces in faces:
+        plan: list[tuple[Face, int]] = []
+        outcome: FaceweaveError | None = None
+        if not frame_faces:
+            outcome = NoFaceInTarget("no face found in the target image", hint="check the target shows a face at "
+                                     "least ~40 px wide; rotate it upright if needed")
+        else:
+            try:
+                plan = engine.select(frame_faces, sources, reference)  # type: ignore[arg-type]
+            except FaceweaveError as exc:
+                outcome = exc
+        plans.append(plan)
+        outcomes.append(outcome)
+    out = engine.swap(frames, plans, sources) if any(plans) else frames
+    results = to_uint8(out)
     # Keep untouched pixels bit-exact (the uint8 → float → uint8 round trip is exact, but say it in code).
-    unchanged = (out == frame).all(1)[0].cpu().numpy()
-    result[unchanged] = target[unchanged]
-    return result, len(plan)
+    unchanged = (out == frames).all(1).cpu().numpy()
+    final: list[tuple[np.ndarray, int] | FaceweaveError] = []
+    for b, target in enumerate(targets):
+        done = outcomes[b]
+        if done is None:
+            results[b][unchanged[b]] = target[unchanged[b]]
+            done = (results[b], len(plans[b]))
+        final.append(done)
+    return final
 
 
 def swap_image_file(
