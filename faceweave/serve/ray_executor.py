@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from faceweave.errors import FaceweaveError
 from faceweave.serve.errors import JobCancelled
 from faceweave.serve.executor import JobHook, ProgressHub, job_event
 from faceweave.serve.logging import job_context
@@ -80,7 +81,11 @@ class RayExecutor:
     def start(self) -> None:
         import ray
 
-        self.storage.check()  # wrong S3 credentials fail here, with a clear message, not in the first job
+        try:
+            self.storage.check()  # wrong S3 credentials fail here, with a clear message, not in the first job
+        except FaceweaveError as exc:
+            log.error("storage check failed: %s (%s)", exc.one_line(), exc.hint)
+            raise
         if not ray.is_initialized():
             ray.init(address=self.options.address, namespace=self.options.namespace, log_to_driver=False,
                      include_dashboard=False, configure_logging=False)  # fmt: skip
@@ -194,6 +199,7 @@ class RayExecutor:
         try:
             keys = [self._result_key(j, output_extension("image", _key_path(j.target_key))) for j in jobs]
             specs = [self._spec(j) for j in jobs]
+            log.info("image batch of %d job(s)", len(jobs))
             for attempt in range(self.options.segment_attempts):
                 try:
                     entries = self.pool.call(lambda a: a.swap_images.remote(specs, keys), self._stopping)
