@@ -25,7 +25,7 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-FRAMES, GOP, SEGMENT_FRAMES = 90, 15, 15  # 6 keyframe-aligned segments of 15 frames
+FRAMES, GOP, SEGMENT_FRAMES = 60, 15, 15  # 4 keyframe-aligned segments of 15 frames
 
 
 def _require(ok: bool, why: str) -> None:
@@ -64,7 +64,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
 
 
 def _make_video(path: Path) -> Path:
-    """carphone's first 90 frames, a keyframe every 15, with a 48 kHz AAC tone (the output must keep it)."""
+    """carphone's first 60 frames, a keyframe every 15, with a 48 kHz AAC tone (the output must keep it)."""
     import av
 
     from faceweave.data import media_path
