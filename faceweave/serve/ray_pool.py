@@ -157,7 +157,10 @@ class ActorPool:
         if not refs:
             time.sleep(min(timeout_s, 0.05))
             return []
-        return list(ray.wait(refs, num_returns=len(refs), timeout=timeout_s)[0])
+        # wake on the first finished call (an actor is free again), then take every other one already finished
+        if not ray.wait(refs, num_returns=1, timeout=timeout_s)[0]:
+            return []
+        return list(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
 
     def get(self, ref: Any, a: PooledActor) -> Any:
         """The result of a finished call on ``a``; :class:`ActorLost` (and ``a`` re-pinged) when ``a`` died."""

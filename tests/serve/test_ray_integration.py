@@ -8,6 +8,7 @@ FACEWEAVE_REQUIRE_RAY_TESTS=1)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -150,7 +151,8 @@ class Run:
                 assert job.state.value == "succeeded", (job, self.api.log()[-4000:])
                 return {"job": job, "segments": self.segments(job_id)}
             time.sleep(0.2)
-        raise AssertionError(f"job not finished in {timeout_s} s: {self.store.get_job(job_id)}\n{self.api.log()[-4000:]}")
+        job = self.store.get_job(job_id)
+        raise AssertionError(f"job not finished in {timeout_s} s: {job}\n{self.api.log()[-4000:]}")
 
     def result(self, job_id: str, dest: Path) -> Path:
         r = httpx.get(f"{self.api.base}/v1/swaps/{job_id}/result", headers=self.headers, timeout=60)
@@ -168,10 +170,8 @@ class Run:
 
         self.api.kill()
         for i in range(8):  # the detached actors of this test hold fake GPUs: free them for the next test
-            try:
+            with contextlib.suppress(ValueError):  # no such actor
                 ray.kill(self.actor(f"faceweave-swap-{i}"), no_restart=True)
-            except ValueError:
-                pass
         self.store.close()
 
 
