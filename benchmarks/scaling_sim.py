@@ -126,7 +126,8 @@ def simulate(k: int, a: argparse.Namespace) -> dict[str, float]:
             "img_p50_s": statistics.median(img),
             "img_p95_s": img[int(0.95 * (len(img) - 1))],
             "jobs": len(vid) + len(img), "gpu_hours": gpu_seconds / 3600,
-            "usd_per_video_hour": gpu_seconds / 3600 * a.usd_per_gpu_hour / max(video_seconds / 3600, 1e-9)}  # fmt: skip
+            "usd_per_video_hour": gpu_seconds / 3600 * a.usd_per_gpu_hour / max(video_seconds / 3600, 1e-9),
+    }  # fmt: skip
 
 
 def main() -> None:
