@@ -27,12 +27,21 @@ from fastapi import FastAPI
 
 from faceweave.serve.auth import Authenticator
 from faceweave.serve.deps import Service
-from faceweave.serve.executor import InProcessExecutor, JobFunction, ProgressHub, run_swap, send_webhook, warm_up
+from faceweave.serve.executor import (
+    Executor,
+    InProcessExecutor,
+    JobFunction,
+    ProgressHub,
+    run_swap,
+    send_webhook,
+    warm_up,
+)
 from faceweave.serve.inputs import job_settings
 from faceweave.serve.limits import RateLimiter
 from faceweave.serve.metrics import ServiceMetrics, gpu_count
 from faceweave.serve.middleware import RequestContextMiddleware, install_error_handlers
 from faceweave.serve.policy import load_moderator
+from faceweave.serve.resilience import install_unavailable_handlers
 from faceweave.serve.routes import health, models, page, swaps
 from faceweave.serve.settings import ServiceSettings
 from faceweave.serve.storage import FsspecStorage, tenant_dir
@@ -83,10 +92,16 @@ def create_app(
         def on_stage(stage: str, seconds: float) -> None:
             holder["svc"].metrics.stage_seconds.labels(stage).observe(seconds)
 
-        executor = InProcessExecutor(
-            store, storage, settings.work_dir, slots=slots, hub=hub, job_function=job_function, setup=warmup,
-            on_finished=on_finished, on_stage=on_stage, device=settings.device,
-        )  # fmt: skip
+        executor: Executor
+        if settings.executor == "ray":  # GPU actors of a Ray cluster; media must be shared storage (S3)
+            from faceweave.serve.ray_executor import make_ray_executor
+
+            storage, executor = make_ray_executor(settings, store, hub, on_finished)
+        else:
+            executor = InProcessExecutor(
+                store, storage, settings.work_dir, slots=slots, hub=hub, job_function=job_function, setup=warmup,
+                on_finished=on_finished, on_stage=on_stage, device=settings.device,
+            )  # fmt: skip
         metrics = ServiceMetrics(store.counts_by_state, executor.running_jobs, store.queue_stats)
         svc = Service(
             settings=settings, store=store, storage=storage, executor=executor, hub=hub, metrics=metrics,
@@ -132,6 +147,7 @@ def create_app(
     )
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
+    install_unavailable_handlers(app)
     for module in (health, page, models, swaps):  # this order is the routes' match order and the OpenAPI order
         app.include_router(module.router)
     return app

@@ -31,6 +31,10 @@ def serve_command(
     ssl_keyfile: Annotated[str | None, typer.Option("--ssl-keyfile", help="TLS private key (PEM)")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="SQLite, media and work folders")] = None,
     env_file: Annotated[Path | None, typer.Option(help="a .env file of FACEWEAVE_* settings")] = None,
+    executor: Annotated[str | None, typer.Option(help="'inprocess' (default) or 'ray'")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster address")] = None,
+    database: Annotated[str | None, typer.Option(help="SQLAlchemy URL, e.g. postgresql+psycopg://…")] = None,
+    storage: Annotated[str | None, typer.Option(help="media storage URL, e.g. s3://bucket/prefix")] = None,
 ) -> None:
     """Run the service: FastAPI + uvicorn, SQLite, local media, in-process workers. Settings: FACEWEAVE_*."""
     import uvicorn
@@ -39,7 +43,8 @@ def serve_command(
     from faceweave.serve.logging import configure_logging
 
     settings = _settings(
-        env_file, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, data_dir=data_dir
+        env_file, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, data_dir=data_dir,
+        executor=executor, ray_address=ray_address, database_url=database, storage_url=storage,
     )
     configure_logging(settings.log_level, settings.json_logs)
     uvicorn.run(

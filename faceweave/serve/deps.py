@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 
 from faceweave.serve.auth import Authenticator, Principal
 from faceweave.serve.errors import JobNotFound
-from faceweave.serve.executor import InProcessExecutor, JobFunction, ProgressHub
+from faceweave.serve.executor import Executor, JobFunction, ProgressHub
 from faceweave.serve.limits import RateLimiter, UploadLimits
 from faceweave.serve.metrics import ServiceMetrics
 from faceweave.serve.settings import ServiceSettings
@@ -28,7 +28,7 @@ class Service:
     settings: ServiceSettings
     store: SqlJobStore
     storage: FsspecStorage
-    executor: InProcessExecutor
+    executor: Executor  # InProcessExecutor, or RayExecutor (FACEWEAVE_EXECUTOR=ray)
     hub: ProgressHub
     metrics: ServiceMetrics
     auth: Authenticator

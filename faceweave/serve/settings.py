@@ -46,6 +46,14 @@ class ServiceSettings(BaseSettings):
     sync_concurrency: int = Field(2, ge=1, le=64, description="concurrent :sync swaps")
     warmup: bool = Field(True, description="load the models at startup; /readyz answers 503 until done")
     device: str = Field("auto", description="device for every job (a job cannot pick another)")
+    executor: Literal["inprocess", "ray"] = Field("inprocess", description="'ray': GPU actors of a Ray cluster")
+    ray_address: str | None = Field(None, description="Ray cluster address (e.g. ray://head:10001); None: local")
+    ray_namespace: str = Field("faceweave", description="Ray namespace of the named GPU actors")
+    ray_actors: int = Field(0, ge=0, le=4096, description="GPU actors; 0: one per GPU of the cluster")
+    ray_gpus_per_actor: float = Field(1.0, gt=0, le=8, description="GPU share of an actor (fractional: measure)")
+    ray_segment_frames: int = Field(300, ge=8, description="frames per video segment handed to one actor")
+    ray_batch_window_s: float = Field(0.05, ge=0, le=5, description="image jobs arriving this close are batched")
+    ray_lease_s: float = Field(30.0, gt=0, description="a running job silent this long is requeued by any API")
 
     # --- security ------------------------------------------------------------------------------------------
     auth: Literal["required", "disabled"] = Field("required", description="'disabled' only on a trusted machine")
@@ -79,6 +87,8 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:
+        if self.executor == "ray" and self.resolved_database_url.startswith("sqlite") and self.ray_address:
+            raise ValueError("the Ray executor on a cluster needs a shared database (FACEWEAVE_DATABASE_URL)")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("set both ssl_certfile and ssl_keyfile (FACEWEAVE_SSL_CERTFILE/_KEYFILE), or neither")
         return self

@@ -361,6 +361,17 @@ class SqlJobStore:
             )
             return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
+    def requeue_stale(self, updated_before: float, exclude: set[str] | frozenset[str] = frozenset()) -> int:
+        """Running jobs whose executor stopped reporting before ``updated_before`` (its process died) → queued."""
+        with self._session() as s, s.begin():
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.state == JobState.running.value, JobRow.updated_at < updated_before,
+                       JobRow.id.not_in(list(exclude)))
+                .values(state=JobState.queued.value, stage="requeued", updated_at=time.time())
+            )  # fmt: skip
+            return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
     def count_active(self, tenant: str) -> int:
         with self._session() as s:
             return int(

@@ -133,10 +133,12 @@ def test_postgres_migrations_create_the_schema(pg_url: str) -> None:
     try:
         assert store.engine.dialect.name == "postgresql" and store.engine.driver == "psycopg"
         with store.engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
             assert conn.execute(text("SELECT version()")).scalar().startswith("PostgreSQL")  # type: ignore[union-attr]
         columns = {c["name"] for c in inspect(store.engine).get_columns("jobs")}
         assert {"id", "state", "stats_json", "expired"} <= columns
+        segment_columns = {c["name"] for c in inspect(store.engine).get_columns("job_segments")}  # revision 0003
+        assert {"job_id", "idx", "state", "attempts", "completions", "result_key"} <= segment_columns
     finally:
         store.close()
 
