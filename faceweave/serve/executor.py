@@ -99,6 +99,8 @@ class JobContext:
     work_dir: Path
     progress: Callable[[Progress], None]
     worker_state: dict[str, Any]
+    # videos are cut into segments of about this many seconds, kept in work_dir: the unit of crash resume
+    segment_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -121,19 +123,20 @@ def output_extension(target_kind: str | None, target: Path) -> str:
 
 
 def run_swap(ctx: JobContext) -> JobOutcome:
-    """The real job: :func:`faceweave.api.swap`; image jobs reuse the worker's warm :class:`SwapEngine`."""
-    from faceweave import api
-
+    """The real job, on the worker's warm :class:`SwapEngine`. Videos run as segments of ``ctx.segment_s`` seconds
+    in ``ctx.work_dir`` (progress after every frame batch; a rerun after a crash reuses the finished segments)."""
+    engine = _engine_for(ctx.worker_state, ctx.settings)
     if ctx.job.media_kind == "image":
         from faceweave.pipeline.image import swap_image_file
 
-        engine = _engine_for(ctx.worker_state, ctx.settings)
         result = swap_image_file(
             [str(s) for s in ctx.sources], ctx.target, ctx.output, ctx.settings, progress=ctx.progress, engine=engine
         )
     else:
-        result = api.swap(ctx.sources, ctx.target, ctx.output, ctx.settings, progress=ctx.progress,
-                          work_dir=ctx.work_dir)  # fmt: skip
+        from faceweave.pipeline.video import swap_video
+
+        result = swap_video(ctx.sources, ctx.target, ctx.output, ctx.settings, progress=ctx.progress,
+                            work_dir=ctx.work_dir, engine=engine, segment_s=ctx.segment_s)  # fmt: skip
     return JobOutcome(result.output, result.kind, result.faces_swapped, dict(result.stats))
 
 
@@ -196,6 +199,7 @@ class InProcessExecutor:
         on_stage: Callable[[str, float], None] | None = None,
         device: str = "auto",
         poll_interval_s: float = 1.0,
+        segment_s: float | None = 4.0,
     ) -> None:
         if slots < 1:
             raise ValueError(f"an executor needs at least one slot, got {slots}")
@@ -204,6 +208,7 @@ class InProcessExecutor:
         self.setup, self.on_finished, self.on_stage = setup, on_finished, on_stage
         self.device = device
         self.poll_interval_s = poll_interval_s
+        self.segment_s = segment_s
         self._wake = threading.Condition()
         self._pending_wakeups = 0
         self._stopping = threading.Event()
@@ -313,7 +318,7 @@ class InProcessExecutor:
             target = self._local_input(job.target_key, work_dir)
             output = work_dir / f"result{output_extension(job.media_kind, target)}"
             outcome = self.job_function(
-                JobContext(job, settings, sources, target, output, work_dir, progress, worker_state)
+                JobContext(job, settings, sources, target, output, work_dir, progress, worker_state, self.segment_s)
             )
             if stage_state.stage and self.on_stage is not None:
                 self.on_stage(stage_state.stage, time.monotonic() - stage_state.since)

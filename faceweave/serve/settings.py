@@ -46,6 +46,10 @@ class ServiceSettings(BaseSettings):
     sync_concurrency: int = Field(2, ge=1, le=64, description="concurrent :sync swaps")
     warmup: bool = Field(True, description="load the models at startup; /readyz answers 503 until done")
     device: str = Field("auto", description="device for every job (a job cannot pick another)")
+    segment_s: float = Field(
+        4.0, gt=0, le=600, description="video jobs run as segments of about this many seconds: a crashed job resumes"
+        " from its last finished segment (shorter: less work redone after a crash, a little more overhead)",
+    )
 
     # --- security ------------------------------------------------------------------------------------------
     auth: Literal["required", "disabled"] = Field("required", description="'disabled' only on a trusted machine")
