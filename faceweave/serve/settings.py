@@ -69,6 +69,7 @@ class ServiceSettings(BaseSettings):
     max_duration_s: float = Field(600.0, gt=0)
     max_frames: int = Field(36_000, ge=1)
     max_sources: int = Field(4, ge=1)
+    max_batch_targets: int = Field(20, ge=1, le=1000, description="targets of one batch job (one result each)")
     sync_max_pixels: int = Field(4_000_000, ge=1, description=":sync accepts only images up to this size")
 
     # --- content policy -----------------------------------------------------------------------------------
