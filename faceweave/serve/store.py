@@ -303,6 +303,7 @@ class SqlJobStore:
         )  # fmt: skip
         with self._session() as s, s.begin():
             s.add(row)
+            s.flush()  # the job row first: its items' foreign key points at it (no ORM relationship orders them)
             s.add_all(ItemRow(
                 job_id=new.id, idx=it.index, name=it.name[:512], target_key=it.target_key, media_kind=it.media_kind,
                 state=it.state, result_bytes=0, error_code=it.error_code, error_message=it.error_message,
