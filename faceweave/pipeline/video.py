@@ -23,213 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from faceweave.analysis.face import Face
-from faceweave.analysis.identity import same_person_distance
-from faceweave.analysis.track import FaceTracker, Track, scene_change_score
-from faceweave.errors import NoFaceInTarget, NoMatchingFace
+from faceweave.errors import NoFaceInTarget
 from faceweave.media.video.encode import EncodeThread, VideoWriter, resolve_encoder
 from faceweave.media.video.frames import FrameBatch, FrameReader
 from faceweave.media.video.probe import VideoInfo, probe_video
 from faceweave.media.video.segments import SegmentResult, run_segments, segment_timing
 from faceweave.media.video.trim import _trim_shift, trim_from_settings
 from faceweave.pipeline.engine import PreparedSource, SwapEngine, job_references
+from faceweave.pipeline.video_faces import SCENE_CUT_THRESHOLD, VideoFaceProcessor
 from faceweave.progress import Progress, ProgressCallback, no_progress
 from faceweave.result import SwapResult
 from faceweave.settings import SwapSettings
 
-SCENE_CUT_THRESHOLD = 0.12  # mean |Δ| of 64×36 grey thumbnails, in [0, 1]: above this the shot changed
 QUEUE_BATCHES = 3  # batches waiting between stages (bounded memory: ~3 × batch_size frames per queue)
-
-
-@dataclass
-class _PlannedBatch:
-    """A batch after :meth:`VideoFaceProcessor.plan_batch`: its planes on the device, the RGB of the frames to swap
-    (``rgb`` ``(len(index), 3, H, W)``, None when none), and one plan row per frame in ``index``."""
-
-    batch: FrameBatch
-    yuv: Any
-    rgb: torch.Tensor | None
-    index: list[int]
-    plans: list[list[tuple[Face, int]]]
-
-
-class VideoFaceProcessor:
-    """Turns :class:`FrameBatch` es into swapped ``(B, H, W, 3)`` uint8 RGB frames, keeping tracks across calls.
-
-    Args:
-        engine: a :class:`~faceweave.pipeline.engine.SwapEngine` (or anything with the same methods).
-        sources: prepared once per job with ``engine.prepare_sources``.
-        reference: identity embeddings for ``selector="reference"``.
-    """
-
-    def __init__(
-        self,
-        engine: SwapEngine,
-        sources: Sequence[PreparedSource],
-        reference: Sequence[torch.Tensor] | None = None,
-        settings: SwapSettings | None = None,
-    ) -> None:
-        self.engine = engine
-        # the job's settings (detect_every, smoothing, selector…); an engine reused across jobs may carry others
-        self.settings: SwapSettings = settings or engine.settings
-        self.sources = list(sources)
-        self.reference = list(reference) if reference is not None else None
-        self.tracker = FaceTracker(identity_threshold=same_person_distance(self.settings.recogniser),
-                                   smoothing=self.settings.smoothing)
-        self._prev_thumb: np.ndarray | None = None
-        self._frames_since_detect = 10**9
-        self.stats: dict[str, Any] = {
-            "frames": 0,
-            "frames_with_faces": 0,
-            "frames_swapped": 0,
-            "faces_swapped": 0,
-            "detections": 0,
-            "scene_cuts": 0,
-            "tracks": 0,
-        }
-
-    # --- per-track decisions -----------------------------------------------------------------------------
-    def _decide(self, frame: torch.Tensor, pairs: list[tuple[Track, Face]], born: list[int]) -> None:
-        """Decide selection + source for the tracks born in this frame, once (the same person keeps their source
-        when people cross). ``pairs``: every ``(track, face)`` of the frame; ``born``: positions of new tracks."""
-        settings = self.settings
-        faces = [f for _, f in pairs]
-        if settings.selector == "reference":
-            faces = self.engine.identify(frame, [faces])[0]
-            for i in born:
-                pairs[i][0].embedding = faces[i].embedding
-        try:
-            plan = self.engine.select(faces, self.sources, self.reference)
-        except NoMatchingFace:
-            plan = []
-        chosen = {id(f): src for f, src in plan}  # select returns the very objects it was given
-        already_selected = any(tr.selected for tr in self.tracker.tracks if tr.decided)
-        for i in born:
-            track = pairs[i][0]
-            src = chosen.get(id(faces[i]))
-            if settings.selector in ("one", "index") and already_selected:
-                src = None  # one face per video: an existing selected track keeps the role
-            track.selected = src is not None
-            track.source_index = int(src or 0)
-            track.decided = True
-            already_selected = already_selected or (track.selected and settings.selector in ("one", "index"))
-
-    # --- one batch ---------------------------------------------------------------------------------------
-    def __call__(self, batch: FrameBatch) -> np.ndarray:
-        """Process a batch and return ``(B, H, W, 3)`` uint8 RGB (for callers that want arrays; the video pipeline
-        uses :meth:`process_batch`, which keeps the frames YUV)."""
-        out = self.process_batch(batch)
-        return out if isinstance(out, np.ndarray) else out.frames
-
-    def process_batch(self, batch: FrameBatch) -> FrameBatch | np.ndarray:
-        """Process a decoded batch; returns what to encode: a :class:`FrameBatch` whose frames without a swapped
-        face are the decoded frames themselves (bit-exact, never converted), or — with ``provenance_label`` —
-        ``(B, H, W, 3)`` uint8 RGB. The planes go to the engine's device once per batch (1.5 bytes per pixel) and
-        become RGB there; swapped frames come back once, as planes.
-
-        The same as ``finish_batch(plan_batch(batch))``: the streaming pipeline runs the two halves of consecutive
-        batches at the same time (see :func:`_swap_stream`)."""
-        return self.finish_batch(self.plan_batch(batch))
-
-    def plan_batch(self, batch: FrameBatch) -> _PlannedBatch:
-        """First half, in frame order (it updates the tracks): scene cuts, detection or tracking, selection."""
-        engine, settings = self.engine, self.settings
-        b_count = len(batch)
-        # One host→device copy per batch: packed Y/U/V uint8 (pinned for CUDA); every stage then indexes the copy.
-        frames_yuv = batch.to_device(engine.device)
-        thumbs = frames_yuv.luma_thumbnails().cpu().numpy()  # (B, 36, 64) grey, from the luma plane on the device
-        detect_flags, cut_flags = [], []
-        for k in range(b_count):
-            thumb = thumbs[k]
-            cut = self._prev_thumb is not None and scene_change_score(self._prev_thumb, thumb) > SCENE_CUT_THRESHOLD
-            self._prev_thumb = thumb
-            self.stats["scene_cuts"] += int(cut)
-            due = self._frames_since_detect + 1 >= settings.detect_every
-            cut_flags.append(cut)
-            detect_flags.append(bool(cut or due))
-            self._frames_since_detect = 0 if detect_flags[-1] else self._frames_since_detect + 1
-
-        rgb_cache: list[torch.Tensor] = []
-
-        def as_float(sel: list[int] | slice) -> torch.Tensor:
-            # The batch becomes float (B, 3, H, W) RGB [0, 1] on the engine's device once, on first use, and every
-            # stage (detection, refinement, swap, and the encoder's "what changed" test) reads that one conversion:
-            # converting per stage cost 3 conversions per frame (1.2 s of 10 s at 480p on 2 cores).
-            if not rgb_cache:
-                rgb_cache.append(frames_yuv.rgb(slice(None), engine.dtype))
-            full = rgb_cache[0]
-            if isinstance(sel, slice):
-                return full[sel]
-            return full if sel == list(range(b_count)) else full[sel]
-
-        det_idx = [k for k in range(b_count) if detect_flags[k]]
-        detected: dict[int, list[Face]] = {}
-        if det_idx:
-            found = engine.analyze(as_float(det_idx))
-            detected = dict(zip(det_idx, found, strict=True))
-            self.stats["detections"] += len(det_idx)
-
-        # Every tracked frame of the batch is refined in ONE batched call (per-call overhead, not the net, is what
-        # costs on a GPU: one call per run of frames between detections was 7 calls per batch of 32). Its seeds are
-        # known before any refinement: a frame after the batch's first detection is seeded by the faces detected at
-        # the last detection before it (after a detection every live track is one of that frame's faces), earlier
-        # frames by the tracks as they stood before the batch. A seed is up to detect_every - 1 frames old, well
-        # inside FaceMesh's crop margin. The track update and smoothing then go frame by frame, in time order.
-        seeds_at: dict[int, list[Face]] = {}
-        last_seeds = list(self.tracker.seeds())
-        for m in range(b_count):
-            if m in detected:
-                last_seeds = detected[m]
-            elif last_seeds:
-                seeds_at[m] = list(last_seeds)
-        refined_at: dict[int, list[Face]] = {}
-        if seeds_at:
-            tracked = sorted(seeds_at)
-            refined_at = dict(zip(tracked, engine.refine(as_float(tracked), [seeds_at[m] for m in tracked]),
-                                  strict=True))
-
-        plans: list[list[tuple[Face, int]]] = []
-        for m in range(b_count):
-            t = float(batch.times[m])
-            if m in detected:
-                if cut_flags[m]:
-                    self.tracker.reset()  # a new shot: old tracks (and their decisions) do not carry over
-                pairs = self.tracker.update(detected[m], t, detected=True)
-            elif m in seeds_at:
-                refined = [f for f in refined_at[m] if f.landmark_score is None or f.landmark_score >= 0.5]
-                pairs = self.tracker.update(refined, t, detected=False)
-                if len(refined) < len(seeds_at[m]):
-                    self._frames_since_detect = 10**9  # lost a face: detect again at the next batch
-            else:
-                pairs = self.tracker.update([], t, detected=False)
-            born = [i for i, (tr, _) in enumerate(pairs) if not tr.decided]
-            if born:
-                self._decide(as_float(slice(m, m + 1)), pairs, born)
-            if pairs:
-                self.stats["frames_with_faces"] += 1
-            plans.append([(f, tr.source_index) for tr, f in pairs if tr.selected])
-        self.stats["tracks"] = self.tracker.tracks_started
-        idx = [k for k in range(b_count) if plans[k]]
-        return _PlannedBatch(batch, frames_yuv, as_float(idx) if idx else None, idx, [plans[k] for k in idx])
-
-    def finish_batch(self, planned: _PlannedBatch) -> FrameBatch | np.ndarray:
-        """Second half, independent of other batches: swap the planned faces, back to planes, label."""
-        batch, settings = planned.batch, self.settings
-        out = batch
-        if planned.index:
-            assert planned.rgb is not None
-            swapped = self.engine.swap(planned.rgb, planned.plans, self.sources)
-            # back to planes on the device (untouched pixels keep theirs exactly), one device→host copy
-            packed = planned.yuv.encode(swapped, planned.index, before=planned.rgb)
-            out = batch.replaced(planned.index, packed.cpu().numpy())
-            self.stats["frames_swapped"] += len(planned.index)
-            self.stats["faces_swapped"] += sum(len(row) for row in planned.plans)
-        self.stats["frames"] += len(batch)
-        if settings.provenance_label:
-            from faceweave.media.label import draw_label
-
-            return np.stack([draw_label(f) for f in out.frames])
-        return out
 
 
 def make_segment_processor(
@@ -325,6 +131,7 @@ def swap_video(
     work_dir: str | PathLike[str] | None = None,
     engine: SwapEngine | None = None,
     reference: str | PathLike[str] | None = None,
+    segment_s: float | None = None,
 ) -> SwapResult:
     """Swap faces of ``sources`` into the video ``target``, writing ``output`` atomically (audio kept).
 
@@ -335,6 +142,8 @@ def swap_video(
         settings: the job's settings (codec, crf, preset, pix_fmt, trims, workers, detect_every, smoothing…).
         progress: called with frames done, fps and ETA after each batch.
         work_dir: keep finished segments here; a rerun of the same job reuses them (crash resume).
+        segment_s: with ``work_dir``, cut segments of at most about this many seconds even with one worker, so a
+            rerun loses at most one segment's work (the service's setting); None: one segment per worker.
         engine: an existing engine to reuse (single-process path); default: a new one for ``settings``.
         reference: reference image for ``selector="reference"`` (default: the sources).
 
@@ -365,13 +174,15 @@ def swap_video(
     with gpu_host_threads(getattr(engine, "device", None)):
         if settings.workers > 1 or work_dir is not None:
             stats = _swap_segments(info, out_path, encoder, settings, engine, prepared, refs, trim, work_dir,
-                                   progress, total, t_start)
+                                   progress, total, segment_s)
         else:
             stats = _swap_stream(info, out_path, encoder, settings, engine, prepared, refs, trim, progress, total,
                                  t_start)
     seconds = time.perf_counter() - t_start
     frames = int(stats["frames"])
-    stats["fps"] = frames / seconds if seconds else 0.0
+    # frames reused from a crashed run's segments cost nothing now: counting them would inflate the speed
+    worked = frames - int(stats.get("frames_reused", 0))
+    stats["fps"] = worked / seconds if seconds else 0.0
     progress(Progress(stage="done", frames_done=frames, frames_total=frames, fps=stats["fps"], eta_s=0.0))
     return SwapResult(output=out_path, kind="video", faces_swapped=int(stats["faces_swapped"]), frames=frames,
                       seconds=seconds, stats=stats)
@@ -498,27 +309,27 @@ def _swap_segments(
     work_dir: str | PathLike[str] | None,
     progress: ProgressCallback,
     total: int | None,
-    t_start: float,
+    segment_s: float | None,
 ) -> dict[str, Any]:
-    """Segment-parallel path: each worker process runs decode → face stages → encode on its segment."""
+    """Segment-parallel path: each worker process runs decode → face stages → encode on its segment; with one
+    worker the segments run here, in order, on one processor (tracks continue across cuts), reporting progress
+    after every batch."""
     if settings.workers > 1:
         # Sources travel to the worker processes on the CPU; each worker moves them to its own device.
         factory: Callable[[], VideoFaceProcessor] = functools.partial(
             make_segment_processor, settings, [p.to("cpu") for p in prepared],
             None if refs is None else [r.cpu() for r in refs], (info.height, info.width))
-    else:  # segments run in this process (work_dir resume without parallelism): reuse the loaded engine
-        factory = functools.partial(VideoFaceProcessor, engine, list(prepared), refs, settings)
-    done = {"frames": 0}
-
-    def on_done(res: SegmentResult) -> None:
-        done["frames"] += res.frames
-        _report(progress, done["frames"], total, t_start)
+    else:  # segments run in this process, one after another: one processor (and the loaded engine) for all
+        shared = VideoFaceProcessor(engine, list(prepared), refs, settings)
+        factory = shared.reset_counters
+    live = _SegmentProgress(progress, total)
 
     # A crash-resumable job must be rerun with the same settings; the fingerprint covers everything but workers.
     fingerprint = settings.model_dump(exclude={"workers"})
     work = Path(work_dir) if work_dir is not None else None
     t_wall = time.time()
-    results = _run_checked(info, out_path, encoder, settings, factory, trim, work, fingerprint, on_done)
+    results = _run_checked(info, out_path, encoder, settings, factory, trim, work, fingerprint, live.segment_done,
+                           segment_s, live.frames)
     stats: dict[str, Any] = {"frames": 0, "frames_with_faces": 0, "frames_swapped": 0, "faces_swapped": 0,
                              "detections": 0, "scene_cuts": 0, "tracks": 0}
     for r in results:
@@ -527,9 +338,42 @@ def _swap_segments(
     stats["corrupt_frames_dropped"] = sum(r.corrupt_dropped for r in results)
     stats["segments"] = len(results)
     stats["segments_reused"] = sum(1 for r in results if r.stats.get("reused"))
+    stats["frames_reused"] = sum(r.frames for r in results if r.stats.get("reused"))
     stats["segment_timing"] = segment_timing(results, t_wall)
     stats["audio"] = "muxed" if info.has_audio else None
     return stats
+
+
+class _SegmentProgress:
+    """Progress of a segmented run: frames of reused segments count as done from the start, frames of the running
+    segment after each of its batches; speed and ETA from the frames worked in this run only (a resumed run that
+    counted reused frames reported thousands of frames per second)."""
+
+    def __init__(self, progress: ProgressCallback, total: int | None) -> None:
+        self.progress, self.total = progress, total
+        self.reused = self.finished = self.running = 0
+        self.t_run = time.perf_counter()  # reused segments are reported at once, before any work
+
+    def segment_done(self, res: SegmentResult) -> None:
+        if res.stats.get("reused"):
+            self.reused += res.frames
+        else:
+            self.finished += res.frames
+        self.running = 0
+        self._report()
+
+    def frames(self, in_segment: int) -> None:
+        self.running = in_segment
+        self._report()
+
+    def _report(self) -> None:
+        now = time.perf_counter()
+        worked = self.finished + self.running
+        done = self.reused + worked
+        dt = now - self.t_run
+        fps = worked / dt if dt > 0 and worked else 0.0
+        eta = (self.total - done) / fps if self.total and fps > 0 and self.total >= done else None
+        self.progress(Progress(stage="swap", frames_done=done, frames_total=self.total, fps=fps, eta_s=eta))
 
 
 def _run_checked(
@@ -542,6 +386,8 @@ def _run_checked(
     work: Path | None,
     fingerprint: dict[str, Any],
     on_done: Callable[[SegmentResult], None],
+    segment_s: float | None = None,
+    on_frames: Callable[[int], None] | None = None,
 ) -> list[SegmentResult]:
     """Run the segments; refuse to write an output when no segment saw a face (like the streaming path)."""
     holder: dict[str, list[SegmentResult]] = {}
@@ -560,7 +406,7 @@ def _run_checked(
         results = run_segments(info, scratch, encoder, workers=settings.workers, work_dir=seg_dir, trim=trim,
                                batch_size=settings.batch_size, skip_corrupt=settings.skip_corrupt,
                                processor_factory=factory, fingerprint_extra={"settings": fingerprint},
-                               on_segment_done=guard)
+                               on_segment_done=guard, segment_s=segment_s, on_frames=on_frames)
         if sum(int(r.stats.get("frames_with_faces", 0)) for r in results) == 0:
             scratch.unlink(missing_ok=True)
             raise NoFaceInTarget(f"no face found in any frame of {info.path.name}",
@@ -574,4 +420,4 @@ def _run_checked(
     return results
 
 
-__all__ = ["VideoFaceProcessor", "make_segment_processor", "swap_video"]
+__all__ = ["SCENE_CUT_THRESHOLD", "VideoFaceProcessor", "make_segment_processor", "swap_video"]

@@ -100,7 +100,7 @@ def create_app(
         else:
             executor = InProcessExecutor(
                 store, storage, settings.work_dir, slots=slots, hub=hub, job_function=job_function, setup=warmup,
-                on_finished=on_finished, on_stage=on_stage, device=settings.device,
+                on_finished=on_finished, on_stage=on_stage, device=settings.device, segment_s=settings.segment_s,
             )  # fmt: skip
         metrics = ServiceMetrics(store.counts_by_state, executor.running_jobs, store.queue_stats)
         svc = Service(

@@ -21,7 +21,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,7 +30,7 @@ from faceweave.progress import Progress
 from faceweave.serve.errors import JobCancelled
 from faceweave.serve.logging import job_context
 from faceweave.serve.storage import Storage, tenant_dir
-from faceweave.serve.store import Job, JobState, JobStore
+from faceweave.serve.store import Job, JobItem, JobState, JobStore
 from faceweave.settings import SwapSettings
 
 if TYPE_CHECKING:  # the engine (torch) loads in the worker, when a job first needs it
@@ -99,6 +99,8 @@ class JobContext:
     work_dir: Path
     progress: Callable[[Progress], None]
     worker_state: dict[str, Any]
+    # videos are cut into segments of about this many seconds, kept in work_dir: the unit of crash resume
+    segment_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -121,19 +123,20 @@ def output_extension(target_kind: str | None, target: Path) -> str:
 
 
 def run_swap(ctx: JobContext) -> JobOutcome:
-    """The real job: :func:`faceweave.api.swap`; image jobs reuse the worker's warm :class:`SwapEngine`."""
-    from faceweave import api
-
+    """The real job, on the worker's warm :class:`SwapEngine`. Videos run as segments of ``ctx.segment_s`` seconds
+    in ``ctx.work_dir`` (progress after every frame batch; a rerun after a crash reuses the finished segments)."""
+    engine = _engine_for(ctx.worker_state, ctx.settings)
     if ctx.job.media_kind == "image":
         from faceweave.pipeline.image import swap_image_file
 
-        engine = _engine_for(ctx.worker_state, ctx.settings)
         result = swap_image_file(
             [str(s) for s in ctx.sources], ctx.target, ctx.output, ctx.settings, progress=ctx.progress, engine=engine
         )
     else:
-        result = api.swap(ctx.sources, ctx.target, ctx.output, ctx.settings, progress=ctx.progress,
-                          work_dir=ctx.work_dir)  # fmt: skip
+        from faceweave.pipeline.video import swap_video
+
+        result = swap_video(ctx.sources, ctx.target, ctx.output, ctx.settings, progress=ctx.progress,
+                            work_dir=ctx.work_dir, engine=engine, segment_s=ctx.segment_s)  # fmt: skip
     return JobOutcome(result.output, result.kind, result.faces_swapped, dict(result.stats))
 
 
@@ -196,6 +199,7 @@ class InProcessExecutor:
         on_stage: Callable[[str, float], None] | None = None,
         device: str = "auto",
         poll_interval_s: float = 1.0,
+        segment_s: float | None = 4.0,
     ) -> None:
         if slots < 1:
             raise ValueError(f"an executor needs at least one slot, got {slots}")
@@ -204,6 +208,7 @@ class InProcessExecutor:
         self.setup, self.on_finished, self.on_stage = setup, on_finished, on_stage
         self.device = device
         self.poll_interval_s = poll_interval_s
+        self.segment_s = segment_s
         self._wake = threading.Condition()
         self._pending_wakeups = 0
         self._stopping = threading.Event()
@@ -310,10 +315,17 @@ class InProcessExecutor:
         try:
             settings = SwapSettings.build(**job.settings)
             sources = [self._local_input(key, work_dir) for key in job.source_keys]
+            items = self.store.list_items([job.id]).get(job.id)
+            if items:
+                self._run_batch(job, items, settings, sources, work_dir, progress, worker_state)
+                if stage_state.stage and self.on_stage is not None:
+                    self.on_stage(stage_state.stage, time.monotonic() - stage_state.since)
+                log.info("batch job finished in %.2f s", time.monotonic() - t0)
+                return
             target = self._local_input(job.target_key, work_dir)
             output = work_dir / f"result{output_extension(job.media_kind, target)}"
             outcome = self.job_function(
-                JobContext(job, settings, sources, target, output, work_dir, progress, worker_state)
+                JobContext(job, settings, sources, target, output, work_dir, progress, worker_state, self.segment_s)
             )
             if stage_state.stage and self.on_stage is not None:
                 self.on_stage(stage_state.stage, time.monotonic() - stage_state.since)
@@ -343,6 +355,64 @@ class InProcessExecutor:
             )  # fmt: skip
         finally:
             self._finish(job, work_dir)
+
+    def _run_batch(
+        self, job: Job, items: list[JobItem], settings: SwapSettings, sources: list[Path], work_dir: Path,
+        progress: Callable[[Progress], None], worker_state: dict[str, Any],
+    ) -> None:
+        """Each target of a batch job in turn, on the one warm engine. An item that fails is recorded as failed with
+        its reason and the batch goes on; items finished before a restart are skipped. The job's progress counts
+        items (``frames_done`` of ``frames_total`` = items finished of items)."""
+        total, folder = len(items), f"{tenant_dir(job.tenant)}/{job.id}"
+        done = sum(1 for it in items if it.state in ("succeeded", "failed"))
+        for item in items:
+            if item.state in ("succeeded", "failed") or item.target_key is None:
+                continue
+
+            def item_progress(p: Progress, done: int = done) -> None:
+                progress(Progress(stage=p.stage, frames_done=done, frames_total=total, fps=p.fps, eta_s=None))
+
+            self.store.update_item(job.id, item.index, state="running")
+            item_dir = work_dir / "items" / str(item.index)  # its own segments: a video item resumes too
+            item_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                target = self._local_input(item.target_key, work_dir)
+                output = item_dir / f"result{output_extension(item.media_kind, target)}"
+                view = replace(job, media_kind=item.media_kind, target_key=item.target_key)
+                outcome = self.job_function(JobContext(view, settings, sources, target, output, item_dir,
+                                                       item_progress, worker_state, self.segment_s))  # fmt: skip
+                key = f"{folder}/result_{item.index}{outcome.output.suffix}"
+                size = self.storage.upload(outcome.output, key)
+                self.store.update_item(job.id, item.index, state="succeeded", result_key=key, result_bytes=size,
+                                       faces_swapped=outcome.faces_swapped, media_kind=outcome.kind,
+                                       stats=outcome.stats)  # fmt: skip
+            except JobCancelled:
+                raise
+            except FaceweaveError as exc:
+                self.store.update_item(job.id, item.index, state="failed", error_code=exc.code,
+                                       error_message=exc.one_line()[:4000])  # fmt: skip
+                log.info("batch item %d failed: %s", item.index, exc.code)
+            except Exception as exc:  # a bug in one item must not sink the others
+                log.exception("batch item %d crashed", item.index)
+                self.store.update_item(job.id, item.index, state="failed", error_code="internal_error",
+                                       error_message=f"{type(exc).__name__}: {exc}"[:2000])  # fmt: skip
+            shutil.rmtree(item_dir, ignore_errors=True)
+            done += 1
+            progress(Progress(stage="swap", frames_done=done, frames_total=total))
+        final = self.store.list_items([job.id]).get(job.id, [])
+        ok = [it for it in final if it.state == "succeeded"]
+        failed = [it for it in final if it.state != "succeeded"]
+        stats = {"items": total, "items_succeeded": len(ok), "items_failed": len(failed)}
+        error = None
+        if not ok:
+            first = failed[0]
+            error = (first.error_code or "internal_error",
+                     f"all {total} items failed; item {first.index}: {first.error_message or ''}")  # fmt: skip
+        if not self.store.finish_batch(job.id, faces_swapped=sum(it.faces_swapped or 0 for it in ok),
+                                       result_bytes=sum(it.result_bytes for it in ok), stats=stats, error=error):
+            for it in ok:  # cancelled meanwhile: keep nothing
+                if it.result_key:
+                    self.storage.delete_prefix(it.result_key)
 
     def _finish(self, job: Job, work_dir: Path) -> None:
         final = self.store.get_job(job.id)

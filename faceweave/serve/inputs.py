@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 from fastapi import Request
 
-from faceweave.errors import InvalidOption, MediaTooLarge, WrongMediaKind
+from faceweave.errors import FaceweaveError, InvalidOption, MediaTooLarge, WrongMediaKind
 from faceweave.serve.deps import Service
 from faceweave.serve.errors import BadRequest, QuotaExceeded
 from faceweave.serve.limits import MediaInfo, ParsedForm, UploadedFile, parse_multipart_stream, probe_media
@@ -19,7 +19,7 @@ from faceweave.serve.settings import ServiceSettings
 from faceweave.settings import SwapSettings
 
 SERVICE_ONLY_FIELDS = ("model_dir",)  # server paths a client must not choose
-FORM_FIELDS = ("settings", "consent", "webhook_url", "source_urls", "target_url")
+FORM_FIELDS = ("settings", "consent", "webhook_url", "source_urls", "target_url", "target_urls")
 FILE_FIELDS = ("sources", "target")
 
 
@@ -48,12 +48,24 @@ def job_settings(service: ServiceSettings, requested: SwapSettings) -> SwapSetti
     })  # fmt: skip
 
 
+@dataclass(frozen=True)
+class BatchTarget:
+    """One target of a batch request: probed, or refused with ``error`` (that item fails, the others run)."""
+
+    name: str
+    path: Path | None
+    info: MediaInfo | None
+    error: FaceweaveError | None = None
+
+
 @dataclass
 class Inputs:
     sources: list[tuple[Path, MediaInfo]]
     target: tuple[Path, MediaInfo]
     form: ParsedForm
     total_bytes: int
+    # several targets ('target' parts or target_urls): one result each; None for a single-target request
+    batch: list[BatchTarget] | None = None
 
 
 async def read_inputs(request: Request, svc: Service, spool: Path, *, sync: bool) -> Inputs:
@@ -63,12 +75,13 @@ async def read_inputs(request: Request, svc: Service, spool: Path, *, sync: bool
     """
     s = svc.settings
     length = request.headers.get("content-length")
-    budget = s.max_upload_bytes * (s.max_sources + 1) + (1 << 20)
+    max_targets = 1 if sync else s.max_batch_targets
+    budget = s.max_upload_bytes * (s.max_sources + max_targets) + (1 << 20)
     if length is not None and length.isdigit() and int(length) > budget:
         raise MediaTooLarge(f"the request body is over {budget} bytes", hint="upload smaller files")
     form = await parse_multipart_stream(
         request.headers.get("content-type", ""), request.stream(), spool, max_file_bytes=s.max_upload_bytes,
-        max_files=s.max_sources + 1,
+        max_files=s.max_sources + max_targets,
     )  # fmt: skip
     for name in form.fields:
         if name not in FORM_FIELDS:
@@ -80,6 +93,7 @@ async def read_inputs(request: Request, svc: Service, spool: Path, *, sync: bool
         files_by_field.setdefault(up.field, []).append(up)
     sources = [u.path for u in files_by_field.get("sources", [])]
     targets = [u.path for u in files_by_field.get("target", [])]
+    names = [f"target {i}" for i in range(len(targets))]  # uploads are named by position
     urls_raw = form.one("source_urls")
     if urls_raw and not sync:
         try:
@@ -93,6 +107,10 @@ async def read_inputs(request: Request, svc: Service, spool: Path, *, sync: bool
     target_url = form.one("target_url")
     if target_url and not sync and not targets:
         targets.append(await anyio.to_thread.run_sync(_fetch_url, svc, target_url, spool / "url_target"))
+    target_urls = form.one("target_urls")
+    if (target_urls or len(targets) > 1) and not sync:
+        batch = await _read_batch(svc, spool, list(zip(names, targets, strict=True)), target_urls)
+        return await _batch_inputs(svc, sources, batch, form)
     if len(targets) != 1:
         raise BadRequest("exactly one target is required", hint="send a 'target' file (or target_url)")
     if not sources:
@@ -113,6 +131,58 @@ async def read_inputs(request: Request, svc: Service, spool: Path, *, sync: bool
         )
     total = sum(p.stat().st_size for p in [*sources, targets[0]])
     return Inputs(probed_sources, (targets[0], target_info), form, total)
+
+
+async def _read_batch(
+    svc: Service, spool: Path, uploaded: list[tuple[str, Path]], urls_raw: str | None
+) -> list[BatchTarget]:
+    """The targets of a batch request, each probed; one that cannot be fetched or read becomes a failed item."""
+    urls: list[Any] = []
+    if urls_raw:
+        try:
+            urls = json.loads(urls_raw)
+        except ValueError:
+            urls = None  # type: ignore[assignment]
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise BadRequest("target_urls must be a JSON list of storage URLs", hint='["s3://bucket/a.mp4"]')
+    limit = svc.settings.max_batch_targets
+    if not uploaded and not urls:
+        raise BadRequest("no target in the batch", hint="send 'target' files or target_urls")
+    if len(uploaded) + len(urls) > limit:
+        raise BadRequest(f"at most {limit} targets in one job", hint="split the batch into several jobs")
+    out: list[BatchTarget] = []
+    candidates: list[tuple[str, Path | str]] = [*uploaded, *((u.rsplit("/", 1)[-1] or u, u) for u in urls)]
+    for i, (name, where) in enumerate(candidates):
+        try:
+            path = where if isinstance(where, Path) else await anyio.to_thread.run_sync(
+                _fetch_url, svc, where, spool / f"url_target_{i}")
+            info = await anyio.to_thread.run_sync(probe_media, path, svc.upload_limits)
+            out.append(BatchTarget(name, path, info))
+        except FaceweaveError as exc:
+            out.append(BatchTarget(name, None, None, exc))
+    return out
+
+
+async def _batch_inputs(svc: Service, sources: list[Path], batch: list[BatchTarget], form: ParsedForm) -> Inputs:
+    s = svc.settings
+    if not sources:
+        raise BadRequest("at least one source image is required", hint="send one or more 'sources' files")
+    if len(sources) > s.max_sources:
+        raise BadRequest(f"at most {s.max_sources} source images", hint="send fewer sources")
+    good = [t for t in batch if t.error is None]
+    if not good:  # nothing would run: refuse the request with the first item's reason
+        first = batch[0].error
+        assert first is not None
+        raise first
+    probed_sources = []
+    for path in sources:
+        info = await anyio.to_thread.run_sync(probe_media, path, svc.upload_limits)
+        if info.kind != "image":
+            raise WrongMediaKind("a source must be an image", hint="send a photo of the source face")
+        probed_sources.append((path, info))
+    total = sum(p.stat().st_size for p in sources) + sum(t.path.stat().st_size for t in good if t.path)
+    assert good[0].path is not None and good[0].info is not None
+    return Inputs(probed_sources, (good[0].path, good[0].info), form, total, batch)
 
 
 def _fetch_url(svc: Service, url: str, dest: Path) -> Path:

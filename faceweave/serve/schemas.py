@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from faceweave.serve.store import Job, JobState
+from faceweave.serve.store import Job, JobItem, JobState
 
 JobStateName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -39,6 +39,30 @@ class JobProgress(BaseModel):
     eta_s: float | None = None
 
 
+class JobItemOut(BaseModel):
+    """One target of a batch job: its own state, and its result or the reason it failed."""
+
+    index: int
+    name: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    media_kind: str | None = None
+    faces_swapped: int | None = None
+    error: JobError | None = None
+    result_url: str | None = None
+    result_bytes: int | None = None
+
+    @classmethod
+    def of(cls, job: Job, item: JobItem) -> JobItemOut:
+        ok = item.state == "succeeded" and item.result_key is not None and not job.expired
+        return cls(
+            index=item.index, name=item.name, state=item.state, media_kind=item.media_kind,  # type: ignore[arg-type]
+            faces_swapped=item.faces_swapped,
+            error=JobError(code=item.error_code, message=item.error_message or "") if item.error_code else None,
+            result_url=f"/v1/swaps/{job.id}/items/{item.index}/result" if ok else None,
+            result_bytes=item.result_bytes if ok else None,
+        )  # fmt: skip
+
+
 class JobOut(BaseModel):
     id: str
     state: JobStateName
@@ -56,9 +80,12 @@ class JobOut(BaseModel):
     result_bytes: int | None = None
     expired: bool
     stats: dict[str, Any] = Field(default_factory=dict, description="the pipeline's counters for a succeeded job")
+    items: list[JobItemOut] | None = Field(
+        None, description="a batch job's targets, one result each (null for a single-target job)"
+    )
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
+    def of(cls, job: Job, items: list[JobItem] | None = None) -> JobOut:
         return cls(
             id=job.id, state=job.state.value, media_kind=job.media_kind, created_at=job.created_at,
             updated_at=job.updated_at, started_at=job.started_at, finished_at=job.finished_at,
@@ -68,9 +95,11 @@ class JobOut(BaseModel):
             error=JobError(type=job.error_type, code=job.error_code, message=job.error_message or "")
             if job.error_code else None,
             attempts=job.attempts,
-            result_url=f"/v1/swaps/{job.id}/result" if job.state == JobState.succeeded and not job.expired else None,
+            # a batch job's results are its items'
+            result_url=f"/v1/swaps/{job.id}/result" if job.state == JobState.succeeded and not job.expired
+            and not items else None,
             result_bytes=job.result_bytes if job.state == JobState.succeeded else None, expired=job.expired,
-            stats=job.stats,
+            stats=job.stats, items=[JobItemOut.of(job, it) for it in items] if items else None,
         )  # fmt: skip
 
 
@@ -123,6 +152,8 @@ FORM_SCHEMA: dict[str, Any] = {
                         "webhook_url": {"type": "string", "description": "POSTed (HMAC-signed) on completion"},
                         "source_urls": {"type": "string", "description": "JSON list of storage URLs"},
                         "target_url": {"type": "string", "description": "a storage URL"},
+                        "target_urls": {"type": "string", "description": "batch: JSON list of storage URLs,"
+                                        " one result per target (several 'target' files do the same)"},
                     },
                 }
             }

@@ -54,6 +54,10 @@ class ServiceSettings(BaseSettings):
     ray_segment_frames: int = Field(300, ge=8, description="frames per video segment handed to one actor")
     ray_batch_window_s: float = Field(0.05, ge=0, le=5, description="image jobs arriving this close are batched")
     ray_lease_s: float = Field(30.0, gt=0, description="a running job silent this long is requeued by any API")
+    segment_s: float = Field(
+        4.0, gt=0, le=600, description="video jobs run as segments of about this many seconds: a crashed job resumes"
+        " from its last finished segment (shorter: less work redone after a crash, a little more overhead)",
+    )
 
     # --- security ------------------------------------------------------------------------------------------
     auth: Literal["required", "disabled"] = Field("required", description="'disabled' only on a trusted machine")
@@ -73,6 +77,7 @@ class ServiceSettings(BaseSettings):
     max_duration_s: float = Field(600.0, gt=0)
     max_frames: int = Field(36_000, ge=1)
     max_sources: int = Field(4, ge=1)
+    max_batch_targets: int = Field(20, ge=1, le=1000, description="targets of one batch job (one result each)")
     sync_max_pixels: int = Field(4_000_000, ge=1, description=":sync accepts only images up to this size")
 
     # --- content policy -----------------------------------------------------------------------------------

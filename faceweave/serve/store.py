@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Boolean, Float, Integer, String, Text, create_engine, event, func, select, update
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -70,6 +70,25 @@ class JobRow(Base):
     webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     expired: Mapped[bool] = mapped_column(Boolean, default=False)
     stats_json: Mapped[str | None] = mapped_column(Text, nullable=True)  # revision 0002
+
+
+class ItemRow(Base):
+    """One target of a batch job (revision 0004): its input, state, and result or failure reason."""
+
+    __tablename__ = "job_items"
+
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(512), default="")
+    target_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    media_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    result_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    result_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    faces_swapped: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stats_json: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ApiKeyRow(Base):
@@ -132,6 +151,34 @@ class Job:
 
 
 @dataclass(frozen=True)
+class JobItem:
+    """One target of a batch job. ``state``: queued → running → succeeded | failed (failed at submission too,
+    when the target could not be read; ``target_key`` is then None)."""
+
+    job_id: str
+    index: int
+    name: str
+    target_key: str | None
+    media_kind: str | None
+    state: str
+    result_key: str | None = None
+    result_bytes: int = 0
+    faces_swapped: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: ItemRow) -> JobItem:
+        return cls(
+            job_id=row.job_id, index=row.idx, name=row.name or "", target_key=row.target_key,
+            media_kind=row.media_kind, state=row.state, result_key=row.result_key, result_bytes=row.result_bytes or 0,
+            faces_swapped=row.faces_swapped, error_code=row.error_code, error_message=row.error_message,
+            stats=json.loads(row.stats_json) if row.stats_json else {},
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class NewJob:
     tenant: str
     settings: dict[str, Any]
@@ -141,6 +188,7 @@ class NewJob:
     stored_bytes: int
     webhook_url: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    items: tuple[JobItem, ...] = ()  # a batch job's targets (empty: a single-target job)
 
 
 @dataclass(frozen=True)
@@ -190,6 +238,10 @@ class JobStore(Protocol):
     def queue_stats(self) -> QueueStats: ...
     def add_api_key(self, tenant: str, key_hash: str, prefix: str) -> ApiKeyRecord: ...
     def find_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
+    def list_items(self, job_ids: list[str]) -> dict[str, list[JobItem]]: ...
+    def update_item(self, job_id: str, index: int, **values: Any) -> None: ...
+    def finish_batch(self, job_id: str, *, faces_swapped: int, result_bytes: int, stats: dict[str, Any],
+                     error: tuple[str, str] | None) -> bool: ...  # fmt: skip
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -251,6 +303,11 @@ class SqlJobStore:
         )  # fmt: skip
         with self._session() as s, s.begin():
             s.add(row)
+            s.flush()  # the job row first: its items' foreign key points at it (no ORM relationship orders them)
+            s.add_all(ItemRow(
+                job_id=new.id, idx=it.index, name=it.name[:512], target_key=it.target_key, media_kind=it.media_kind,
+                state=it.state, result_bytes=0, error_code=it.error_code, error_message=it.error_message,
+            ) for it in new.items)  # fmt: skip
         return Job.from_row(row)
 
     def get_job(self, job_id: str, tenant: str | None = None) -> Job | None:
@@ -438,3 +495,39 @@ class SqlJobStore:
             if row is None:
                 return None
             return ApiKeyRecord(id=row.id, tenant=row.tenant, prefix=row.prefix, revoked=bool(row.revoked))
+
+    # --- batch items ---------------------------------------------------------------------------------------
+    def list_items(self, job_ids: list[str]) -> dict[str, list[JobItem]]:
+        """The items of each of ``job_ids`` in order (a job without items is absent)."""
+        if not job_ids:
+            return {}
+        with self._session() as s:
+            rows = s.scalars(select(ItemRow).where(ItemRow.job_id.in_(job_ids)).order_by(ItemRow.job_id, ItemRow.idx))
+            out: dict[str, list[JobItem]] = {}
+            for r in rows:
+                out.setdefault(r.job_id, []).append(JobItem.from_row(r))
+            return out
+
+    def update_item(self, job_id: str, index: int, **values: Any) -> None:
+        """Set an item's columns (``stats`` as a dict); only the worker running the job writes its items."""
+        if "stats" in values:
+            values["stats_json"] = json.dumps(values.pop("stats"), default=str)
+        with self._session() as s, s.begin():
+            s.execute(update(ItemRow).where(ItemRow.job_id == job_id, ItemRow.idx == index).values(**values))
+
+    def finish_batch(self, job_id: str, *, faces_swapped: int, result_bytes: int, stats: dict[str, Any],
+                     error: tuple[str, str] | None) -> bool:  # fmt: skip
+        """End a running batch job: succeeded when any item did (``error`` None), else failed with ``error``
+        ``(code, message)``. The results live on the items; the job keeps no result of its own."""
+        common: dict[str, Any] = {"finished_at": time.time(), "stats_json": json.dumps(stats, default=str),
+                                  "faces_swapped": faces_swapped, "eta_s": 0.0}  # fmt: skip
+        if error is None:
+            return self._transition(
+                job_id, (JobState.running,), state=JobState.succeeded.value, stage="done", result_bytes=result_bytes,
+                stored_bytes=JobRow.stored_bytes + result_bytes, **common,
+            )  # fmt: skip
+        return self._transition(
+            job_id, (JobState.running,), state=JobState.failed.value, stage="failed", error_type="BatchFailed",
+            error_code=error[0], error_message=error[1][:4000], stored_bytes=JobRow.stored_bytes + result_bytes,
+            **common,
+        )  # fmt: skip

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_serve_batch import check_batch_items
 from test_serve_store import (
     check_executor_runs_fails_and_survives,
     check_job_lifecycle,
@@ -133,12 +134,15 @@ def test_postgres_migrations_create_the_schema(pg_url: str) -> None:
     try:
         assert store.engine.dialect.name == "postgresql" and store.engine.driver == "psycopg"
         with store.engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
             assert conn.execute(text("SELECT version()")).scalar().startswith("PostgreSQL")  # type: ignore[union-attr]
         columns = {c["name"] for c in inspect(store.engine).get_columns("jobs")}
         assert {"id", "state", "stats_json", "expired"} <= columns
         segment_columns = {c["name"] for c in inspect(store.engine).get_columns("job_segments")}  # revision 0003
         assert {"job_id", "idx", "state", "attempts", "completions", "result_key"} <= segment_columns
+        item_columns = {c["name"] for c in inspect(store.engine).get_columns("job_items")}
+        assert {"job_id", "idx", "state", "result_key", "error_code"} <= item_columns
+        check_batch_items(store)  # the items' inserts honour the foreign key to jobs on PostgreSQL
     finally:
         store.close()
 

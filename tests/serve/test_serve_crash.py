@@ -37,16 +37,19 @@ def _serve_command(port: int, data_dir: Path) -> list[str]:
     return [exe, *args] if exe is not None else [sys.executable, "-m", "faceweave.serve", *args]
 
 
+SEGMENT_FRAMES = 30  # FACEWEAVE_SEGMENT_S=1 on a 30 fps clip
+
+
 def _video_with_short_gops(path: Path) -> Path:
-    """carphone's first 60 frames with a keyframe every 30: the job splits into 2 segments that can resume."""
+    """carphone's 120 frames with a keyframe every 15: one-second segments (4 of 30 frames) that can resume."""
     import av
 
     with av.open(str(media_path("carphone_pristine.mp4"))) as src, av.open(str(path), "w") as dst:
         stream = dst.add_stream("libx264", rate=30)
         stream.width, stream.height, stream.pix_fmt = 176, 144, "yuv420p"
-        stream.codec_context.gop_size = 30
-        stream.options = {"crf": "18", "preset": "ultrafast", "keyint_min": "30", "sc_threshold": "0"}
-        for frame in itertools.islice(src.decode(video=0), 60):
+        stream.codec_context.gop_size = 15
+        stream.options = {"crf": "18", "preset": "ultrafast", "keyint_min": "15", "sc_threshold": "0"}
+        for frame in itertools.islice(src.decode(video=0), 120):
             for packet in stream.encode(frame.reformat(format="yuv420p")):
                 dst.mux(packet)
         for packet in stream.encode():
@@ -59,6 +62,7 @@ def _start(port: int, data_dir: Path, log: Path, warmup: bool) -> subprocess.Pop
         **os.environ,
         "FACEWEAVE_WARMUP": "true" if warmup else "false",
         "FACEWEAVE_WORKERS": "1",
+        "FACEWEAVE_SEGMENT_S": "1",  # the server cuts video jobs into segments; the client asks for no workers
         "FACEWEAVE_RATE_LIMIT_PER_MINUTE": "100000",
         "FACEWEAVE_RATE_LIMIT_BURST": "10000",
     }  # the test polls
@@ -96,8 +100,8 @@ def test_kill_9_mid_job_then_restart_finishes_the_job(tmp_path: Path) -> None:
     try:
         files = [("sources", ("s.jpg", media_path("obama.jpg").read_bytes(), "application/octet-stream")),
                  ("target", ("t", target.read_bytes(), "application/octet-stream"))]  # fmt: skip
-        # Two segment workers over GOP-aligned segments; the job's work folder keeps finished segments.
-        form = {"consent": "true", "settings": '{"workers": 2}'}
+        # One worker, one-second segments: the job's work folder keeps finished segments.
+        form = {"consent": "true"}
         r = httpx.post(f"{base}/v1/swaps", files=files, data=form, headers=headers, timeout=60)
         assert r.status_code == 202, r.text
         job_id = r.json()["id"]
@@ -106,15 +110,16 @@ def test_kill_9_mid_job_then_restart_finishes_the_job(tmp_path: Path) -> None:
                            timeout=60)  # fmt: skip
         assert other.status_code == 202  # a queued job behind it must survive too
         deadline = time.monotonic() + 180
-        while True:  # kill once the job runs (image) or once a first segment is done (video)
+        while True:  # kill once the job runs (image) or once it is inside its second segment (video)
             job = httpx.get(f"{base}/v1/swaps/{job_id}", headers=headers, timeout=5).json()
             assert job["state"] in ("queued", "running"), job
-            if job["state"] == "running" and (not HAVE_VIDEO or job["progress"]["frames_done"] > 0):
+            if job["state"] == "running" and (not HAVE_VIDEO or job["progress"]["frames_done"] > SEGMENT_FRAMES):
                 break
             assert time.monotonic() < deadline, f"job made no progress: {job}"
             time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
+        done_at_kill = job["progress"]["frames_done"]
         state = SqlJobStore(f"sqlite:///{(data_dir / 'faceweave.db').resolve()}")
         interrupted = state.get_job(job_id)
         state.close()
@@ -133,7 +138,15 @@ def test_kill_9_mid_job_then_restart_finishes_the_job(tmp_path: Path) -> None:
         first = httpx.get(f"{base}/v1/swaps/{job_id}", headers=headers, timeout=5).json()
         assert first["attempts"] == 2  # claimed before the crash and again after it
         if HAVE_VIDEO:  # resumed: the segments finished before the crash were reused, not redone
-            assert first["stats"]["segments"] > 1 and first["stats"]["segments_reused"] >= 1, first["stats"]
+            stats = first["stats"]
+            assert stats["segments"] == 4 and stats["segments_reused"] > 0, stats
+            # frames done before the kill are redone only inside the segment the kill interrupted
+            assert stats["frames_reused"] >= done_at_kill - SEGMENT_FRAMES and stats["frames_reused"] > 0, stats
+            assert stats["frames"] == 120, stats
+            # timing of the resumed run: its own clock and its own frames only
+            assert stats["segment_timing"]["first_segment_after_s"] >= 0, stats["segment_timing"]
+            assert stats["segment_timing"]["segments"] == stats["segments"] - stats["segments_reused"], stats
+            assert 0 < stats["fps"] < 1000, stats
         result = httpx.get(f"{base}/v1/swaps/{job_id}/result", headers=headers, timeout=60)
         assert result.status_code == 200
         out = tmp_path / ("result.mp4" if HAVE_VIDEO else "result.png")
@@ -158,7 +171,7 @@ def _assert_decodes(out: Path, target: Path) -> None:
             frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
         with av.open(str(target)) as c:
             expected = sum(1 for _ in c.decode(video=0))
-        assert len(frames) == expected == 60 and frames[0].shape == (144, 176, 3)
+        assert len(frames) == expected == 120 and frames[0].shape == (144, 176, 3)
     else:
         from PIL import Image
 

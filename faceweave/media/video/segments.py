@@ -47,10 +47,13 @@ class Segment:
 
 
 def plan_segments(
-    info: VideoInfo, count: int, *, trim: Trim | None = None, min_frames: int = 24
+    info: VideoInfo, count: int, *, trim: Trim | None = None, min_frames: int = 24, segment_s: float | None = None
 ) -> list[Segment]:
     """Split the (trimmed) frames into about ``count`` segments, each starting on an input keyframe where the
-    input has keyframes near the cut; otherwise on the exact frame (the worker then decodes a lead-in)."""
+    input has keyframes near the cut; otherwise on the exact frame (the worker then decodes a lead-in).
+
+    ``segment_s``: also cut so that no segment is much longer than this many seconds, however few workers run
+    them (a segment is the unit of crash resume: the service cuts every video job this way)."""
     all_pts, is_key = scan_frame_timestamps(info)
     trim = trim or Trim()
     tb = info.time_base
@@ -59,6 +62,8 @@ def plan_segments(
     n = len(pts)
     if n == 0:
         raise CorruptStream(f"{info.path.name}: no frame in the requested range", hint="check the trims")
+    if segment_s is not None and segment_s > 0:
+        count = max(count, round(n / max(1.0, float(info.fps) * segment_s)))
     count = max(1, min(count, n // max(1, min_frames)))
     cuts = [0]
     key_idx = np.flatnonzero(key)
@@ -179,8 +184,11 @@ class SegmentResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def encode_segment(job: SegmentJob) -> SegmentResult:
-    """Decode one segment, process its frames, and encode it to ``job.output`` (atomically). Runs in a worker."""
+def encode_segment(job: SegmentJob, on_frames: Callable[[int], None] | None = None) -> SegmentResult:
+    """Decode one segment, process its frames, and encode it to ``job.output`` (atomically). Runs in a worker.
+
+    ``on_frames`` (in-process runs only: it does not cross a process boundary) is called with the number of
+    frames of this segment processed so far after every batch, for live progress."""
 
     seg = job.segment
     started = time.time()
@@ -204,8 +212,12 @@ def encode_segment(job: SegmentJob) -> SegmentResult:
             # with other workers; on a GPU the face work and x264 then overlap instead of adding up)
             encode = EncodeThread(lambda _pts: writer, maxsize=2)
             try:
+                processed = 0
                 for batch in reader:
                     encode.put(apply_processor(process, batch), batch.pts)
+                    processed += len(batch)
+                    if on_frames is not None:
+                        on_frames(processed)
                 encode.finish()
             except BaseException:
                 encode.abort()
@@ -222,8 +234,10 @@ def encode_segment(job: SegmentJob) -> SegmentResult:
 
 def segment_timing(results: list[SegmentResult], t_call: float) -> dict[str, float]:
     """Summary of the workers' ``timing`` marks for a run that began at ``t_call`` (``time.time()``): seconds until
-    the first segment started (process start-up), mean processor set-up per segment, mean busy time per worker."""
-    marks = [r.stats["timing"] for r in results if isinstance(r.stats.get("timing"), dict)]
+    the first segment started (process start-up), mean processor set-up per segment, mean busy time per worker.
+    Segments reused from an earlier run are left out: their marks are that run's clock, not this one's."""
+    marks = [r.stats["timing"] for r in results
+             if isinstance(r.stats.get("timing"), dict) and not r.stats.get("reused")]
     if not marks:
         return {}
     busy: dict[int, float] = {}
@@ -265,11 +279,16 @@ def run_segments(
     fingerprint_extra: dict[str, Any] | None = None,
     on_segment_done: Callable[[SegmentResult], None] | None = None,
     threads: int | None = None,
+    segment_s: float | None = None,
+    on_frames: Callable[[int], None] | None = None,
 ) -> list[SegmentResult]:
     """Segment-parallel encode: plan GOP-aligned segments, encode each in a worker process ('spawn': safe with
     torch threads), then concatenate without re-encoding and mux the audio. With ``work_dir`` finished segments
     are kept (``segment_NNNNN.<ext>`` + a ``.done`` marker) and reused by a rerun of the same job. ``threads``:
-    decoder/encoder threads per worker (None: :func:`threads_per_worker`).
+    decoder/encoder threads per worker (None: :func:`threads_per_worker`). ``segment_s``: the longest a segment
+    should be (see :func:`plan_segments`; a saved plan of the same job wins). ``on_segment_done`` is called for
+    every segment, reused ones first (their ``stats["reused"]`` is True); ``on_frames`` with the frames done in
+    the running segment after each batch, only when ``workers <= 1`` (segments then run in this process).
     Returns one :class:`SegmentResult` per segment (reused ones included)."""
     import concurrent.futures as cf
     import multiprocessing
@@ -297,7 +316,7 @@ def run_segments(
             for stale in seg_dir.glob("segment_*"):
                 stale.unlink(missing_ok=True)
     if segments is None:
-        segments = plan_segments(info, max(workers, 1) * (2 if workers > 1 else 1), trim=trim)
+        segments = plan_segments(info, max(workers, 1) * (2 if workers > 1 else 1), trim=trim, segment_s=segment_s)
         atomic_tmp = plan_file.with_suffix(".tmp")
         atomic_tmp.write_text(json.dumps({"fingerprint": fingerprint, "segments": [asdict(x) for x in segments]}))
         os.replace(atomic_tmp, plan_file)
@@ -325,9 +344,12 @@ def run_segments(
             on_segment_done(res)
 
     try:
+        if on_segment_done is not None:
+            for reused in sorted(results.values(), key=lambda r: r.index):
+                on_segment_done(reused)
         if workers <= 1:
             for job in jobs:
-                finished(encode_segment(job))
+                finished(encode_segment(job, on_frames))
         else:
             ctx = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:

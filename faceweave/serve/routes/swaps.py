@@ -17,15 +17,23 @@ import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from faceweave.errors import FaceweaveError
 from faceweave.serve.auth import Principal
 from faceweave.serve.deps import Service, ServiceDep, authenticate, own_job
-from faceweave.serve.errors import BadRequest, RangeNotSatisfiable, ResultExpired, ResultNotReady
+from faceweave.serve.errors import (
+    BadRequest,
+    JobNotFound,
+    PolicyRejected,
+    RangeNotSatisfiable,
+    ResultExpired,
+    ResultNotReady,
+)
 from faceweave.serve.executor import JobContext, job_event, output_extension
 from faceweave.serve.inputs import Inputs, check_quotas, parse_settings, read_inputs
 from faceweave.serve.policy import ModerationRequest, check_consent, moderate
 from faceweave.serve.schemas import ERRORS, FORM_SCHEMA, JobList, JobOut, JobStateName
 from faceweave.serve.storage import tenant_dir
-from faceweave.serve.store import Job, JobState, NewJob
+from faceweave.serve.store import Job, JobItem, JobState, NewJob
 from faceweave.settings import SwapSettings
 
 log = logging.getLogger("faceweave.serve")
@@ -50,31 +58,68 @@ async def create_swap(request: Request, response: Response, svc: ServiceDep) -> 
             raise BadRequest("webhook_url must be an http(s) URL", hint="e.g. https://example.com/hook")
         check_quotas(svc, principal.tenant, inputs.total_bytes)
         target_path, target_info = inputs.target
-        await anyio.to_thread.run_sync(moderate, svc.moderator, ModerationRequest(
-            tenant=principal.tenant, sources=[p for p, _ in inputs.sources], target=target_path,
-            target_kind=target_info.kind, settings=settings.model_dump(),
-        ))  # fmt: skip
         folder = f"{tenant_dir(principal.tenant)}/{job_id}"
         source_keys = [f"{folder}/source_{i}.{info.extension}" for i, (_, info) in enumerate(inputs.sources)]
-        target_key = f"{folder}/target.{target_info.extension}"
+        items: list[JobItem] = []
+        if inputs.batch is not None:
+            items = await _batch_items(svc, principal, settings, inputs, job_id, folder)
+            target_key, kind = next(it.target_key for it in items if it.target_key), "batch"
+        else:
+            await anyio.to_thread.run_sync(moderate, svc.moderator, ModerationRequest(
+                tenant=principal.tenant, sources=[p for p, _ in inputs.sources], target=target_path,
+                target_kind=target_info.kind, settings=settings.model_dump(),
+            ))  # fmt: skip
+            target_key, kind = f"{folder}/target.{target_info.extension}", target_info.kind
 
         def store_inputs() -> Job:
             for (path, _), key in zip(inputs.sources, source_keys, strict=True):
                 svc.storage.upload(path, key)
-            svc.storage.upload(target_path, target_key)
+            if inputs.batch is None:
+                svc.storage.upload(target_path, target_key)
+            for it, t in zip(items, inputs.batch or [], strict=False):
+                if it.target_key and t.path is not None:
+                    svc.storage.upload(t.path, it.target_key)
             return svc.store.create_job(NewJob(
                 tenant=principal.tenant, settings=settings.model_dump(mode="json"), source_keys=source_keys,
-                target_key=target_key, media_kind=target_info.kind, stored_bytes=inputs.total_bytes,
-                webhook_url=webhook, id=job_id,
+                target_key=target_key, media_kind=kind, stored_bytes=inputs.total_bytes,
+                webhook_url=webhook, id=job_id, items=tuple(items),
             ))  # fmt: skip
 
         job = await anyio.to_thread.run_sync(store_inputs)
     finally:
         shutil.rmtree(spool, ignore_errors=True)
     svc.executor.notify()
-    log.info("job queued (%s, %d source(s))", job.media_kind, len(job.source_keys))
+    log.info("job queued (%s, %d source(s), %d item(s))", job.media_kind, len(job.source_keys), len(items))
     response.headers["Location"] = f"/v1/swaps/{job.id}"
-    return JobOut.of(job)
+    return JobOut.of(job, items or None)
+
+
+async def _batch_items(
+    svc: Service, principal: Principal, settings: SwapSettings, inputs: Inputs, job_id: str, folder: str
+) -> list[JobItem]:
+    """One item per target of a batch request: queued, or failed with its reason (unreadable, refused by the
+    content policy) without failing the others."""
+    assert inputs.batch is not None
+    items = []
+    for i, t in enumerate(inputs.batch):
+        error = t.error
+        if error is None and t.path is not None and t.info is not None:
+            try:
+                await anyio.to_thread.run_sync(moderate, svc.moderator, ModerationRequest(
+                    tenant=principal.tenant, sources=[p for p, _ in inputs.sources], target=t.path,
+                    target_kind=t.info.kind, settings=settings.model_dump(),
+                ))  # fmt: skip
+            except FaceweaveError as exc:
+                error = exc
+        if error is not None or t.info is None:
+            code, message = (error.code, error.one_line()) if error is not None else ("bad_request", "unreadable")
+            items.append(JobItem(job_id, i, t.name, None, None, "failed", error_code=code, error_message=message))
+        else:
+            key = f"{folder}/target_{i}.{t.info.extension}"
+            items.append(JobItem(job_id, i, t.name, key, t.info.kind, "queued"))
+    if not any(it.target_key for it in items):
+        raise PolicyRejected(f"every target was refused: {items[0].error_message}", hint="check the targets")
+    return items
 
 
 @router.post("/v1/swaps:sync", response_class=Response, openapi_extra=FORM_SCHEMA,
@@ -121,14 +166,17 @@ async def list_swaps(
     jobs, total = await anyio.to_thread.run_sync(
         svc.store.list_jobs, principal.tenant, JobState(state) if state else None, limit, offset
     )
-    return JobList(items=[JobOut.of(j) for j in jobs], total=total, limit=limit, offset=offset)
+    items = await anyio.to_thread.run_sync(svc.store.list_items, [j.id for j in jobs])
+    return JobList(items=[JobOut.of(j, items.get(j.id)) for j in jobs], total=total, limit=limit, offset=offset)
 
 
 @router.get("/v1/swaps/{job_id}", response_model=JobOut, responses=ERRORS)
 async def get_swap(request: Request, svc: ServiceDep, job_id: str) -> JobOut:
     """One job: state, progress, error (type, code, message) and the result URL once it succeeded."""
     principal = authenticate(request, svc)
-    return JobOut.of(own_job(svc, job_id, principal))
+    job = own_job(svc, job_id, principal)
+    items = await anyio.to_thread.run_sync(svc.store.list_items, [job.id])
+    return JobOut.of(job, items.get(job.id))
 
 
 @router.delete("/v1/swaps/{job_id}", response_model=JobOut, responses=ERRORS)
@@ -149,7 +197,7 @@ async def delete_swap(request: Request, svc: ServiceDep, job_id: str) -> JobOut:
     assert final is not None
     svc.hub.publish(job.id, job_event(final))
     log.info("job deleted")
-    return JobOut.of(final)
+    return JobOut.of(final, svc.store.list_items([final.id]).get(final.id))
 
 
 @router.get("/v1/swaps/{job_id}/events", response_class=StreamingResponse,
@@ -170,21 +218,53 @@ async def swap_events(request: Request, svc: ServiceDep, job_id: str) -> Streami
             responses={**ERRORS, 200: {"content": {"image/png": {}, "image/jpeg": {}, "video/mp4": {}},
                                        "description": "the result file"},
                        206: {"description": "a byte range of the result"}})  # fmt: skip
-async def swap_result(request: Request, svc: ServiceDep, job_id: str) -> Response:
-    """The result file; supports ``Range: bytes=…`` (206, 416)."""
+async def swap_result(
+    request: Request, svc: ServiceDep, job_id: str,
+    item: int | None = Query(None, ge=0, le=100_000, description="a batch job's item (its index)"),
+) -> Response:
+    """The result file; supports ``Range: bytes=…`` (206, 416). A batch job's results are per item (``?item=N``,
+    or ``/items/{n}/result``)."""
+    if item is not None:
+        return await swap_item_result(request, svc, job_id, item)
     principal = authenticate(request, svc)
     job = own_job(svc, job_id, principal)
     if job.expired:
         raise ResultExpired("the result was deleted (retention or DELETE)", hint="submit the job again")
+    if job.media_kind == "batch":
+        raise BadRequest("a batch job has one result per item", hint=f"GET /v1/swaps/{job.id}/items/{{n}}/result")
     if job.state != JobState.succeeded or not job.result_key:
         raise ResultNotReady(f"the job is {job.state.value}, not succeeded", hint="follow /events or poll the job")
-    key = job.result_key
+    return await _send(request, svc, job.result_key, f"faceweave-{job.id}", job.id)
+
+
+@router.get("/v1/swaps/{job_id}/items/{index}/result", response_class=Response,
+            responses={**ERRORS, 200: {"content": {"image/png": {}, "image/jpeg": {}, "video/mp4": {}},
+                                       "description": "the item's result file"},
+                       206: {"description": "a byte range of the result"}})  # fmt: skip
+async def swap_item_result(request: Request, svc: ServiceDep, job_id: str, index: int) -> Response:
+    """One item's result of a batch job (as soon as that item succeeded); ``Range`` as for ``/result``."""
+    principal = authenticate(request, svc)
+    job = own_job(svc, job_id, principal)
+    items = (await anyio.to_thread.run_sync(svc.store.list_items, [job.id])).get(job.id, [])
+    found = next((it for it in items if it.index == index), None)
+    if found is None:
+        raise JobNotFound(f"job {job.id} has no item {index}", hint=f"items are numbered 0 to {len(items) - 1}"
+                          if items else "this is not a batch job: GET its /result")  # fmt: skip
+    if job.expired:
+        raise ResultExpired("the result was deleted (retention or DELETE)", hint="submit the job again")
+    if found.state != "succeeded" or not found.result_key:
+        reason = f": {found.error_message}" if found.error_message else ""
+        raise ResultNotReady(f"item {index} is {found.state}{reason}", hint="poll the job for its items' states")
+    return await _send(request, svc, found.result_key, f"faceweave-{job.id}-{index}", f"{job.id}-{index}")
+
+
+async def _send(request: Request, svc: Service, key: str, filename: str, etag: str) -> Response:
     size = await anyio.to_thread.run_sync(svc.storage.size, key)
     suffix = Path(key).suffix.lower()
     headers = {
         "Accept-Ranges": "bytes",
-        "Content-Disposition": f'attachment; filename="faceweave-{job.id}{suffix}"',
-        "ETag": f'"{job.id}-{size}"',
+        "Content-Disposition": f'attachment; filename="{filename}{suffix}"',
+        "ETag": f'"{etag}-{size}"',
     }
     media = MEDIA_TYPES.get(suffix, "application/octet-stream")
     byte_range = _parse_range(request.headers.get("range"), size)
