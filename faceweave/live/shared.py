@@ -158,10 +158,9 @@ class SharedEngine:
         if first.op == "identify":
             assert first.frames is not None
             return [engine.identify(first.frames, first.args[0])]
-        frames = [c.frames for c in group]
-        assert all(f is not None for f in frames)
-        counts = [int(f.shape[0]) for f in frames if f is not None]
-        batch = frames[0] if len(group) == 1 else torch.cat([f for f in frames if f is not None])
+        frames = [c.frames for c in group if c.frames is not None]  # every batched call has frames (see key())
+        counts = [int(f.shape[0]) for f in frames]
+        batch = frames[0] if len(frames) == 1 else torch.cat(frames)
         self.batches += 1
         self.batched_frames += sum(counts)
         if first.op == "analyze":
