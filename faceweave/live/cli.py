@@ -51,7 +51,9 @@ def live_command(
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        summary = run_live(source, input_spec, output_spec, settings, stats_json=stats_json, stop=stop)
+        summary = run_live(source, input_spec, output_spec, settings, stats_json=stats_json, stop=stop,
+                           on_start=lambda: err.print(f"live session running: {input_spec} → {output_spec} "
+                                                      "(Ctrl-C to stop)"))
     finally:
         signal.signal(signal.SIGINT, previous)
     err.print(f"[green]live session {summary['ended']}[/green]: {summary['frames_out']} frames out of "

@@ -95,6 +95,7 @@ def run_live(
     stop: threading.Event | None = None,
     engine: Any = None,
     process_wrapper: Callable[[FrameProcess], FrameProcess] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Swap ``sources`` into the live input ``input_spec`` and write ``output_spec`` until the input ends or
     ``stop`` is set (the CLI sets it on Ctrl-C). Returns the stats summary (also written to ``stats_json``).
@@ -102,7 +103,7 @@ def run_live(
     The source photos are analysed first (``NoFaceInSource`` before anything is opened), then the input is opened
     (``InputNotFound`` / ``InputUnreadable``), then the output. ``engine``: an engine to reuse (default: a new
     :class:`~faceweave.pipeline.engine.SwapEngine`); ``process_wrapper`` wraps the per-frame step (tests inject
-    a slow engine with it).
+    a slow engine with it); ``on_start`` is called when frames start to flow.
     """
     from faceweave.live.sinks import open_sink
     from faceweave.media.image import read_image
@@ -131,6 +132,8 @@ def run_live(
         try:
             with gpu_host_threads(engine.device):
                 capture.start()
+                if on_start is not None:
+                    on_start()
                 session.run()
         except BaseException:
             capture.stop()
