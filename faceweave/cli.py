@@ -312,6 +312,7 @@ _mount_optional("faceweave.models.cli", "models_app", "models", "List, locate, v
 _mount_optional("faceweave.serve.cli", "serve_command", "serve", "Run the REST job service and web page.")
 _mount_optional("faceweave.serve.cli", "keys_app", "keys", "Manage service API keys.")
 _mount_optional("faceweave.bench", "bench_command", "bench", "Benchmark the pipeline (transcode vs swap, CPU/GPU).")
+_mount_optional("faceweave.live.cli", "live_command", "live", "Swap a camera, stream or file live (real time).")
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,10 @@ PINNED_CLI: dict[str, list[str]] = {
     'keys create': [
         '--data-dir', '--env-file', '--tenant',
     ],
+    'live': [
+        '--blend', '--detect-every', '--device', '--dtype', '--enhancer', '--input', '--label', '--output',
+        '--selector', '--smoothing', '--source', '--stats-json', '--swapper', '-i', '-o', '-s',
+    ],
     'models fetch': [
         '--model-dir', '--retries', '--sha256', '--url', 'NAME',
     ],

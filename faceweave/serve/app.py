@@ -43,6 +43,7 @@ from faceweave.serve.middleware import RequestContextMiddleware, install_error_h
 from faceweave.serve.policy import load_moderator
 from faceweave.serve.resilience import install_unavailable_handlers
 from faceweave.serve.routes import health, models, page, swaps
+from faceweave.serve.routes import live as live_routes
 from faceweave.serve.settings import ServiceSettings
 from faceweave.serve.storage import FsspecStorage, tenant_dir
 from faceweave.serve.store import Job, SqlJobStore
@@ -150,6 +151,7 @@ def create_app(
     install_unavailable_handlers(app)
     for module in (health, page, models, swaps):  # this order is the routes' match order and the OpenAPI order
         app.include_router(module.router)
+    app.include_router(live_routes.router)  # live sessions: /live, /v1/live (aiortc is imported on first use)
     return app
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -140,6 +140,27 @@ class ServiceMetrics:
         self.stage_seconds = Histogram(
             "faceweave_stage_duration_seconds", "Time spent per pipeline stage", ["stage"], registry=self.registry,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )  # fmt: skip
+        # live sessions (serve/routes/live.py): open sessions, frames by fate, swapped fps, per-frame latency
+        self.live_sessions = Gauge("faceweave_live_sessions", "Live sessions open", registry=self.registry)
+        self.live_sessions_started = Counter(
+            "faceweave_live_sessions_started", "Live sessions started", registry=self.registry
+        )
+        self.live_sessions_refused = Counter(
+            "faceweave_live_sessions_refused", "Live sessions refused because a limit was full", ["limit"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.live_frames = Counter(
+            "faceweave_live_frames", "Live frames: received (in), handed back (out), dropped", ["fate"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.live_fps = Gauge(
+            "faceweave_live_fps", "Swapped frames per second summed over live sessions (last 2 s)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.live_latency_seconds = Histogram(
+            "faceweave_live_latency_seconds", "Live frame latency, arrival → swapped frame handed to the peer",
+            registry=self.registry, buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5),
         )  # fmt: skip
         self.registry.register(_JobStateCollector(counts, running, queue, clock))
         self.gpus = 0

@@ -86,6 +86,15 @@ class ServiceSettings(BaseSettings):
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 key for webhook signatures")
     webhook_timeout_s: float = Field(5.0, gt=0)
 
+    # --- live sessions (the /live page: the browser's camera over WebRTC) -------------------------------------
+    live_sessions_per_key: int = Field(2, ge=0, description="concurrent live sessions per API key/token")
+    live_sessions_per_gpu: int = Field(
+        8, ge=0, description="concurrent live sessions on the shared live engine's device (the CPU counts as one)"
+    )
+    live_batch_window_ms: float | None = Field(
+        None, ge=0, le=50, description="wait this long to batch concurrent sessions' frames (default: 2 on a GPU, 0)"
+    )
+
     # --- observability -------------------------------------------------------------------------------------
     log_level: str = "INFO"
     json_logs: bool = True

@@ -1,0 +1,14 @@
+"""Live mode: swap a camera, a network stream or a file played in real time (DESIGN §8).
+
+Same engine as video jobs, on the camera's clock: :mod:`~faceweave.live.sources` (inputs), a one-slot
+:mod:`~faceweave.live.mailbox` (newest frame wins), :mod:`~faceweave.live.session` (the engine loop and
+``run_live``), :mod:`~faceweave.live.sinks` (outputs), :mod:`~faceweave.live.shared` (one warm engine for many
+sessions, their frames batched) and :mod:`~faceweave.live.webrtc` (the browser's camera over WebRTC).
+"""
+
+from __future__ import annotations
+
+from faceweave.live.mailbox import LiveStats, Mailbox
+from faceweave.live.session import LiveSession, run_live
+
+__all__ = ["LiveSession", "LiveStats", "Mailbox", "run_live"]

@@ -1,0 +1,189 @@
+"""One warm engine for many live sessions: the engine's face stages run on one thread, and calls that several
+sessions make at the same time are merged into one batched call.
+
+Each session keeps its own :class:`~faceweave.pipeline.video.VideoFaceProcessor` (tracks, smoothing, selection)
+and calls :class:`SharedEngine` where it would call a :class:`~faceweave.pipeline.engine.SwapEngine`. The
+dispatcher thread takes every call waiting, groups those of one stage and one frame size, and runs each group as
+one batch (``analyze``, ``refine`` and ``swap``; the sources of a swap batch are concatenated and each plan's
+source indices shifted). On a GPU, per-call overhead, not the arithmetic, bounds one frame's cost, so a batch of k
+sessions' frames costs far less than k calls; the dispatcher then waits up to ``window_s`` (default 2 ms on CUDA,
+0 on the CPU, where batching saves nothing) for the other active sessions' calls before it runs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from faceweave.analysis.face import Face
+from faceweave.pipeline.engine import PreparedSource, SwapEngine
+
+BATCHED = ("analyze", "refine", "swap")
+
+
+@dataclass
+class _Call:
+    op: str
+    frames: torch.Tensor | None
+    args: tuple[Any, ...]
+    future: cf.Future[Any] = field(default_factory=cf.Future)
+
+    def key(self) -> tuple[Any, ...] | None:
+        """Calls with one key can be merged (same stage, frame size, dtype, device); None: run alone."""
+        if self.op not in BATCHED or self.frames is None:
+            return None
+        f = self.frames
+        return (self.op, tuple(f.shape[1:]), f.dtype, f.device)
+
+
+class SharedEngine:
+    """A :class:`SwapEngine` driven by one thread for many sessions (its face stages are not thread-safe).
+
+    Has the engine methods a :class:`~faceweave.pipeline.video.VideoFaceProcessor` calls (``analyze``, ``refine``,
+    ``identify``, ``select``, ``swap``, ``prepare_sources``) and its ``device``, ``dtype`` and ``settings``.
+    :attr:`batches` counts the batched calls and :attr:`batched_frames` the frames they held (so
+    ``batched_frames / batches`` is the mean batch).
+    """
+
+    def __init__(self, engine: SwapEngine, *, window_s: float | None = None) -> None:
+        self.engine = engine
+        self.device, self.dtype, self.settings = engine.device, engine.dtype, engine.settings
+        self.window_s = (0.002 if engine.device.type == "cuda" else 0.0) if window_s is None else window_s
+        self.active_sessions = 0
+        self.batches = 0
+        self.batched_frames = 0
+        self._pending: list[_Call] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="faceweave-live-engine", daemon=True)
+        self._thread.start()
+
+    # --- sessions ------------------------------------------------------------------------------------------
+    def session_started(self) -> None:
+        with self._cond:
+            self.active_sessions += 1
+
+    def session_ended(self) -> None:
+        with self._cond:
+            self.active_sessions = max(0, self.active_sessions - 1)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+
+    # --- the engine's face stages, called from session threads ---------------------------------------------
+    def analyze(self, frames: torch.Tensor) -> list[list[Face]]:
+        return self._submit(_Call("analyze", frames, ()))  # type: ignore[no-any-return]
+
+    def refine(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
+        return self._submit(_Call("refine", frames, (faces,)))  # type: ignore[no-any-return]
+
+    def identify(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
+        return self._submit(_Call("identify", frames, (faces,)))  # type: ignore[no-any-return]
+
+    def swap(self, frames: torch.Tensor, plan: Sequence[Sequence[tuple[Face, int]]],
+             sources: Sequence[PreparedSource]) -> torch.Tensor:
+        return self._submit(_Call("swap", frames, (plan, sources)))  # type: ignore[no-any-return]
+
+    def select(self, faces: list[Face], sources: Sequence[PreparedSource],
+               reference: Sequence[torch.Tensor] | None = None) -> list[tuple[Face, int]]:
+        return self.engine.select(faces, sources, reference)  # pure: no model runs
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(engine, *args)`` on the engine's thread (loading sources, warming up)."""
+        return self._submit(_Call("call", None, (fn, *args)))
+
+    def prepare_sources(self, images: Sequence[Any]) -> list[PreparedSource]:
+        return self.call(lambda engine, imgs: engine.prepare_sources(imgs), images)  # type: ignore[no-any-return]
+
+    def reference_embeddings(self, images: Sequence[Any]) -> list[torch.Tensor]:
+        return self.call(lambda engine, imgs: engine.reference_embeddings(imgs), images)  # type: ignore[no-any-return]
+
+    def _submit(self, call: _Call) -> Any:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the shared live engine is closed")
+            self._pending.append(call)
+            self._cond.notify_all()
+        return call.future.result()
+
+    # --- the engine thread ---------------------------------------------------------------------------------
+    def _take(self) -> list[_Call] | None:
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            if self._closed and not self._pending:
+                return None
+            if self.window_s > 0:
+                # Wait briefly for the other sessions' calls, but never for a session that has none coming.
+                deadline = time.monotonic() + self.window_s
+                while len(self._pending) < self.active_sessions and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            calls, self._pending = self._pending, []
+            return calls
+
+    def _run(self) -> None:
+        while (calls := self._take()) is not None:
+            groups: dict[Any, list[_Call]] = {}
+            for n, call in enumerate(calls):
+                groups.setdefault(call.key() or ("alone", n), []).append(call)
+            for group in groups.values():
+                try:
+                    with torch.no_grad():
+                        results = self._execute(group)
+                except BaseException as exc:  # every caller of the failed batch sees it; the loop survives
+                    for call in group:
+                        call.future.set_exception(exc)
+                    continue
+                for call, result in zip(group, results, strict=True):
+                    call.future.set_result(result)
+
+    def _execute(self, group: list[_Call]) -> list[Any]:
+        engine, first = self.engine, group[0]
+        if first.op == "call":
+            fn, *args = first.args
+            return [fn(engine, *args)]
+        if first.op == "identify":
+            assert first.frames is not None
+            return [engine.identify(first.frames, first.args[0])]
+        frames = [c.frames for c in group if c.frames is not None]  # every batched call has frames (see key())
+        counts = [int(f.shape[0]) for f in frames]
+        batch = frames[0] if len(frames) == 1 else torch.cat(frames)
+        self.batches += 1
+        self.batched_frames += sum(counts)
+        if first.op == "analyze":
+            return _split_list(engine.analyze(batch), counts)
+        if first.op == "refine":
+            return _split_list(engine.refine(batch, [row for c in group for row in c.args[0]]), counts)
+        # swap: one source list for the batch, each call's source indices shifted past the earlier calls' sources
+        plan: list[list[tuple[Face, int]]] = []
+        sources: list[PreparedSource] = []
+        for call in group:
+            call_plan, call_sources = call.args
+            plan.extend([(f, s + len(sources)) for f, s in row] for row in call_plan)
+            sources.extend(call_sources)
+        out = engine.swap(batch, plan, sources)
+        return list(torch.split(out, counts)) if len(group) > 1 else [out]
+
+
+def _split_list(rows: list[Any], counts: list[int]) -> list[list[Any]]:
+    out, at = [], 0
+    for n in counts:
+        out.append(rows[at : at + n])
+        at += n
+    return out
+
+
+__all__ = ["SharedEngine"]

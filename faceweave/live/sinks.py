@@ -1,0 +1,153 @@
+"""Live outputs: a video file (:class:`~faceweave.media.video.encode.VideoWriter`: atomic, valid after Ctrl-C),
+a network stream URL (rtmp → FLV, rtsp → RTSP, srt/udp/tcp → MPEG-TS; x264 ``zerolatency``), or a virtual camera
+(pyvirtualcam, where the host has one).
+
+Each sink takes what the engine hands out — a one-frame :class:`~faceweave.media.video.frames.FrameBatch`, or
+``(1, H, W, 3)`` uint8 RGB when a visible label was drawn — with the frame's time in seconds since the session
+started (frames dropped upstream leave gaps: the output keeps real time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol
+
+import av
+import numpy as np
+
+from faceweave import __version__
+from faceweave.errors import DependencyMissing, OutputNotWritable
+from faceweave.media.video.encode import EncoderSettings, VideoWriter, resolve_encoder
+from faceweave.media.video.frames import FrameBatch
+from faceweave.media.video.probe import VideoInfo
+
+TIME_BASE = Fraction(1, 1000)  # live output timestamps in milliseconds (frames come on the clock, not a grid)
+PROVENANCE = {"comment": "faceweave:synthetic=true", "encoder": f"faceweave {__version__}"}
+STREAM_FORMATS = {"rtmp": "flv", "rtmps": "flv", "rtsp": "rtsp", "srt": "mpegts", "udp": "mpegts", "tcp": "mpegts"}
+
+
+class LiveSink(Protocol):
+    """Where a live session's swapped frames go."""
+
+    def write(self, frames: FrameBatch | np.ndarray, time_s: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _pts(time_s: float, last: int | None) -> int:
+    pts = int(round(time_s / TIME_BASE))
+    return pts if last is None or pts > last else last + 1  # strictly increasing, whatever the clock did
+
+
+def live_video_info(path: Path, width: int, height: int, fps: float) -> VideoInfo:
+    """A :class:`VideoInfo` for a live output of this size and nominal rate (ms timestamps, no audio)."""
+    rate = Fraction(fps).limit_denominator(1001)
+    return VideoInfo(path=path, container="live", codec="rawvideo", width=width, height=height, coded_width=width,
+                     coded_height=height, rotation=0, fps=float(rate), average_rate=rate, time_base=TIME_BASE,
+                     frames=None, duration_s=0.0, start_pts=0, start_time_s=0.0, pix_fmt="yuv420p", color_range=1,
+                     has_audio=False)
+
+
+class FileSink:
+    """A file: encoded as frames come, closed into place on :meth:`close` (so an interrupted session still leaves a
+    valid file with every frame written so far)."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, encoder: EncoderSettings | None = None
+                 ) -> None:
+        enc = encoder or resolve_encoder(None, None, "veryfast", None, path)
+        self.writer = VideoWriter(path, live_video_info(path, width, height, fps), enc, audio=False)
+        with contextlib.suppress(AttributeError, TypeError):
+            self.writer.container.metadata.update(PROVENANCE)
+        self._last: int | None = None
+
+    def write(self, frames: FrameBatch | np.ndarray, time_s: float) -> None:
+        self._last = _pts(time_s, self._last)
+        self.writer.write(frames, [self._last])
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+class StreamSink:
+    """A network stream (the muxer picked from the URL's scheme), H.264 tuned for latency."""
+
+    def __init__(self, url: str, width: int, height: int, fps: float) -> None:
+        scheme = url.split("://", 1)[0].lower()
+        fmt = STREAM_FORMATS.get(scheme, "mpegts")
+        try:
+            self.container: Any = av.open(url, mode="w", format=fmt, timeout=(10.0, 10.0))
+        except (av.error.FFmpegError, OSError) as exc:
+            raise OutputNotWritable(f"cannot open the output stream {url!r}: {exc}",
+                                    hint="check the URL and that the receiving server is up") from None
+        self.container.metadata.update(PROVENANCE)
+        stream: Any = self.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = TIME_BASE
+        stream.codec_context.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": "23"}
+        self.stream = stream
+        self._last: int | None = None
+
+    def write(self, frames: FrameBatch | np.ndarray, time_s: float) -> None:
+        frame = (frames.yuv[0] if isinstance(frames, FrameBatch)
+                 else av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[0]), format="rgb24").reformat(
+                     format="yuv420p"))
+        self._last = _pts(time_s, self._last)
+        frame.pts, frame.time_base = self._last, TIME_BASE
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        with contextlib.suppress(av.error.FFmpegError):
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+        self.container.close()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.container.close()
+
+
+class VirtualCameraSink:
+    """A virtual camera through pyvirtualcam (v4l2loopback on Linux, OBS's camera elsewhere)."""
+
+    def __init__(self, device: str | None, width: int, height: int, fps: float) -> None:
+        try:
+            import pyvirtualcam
+        except ImportError:
+            raise DependencyMissing("the virtual camera output needs pyvirtualcam",
+                                    hint="pip install pyvirtualcam (and, on Linux, load v4l2loopback); or write "
+                                         "to a file or stream URL") from None
+        try:
+            self.cam = pyvirtualcam.Camera(width, height, fps, device=device, fmt=pyvirtualcam.PixelFormat.RGB)
+        except RuntimeError as exc:
+            raise OutputNotWritable(f"no virtual camera available: {exc}",
+                                    hint="on Linux: sudo modprobe v4l2loopback") from None
+
+    def write(self, frames: FrameBatch | np.ndarray, time_s: float) -> None:
+        rgb = frames.frames[0] if isinstance(frames, FrameBatch) else frames[0]
+        self.cam.send(np.ascontiguousarray(rgb))
+
+    def close(self) -> None:
+        self.cam.close()
+
+    def abort(self) -> None:
+        self.close()
+
+
+def open_sink(spec: str, width: int, height: int, fps: float) -> FileSink | StreamSink | VirtualCameraSink:
+    """The live output named by ``spec``: ``virtualcam`` (or ``virtualcam:/dev/videoN``), a stream URL, or a file
+    whose extension picks the container (.mp4, .mkv, .mov, .webm)."""
+    if spec == "virtualcam" or spec.startswith("virtualcam:"):
+        device = spec.partition(":")[2] or None
+        return VirtualCameraSink(device, width, height, fps)
+    if "://" in spec:
+        return StreamSink(spec, width, height, fps)
+    return FileSink(Path(spec), width, height, fps)
+
+
+__all__ = ["FileSink", "LiveSink", "StreamSink", "VirtualCameraSink", "live_video_info", "open_sink"]
