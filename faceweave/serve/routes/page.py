@@ -22,5 +22,5 @@ async def static(name: str) -> FileResponse:
     path = STATIC_DIR / name
     if "/" in name or name.startswith(".") or not path.is_file():
         raise StarletteHTTPException(404, "no such file")
-    media = {".js": "text/javascript", ".css": "text/css"}.get(path.suffix, "application/octet-stream")
+    media = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}.get(path.suffix, "application/octet-stream")
     return FileResponse(path, media_type=media)
