@@ -8,6 +8,7 @@ phone's width. Screenshots go to ``$FACEWEAVE_PAGE_SHOTS`` when set (to look at 
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import socket
@@ -39,6 +40,22 @@ READ_JOB = """() => {
 }"""
 
 
+def _short_clip(path: Path, frames: int = 48) -> Path:
+    """carphone's first ``frames`` frames: long enough for several frame batches, short enough for 2 CPU cores."""
+    import av
+
+    with av.open(str(media_path("carphone_pristine.mp4"))) as src, av.open(str(path), "w") as dst:
+        stream = dst.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 176, 144, "yuv420p"
+        stream.options = {"crf": "18", "preset": "ultrafast"}
+        for frame in itertools.islice(src.decode(video=0), frames):
+            for packet in stream.encode(frame.reformat(format="yuv420p")):
+                dst.mux(packet)
+        for packet in stream.encode():
+            dst.mux(packet)
+    return path
+
+
 class _StrictCSP:
     """ASGI wrapper adding :data:`STRICT_CSP` to every response, so a CSP violation shows in the browser's console."""
 
@@ -51,7 +68,8 @@ class _StrictCSP:
 
         async def send_with_csp(message: Any) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message["headers"], (b"content-security-policy", STRICT_CSP.encode())]}
+                csp = (b"content-security-policy", STRICT_CSP.encode())
+                message = {**message, "headers": [*message["headers"], csp]}
             await send(message)
 
         await self.app(scope, receive, send_with_csp)
@@ -63,6 +81,7 @@ def test_page_user_path(tmp_path: Path) -> None:
 
     shots = Path(os.environ.get("FACEWEAVE_PAGE_SHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
+    clip = _short_clip(tmp_path / "clip.mp4")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
@@ -142,7 +161,7 @@ def test_page_user_path(tmp_path: Path) -> None:
                 info.value.save_as(saved)
 
                 # A video job: the photo's result is gone from the card; the bar moves while frames are swapped.
-                page.set_input_files("#target", str(media_path("carphone_pristine.mp4")))
+                page.set_input_files("#target", str(clip))
                 page.wait_for_selector("#target-preview video")
                 page.click("#submit")
                 page.wait_for_function(f"(() => {{ const id = document.getElementById('job').dataset.jobId;"
@@ -188,6 +207,8 @@ def test_page_user_path(tmp_path: Path) -> None:
                 page.wait_for_timeout(200)
                 assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
                 page.screenshot(path=str(shots / "6-phone.png"), full_page=True)
+                page.emulate_media(color_scheme="dark")
+                page.screenshot(path=str(shots / "7-phone-dark.png"), full_page=True)
             finally:
                 browser.close()
     finally:
@@ -206,5 +227,5 @@ def test_page_user_path(tmp_path: Path) -> None:
     # end), and an ETA was shown. Needs service video jobs to publish progress per frame batch (issue 22 §8).
     running = [v for s, v, _ in samples if s == "running" and v is not None]
     seen = sorted(set(running))
-    assert any(a < b < 1 for a, b in zip(running, running[1:])), f"the bar did not move while running: {seen}"
+    assert any(a < b < 1 for a, b in itertools.pairwise(running)), f"the bar did not move while running: {seen}"
     assert any("left" in d for _, _, d in samples), sorted({d for _, _, d in samples})

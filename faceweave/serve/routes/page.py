@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
+MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 router = APIRouter(include_in_schema=False)
 
 
@@ -22,5 +23,4 @@ async def static(name: str) -> FileResponse:
     path = STATIC_DIR / name
     if "/" in name or name.startswith(".") or not path.is_file():
         raise StarletteHTTPException(404, "no such file")
-    media = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}.get(path.suffix, "application/octet-stream")
-    return FileResponse(path, media_type=media)
+    return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"))

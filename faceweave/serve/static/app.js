@@ -17,7 +17,7 @@ const ui = {
   target: null, // {file, url, kind}
   jobId: null, // the job shown in the "Current job" card
   follow: null, // AbortController of the event stream being read
-  results: new Map(), // job id -> Promise<{url, type}> (blob URLs, shared by the card and the list)
+  results: new Map(), // result URL -> Promise<{url, type}> (blob URLs, shared by the card and the list)
 };
 
 // --- words --------------------------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ function resetJobCard(job) {
   card.dataset.kind = job.media_kind || "";
   $("job-id").textContent = job.id.slice(0, 8);
   $("job-id").title = job.id;
-  $("job-kind").textContent = job.media_kind === "video" ? "Video" : "Photo";
+  $("job-kind").textContent = kindWord(job);
   $("preview-box").replaceChildren(); // never leave the previous result under a new job
   $("download").hidden = true;
   showMessage("job-error", null);
@@ -300,7 +300,7 @@ function render(event, kind) {
   badge.textContent = STATE_WORDS[event.state] || event.state;
   badge.dataset.state = event.state;
   const bar = $("progress");
-  const total = kind === "video" ? event.frames_total || 0 : 0;
+  const total = kind === "video" || kind === "batch" ? event.frames_total || 0 : 0;
   if (event.state === "succeeded") bar.value = 1;
   else if (total) bar.value = Math.min(1, event.frames_done / total);
   else if (event.state === "running") bar.removeAttribute("value"); // a photo, or a video before its first frame
@@ -312,7 +312,9 @@ function render(event, kind) {
     return;
   }
   let detail = STAGE_WORDS[event.stage] || (event.state === "queued" ? STAGE_WORDS.queued : "Working…");
-  if (total && event.frames_done > 0) {
+  if (total && kind === "batch") {
+    detail = `${event.frames_done} of ${total} done`;
+  } else if (total && event.frames_done > 0) {
     detail = `${event.frames_done} of ${total} frames`;
     if (event.fps) detail += ` · ${event.fps.toFixed(1)} frames/s`;
     const eta = event.eta_s != null ? event.eta_s : event.fps ? (total - event.frames_done) / event.fps : null;
@@ -372,20 +374,55 @@ async function finished(jobId) {
     showMessage("job-error", new ApiError(job.error.code, job.error.message, 422, null));
   } else if (job.state === "succeeded") {
     $("job-detail").textContent = summary(job);
-    await showResult(job, $("preview-box"), { controls: true, id: "preview" });
-    const result = await resultOf(job.id);
-    const link = $("download");
-    link.href = result.url;
-    link.download = `faceweave-${job.id}${EXTENSIONS[result.type] || ""}`;
-    link.hidden = false;
+    const urls = resultUrls(job);
+    if (urls.length === 1) {
+      await showResult(urls[0], $("preview-box"), { controls: true, id: "preview" });
+      const result = await resultOf(urls[0]);
+      const link = $("download");
+      link.href = result.url;
+      link.download = `faceweave-${job.id}${EXTENSIONS[result.type] || ""}`;
+      link.hidden = false;
+    } else {
+      await showBatch(job, urls);
+    }
   }
   refreshJobs();
+}
+
+// A batch job (several targets, made through the API): every result with its own download link.
+async function showBatch(job, urls) {
+  const grid = document.createElement("div");
+  grid.className = "batch";
+  $("preview-box").replaceChildren(grid);
+  for (const [i, path] of urls.entries()) {
+    const figure = document.createElement("figure");
+    const media = document.createElement("div");
+    const caption = document.createElement("figcaption");
+    const link = document.createElement("a");
+    link.textContent = `Download ${i + 1}`;
+    caption.appendChild(link);
+    figure.append(media, caption);
+    grid.appendChild(figure);
+    await showResult(path, media, { controls: true, id: i === 0 ? "preview" : "" });
+    const result = await resultOf(path);
+    link.href = result.url;
+    link.download = `faceweave-${job.id}-${i}${EXTENSIONS[result.type] || ""}`;
+  }
+}
+
+function kindWord(job) {
+  if (job.media_kind === "batch") return `Batch of ${job.items ? job.items.length : job.progress.frames_total}`;
+  return job.media_kind === "video" ? "Video" : "Photo";
 }
 
 function summary(job) {
   const took = job.started_at && job.finished_at ? job.finished_at - job.started_at : null;
   const parts = [];
-  if (job.media_kind === "video") {
+  if (job.media_kind === "batch" && job.items) {
+    const ok = job.items.filter((it) => it.state === "succeeded").length;
+    parts.push(`${ok} of ${job.items.length} done`);
+    if (ok < job.items.length) parts.push(`${job.items.length - ok} failed`);
+  } else if (job.media_kind === "video") {
     const frames = job.progress.frames_total || job.progress.frames_done;
     parts.push(took ? `${frames} frames in ${duration(Math.max(1, took))}` : `${frames} frames`);
   } else {
@@ -396,25 +433,33 @@ function summary(job) {
   return parts.join(" · ");
 }
 
-function resultOf(jobId) {
-  if (!ui.results.has(jobId)) {
-    const promise = api(`/v1/swaps/${jobId}/result`)
+// A job's results: one for a single-target job, one per succeeded item for a batch job.
+function resultUrls(job) {
+  if (job.items) return job.items.filter((it) => it.result_url).map((it) => it.result_url);
+  return job.result_url ? [job.result_url] : [];
+}
+
+function resultOf(path) {
+  if (!ui.results.has(path)) {
+    const promise = api(path)
       .then((r) => r.blob())
       .then((blob) => ({ url: URL.createObjectURL(blob), type: blob.type }));
-    promise.catch(() => ui.results.delete(jobId)); // a failed download may be retried
-    ui.results.set(jobId, promise);
+    promise.catch(() => ui.results.delete(path)); // a failed download may be retried
+    ui.results.set(path, promise);
   }
-  return ui.results.get(jobId);
+  return ui.results.get(path);
 }
 
-function forgetResult(jobId) {
-  const promise = ui.results.get(jobId);
-  ui.results.delete(jobId);
-  if (promise) promise.then((r) => URL.revokeObjectURL(r.url), () => {});
+function forgetResults(jobId) {
+  for (const [path, promise] of [...ui.results]) {
+    if (!path.startsWith(`/v1/swaps/${jobId}/`)) continue;
+    ui.results.delete(path);
+    promise.then((r) => URL.revokeObjectURL(r.url), () => {});
+  }
 }
 
-async function showResult(job, box, { controls, id }) {
-  const result = await resultOf(job.id);
+async function showResult(path, box, { controls, id }) {
+  const result = await resultOf(path);
   const el = document.createElement(result.type.startsWith("video/") ? "video" : "img");
   if (id) el.id = id;
   el.src = result.url;
@@ -531,7 +576,7 @@ function jobItem(job) {
   const title = document.createElement("div");
   title.className = "job-title";
   const kind = document.createElement("span");
-  kind.textContent = `${job.media_kind === "video" ? "Video" : "Photo"} · ${ago(job.created_at)}`;
+  kind.textContent = `${kindWord(job)} · ${ago(job.created_at)}`;
   const badge = document.createElement("span");
   badge.className = "badge";
   badge.dataset.state = job.state;
@@ -542,23 +587,26 @@ function jobItem(job) {
   if (job.state === "succeeded" && job.expired) detail.textContent = "Result deleted";
   else if (job.state === "succeeded") detail.textContent = summary(job);
   else if (job.state === "failed" && job.error) detail.textContent = explain(new ApiError(job.error.code, job.error.message, 422)).title;
-  else if (job.state === "running" && job.media_kind === "video" && job.progress.frames_total) {
-    detail.textContent = `${job.progress.frames_done} of ${job.progress.frames_total} frames`;
+  else if (job.state === "running" && job.media_kind !== "image" && job.progress.frames_total) {
+    const unit = job.media_kind === "batch" ? "done" : "frames";
+    detail.textContent = `${job.progress.frames_done} of ${job.progress.frames_total} ${unit}`;
   } else if (job.state === "cancelled") detail.textContent = job.expired ? "Cancelled and deleted" : "Cancelled";
   else detail.textContent = STATE_WORDS[job.state];
   text.append(title, detail);
 
   const actions = document.createElement("div");
   actions.className = "job-actions";
-  if (job.result_url) {
+  const urls = resultUrls(job);
+  if (urls.length) {
     const open = button("Open", "link", async () => {
       resetJobCard(job);
       await finished(job.id).catch((err) => showMessage("job-error", err));
       $("job").scrollIntoView({ behavior: "smooth", block: "nearest" });
     });
     actions.appendChild(open);
-    if (job.media_kind !== "video" || (job.result_bytes || 0) <= THUMB_MAX_BYTES) {
-      showResult(job, thumb, { controls: false }).catch(() => thumb.classList.add("broken"));
+    const first = job.items ? job.items.find((it) => it.result_url) : job;
+    if (first.media_kind === "image" || (first.result_bytes || 0) <= THUMB_MAX_BYTES) {
+      showResult(urls[0], thumb, { controls: false }).catch(() => thumb.classList.add("broken"));
     }
   }
   if (!FINAL.has(job.state)) {
@@ -571,7 +619,7 @@ function jobItem(job) {
     actions.appendChild(button(FINAL.has(job.state) ? "Delete" : "Cancel", "link danger", async () => {
       try {
         await api(`/v1/swaps/${job.id}`, { method: "DELETE" });
-        forgetResult(job.id);
+        forgetResults(job.id);
         if (ui.jobId === job.id) {
           if (ui.follow) ui.follow.abort();
           $("job").hidden = true;
