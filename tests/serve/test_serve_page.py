@@ -208,6 +208,7 @@ def test_page_user_path(tmp_path: Path) -> None:
                 assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
                 page.screenshot(path=str(shots / "6-phone.png"), full_page=True)
                 page.emulate_media(color_scheme="dark")
+                page.wait_for_timeout(300)  # the colour transitions settle
                 page.screenshot(path=str(shots / "7-phone-dark.png"), full_page=True)
             finally:
                 browser.close()

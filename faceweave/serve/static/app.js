@@ -341,6 +341,7 @@ async function readEvents(jobId, kind, signal) {
       if (!data) continue; // a keep-alive comment
       last = JSON.parse(data);
       if (ui.jobId === jobId) render(last, kind);
+      updateListItem(last, kind);
     }
   }
   return last;
@@ -533,6 +534,32 @@ async function cancel() {
 }
 
 // --- recent jobs ----------------------------------------------------------------------------------------------
+function listDetail(job) {
+  if (job.state === "succeeded") return job.expired ? "Result deleted" : summary(job);
+  if (job.state === "failed" && job.error) return explain(new ApiError(job.error.code, job.error.message, 422)).title;
+  if (job.state === "cancelled") return job.expired ? "Cancelled and deleted" : "Cancelled";
+  const p = job.progress;
+  if (job.state === "running" && job.media_kind !== "image" && p.frames_total) {
+    return `${p.frames_done} of ${p.frames_total} ${job.media_kind === "batch" ? "done" : "frames"}`;
+  }
+  if (job.state === "running") return job.started_at ? `Started ${ago(job.started_at)}` : "Starting…";
+  return STAGE_WORDS.queued;
+}
+
+// The followed job's row moves with its events (the list itself reloads when a job starts or ends).
+function updateListItem(event, kind) {
+  const item = document.querySelector(`#job-list li[data-job-id="${event.id}"]`);
+  if (!item || FINAL.has(event.state)) return;
+  item.dataset.state = event.state;
+  const badge = item.querySelector(".badge");
+  badge.dataset.state = event.state;
+  badge.textContent = STATE_WORDS[event.state] || event.state;
+  item.querySelector(".job-sub").textContent = listDetail({
+    state: event.state, media_kind: kind, started_at: null, expired: false,
+    progress: { frames_done: event.frames_done, frames_total: event.frames_total },
+  }); // prettier-ignore
+}
+
 let listing = null;
 
 function refreshJobs() {
@@ -584,14 +611,7 @@ function jobItem(job) {
   title.append(kind, badge);
   const detail = document.createElement("div");
   detail.className = "job-sub";
-  if (job.state === "succeeded" && job.expired) detail.textContent = "Result deleted";
-  else if (job.state === "succeeded") detail.textContent = summary(job);
-  else if (job.state === "failed" && job.error) detail.textContent = explain(new ApiError(job.error.code, job.error.message, 422)).title;
-  else if (job.state === "running" && job.media_kind !== "image" && job.progress.frames_total) {
-    const unit = job.media_kind === "batch" ? "done" : "frames";
-    detail.textContent = `${job.progress.frames_done} of ${job.progress.frames_total} ${unit}`;
-  } else if (job.state === "cancelled") detail.textContent = job.expired ? "Cancelled and deleted" : "Cancelled";
-  else detail.textContent = STATE_WORDS[job.state];
+  detail.textContent = listDetail(job);
   text.append(title, detail);
 
   const actions = document.createElement("div");
