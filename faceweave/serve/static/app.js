@@ -7,7 +7,7 @@ const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 
 function authHeaders() {
   const key = $("api-key").value.trim();
-  if (key) localStorage.setItem("faceweave-key", key);
+  if (key) sessionStorage.setItem("faceweave-key", key);
   return key ? { Authorization: "Bearer " + key } : {};
 }
 
@@ -112,5 +112,5 @@ async function submit(event) {
   }
 }
 
-$("api-key").value = localStorage.getItem("faceweave-key") || "";
+$("api-key").value = sessionStorage.getItem("faceweave-key") || "";
 $("swap-form").addEventListener("submit", submit);
