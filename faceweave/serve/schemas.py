@@ -117,12 +117,15 @@ _FORM_PROPERTIES: dict[str, Any] = {
 }
 
 
-def _form(properties: tuple[str, ...], required: list[str]) -> dict[str, Any]:
-    schema = {"type": "object", "properties": {k: _FORM_PROPERTIES[k] for k in properties}, "required": required}
+def _form(properties: tuple[str, ...], required: list[str], **extra: Any) -> dict[str, Any]:
+    schema = {"type": "object", "properties": {k: _FORM_PROPERTIES[k] for k in properties}, "required": required,
+              **extra}  # fmt: skip
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
-# Jobs take files or URLs (``sources`` or ``source_urls``, ``target`` or ``target_url``): only consent is always
-# required; :sync takes files only, so both are required there.
-FORM_SCHEMA = _form(tuple(_FORM_PROPERTIES), ["consent"])
+# Jobs take files or URLs: ``sources`` or ``source_urls``, and ``target`` or ``target_url``; :sync takes files only.
+FORM_SCHEMA = _form(tuple(_FORM_PROPERTIES), ["consent"], allOf=[
+    {"anyOf": [{"required": ["sources"]}, {"required": ["source_urls"]}]},
+    {"anyOf": [{"required": ["target"]}, {"required": ["target_url"]}]},
+])  # fmt: skip
 SYNC_FORM_SCHEMA = _form(("sources", "target", "settings", "consent"), ["sources", "target", "consent"])
