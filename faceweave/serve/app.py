@@ -36,10 +36,10 @@ from faceweave.serve.executor import (
     send_webhook,
     warm_up,
 )
-from faceweave.serve.inputs import job_settings
-from faceweave.serve.limits import RateLimiter
+from faceweave.serve.inputs import check_url_inputs, job_settings, url_fetcher
+from faceweave.serve.limits import RateLimiter, UploadLimits
 from faceweave.serve.metrics import ServiceMetrics, gpu_count
-from faceweave.serve.middleware import RequestContextMiddleware, install_error_handlers
+from faceweave.serve.middleware import BodyLimitMiddleware, RequestContextMiddleware, install_error_handlers
 from faceweave.serve.policy import load_moderator
 from faceweave.serve.resilience import install_unavailable_handlers
 from faceweave.serve.routes import health, models, page, swaps
@@ -47,6 +47,7 @@ from faceweave.serve.routes import live as live_routes
 from faceweave.serve.settings import ServiceSettings
 from faceweave.serve.storage import FsspecStorage, tenant_dir
 from faceweave.serve.store import Job, SqlJobStore
+from faceweave.serve.urls import AddressPolicy
 from faceweave.settings import SwapSettings
 
 log = logging.getLogger("faceweave.serve")
@@ -75,6 +76,10 @@ def create_app(
         hub = ProgressHub()
         slots = settings.workers or gpu_count() or 1
         holder: dict[str, Service] = {}
+        webhook_policy = AddressPolicy.of(settings.private_networks)
+        moderator = load_moderator(settings.moderation)
+        limits = UploadLimits(settings.max_upload_bytes, settings.max_pixels, settings.max_duration_s,
+                              settings.max_frames, settings.max_decode_bytes)  # fmt: skip
 
         def on_finished(job: Job) -> None:
             svc = holder["svc"]
@@ -86,7 +91,7 @@ def create_app(
             if job.webhook_url:
                 threading.Thread(
                     target=send_webhook,
-                    args=(job.webhook_url, job, settings.webhook_secret, settings.webhook_timeout_s),
+                    args=(job.webhook_url, job, settings.webhook_secret, settings.webhook_timeout_s, webhook_policy),
                     daemon=True,
                 ).start()
 
@@ -100,15 +105,18 @@ def create_app(
             storage, executor = make_ray_executor(settings, store, hub, on_finished)
         else:
             executor = InProcessExecutor(
-                store, storage, settings.work_dir, slots=slots, hub=hub, job_function=job_function, setup=warmup,
-                on_finished=on_finished, on_stage=on_stage, device=settings.device, segment_s=settings.segment_s,
+                store, storage, settings.work_dir, slots=slots, hub=hub, setup=warmup,
+                job_function=check_url_inputs(job_function, moderator, limits), on_finished=on_finished,
+                on_stage=on_stage, device=settings.device, fetch_url=url_fetcher(settings, limits),
+                segment_s=settings.segment_s,
             )  # fmt: skip
         metrics = ServiceMetrics(store.counts_by_state, executor.running_jobs, store.queue_stats)
         svc = Service(
             settings=settings, store=store, storage=storage, executor=executor, hub=hub, metrics=metrics,
             auth=Authenticator(settings, store), limiter=RateLimiter(settings.rate_limit_per_minute,
                                                                      settings.rate_limit_burst),
-            job_function=job_function, moderator=load_moderator(settings.moderation),
+            auth_failures=RateLimiter(settings.auth_failures_per_minute, settings.auth_failure_burst),
+            job_function=job_function, moderator=moderator,
             sync_slots=asyncio.Semaphore(settings.sync_concurrency),
         )  # fmt: skip
         sync_states: list[dict[str, Any]] = [{} for _ in range(settings.sync_concurrency)]
@@ -146,6 +154,10 @@ def create_app(
         description="Face swap jobs: upload a source face and a target image or video, follow progress, download.",
         lifespan=lifespan,
     )
+    # Added first = innermost: the context middleware (outermost) logs and adds headers to the 413/408 answers too.
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=max_body_bytes(settings), chunk_timeout_s=settings.request_body_timeout_s
+    )
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     install_unavailable_handlers(app)
@@ -153,6 +165,12 @@ def create_app(
         app.include_router(module.router)
     app.include_router(live_routes.router)  # live sessions: /live, /v1/live (aiortc is imported on first use)
     return app
+
+
+def max_body_bytes(settings: ServiceSettings) -> int:
+    """The largest request body: every file at its limit (the sources and a batch's targets), plus 1 MiB for the
+    form's fields and part headers."""
+    return settings.max_upload_bytes * (settings.max_sources + settings.max_batch_targets) + (1 << 20)
 
 
 async def _sweeper(svc: Service) -> None:

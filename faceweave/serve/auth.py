@@ -95,7 +95,6 @@ class Authenticator:
                     candidates.append((jwk.key, [jwk.algorithm_name or "RS256"]))
         if not candidates:
             raise Unauthorized("JWT authentication is not configured", hint="use an API key")
-        last_error = "invalid token"
         for key, algorithms in candidates:
             try:
                 claims = jwt.decode(
@@ -108,12 +107,12 @@ class Authenticator:
                 raise Unauthorized("the token is for another audience", hint="check its 'aud' claim") from None
             except jwt.MissingRequiredClaimError as exc:
                 raise Unauthorized(f"the token lacks the {exc.claim!r} claim", hint="add it") from None
-            except jwt.PyJWTError as exc:
-                last_error = type(exc).__name__
-                continue
+            except jwt.PyJWTError:
+                continue  # the next configured key may verify it
             tenant = claims.get(self.settings.jwt_tenant_claim) or claims.get("sub")
             if not isinstance(tenant, str) or not tenant:
                 claim = self.settings.jwt_tenant_claim
                 raise Unauthorized(f"the token has no {claim!r} or 'sub' claim", hint="add one")
             return Principal(tenant=tenant, credential_id=f"jwt:{tenant}:{claims.get('sub', '')}", kind="jwt")
-        raise Unauthorized(f"the token was rejected ({last_error})", hint="check its signature and algorithm")
+        # One message for every other failure (bad signature, wrong algorithm, malformed): no library internals.
+        raise Unauthorized("the token was rejected", hint="check its signature, algorithm and format")

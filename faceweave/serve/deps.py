@@ -7,12 +7,13 @@ import asyncio
 import queue
 import threading
 from dataclasses import dataclass, field
+from math import ceil
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from faceweave.serve.auth import Authenticator, Principal
-from faceweave.serve.errors import JobNotFound
+from faceweave.serve.errors import JobNotFound, RateLimited, Unauthorized
 from faceweave.serve.executor import Executor, JobFunction, ProgressHub
 from faceweave.serve.limits import RateLimiter, UploadLimits
 from faceweave.serve.metrics import ServiceMetrics
@@ -33,6 +34,7 @@ class Service:
     metrics: ServiceMetrics
     auth: Authenticator
     limiter: RateLimiter
+    auth_failures: RateLimiter  # failed authentications, per client address and per credential prefix
     job_function: JobFunction
     moderator: Any
     sync_states: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
@@ -43,11 +45,12 @@ class Service:
     @property
     def upload_limits(self) -> UploadLimits:
         s = self.settings
-        return UploadLimits(s.max_upload_bytes, s.max_pixels, s.max_duration_s, s.max_frames)
+        return UploadLimits(s.max_upload_bytes, s.max_pixels, s.max_duration_s, s.max_frames, s.max_decode_bytes)
 
 
-def get_service(request: Request) -> Service:
-    """The app's service object, set by the lifespan in ``app.create_app``."""
+async def get_service(request: Request) -> Service:
+    """The app's service object, set by the lifespan in ``app.create_app`` (async: FastAPI would run a plain
+    function on a worker thread, so every route — /readyz included — would hang when the thread pool is starved)."""
     return request.app.state.service  # type: ignore[no-any-return]
 
 
@@ -61,7 +64,23 @@ def authenticate(request: Request, svc: Service) -> Principal:
     parameter errors, so a dependency would answer 401/429 where the service has always answered 422 for a bad
     query, and would count malformed requests against the caller's rate limit.
     """
-    principal = svc.auth.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    address = f"addr:{request.client.host if request.client else 'unknown'}"
+    wait = svc.auth_failures.blocked(address)
+    if wait > 0:  # this client failed too often: no more guesses until its bucket refills
+        raise RateLimited("too many failed authentications", retry_after_s=wait, hint=f"retry after {ceil(wait)} s")
+    authorization, api_key = request.headers.get("authorization"), request.headers.get("x-api-key")
+    try:
+        principal = svc.auth.authenticate(authorization, api_key)
+    except Unauthorized:
+        credential = (authorization or "").partition(" ")[2].strip() or api_key or ""
+        for key in (address, f"cred:{credential[:8]}"):
+            try:
+                svc.auth_failures.check(key)
+            except RateLimited as exc:
+                raise RateLimited("too many failed authentications", retry_after_s=exc.retry_after_s,
+                                  hint=exc.hint) from None  # fmt: skip
+        raise
+    request.state.principal = principal  # the request log line carries its tenant and credential id
     svc.limiter.check(principal.credential_id)
     return principal
 

@@ -40,6 +40,16 @@ class BadRequest(FaceweaveError):
     http_status, code = 400, "bad_request"
 
 
+class UrlFetchFailed(FaceweaveError):
+    """A URL import did not arrive in time (connect/read/total timeouts)."""
+
+    http_status, code = 400, "url_fetch_failed"
+
+
+class RequestTimeout(FaceweaveError):
+    http_status, code = 408, "request_timeout"
+
+
 class RateLimited(FaceweaveError):
     http_status, code = 429, "rate_limited"
 

@@ -25,9 +25,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from faceweave.errors import FaceweaveError
+from faceweave.errors import FaceweaveError, InvalidOption
 from faceweave.progress import Progress
 from faceweave.serve.errors import JobCancelled
+from faceweave.serve.limits import VIDEO_TYPES
 from faceweave.serve.logging import job_context
 from faceweave.serve.storage import Storage, tenant_dir
 from faceweave.serve.store import Job, JobItem, JobState, JobStore
@@ -35,8 +36,10 @@ from faceweave.settings import SwapSettings
 
 if TYPE_CHECKING:  # the engine (torch) loads in the worker, when a job first needs it
     from faceweave.pipeline.engine import SwapEngine
+    from faceweave.serve.urls import AddressPolicy
 
 log = logging.getLogger("faceweave.serve.executor")
+URL_KEY_PREFIX = "url:"  # a job input that is a client URL (fetched by the job), not a storage key
 
 
 # --- progress fan-out ------------------------------------------------------------------------------------------
@@ -115,8 +118,9 @@ JobFunction = Callable[[JobContext], JobOutcome]
 
 
 def output_extension(target_kind: str | None, target: Path) -> str:
-    """Images keep their format (PNG stays lossless); videos become MP4."""
-    if target_kind == "video":
+    """Images keep their format (PNG stays lossless); videos become MP4 (also when the kind is only known from
+    the fetched file's extension, for a URL import)."""
+    if target_kind == "video" or (target_kind is None and target.suffix.lower().lstrip(".") in VIDEO_TYPES):
         return ".mp4"
     suffix = target.suffix.lower()
     return suffix if suffix in (".png", ".jpg", ".jpeg", ".webp") else ".png"
@@ -200,13 +204,14 @@ class InProcessExecutor:
         device: str = "auto",
         poll_interval_s: float = 1.0,
         segment_s: float | None = 4.0,
+        fetch_url: Callable[[str, Path], Path] | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"an executor needs at least one slot, got {slots}")
         self.store, self.storage, self.work_root = store, storage, work_root
         self.slots, self.hub, self.job_function = slots, hub, job_function
         self.setup, self.on_finished, self.on_stage = setup, on_finished, on_stage
-        self.device = device
+        self.device, self.fetch_url = device, fetch_url
         self.poll_interval_s = poll_interval_s
         self.segment_s = segment_s
         self._wake = threading.Condition()
@@ -428,6 +433,10 @@ class InProcessExecutor:
                     log.exception("job completion hook failed")
 
     def _local_input(self, key: str, work_dir: Path) -> Path:
+        if key.startswith(URL_KEY_PREFIX):  # a URL import: fetched here, in the job, never on a request thread
+            if self.fetch_url is None:
+                raise InvalidOption("URL inputs are not enabled on this server", hint="upload the file instead")
+            return self.fetch_url(key.removeprefix(URL_KEY_PREFIX), work_dir / "inputs")
         local = self.storage.local_path(key)
         if local is not None:
             return local
@@ -442,22 +451,29 @@ def sign_webhook(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={mac}"
 
 
-def send_webhook(url: str, job: Job, secret: str | None, timeout_s: float, attempts: int = 3) -> bool:
-    """POST the job's final state to ``url`` (HMAC-signed when a secret is set); bounded retries."""
-    import httpx
+def send_webhook(
+    url: str, job: Job, secret: str | None, timeout_s: float, policy: AddressPolicy, attempts: int = 3
+) -> bool:
+    """POST the job's final state to ``url`` (HMAC-signed when a secret is set); bounded retries. The address is
+    checked again at delivery (DNS can change after submit) and the connection goes to the checked address."""
+    from faceweave.serve.urls import UrlRefused, log_decision, post_webhook
 
     body = json.dumps({"event": "job.finished", "job": job_event(job)}, sort_keys=True).encode()
     timestamp = str(int(time.time()))
     headers = {"content-type": "application/json", "x-faceweave-timestamp": timestamp}
     if secret:
         headers["x-faceweave-signature"] = sign_webhook(secret, timestamp, body)
-    for attempt in range(attempts):
-        try:
-            r = httpx.post(url, content=body, headers=headers, timeout=timeout_s, follow_redirects=False)
-            if r.status_code < 300:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(min(4.0, 0.5 * 2**attempt))
-    log.warning("webhook delivery failed after %d attempts", attempts)
+    with job_context(job.id):  # this runs on its own thread: tag its log lines with the job
+        for attempt in range(attempts):
+            try:
+                if post_webhook(url, body, headers, policy, timeout_s) < 300:
+                    log_decision("webhook", url, "delivered")
+                    return True
+            except UrlRefused:
+                log_decision("webhook", url, "refused at delivery")
+                return False
+            except FaceweaveError:
+                pass  # a timeout: retry
+            time.sleep(min(4.0, 0.5 * 2**attempt))
+        log.warning("webhook delivery failed after %d attempts", attempts)
     return False

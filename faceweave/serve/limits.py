@@ -18,12 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from faceweave.errors import EmptyMedia, MediaTooLarge, TruncatedMedia, UnsupportedMedia
+from faceweave.errors import EmptyMedia, FaceweaveError, MediaTooLarge, TruncatedMedia, UnsupportedMedia
 from faceweave.serve.errors import BadRequest, RateLimited
 
 IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "bmp": "image/bmp"}
 VIDEO_TYPES = {"mp4": "video/mp4", "mkv": "video/x-matroska", "webm": "video/webm", "avi": "video/x-msvideo"}
 MAX_FIELD_BYTES = 64 * 1024
+MAX_FIELDS_BYTES = 256 * 1024  # all text fields of one request together (they are held in memory)
+# Decoding an image costs far more than its pixels: a 39.7 MP PNG raised a worker's RSS by 1.06 GB (≈ 27 bytes per
+# pixel: the RGB array plus the pipeline's float copies). The per-job budget is checked against this, from the header.
+DECODE_BYTES_PER_PIXEL = 27
 
 
 # --- rate limiting ---------------------------------------------------------------------------------------------
@@ -35,6 +39,14 @@ class RateLimiter:
         self.burst = float(burst)
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+
+    def blocked(self, key: str, now: float | None = None) -> float:
+        """Seconds until ``key`` has a token again (0.0: it has one now); takes nothing."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate_per_s
 
     def check(self, key: str, now: float | None = None) -> None:
         """Take one token for ``key`` or raise :class:`RateLimited` with the seconds until the next one."""
@@ -123,6 +135,7 @@ class UploadLimits:
     max_pixels: int
     max_duration_s: float
     max_frames: int
+    max_decode_bytes: int = 1 << 62
 
 
 def probe_media(path: Path, limits: UploadLimits) -> MediaInfo:
@@ -150,6 +163,12 @@ def probe_media(path: Path, limits: UploadLimits) -> MediaInfo:
             else:
                 w, h = _pil_size(path)
             _check_pixels(w, h, limits)
+            if w * h * DECODE_BYTES_PER_PIXEL > limits.max_decode_bytes:
+                raise MediaTooLarge(
+                    f"decoding this {w}x{h} image needs about {w * h * DECODE_BYTES_PER_PIXEL >> 20} MiB, over the"
+                    f" server's per-job budget of {limits.max_decode_bytes >> 20} MiB",
+                    hint="downscale the image before uploading",
+                )
             return MediaInfo(kind, ext, IMAGE_TYPES[ext], w, h)
     return _probe_video(path, ext, limits)
 
@@ -262,12 +281,19 @@ class _Part:
 
 
 async def parse_multipart_stream(
-    content_type: str, chunks: AsyncIterator[bytes], spool_dir: Path, *, max_file_bytes: int, max_files: int
+    content_type: str,
+    chunks: AsyncIterator[bytes],
+    spool_dir: Path,
+    *,
+    max_file_bytes: int,
+    max_files: int,
+    max_parts: int = 32,
 ) -> ParsedForm:
     """Parse a ``multipart/form-data`` body chunk by chunk, writing files under ``spool_dir``.
 
     A file is refused (:class:`MediaTooLarge`) as soon as it grows past ``max_file_bytes``; text fields are capped
-    at 64 KiB. File names sent by the client are ignored (files are named by field and position).
+    at 64 KiB each and 256 KiB together, and a body of more than ``max_parts`` parts is refused at the part that
+    crosses it (:class:`BadRequest`). File names sent by the client are ignored (named by field and position).
     """
     from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -278,9 +304,13 @@ async def parse_multipart_stream(
     form = ParsedForm()
     spool_dir.mkdir(parents=True, exist_ok=True)
     part = _Part()
+    counts = {"parts": 0, "field_bytes": 0}
 
     def on_part_begin() -> None:
         part.reset()
+        counts["parts"] += 1
+        if counts["parts"] > max_parts:
+            raise BadRequest(f"too many form parts (at most {max_parts})", hint="send only the documented fields")
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         part.header_field += data[start:end]
@@ -312,6 +342,9 @@ async def parse_multipart_stream(
             part.handle.write(data[start:end])
         else:
             part.value += data[start:end]
+            counts["field_bytes"] += end - start
+            if counts["field_bytes"] > MAX_FIELDS_BYTES:
+                raise BadRequest("the form's text fields are over 256 KiB together", hint="send shorter values")
             if len(part.value) > MAX_FIELD_BYTES:
                 raise BadRequest(f"form field {part.name!r} is over 64 KiB", hint="send a shorter value")
 
@@ -338,7 +371,7 @@ async def parse_multipart_stream(
         async for chunk in chunks:
             parser.write(chunk)
         parser.finalize()
-    except (MediaTooLarge, BadRequest):
+    except FaceweaveError:  # ours, and the body limits' (413, 408) raised from the stream
         raise
     except Exception as exc:
         raise BadRequest("the multipart body is malformed", hint="send a valid multipart/form-data body") from exc

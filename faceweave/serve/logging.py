@@ -55,7 +55,7 @@ class RedactingJsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", None) or request_id_var.get(),
             "job_id": getattr(record, "job_id", None) or job_id_var.get(),
         }
-        for key in ("method", "route", "status", "duration_ms"):
+        for key in ("method", "route", "status", "duration_ms", "tenant", "credential_id"):
             if hasattr(record, key):
                 out[key] = getattr(record, key)
         if record.exc_info:

@@ -171,6 +171,10 @@ class ServiceMetrics:
                 self.gpus = collector.count
             except Exception:
                 log.warning("NVML is present but unusable; GPU metrics are off")
+        # Always exported: 0 says "no GPU (or no NVML)", where missing per-GPU series alone could mean a broken
+        # collector. Per-tenant job counts are not exported: tenants are unbounded label values.
+        gpus = Gauge("faceweave_gpus", "GPUs NVML sees (0 without a GPU or NVML)", registry=self.registry)
+        gpus.set(self.gpus)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

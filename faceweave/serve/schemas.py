@@ -131,32 +131,32 @@ class StatusOut(BaseModel):
 
 # Every error status a route may answer, all with the one error body (see ``middleware.install_error_handlers``).
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 404, 409, 410, 413, 415, 416, 422, 429, 500, 503)
+    s: {"model": ErrorResponse} for s in (400, 401, 404, 405, 408, 409, 410, 413, 415, 416, 422, 429, 500, 503)
 }
 # The swap routes read their multipart body as a stream (size limits while spooling), so FastAPI cannot derive the
 # request schema from parameters: it is declared here.
-FORM_SCHEMA: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "sources": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                    "description": "source face image(s)"},
-                        "target": {"type": "string", "format": "binary", "description": "target image or video"},
-                        "settings": {"type": "string", "description": "JSON object of SwapSettings fields"},
-                        "consent": {"type": "string", "enum": ["true", "false"],
-                                    "description": "attest that everyone depicted consented"},
-                        "webhook_url": {"type": "string", "description": "POSTed (HMAC-signed) on completion"},
-                        "source_urls": {"type": "string", "description": "JSON list of storage URLs"},
-                        "target_url": {"type": "string", "description": "a storage URL"},
-                        "target_urls": {"type": "string", "description": "batch: JSON list of storage URLs,"
-                                        " one result per target (several 'target' files do the same)"},
-                    },
-                }
-            }
-        },
-    }
-}  # fmt: skip
+_FORM_PROPERTIES: dict[str, Any] = {
+    "sources": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "source faces"},
+    "target": {"type": "string", "format": "binary", "description": "target image or video"},
+    "settings": {"type": "string", "description": "JSON object of SwapSettings fields (not the operator-only ones)"},
+    "consent": {"type": "string", "enum": ["true"], "description": "attest that everyone depicted consented"},
+    "webhook_url": {"type": "string", "description": "a public http(s) URL, POSTed (HMAC-signed) on completion"},
+    "source_urls": {"type": "string", "description": "JSON list of URLs under the server's import prefixes"},
+    "target_url": {"type": "string", "description": "a URL under the server's import prefixes"},
+    "target_urls": {"type": "string", "description": "batch: JSON list of URLs under the server's import prefixes,"
+                    " one result per target (several 'target' files do the same)"},
+}
+
+
+def _form(properties: tuple[str, ...], required: list[str], **extra: Any) -> dict[str, Any]:
+    schema = {"type": "object", "properties": {k: _FORM_PROPERTIES[k] for k in properties}, "required": required,
+              **extra}  # fmt: skip
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+# Jobs take files or URLs: ``sources`` or ``source_urls``, and ``target`` or ``target_url``; :sync takes files only.
+FORM_SCHEMA = _form(tuple(_FORM_PROPERTIES), ["consent"], allOf=[
+    {"anyOf": [{"required": ["sources"]}, {"required": ["source_urls"]}]},
+    {"anyOf": [{"required": ["target"]}, {"required": ["target_url"]}, {"required": ["target_urls"]}]},
+])  # fmt: skip
+SYNC_FORM_SCHEMA = _form(("sources", "target", "settings", "consent"), ["sources", "target", "consent"])

@@ -38,6 +38,14 @@ class ServiceSettings(BaseSettings):
     url_import_prefixes: tuple[str, ...] = Field(
         (), description="storage URL prefixes a job may read its inputs from (empty: URL inputs disabled)"
     )
+    private_networks: tuple[str, ...] = Field(
+        (),
+        description="private/loopback/link-local networks (CIDR) URL imports and webhooks may reach; by default"
+        " only public addresses are",
+    )
+    url_connect_timeout_s: float = Field(5.0, gt=0, description="URL imports: connect timeout")
+    url_read_timeout_s: float = Field(10.0, gt=0, description="URL imports: longest wait for the next bytes")
+    url_total_timeout_s: float = Field(60.0, gt=0, description="URL imports: longest whole download")
     retention_s: float = Field(24 * 3600.0, gt=0, description="uploads and results are deleted this long after")
     sweep_interval_s: float = Field(60.0, gt=0)
 
@@ -70,6 +78,11 @@ class ServiceSettings(BaseSettings):
     rate_limit_burst: int = Field(30, ge=1)
     max_concurrent_jobs: int = Field(4, ge=1, description="queued + running jobs per tenant")
     max_storage_bytes: int = Field(2 * 1024**3, ge=1, description="stored uploads + results per tenant")
+    auth_failures_per_minute: float = Field(
+        10.0, gt=0, description="failed authentications per client address and credential prefix, then 429"
+    )
+    auth_failure_burst: int = Field(10, ge=1)
+    request_body_timeout_s: float = Field(30.0, gt=0, description="longest wait for the next bytes of a body")
 
     # --- upload limits (checked while streaming, before any decoding) -------------------------------------
     max_upload_bytes: int = Field(200 * 1024**2, ge=1, description="per file")
@@ -78,6 +91,12 @@ class ServiceSettings(BaseSettings):
     max_frames: int = Field(36_000, ge=1)
     max_sources: int = Field(4, ge=1)
     max_batch_targets: int = Field(20, ge=1, le=1000, description="targets of one batch job (one result each)")
+    max_form_parts: int = Field(32, ge=2, description="multipart parts (fields and files) per request")
+    max_decode_bytes: int = Field(
+        768 * 1024**2,
+        ge=1,
+        description="memory one job may spend decoding an image (~27 bytes per pixel, from its header): ~29 MP",
+    )
     sync_max_pixels: int = Field(4_000_000, ge=1, description=":sync accepts only images up to this size")
 
     # --- content policy -----------------------------------------------------------------------------------

@@ -15,9 +15,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, func, select, update
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from faceweave.serve.errors import QuotaExceeded
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -192,6 +207,14 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """A tenant's limits, checked in the same transaction as the insert that would exceed them."""
+
+    max_active_jobs: int
+    max_stored_bytes: int
+
+
+@dataclass(frozen=True)
 class ApiKeyRecord:
     id: str
     tenant: str
@@ -210,7 +233,7 @@ class QueueStats:
 class JobStore(Protocol):
     """What the API and executors need from a job store (SQL here; anything transactional elsewhere)."""
 
-    def create_job(self, new: NewJob) -> Job: ...
+    def create_job(self, new: NewJob, quota: Quota | None = None) -> Job: ...
     def get_job(self, job_id: str, tenant: str | None = None) -> Job | None: ...
     def list_jobs(self, tenant: str, state: JobState | None, limit: int, offset: int) -> tuple[list[Job], int]: ...
     def claim_next(self) -> Job | None: ...
@@ -293,7 +316,20 @@ class SqlJobStore:
         return self._sessions()
 
     # --- jobs ----------------------------------------------------------------------------------------------
-    def create_job(self, new: NewJob) -> Job:
+    @staticmethod
+    def _add_job(s: Session, row: JobRow, new: NewJob) -> None:
+        s.add(row)
+        s.flush()  # the job row first: its items' foreign key points at it (no ORM relationship orders them)
+        s.add_all(ItemRow(
+            job_id=new.id, idx=it.index, name=it.name[:512], target_key=it.target_key, media_kind=it.media_kind,
+            state=it.state, result_bytes=0, error_code=it.error_code, error_message=it.error_message,
+        ) for it in new.items)  # fmt: skip
+
+    def create_job(self, new: NewJob, quota: Quota | None = None) -> Job:
+        """Insert ``new`` as queued; with ``quota``, atomically with the check of the tenant's live jobs and stored
+        bytes (:class:`QuotaExceeded`), so concurrent submits of one tenant cannot all pass a count taken before
+        any of them was inserted. SQLite: ``BEGIN IMMEDIATE`` takes the database's write lock before the count;
+        PostgreSQL: a transaction-scoped advisory lock per tenant serialises that tenant's submits only."""
         now = time.time()
         row = JobRow(
             id=new.id, tenant=new.tenant, state=JobState.queued.value, media_kind=new.media_kind, created_at=now,
@@ -301,13 +337,40 @@ class SqlJobStore:
             target_key=new.target_key, stored_bytes=new.stored_bytes, webhook_url=new.webhook_url, attempts=0,
             result_bytes=0, frames_done=0, fps=0.0, stage="queued", expired=False,
         )  # fmt: skip
-        with self._session() as s, s.begin():
-            s.add(row)
-            s.flush()  # the job row first: its items' foreign key points at it (no ORM relationship orders them)
-            s.add_all(ItemRow(
-                job_id=new.id, idx=it.index, name=it.name[:512], target_key=it.target_key, media_kind=it.media_kind,
-                state=it.state, result_bytes=0, error_code=it.error_code, error_message=it.error_message,
-            ) for it in new.items)  # fmt: skip
+        if quota is None:
+            with self._session() as s, s.begin():
+                self._add_job(s, row, new)
+            return Job.from_row(row)
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")  # pysqlite begins nothing itself before a SELECT
+            elif conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:t, 0))"), {"t": new.tenant})
+            with Session(bind=conn, expire_on_commit=False) as s:
+                active = s.scalar(
+                    select(func.count()).select_from(JobRow).where(
+                        JobRow.tenant == new.tenant, JobRow.state.in_([JobState.queued.value, JobState.running.value])
+                    )
+                )  # fmt: skip
+                stored = s.scalar(
+                    select(func.coalesce(func.sum(JobRow.stored_bytes), 0)).where(
+                        JobRow.tenant == new.tenant, JobRow.expired.is_(False)
+                    )
+                )  # fmt: skip
+                if int(active or 0) >= quota.max_active_jobs:
+                    conn.rollback()
+                    raise QuotaExceeded(
+                        f"this tenant already has {quota.max_active_jobs} queued or running jobs",
+                        hint="wait for one to finish or cancel one",
+                    )
+                if int(stored or 0) + new.stored_bytes > quota.max_stored_bytes:
+                    conn.rollback()
+                    raise QuotaExceeded(
+                        "this tenant's storage quota is used up", hint="delete finished jobs (DELETE /v1/swaps/{id})",
+                        retry_after_s=3600,
+                    )  # fmt: skip
+                self._add_job(s, row, new)
+            conn.commit()
         return Job.from_row(row)
 
     def get_job(self, job_id: str, tenant: str | None = None) -> Job | None:

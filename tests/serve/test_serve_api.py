@@ -48,7 +48,7 @@ async def test_job_lifecycle_with_real_faces(tmp_path: Path, media_bytes: Any) -
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     _WebhookSink.received = []
     try:
-        async with running_app(tmp_path, webhook_secret="hook-secret") as h:
+        async with running_app(tmp_path, webhook_secret="hook-secret", private_networks=("127.0.0.1/32",)) as h:
             acme, other = h.headers("acme"), h.headers("globex")
             assert (await h.client.get("/healthz")).json() == {"status": "ok"}
             assert (await h.client.get("/readyz")).status_code == 200

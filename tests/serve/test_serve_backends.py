@@ -32,6 +32,7 @@ from test_serve_store import (
     check_executor_runs_fails_and_survives,
     check_job_lifecycle,
     check_migrations_are_idempotent_and_claims_are_exclusive,
+    check_quota_is_atomic,
     check_shutdown_leaves_running_job_for_recovery,
     check_upgrade_from_first_revision_keeps_jobs,
 )
@@ -154,6 +155,7 @@ def test_postgres_migrations_create_the_schema(pg_url: str) -> None:
         check_job_lifecycle,  # create → claim → progress → succeed
         check_executor_runs_fails_and_survives,  # the executor's worker threads on PostgreSQL
         check_shutdown_leaves_running_job_for_recovery,  # running job requeued by the next startup
+        check_quota_is_atomic,  # 20 concurrent submits against a quota of 4: exactly 4 inserted
     ],
     ids=lambda f: f.__name__.removeprefix("check_"),
 )

@@ -24,9 +24,9 @@ async def test_video_job_publishes_progress_before_it_finishes(tmp_path: Path, m
     # carphone: 120 frames, 4 s; one-second segments → 4 segments, each reporting after every 8-frame batch
     async with running_app(tmp_path, segment_s=1.0) as h:
         headers = h.headers()
+        # (batch_size is the operator's: SwapSettings' default, 8 frames)
         files, data = swap_form([("s.jpg", media_bytes("obama.jpg"))],
-                                ("t.mp4", media_path("carphone_pristine.mp4").read_bytes()),
-                                settings={"batch_size": 8})  # fmt: skip
+                                ("t.mp4", media_path("carphone_pristine.mp4").read_bytes()))  # fmt: skip
         r = await h.client.post("/v1/swaps", files=files, data=data, headers=headers)
         assert r.status_code == 202, r.text
         job_id = r.json()["id"]

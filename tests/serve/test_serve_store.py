@@ -67,6 +67,42 @@ def test_migrations_are_idempotent_and_claims_are_exclusive(tmp_path: Path) -> N
     check_migrations_are_idempotent_and_claims_are_exclusive(sqlite_url(tmp_path), tmp_path)
 
 
+def check_quota_is_atomic(url: str, tmp_path: Path) -> None:
+    """20 submits of one tenant released together against a quota of 4 live jobs: exactly 4 are inserted (the
+    count and the insert are one transaction); the storage quota holds the same way."""
+    from faceweave.serve.errors import QuotaExceeded
+    from faceweave.serve.store import Quota
+
+    store = SqlJobStore(url)
+    start = threading.Barrier(20)
+    outcomes: list[str] = []
+
+    def submit(tenant: str, quota: Quota, stored: int) -> None:
+        start.wait()
+        try:
+            store.create_job(NewJob(tenant, {}, ["s"], "t", "image", stored), quota=quota)
+            outcomes.append("ok")
+        except QuotaExceeded:
+            outcomes.append("quota")
+
+    try:
+        for tenant, quota, stored in (("a", Quota(4, 10**12), 1), ("b", Quota(1000, 1000), 100)):
+            outcomes.clear()
+            threads = [threading.Thread(target=submit, args=(tenant, quota, stored)) for _ in range(20)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert sorted(outcomes) == ["ok"] * 10 + ["quota"] * 10 if tenant == "b" else ["ok"] * 4 + ["quota"] * 16
+            assert store.count_active(tenant) == (4 if tenant == "a" else 10)
+    finally:
+        store.close()
+
+
+def test_quota_is_atomic(tmp_path: Path) -> None:
+    check_quota_is_atomic(sqlite_url(tmp_path), tmp_path)
+
+
 def check_job_lifecycle(url: str, tmp_path: Path) -> None:
     """create → claim → progress → succeed, straight on the store; every field lands and reads back."""
     store = SqlJobStore(url)

@@ -21,9 +21,13 @@ async def healthz() -> StatusOut:
 
 @router.get("/readyz", response_model=StatusOut, responses={503: {"model": ErrorResponse}})
 async def readyz(svc: ServiceDep) -> StatusOut:
-    """Readiness: 503 until every worker has loaded and warmed its models."""
+    """Readiness: 503 until every worker has loaded and warmed its models, and while every request worker thread
+    is busy (blocking calls would queue behind them: take this replica out of rotation)."""
     if not (svc.executor.ready and svc.sync_ready.is_set()):
         raise NotReady("models are still loading", hint="retry in a few seconds")
+    threads = anyio.to_thread.current_default_thread_limiter()
+    if threads.borrowed_tokens >= threads.total_tokens:
+        raise NotReady(f"all {int(threads.total_tokens)} request worker threads are busy", hint="retry shortly")
     return StatusOut(status="ready")
 
 

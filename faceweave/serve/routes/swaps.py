@@ -24,16 +24,18 @@ from faceweave.serve.errors import (
     BadRequest,
     JobNotFound,
     PolicyRejected,
+    QuotaExceeded,
     RangeNotSatisfiable,
     ResultExpired,
     ResultNotReady,
 )
-from faceweave.serve.executor import JobContext, job_event, output_extension
+from faceweave.serve.executor import URL_KEY_PREFIX, JobContext, job_event, output_extension
 from faceweave.serve.inputs import Inputs, check_quotas, parse_settings, read_inputs
 from faceweave.serve.policy import ModerationRequest, check_consent, moderate
-from faceweave.serve.schemas import ERRORS, FORM_SCHEMA, JobList, JobOut, JobStateName
+from faceweave.serve.schemas import ERRORS, FORM_SCHEMA, SYNC_FORM_SCHEMA, JobList, JobOut, JobStateName
 from faceweave.serve.storage import tenant_dir
-from faceweave.serve.store import Job, JobItem, JobState, NewJob
+from faceweave.serve.store import Job, JobItem, JobState, NewJob, Quota
+from faceweave.serve.urls import AddressPolicy, check_webhook
 from faceweave.settings import SwapSettings
 
 log = logging.getLogger("faceweave.serve")
@@ -54,42 +56,52 @@ async def create_swap(request: Request, response: Response, svc: ServiceDep) -> 
         settings = parse_settings(svc, inputs.form.one("settings"))
         check_consent(inputs.form.one("consent"), svc.settings.require_consent)
         webhook = inputs.form.one("webhook_url")
-        if webhook and (not webhook.startswith(("http://", "https://")) or len(webhook) > 2048):
-            raise BadRequest("webhook_url must be an http(s) URL", hint="e.g. https://example.com/hook")
+        if webhook:  # DNS may block: off the event loop; checked again at delivery
+            await anyio.to_thread.run_sync(check_webhook, webhook, AddressPolicy.of(svc.settings.private_networks))
         check_quotas(svc, principal.tenant, inputs.total_bytes)
-        target_path, target_info = inputs.target
         folder = f"{tenant_dir(principal.tenant)}/{job_id}"
         source_keys = [f"{folder}/source_{i}.{info.extension}" for i, (_, info) in enumerate(inputs.sources)]
+        source_keys += [URL_KEY_PREFIX + url for url in inputs.source_urls]  # fetched by the job, not here
         items: list[JobItem] = []
         if inputs.batch is not None:
             items = await _batch_items(svc, principal, settings, inputs, job_id, folder)
-            target_key, kind = next(it.target_key for it in items if it.target_key), "batch"
-        else:
+            target_key, media_kind = next(it.target_key for it in items if it.target_key), "batch"
+        elif inputs.target is not None:
+            target_path, target_info = inputs.target
+            target_key, media_kind = f"{folder}/target.{target_info.extension}", target_info.kind
+            # (URL inputs are moderated by the job once fetched: inputs.check_url_inputs)
             await anyio.to_thread.run_sync(moderate, svc.moderator, ModerationRequest(
                 tenant=principal.tenant, sources=[p for p, _ in inputs.sources], target=target_path,
                 target_kind=target_info.kind, settings=settings.model_dump(),
             ))  # fmt: skip
-            target_key, kind = f"{folder}/target.{target_info.extension}", target_info.kind
+        else:
+            assert inputs.target_url is not None
+            target_key, media_kind = URL_KEY_PREFIX + inputs.target_url, None
 
         def store_inputs() -> Job:
-            for (path, _), key in zip(inputs.sources, source_keys, strict=True):
+            for (path, _), key in zip(inputs.sources, source_keys, strict=False):
                 svc.storage.upload(path, key)
-            if inputs.batch is None:
-                svc.storage.upload(target_path, target_key)
+            if inputs.batch is None and inputs.target is not None:
+                svc.storage.upload(inputs.target[0], target_key)
             for it, t in zip(items, inputs.batch or [], strict=False):
                 if it.target_key and t.path is not None:
                     svc.storage.upload(t.path, it.target_key)
-            return svc.store.create_job(NewJob(
-                tenant=principal.tenant, settings=settings.model_dump(mode="json"), source_keys=source_keys,
-                target_key=target_key, media_kind=kind, stored_bytes=inputs.total_bytes,
-                webhook_url=webhook, id=job_id, items=tuple(items),
-            ))  # fmt: skip
+            try:
+                return svc.store.create_job(NewJob(
+                    tenant=principal.tenant, settings=settings.model_dump(mode="json"), source_keys=source_keys,
+                    target_key=target_key, media_kind=media_kind, stored_bytes=inputs.total_bytes,
+                    webhook_url=webhook, id=job_id, items=tuple(items),
+                ), quota=Quota(svc.settings.max_concurrent_jobs, svc.settings.max_storage_bytes))  # fmt: skip
+            except QuotaExceeded:
+                svc.storage.delete_prefix(folder)
+                raise
 
         job = await anyio.to_thread.run_sync(store_inputs)
     finally:
         shutil.rmtree(spool, ignore_errors=True)
     svc.executor.notify()
-    log.info("job queued (%s, %d source(s), %d item(s))", job.media_kind, len(job.source_keys), len(items))
+    log.info("job queued (%s, %d source(s), %d item(s))", job.media_kind or "from a URL", len(job.source_keys),
+             len(items))
     response.headers["Location"] = f"/v1/swaps/{job.id}"
     return JobOut.of(job, items or None)
 
@@ -122,7 +134,7 @@ async def _batch_items(
     return items
 
 
-@router.post("/v1/swaps:sync", response_class=Response, openapi_extra=FORM_SCHEMA,
+@router.post("/v1/swaps:sync", response_class=Response, openapi_extra=SYNC_FORM_SCHEMA,
              responses={**ERRORS, 200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
                                         "description": "the swapped image"}})  # fmt: skip
 async def swap_sync(request: Request, svc: ServiceDep) -> Response:
@@ -133,7 +145,8 @@ async def swap_sync(request: Request, svc: ServiceDep) -> Response:
         inputs = await read_inputs(request, svc, spool, sync=True)
         settings = parse_settings(svc, inputs.form.one("settings"))
         check_consent(inputs.form.one("consent"), svc.settings.require_consent)
-        target_path, target_info = inputs.target
+        assert inputs.target is not None  # :sync takes no URLs
+        target_path = inputs.target[0]
         await anyio.to_thread.run_sync(moderate, svc.moderator, ModerationRequest(
             tenant=principal.tenant, sources=[p for p, _ in inputs.sources], target=target_path,
             target_kind="image", settings=settings.model_dump(),
@@ -280,6 +293,7 @@ async def _send(request: Request, svc: Service, key: str, filename: str, etag: s
 def _run_sync_job(
     svc: Service, principal: Principal, settings: SwapSettings, inputs: Inputs, spool: Path, state: dict[str, Any]
 ) -> tuple[Any, bytes]:
+    assert inputs.target is not None
     target_path, info = inputs.target
     now = time.time()
     job = Job(
