@@ -324,6 +324,7 @@ class SqlJobStore:
             job_id=new.id, idx=it.index, name=it.name[:512], target_key=it.target_key, media_kind=it.media_kind,
             state=it.state, result_bytes=0, error_code=it.error_code, error_message=it.error_message,
         ) for it in new.items)  # fmt: skip
+        s.flush()  # before the caller commits the connection under a quota lock (that session never flushes itself)
 
     def create_job(self, new: NewJob, quota: Quota | None = None) -> Job:
         """Insert ``new`` as queued; with ``quota``, atomically with the check of the tenant's live jobs and stored

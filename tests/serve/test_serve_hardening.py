@@ -159,7 +159,9 @@ async def test_security_headers_and_no_key_in_local_storage(tmp_path: Path) -> N
             assert "frame-ancestors 'none'" in r.headers["content-security-policy"], path
         assert "script-src 'self'" in (await h.client.get("/")).headers["content-security-policy"]
         script = (await h.client.get("/static/app.js")).text
-        assert "localStorage" not in script and "sessionStorage" in script
+        # the key is kept for the tab only; the page may only clear what an older page left in localStorage
+        assert "localStorage.setItem" not in script and "localStorage.getItem" not in script
+        assert "sessionStorage.setItem" in script
 
 
 async def test_request_logs_carry_tenant_and_credential(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

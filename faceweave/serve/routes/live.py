@@ -1,5 +1,6 @@
 """Live sessions: the ``/live`` page, and WebRTC signalling over the REST API (``POST /v1/live/offer`` with the
-browser's SDP offer and a source photo → the server's answer), ``GET``/``DELETE /v1/live/{id}``.
+browser's SDP offer and a source photo → the server's answer), ``GET``/``DELETE /v1/live/sessions/{id}``
+(not ``/v1/live/{id}``, which would also match ``offer``).
 
 Same gate as jobs: authentication and the per-key rate limit, the consent attestation, the moderation hook (called
 with ``target_kind="live"`` and the source photo as the only file: the camera's frames do not exist yet), and the
@@ -193,14 +194,14 @@ async def live_offer(request: Request, svc: ServiceDep) -> LiveAnswer:
     return LiveAnswer(id=sid, sdp=answer_sdp, type=answer_type)
 
 
-@router.get("/v1/live/{session_id}", response_model=LiveSessionOut, responses=ERRORS)
+@router.get("/v1/live/sessions/{session_id}", response_model=LiveSessionOut, responses=ERRORS)
 async def live_get(request: Request, svc: ServiceDep, session_id: str) -> LiveSessionOut:
     """A live session's frames in/out, dropped frames, and its fps and latency over the last ~2 s."""
     principal = authenticate(request, svc)
     return _session_out(live_hub(request, svc).own(session_id, principal))
 
 
-@router.delete("/v1/live/{session_id}", response_model=LiveSessionOut, responses=ERRORS)
+@router.delete("/v1/live/sessions/{session_id}", response_model=LiveSessionOut, responses=ERRORS)
 async def live_delete(request: Request, svc: ServiceDep, session_id: str) -> LiveSessionOut:
     """End a live session (closing the page does the same)."""
     principal = authenticate(request, svc)

@@ -115,7 +115,7 @@ function stop() {
   if (pc) { pc.close(); pc = null; }
   if (camera) { camera.getTracks().forEach((t) => t.stop()); camera = null; }
   if (sessionId) {
-    fetch(`/v1/live/${sessionId}`, { method: "DELETE", headers: authHeaders() }).catch(() => {});
+    fetch(`/v1/live/sessions/${sessionId}`, { method: "DELETE", headers: authHeaders() }).catch(() => {});
     sessionId = null;
   }
   $("state").textContent = "stopped";
