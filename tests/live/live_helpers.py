@@ -13,16 +13,19 @@ from faceweave.data import media_path
 CARPHONE = media_path("carphone_pristine.mp4")  # 176×144, 30000/1001 fps, 120 frames, one face
 
 
-def scaled_clip(dst: Path, width: int, height: int, frames: int | None = None, fmt: str | None = None) -> Path:
-    """The bundled carphone clip rescaled to ``width``×``height`` (H.264 MP4, or raw Y4M with ``fmt="y4m"``)."""
+def scaled_clip(dst: Path, width: int, height: int, frames: int | None = None, fmt: str | None = None,
+                repeat: int = 1) -> Path:
+    """The bundled carphone clip rescaled to ``width``×``height`` (H.264 MP4, or raw Y4M with ``fmt="y4m"``),
+    played ``repeat`` times in a row (a longer input for tests that must stop it before it ends)."""
     inp = av.open(str(CARPHONE))
     rate = inp.streams.video[0].average_rate
+    decoded = list(inp.decode(video=0))
     out = av.open(str(dst), "w", format="yuv4mpegpipe" if fmt == "y4m" else None)
     stream = out.add_stream("rawvideo" if fmt == "y4m" else "libx264", rate=rate)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     if fmt != "y4m":
         stream.options = {"crf": "18", "preset": "veryfast"}
-    for i, frame in enumerate(inp.decode(video=0)):
+    for i, frame in enumerate(decoded * repeat):
         if frames is not None and i >= frames:
             break
         g = frame.reformat(width=width, height=height, format="yuv420p")

@@ -52,7 +52,8 @@ def test_file_played_in_real_time(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_leaves_a_valid_file(tmp_path: Path) -> None:
-    clip = scaled_clip(tmp_path / "in.mp4", 176, 144)
+    # 16 s of input played in real time: Ctrl-C comes long before its end even on a slow, loaded machine
+    clip = scaled_clip(tmp_path / "in.mp4", 176, 144, repeat=4)
     out, stats_path = tmp_path / "out.mp4", tmp_path / "stats.json"
     proc = subprocess.Popen([*CLI, "live", "-s", str(media_path("obama.jpg")), "--input", str(clip), "-o", str(out),
                              "--stats-json", str(stats_path), "--device", "cpu"], stderr=subprocess.PIPE, text=True,
@@ -67,7 +68,7 @@ def test_ctrl_c_leaves_a_valid_file(tmp_path: Path) -> None:
     rest = proc.stderr.read()
     assert proc.wait(60) == 0, rest
     stats = json.loads(stats_path.read_text())
-    assert stats["ended"] == "stopped" and 0 < stats["frames_in"] < 120, stats
+    assert stats["ended"] == "stopped" and 0 < stats["frames_in"] < 4 * 120, stats
     assert len(decode_rgb(out)) == stats["frames_out"] > 0
 
 
