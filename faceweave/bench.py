@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -50,6 +49,7 @@ def synthesize_video(path: Path, *, width: int, height: int, seconds: float, fps
     import av
     import cv2
 
+    from faceweave.bench_clips import write_tone
     from faceweave.data import media_path
     from faceweave.media.image import read_image
 
@@ -74,13 +74,7 @@ def synthesize_video(path: Path, *, width: int, height: int, seconds: float, fps
             frame = cv2.warpAffine(img, m, (width, height), borderMode=cv2.BORDER_CONSTANT)
             for p in v.encode(av.VideoFrame.from_ndarray(np.asarray(frame, dtype=np.uint8), format="rgb24")):
                 out.mux(p)
-        samples = np.sin(2 * np.pi * 440 * np.arange(int(seconds * 48000)) / 48000).astype(np.float32) * 0.3
-        step = 1024
-        for k in range(0, len(samples), step):
-            af = av.AudioFrame.from_ndarray(samples[None, k : k + step], format="fltp", layout="mono")
-            af.sample_rate, af.pts, af.time_base = 48000, k, Fraction(1, 48000)
-            for p in a.encode(af):
-                out.mux(p)
+        write_tone(out, a, seconds)  # in chunks: a 10-minute tone held at once is 230 MB
         for stream in (v, a):
             for p in stream.encode(None):
                 out.mux(p)
@@ -203,6 +197,8 @@ def run_bench(
     stages_table: bool = True,
     plain_workers: list[int] | None = None,
     e2e_workers: list[int] | None = None,
+    content: str = "synth",
+    cold: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     import torch
@@ -221,12 +217,17 @@ def run_bench(
         "machine": {"platform": platform.platform(), "cpu_count": __import__("os").cpu_count(),
                     "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available()
                     else None, "av": __import__("av").__version__},
-        "settings": {"preset": preset, "crf": crf, "workers": workers, "batch_sizes": batch_sizes},
+        "settings": {"preset": preset, "crf": crf, "workers": workers, "batch_sizes": batch_sizes,
+                     "content": content if input_path is None else str(input_path)},
     }
     if input_path is None:
         t0 = time.perf_counter()
-        input_path = synthesize_video(tmp / "input.mp4", width=size[0], height=size[1], seconds=seconds)
-        log(f"synthesised {input_path.name} {size[0]}x{size[1]} {seconds:.0f}s in {time.perf_counter() - t0:.1f}s")
+        from faceweave.bench_clips import synthesize_photo_video
+
+        make = synthesize_photo_video if content == "photo" else synthesize_video
+        input_path = make(tmp / "input.mp4", width=size[0], height=size[1], seconds=seconds)
+        log(f"synthesised {content} {input_path.name} {size[0]}x{size[1]} {seconds:.0f}s in "
+            f"{time.perf_counter() - t0:.1f}s")
     info = probe_video(input_path)
     report["input"] = {"width": info.width, "height": info.height, "frames": info.frames, "fps": info.fps,
                        "audio": info.has_audio}
@@ -346,6 +347,17 @@ def run_bench(
         if result.stats.get("stream_timing"):
             log(f"  where the stream waited (s): {result.stats['stream_timing']}")
     report["end_to_end"] = e2e
+    if cold and use_gpu:
+        from faceweave.bench_clips import cold_start
+
+        # a fresh process, nothing warm: the figure a user of `faceweave swap` waits for (issue 19 goal 4: ≤ 3 s)
+        report["cold_start"] = cold_start(media_path("astronaut.png"), input_path, tmp / "cold.mp4",
+                                          device=runs[0][1].device, dtype="float16", batch_size=max(batch_sizes))
+        log(f"cold start (process start → first swapped frame): {report['cold_start']}")
+    import resource
+
+    # peak RSS of this process (KiB on Linux): the 10-minute run must stay near the short run's
+    report["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return report
 
 
@@ -365,7 +377,12 @@ def _print_table(report: dict[str, Any], log: Callable[[str], None]) -> None:
                 f"{r.get('video_path', '–')} | {r.get('speedup_vs_eager_fp32', '–')} | {r.get('peak_vram_mb', '–')} |")
     log(f"\nplain transcode fps: {report['plain_transcode_fps']}")
     for name, r in report["end_to_end"].items():
-        log(f"end to end {name}: {r}")
+        util = r.get("gpu_util_mean_pct")
+        log(f"end to end {name}: {r['fps']} fps, {r['ratio_to_plain_segments']}x plain segment-parallel, mean GPU "
+            f"utilisation {'n/a' if util is None else f'{util} %'}; {r}")
+    if "cold_start" in report:
+        log(f"cold start: {report['cold_start']}")
+    log(f"max RSS of the bench process: {report.get('max_rss_mb')} MB")
 
 
 def bench_command(
@@ -385,6 +402,11 @@ def bench_command(
     plain_workers: Annotated[str, typer.Option(help="extra segment-worker counts for plain transcode, e.g. 4,16")] = "",
     e2e_workers: Annotated[str, typer.Option(help="worker counts for the GPU end-to-end runs (default: --workers); "
                                                   "1 is the single-process streaming path")] = "",
+    content: Annotated[str, typer.Option(help="synthesised clips, comma list: synth (a face on black), photo "
+                                              "(photographic content over the whole frame, harder to encode)")
+                       ] = "synth",
+    cold_start: Annotated[bool, typer.Option("--cold-start/--no-cold-start",
+                                             help="GPU: time a fresh process to its first swapped frame")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the full report here")] = None,
 ) -> None:
     """Benchmark transcode vs swap (CPU, GPU eager/CUDA-graph fp32/fp16, compiled) in one run; table + JSON."""
@@ -395,13 +417,24 @@ def bench_command(
         sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
         plain_ks = [int(k) for k in plain_workers.split(",") if k.strip()]
         e2e_ks = [int(k) for k in e2e_workers.split(",") if k.strip()]
+        contents = [c.strip() for c in content.split(",") if c.strip()]
+        if not contents or set(contents) - {"synth", "photo"}:
+            raise ValueError(content)
     except ValueError:
         raise InvalidOption(f"bad --size {size!r} or --batch-sizes {batch_sizes!r}",
-                            hint="e.g. --size 1920x1080 --batch-sizes 1,4,8 --plain-workers 4,16") from None
-    report = run_bench(input_path=input, size=(w, h), seconds=seconds, workers=workers, batch_sizes=sizes,
-                       device=device, devices=devices, preset=preset, crf=crf, cpu_frames=cpu_frames,
-                       do_compile=compile, repeats=repeats, stages_table=stages, plain_workers=plain_ks,
-                       e2e_workers=e2e_ks)
-    _print_table(report, print)
+                            hint="e.g. --size 1920x1080 --batch-sizes 1,4,8 --plain-workers 4,16 --content "
+                                 "synth,photo") from None
+    reports = [run_bench(input_path=input, size=(w, h), seconds=seconds, workers=workers, batch_sizes=sizes,
+                         device=device, devices=devices, preset=preset, crf=crf, cpu_frames=cpu_frames,
+                         do_compile=compile, repeats=repeats, stages_table=stages and k == 0,
+                         plain_workers=plain_ks, e2e_workers=e2e_ks, content=c, cold=cold_start and k == 0)
+               for k, c in enumerate(contents if input is None else contents[:1])]
+    report = reports[0]  # the first clip's report; the others (same rows, no face-work table) under other_clips
+    if len(reports) > 1:
+        report["other_clips"] = {r["settings"]["content"]: r for r in reports[1:]}
+    for r in reports:
+        log_clip = r["settings"]["content"]
+        print(f"\n=== clip: {log_clip} ===")
+        _print_table(r, print)
     if json_out:
         json_out.write_text(json.dumps(report, indent=2))

@@ -54,8 +54,9 @@ PINNED_CLI: dict[str, list[str]] = {
         '--device', '--identity', '--landmarks', 'IMAGE',
     ],
     'bench': [
-        '--batch-sizes', '--compile', '--cpu-frames', '--crf', '--device', '--devices', '--e2e-workers', '--input',
-        '--json', '--plain-workers', '--preset', '--repeats', '--seconds', '--size', '--stages', '--workers',
+        '--batch-sizes', '--cold-start', '--compile', '--content', '--cpu-frames', '--crf', '--device', '--devices',
+        '--e2e-workers', '--input', '--json', '--plain-workers', '--preset', '--repeats', '--seconds', '--size',
+        '--stages', '--workers',
     ],
     'demo': [
         '--device', '--out-dir', '--video',

@@ -202,6 +202,15 @@ class _StreamTiming:
     plan_s: float = 0.0
     swap_wait_s: float = 0.0
     encode_wait_s: float = 0.0
+    swap_busy_s: float = 0.0  # the swap thread's own time in finish_batch (launches, syncs, the copy back)
+
+    def timed(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        """``fn(arg)`` in the swap thread, its duration added to ``swap_busy_s``."""
+        t0 = time.perf_counter()
+        try:
+            return fn(arg)
+        finally:
+            self.swap_busy_s += time.perf_counter() - t0
 
     def deliver(self, encode: EncodeThread, pending: tuple[cf.Future[Any], np.ndarray]) -> None:
         t0 = time.perf_counter()
@@ -214,7 +223,8 @@ class _StreamTiming:
     def summary(self, wall_s: float, encode_busy_s: float) -> dict[str, float]:
         return {"wall_s": round(wall_s, 3), "decode_wait_s": round(self.decode_wait_s, 3),
                 "plan_s": round(self.plan_s, 3), "swap_wait_s": round(self.swap_wait_s, 3),
-                "encode_wait_s": round(self.encode_wait_s, 3), "encode_busy_s": round(encode_busy_s, 3)}
+                "encode_wait_s": round(self.encode_wait_s, 3), "encode_busy_s": round(encode_busy_s, 3),
+                "swap_busy_s": round(self.swap_busy_s, 3)}
 
 
 def _report(progress: ProgressCallback, done: int, total: int | None, t_start: float, stage: str = "swap") -> None:
@@ -273,7 +283,7 @@ def _swap_stream(
                 if pending is not None:
                     timing.deliver(encode, pending)
                     _report(progress, processor.stats["frames"], total, t_start)
-                pending = (swapper.submit(processor.finish_batch, planned), batch.pts)
+                pending = (swapper.submit(timing.timed, processor.finish_batch, planned), batch.pts)
             if pending is not None:
                 timing.deliver(encode, pending)
                 _report(progress, processor.stats["frames"], total, t_start)
