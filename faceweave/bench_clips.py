@@ -21,27 +21,33 @@ from typing import Any
 
 import numpy as np
 
-PATCH = 64  # mosaic patch side (pixels): small enough that no patch holds a whole face
+PATCH = 64  # side (pixels) of the pieces cut from the photos: small enough that no piece holds a whole face
 
 
 def photo_mosaic(width: int, height: int, *, scale: float = 2.0, seed: int = 0) -> np.ndarray:
-    """``(round(height·scale), round(width·scale), 3)`` uint8 RGB: shuffled ``PATCH``-px patches of the bundled photos
-    (each patch from a random photo, position and 90° turn)."""
+    """``(round(height·scale), round(width·scale), 3)`` uint8 RGB: shuffled ``PATCH``-px pieces of the bundled photos
+    (each from a random photo, position and 90° turn), shown at ``PATCH · height / 1080`` px, so a frame of any
+    size holds the same number of pieces (and about as much detail per pixel) as a 1080p frame."""
+    import cv2
+
     from faceweave.data import media_path
     from faceweave.media.image import read_image
 
     photos = [read_image(media_path(n)).rgb for n in ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg")]
     rng = np.random.default_rng(seed)
     mh, mw = int(round(height * scale)), int(round(width * scale))
-    rows, cols = math.ceil(mh / PATCH), math.ceil(mw / PATCH)
-    out = np.empty((rows * PATCH, cols * PATCH, 3), np.uint8)
+    side = max(8, round(PATCH * height / 1080))
+    rows, cols = math.ceil(mh / side), math.ceil(mw / side)
+    out = np.empty((rows * side, cols * side, 3), np.uint8)
     for r in range(rows):
         for c in range(cols):
             img = photos[int(rng.integers(len(photos)))]
             y = int(rng.integers(img.shape[0] - PATCH))
             x = int(rng.integers(img.shape[1] - PATCH))
-            out[r * PATCH : (r + 1) * PATCH, c * PATCH : (c + 1) * PATCH] = np.rot90(
-                img[y : y + PATCH, x : x + PATCH], int(rng.integers(4)))
+            piece = np.rot90(img[y : y + PATCH, x : x + PATCH], int(rng.integers(4)))
+            if side != PATCH:
+                piece = cv2.resize(piece, (side, side), interpolation=cv2.INTER_AREA)
+            out[r * side : (r + 1) * side, c * side : (c + 1) * side] = piece
     return np.ascontiguousarray(out[:mh, :mw])
 
 
