@@ -44,7 +44,9 @@ def run_demo(
     from faceweave.eval.metrics import evaluate
     from faceweave.media.image import read_image, write_image
     from faceweave.pipeline.engine import SwapEngine
-    from faceweave.pipeline.image import PROVENANCE, swap_image
+    from faceweave.pipeline.image import swap_image
+    from faceweave.provenance.c2pa import Ingredient
+    from faceweave.provenance.mark import Marking, write_marked_image
 
     console = console or Console(stderr=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +63,9 @@ def run_demo(
         result, _ = swap_image(prepared, tgt.rgb, engine)
         ms = (time.perf_counter() - t0) * 1000
         name = f"{Path(src_name).stem}_into_{Path(tgt_name).stem}.png"
-        write_image(out_dir / name, result, like=tgt, metadata=PROVENANCE)
+        ingredients = [Ingredient.of_file("source", media_path(src_name)), Ingredient.of_file("target",
+                                                                                        media_path(tgt_name))]
+        write_marked_image(out_dir / name, result, Marking.from_settings(settings), like=tgt, ingredients=ingredients)
         quality = evaluate(src, tgt.rgb, result, engine)
         rows.append([src, tgt.rgb, result])
         images.append({"source": src_name, "target": tgt_name, "output": name, "ms": round(ms, 1),

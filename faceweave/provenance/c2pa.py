@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -139,7 +140,7 @@ class Ingredient:
     sha256: str
 
     @classmethod
-    def of_file(cls, role: str, path: str | Path) -> Ingredient:
+    def of_file(cls, role: str, path: str | os.PathLike[str]) -> Ingredient:
         h = hashlib.sha256()
         with Path(path).open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
