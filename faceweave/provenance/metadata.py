@@ -156,7 +156,8 @@ def read_video_marking(path: Path | str) -> MetadataMarking:
     import av
 
     with av.open(str(path), metadata_errors="ignore") as c:
-        tags = {str(k): str(v) for k, v in c.metadata.items()}
+        # Matroska stores tag names upper-case: compare them lower-case
+        tags = {str(k).lower(): str(v) for k, v in c.metadata.items()}
     synthetic = tags.get(SYNTHETIC_KEY) == "true" or f"{SYNTHETIC_KEY}=true" in tags.get("description", "")
     return MetadataMarking(synthetic, tags.get("encoded_by"), None, tags)
 
