@@ -18,7 +18,8 @@ from faceweave.serve.limits import MediaInfo, ParsedForm, UploadedFile, parse_mu
 from faceweave.serve.settings import ServiceSettings
 from faceweave.settings import SwapSettings
 
-SERVICE_ONLY_FIELDS = ("model_dir",)  # server paths a client must not choose
+# server paths a client must not choose, and the provenance markings a client must not turn off
+SERVICE_ONLY_FIELDS = ("model_dir", "watermark", "c2pa", "c2pa_cert", "c2pa_key")
 FORM_FIELDS = ("settings", "consent", "webhook_url", "source_urls", "target_url", "target_urls")
 FILE_FIELDS = ("sources", "target")
 
@@ -43,6 +44,8 @@ def job_settings(service: ServiceSettings, requested: SwapSettings) -> SwapSetti
     """The operator decides where jobs run and the most a job may decode; a client may only ask for less."""
     return requested.model_copy(update={
         "device": service.device,
+        "watermark": service.watermark, "c2pa": service.c2pa,
+        "c2pa_cert": service.c2pa_cert, "c2pa_key": service.c2pa_key,
         "max_pixels": min(requested.max_pixels, service.max_pixels),
         "max_duration_s": min(requested.max_duration_s, service.max_duration_s),
     })  # fmt: skip

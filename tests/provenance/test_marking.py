@@ -125,3 +125,20 @@ def test_cli_exit_codes(picture: np.ndarray, tmp_path: Path) -> None:
     bad = subprocess.run([*cmd, str(out), str(media_path("obama.jpg"))], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 70 and "not_marked" in bad.stderr
     assert [r["marked"] for r in json.loads(bad.stdout)] == [True, False]
+
+
+def test_service_clients_cannot_turn_marking_off() -> None:
+    from faceweave.errors import InvalidOption
+    from faceweave.serve.inputs import job_settings, parse_settings
+    from faceweave.serve.settings import ServiceSettings
+    from faceweave.settings import SwapSettings
+
+    class _Svc:  # parse_settings reads only .settings
+        settings = ServiceSettings(watermark=False)
+
+    for field in ('{"watermark": false}', '{"c2pa": false}', '{"c2pa_key": "/etc/key.pem"}'):
+        with pytest.raises(InvalidOption):
+            parse_settings(_Svc(), field)  # type: ignore[arg-type]
+    # the operator's switch wins over whatever a settings object carries
+    assert job_settings(ServiceSettings(watermark=False), SwapSettings(watermark=True)).watermark is False
+    assert job_settings(ServiceSettings(), SwapSettings(c2pa=False)).c2pa is True
