@@ -6,17 +6,22 @@ operator values into those settings, so an API client cannot turn a marking off.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faceweave.provenance.c2pa import C2PA_MIME, Ingredient, sign_bytes, signing_identity
-from faceweave.provenance.metadata import provenance_tags, xmp_packet
+from faceweave.provenance.c2pa import C2PA_MIME, Ingredient, sign_bytes, sign_file, signing_identity
+from faceweave.provenance.metadata import provenance_tags, read_video_marking, tag_video_file, video_tags, xmp_packet
 from faceweave.provenance.watermark import WatermarkPayload, embed_watermark
 from faceweave.settings import SwapSettings
+
+if TYPE_CHECKING:
+    from faceweave.media.video.encode import OutputMark
 
 
 @dataclass(frozen=True)
@@ -75,4 +80,36 @@ def write_marked_image(path: Path | str, rgb: np.ndarray, marking: Marking, *, l
     return path
 
 
-__all__ = ["Marking", "encode_marked_image", "write_marked_image"]
+def video_output_mark(marking: Marking) -> OutputMark:
+    """What :class:`~faceweave.media.video.encode.VideoWriter` (and the segment join) put into a video output for
+    ``marking``: container tags always, the watermark pattern in every frame's luma when ``marking.watermark``."""
+    from faceweave.media.video.encode import OutputMark
+
+    return OutputMark(tags=video_tags(marking.job_hash), watermark=marking.payload if marking.watermark else None)
+
+
+def mark_video_output(path: Path | str, marking: Marking, ingredients: Sequence[Ingredient] = ()) -> Path:
+    """Finish marking a written video in place: container tags and ``+faststart`` where the file lacks them (a
+    remux, no re-encode), then — for MP4/MOV with ``marking.c2pa`` — a signed C2PA manifest over the file.
+
+    The pixels cannot be marked after encoding: a writer of frames marks them itself, by opening its
+    :class:`~faceweave.media.video.encode.VideoWriter` with ``mark=video_output_mark(marking)`` (or, with its own
+    encoder, :class:`~faceweave.provenance.watermark.LumaMarker` on each frame's Y plane). ``swap_video`` calls this
+    after its writer or segment join; the live mode calls it on a recording it has closed.
+    """
+    path = Path(path)
+    scratch = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.mark{path.suffix}")
+    try:
+        if not read_video_marking(path).synthetic:
+            tag_video_file(path, scratch, marking.job_hash)
+            os.replace(scratch, path)
+        if marking.c2pa and path.suffix.lower() in C2PA_MIME:
+            identity = signing_identity(marking.c2pa_cert, marking.c2pa_key)
+            sign_file(path, scratch, identity, list(ingredients), "c2pa.edited", marking.job_hash)
+            os.replace(scratch, path)  # the manifest goes in before moov's neighbours: faststart is kept
+    finally:
+        scratch.unlink(missing_ok=True)
+    return path
+
+
+__all__ = ["Marking", "encode_marked_image", "mark_video_output", "video_output_mark", "write_marked_image"]

