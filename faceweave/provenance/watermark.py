@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -189,8 +189,8 @@ class LumaMarker:
         d = np.rint(watermark_delta(height, width, payload) * float(1 << (bits - 8)))
         dtype = np.uint8 if bits <= 8 else np.uint16
         # one of the two is 0 at every pixel, so add-then-subtract with saturation is exactly clip(y + d)
-        self._pos = np.clip(d, 0, None).astype(dtype)
-        self._neg = np.clip(-d, 0, None).astype(dtype)
+        self._pos: np.ndarray[Any, np.dtype[np.unsignedinteger[Any]]] = np.clip(d, 0, None).astype(dtype)
+        self._neg: np.ndarray[Any, np.dtype[np.unsignedinteger[Any]]] = np.clip(-d, 0, None).astype(dtype)
         self._max = (1 << bits) - 1
         self.shape = (height, width)
 

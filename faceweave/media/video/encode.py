@@ -318,7 +318,7 @@ def _luma_plane(frame: Any) -> np.ndarray:
 
 def _copy_frame(src: Any) -> Any:
     """A new frame of ``src``'s format, size, planes and colour tags (the copy is ours to write into)."""
-    dst = av.VideoFrame(src.width, src.height, src.format.name)
+    dst: Any = av.VideoFrame(src.width, src.height, src.format.name)
     for a, b in zip(src.planes, dst.planes, strict=True):
         n = min(a.line_size, b.line_size)
         src_rows = np.frombuffer(a, np.uint8)[: a.height * a.line_size].reshape(a.height, a.line_size)
