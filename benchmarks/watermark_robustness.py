@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faceweave.data import media_path  # noqa: E402
 from faceweave.media.image import read_image  # noqa: E402
 from faceweave.provenance.watermark import (  # noqa: E402
+    LumaMarker,
     WatermarkPayload,
     detect_watermark,
     embed_watermark,
@@ -113,6 +114,9 @@ def timing(device: str, repeats: int = 20) -> dict[str, float]:
     delta = watermark_delta(1080, 1920, PAYLOAD)
     out["embed, RGB uint8 frame, CPU (ms)"] = best(lambda: embed_watermark(rgb, PAYLOAD, delta=delta))
     out["embed, luma plane uint8, CPU (ms)"] = best(lambda: embed_watermark_luma(rgb[..., 0], delta))
+    marker = LumaMarker(1080, 1920, PAYLOAD)
+    y = np.ascontiguousarray(rgb[..., 0])
+    out["embed, LumaMarker in place (the video writer's step), CPU (ms)"] = best(lambda: marker.apply(y))
     frames = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].to(device, torch.float32) / 255
     d = torch.from_numpy(delta).to(device)
     out[f"embed, (1,3,H,W) float32 on {device} (ms)"] = best(lambda: embed_watermark_torch(frames.clone(), d))

@@ -42,7 +42,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; return the report that the CLI prints."""
     from faceweave.eval.metrics import evaluate
-    from faceweave.media.image import read_image, write_image
+    from faceweave.media.image import read_image
     from faceweave.pipeline.engine import SwapEngine
     from faceweave.pipeline.image import swap_image
     from faceweave.provenance.c2pa import Ingredient
@@ -73,7 +73,10 @@ def run_demo(
         console.print(f"{src_name} → {tgt_name}: identity to source {quality.identity_to_source:.3f}, "
                       f"to target {quality.identity_to_target:.3f}, NME {quality.landmark_nme:.3f}, "
                       f"seam {quality.seam_ratio:.2f} ({ms:.0f} ms)")
-    write_image(out_dir / "sheet.png", side_by_side(rows))
+    # the sheet shows the swapped results: it is an output like them (its ingredients are the bundled inputs)
+    all_inputs = sorted({name for pair in DEMO_PAIRS for name in pair})
+    write_marked_image(out_dir / "sheet.png", side_by_side(rows), Marking.from_settings(settings),
+                       ingredients=[Ingredient.of_file("input", media_path(n)) for n in all_inputs])
     console.print(f"side-by-side sheet (source | target | result): {out_dir / 'sheet.png'}")
     if video:
         report["video"] = _demo_video(out_dir, device, console)

@@ -138,3 +138,14 @@ def test_verify_cli_on_videos(swapped_video: Path) -> None:
                          timeout=300)
     assert bad.returncode == 70 and "not_marked" in bad.stderr
     assert json.loads(bad.stdout)[0]["watermark"]["found"] is False
+
+
+def test_demo_outputs_all_verify_as_marked(tmp_path: Path) -> None:
+    from faceweave.demo import run_demo
+
+    run_demo(tmp_path / "demo", device="cpu")
+    outputs = sorted((tmp_path / "demo").iterdir())
+    assert "carphone_swapped.mp4" in [p.name for p in outputs] and "sheet.png" in [p.name for p in outputs]
+    for path in outputs:
+        report = verify_file(path)
+        assert report.marked and report.c2pa.status == "valid" and report.watermark.found, path.name
