@@ -191,7 +191,7 @@ def sign_file(src: Path, dst: Path, identity: SigningIdentity, ingredients: list
     info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.cert_chain, identity.private_key, None)
     with c2pa.Signer.from_info(info) as signer, \
             c2pa.Builder(json.dumps(manifest_definition(ingredients, action, job_hash))) as builder, \
-            src.open("rb") as fin, dst.open("wb") as fout:
+            src.open("rb") as fin, dst.open("w+b") as fout:
         builder.sign(signer, mime, fin, fout)
     return dst
 
