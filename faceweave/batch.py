@@ -417,8 +417,8 @@ class _ImageBatcher:
         return swap_images(self.prepared, [img.rgb for img in images], self.engine, self.refs)
 
     def _write(self, item: ItemResult, img: LoadedImage, outcome: tuple[np.ndarray, int] | Exception) -> None:
-        from faceweave.media.image import write_image
-        from faceweave.pipeline.image import PROVENANCE
+        from faceweave.provenance.c2pa import Ingredient
+        from faceweave.provenance.mark import Marking, write_marked_image
 
         if isinstance(outcome, Exception):
             raise outcome
@@ -428,5 +428,7 @@ class _ImageBatcher:
 
             result = draw_label(result)
         assert item.output is not None
-        write_image(item.output, result, like=img, metadata=PROVENANCE)
+        # marked like a single swap's output (watermark, tags, C2PA naming the target by its hash)
+        write_marked_image(item.output, result, Marking.from_settings(self.settings), like=img,
+                           ingredients=[Ingredient.of_file("target", item.target)])
         item.status, item.faces_swapped, item.frames = "done", faces, 1

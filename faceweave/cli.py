@@ -313,6 +313,7 @@ _mount_optional("faceweave.serve.cli", "serve_command", "serve", "Run the REST j
 _mount_optional("faceweave.serve.cli", "keys_app", "keys", "Manage service API keys.")
 _mount_optional("faceweave.bench", "bench_command", "bench", "Benchmark the pipeline (transcode vs swap, CPU/GPU).")
 _mount_optional("faceweave.live.cli", "live_command", "live", "Swap a camera, stream or file live (real time).")
+_mount_optional("faceweave.provenance.cli", "verify_command", "verify", "Check files for faceweave's provenance marks.")
 
 
 @dataclass(frozen=True)

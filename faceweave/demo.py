@@ -42,9 +42,11 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; return the report that the CLI prints."""
     from faceweave.eval.metrics import evaluate
-    from faceweave.media.image import read_image, write_image
+    from faceweave.media.image import read_image
     from faceweave.pipeline.engine import SwapEngine
-    from faceweave.pipeline.image import PROVENANCE, swap_image
+    from faceweave.pipeline.image import swap_image
+    from faceweave.provenance.c2pa import Ingredient
+    from faceweave.provenance.mark import Marking, write_marked_image
 
     console = console or Console(stderr=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +63,9 @@ def run_demo(
         result, _ = swap_image(prepared, tgt.rgb, engine)
         ms = (time.perf_counter() - t0) * 1000
         name = f"{Path(src_name).stem}_into_{Path(tgt_name).stem}.png"
-        write_image(out_dir / name, result, like=tgt, metadata=PROVENANCE)
+        ingredients = [Ingredient.of_file("source", media_path(src_name)), Ingredient.of_file("target",
+                                                                                        media_path(tgt_name))]
+        write_marked_image(out_dir / name, result, Marking.from_settings(settings), like=tgt, ingredients=ingredients)
         quality = evaluate(src, tgt.rgb, result, engine)
         rows.append([src, tgt.rgb, result])
         images.append({"source": src_name, "target": tgt_name, "output": name, "ms": round(ms, 1),
@@ -69,7 +73,10 @@ def run_demo(
         console.print(f"{src_name} → {tgt_name}: identity to source {quality.identity_to_source:.3f}, "
                       f"to target {quality.identity_to_target:.3f}, NME {quality.landmark_nme:.3f}, "
                       f"seam {quality.seam_ratio:.2f} ({ms:.0f} ms)")
-    write_image(out_dir / "sheet.png", side_by_side(rows))
+    # the sheet shows the swapped results: it is an output like them (its ingredients are the bundled inputs)
+    all_inputs = sorted({name for pair in DEMO_PAIRS for name in pair})
+    write_marked_image(out_dir / "sheet.png", side_by_side(rows), Marking.from_settings(settings),
+                       ingredients=[Ingredient.of_file("input", media_path(n)) for n in all_inputs])
     console.print(f"side-by-side sheet (source | target | result): {out_dir / 'sheet.png'}")
     if video:
         report["video"] = _demo_video(out_dir, device, console)

@@ -137,3 +137,10 @@ def check_shape(x: object, expected: list[str], name: str = "input") -> None:
     )
     if not ok:
         raise ShapeError(f"{name} must have shape ({', '.join(expected)}), got {tuple(shape)}")
+
+
+# --- provenance ----------------------------------------------------------------------------------------------
+class NotMarked(FaceweaveError):
+    """``faceweave verify``: at least one file carries none of faceweave's markings (metadata, C2PA, watermark)."""
+
+    exit_code, http_status, code = 70, 422, "not_marked"

@@ -54,6 +54,11 @@ class SwapSettings(BaseModel):
     pixel_boost: int = Field(1, ge=1, le=4, description="128-px swappers: run on k×k tiles of a k·128 crop")
     model_dir: str | None = Field(None, description="plug-in model folder (default: $FACEWEAVE_MODELS)")
     provenance_label: bool = Field(False, description="draw a small visible 'AI-generated' label")
+    # operator switches: the service sets these itself and refuses them from clients (serve's SERVICE_ONLY_FIELDS)
+    watermark: bool = Field(True, description="embed faceweave's invisible watermark in the pixels")
+    c2pa: bool = Field(True, description="sign C2PA Content Credentials into PNG/JPEG/WebP/TIFF/MP4/MOV outputs")
+    c2pa_cert: str | None = Field(None, description="PEM certificate chain for C2PA (default: a local, untrusted one)")
+    c2pa_key: str | None = Field(None, description="PEM private key of c2pa_cert")
 
     # --- compute -------------------------------------------------------------------------------------------
     device: DeviceName = "auto"

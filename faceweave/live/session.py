@@ -25,6 +25,7 @@ from faceweave.live.mailbox import LiveStats, Mailbox
 from faceweave.live.sinks import LiveSink
 from faceweave.live.sources import CaptureThread, LiveFrame, open_source
 from faceweave.media.video.frames import FrameBatch
+from faceweave.provenance.mark import Marking
 from faceweave.settings import SwapSettings
 
 FrameProcess = Callable[[FrameBatch], "FrameBatch | np.ndarray"]
@@ -123,7 +124,7 @@ def run_live(
         process: FrameProcess = processor.process_batch
         if process_wrapper is not None:
             process = process_wrapper(process)
-        sink = open_sink(output_spec, source.width, source.height, source.fps)
+        sink = open_sink(output_spec, source.width, source.height, source.fps, Marking.from_settings(settings))
         stats = LiveStats()
         mailbox: Mailbox[LiveFrame] = Mailbox()
         capture = CaptureThread(source, mailbox, stats)

@@ -22,6 +22,7 @@ from faceweave.errors import DependencyMissing, OutputNotWritable
 from faceweave.media.video.encode import EncoderSettings, VideoWriter, resolve_encoder
 from faceweave.media.video.frames import FrameBatch
 from faceweave.media.video.probe import VideoInfo
+from faceweave.provenance.mark import Marking, mark_video_output, video_output_mark
 
 TIME_BASE = Fraction(1, 1000)  # live output timestamps in milliseconds (frames come on the clock, not a grid)
 PROVENANCE = {"comment": "faceweave:synthetic=true", "encoder": f"faceweave {__version__}"}
@@ -54,10 +55,13 @@ class FileSink:
     """A file: encoded as frames come, closed into place on :meth:`close` (so an interrupted session still leaves a
     valid file with every frame written so far)."""
 
-    def __init__(self, path: Path, width: int, height: int, fps: float, encoder: EncoderSettings | None = None
-                 ) -> None:
+    def __init__(self, path: Path, width: int, height: int, fps: float, encoder: EncoderSettings | None = None,
+                 marking: Marking | None = None) -> None:
         enc = encoder or resolve_encoder(None, None, "veryfast", None, path)
-        self.writer = VideoWriter(path, live_video_info(path, width, height, fps), enc, audio=False)
+        # with a marking, every frame gets the watermark and the closed file its tags, +faststart and C2PA
+        self.marking = marking
+        mark = video_output_mark(marking) if marking is not None else None
+        self.writer = VideoWriter(path, live_video_info(path, width, height, fps), enc, audio=False, mark=mark)
         with contextlib.suppress(AttributeError, TypeError):
             self.writer.container.metadata.update(PROVENANCE)
         self._last: int | None = None
@@ -67,7 +71,9 @@ class FileSink:
         self.writer.write(frames, [self._last])
 
     def close(self) -> None:
-        self.writer.close()
+        path = self.writer.close()
+        if self.marking is not None:
+            mark_video_output(path, self.marking)
 
     def abort(self) -> None:
         self.writer.abort()
@@ -139,7 +145,8 @@ class VirtualCameraSink:
         self.close()
 
 
-def open_sink(spec: str, width: int, height: int, fps: float) -> FileSink | StreamSink | VirtualCameraSink:
+def open_sink(spec: str, width: int, height: int, fps: float, marking: Marking | None = None
+              ) -> FileSink | StreamSink | VirtualCameraSink:
     """The live output named by ``spec``: ``virtualcam`` (or ``virtualcam:/dev/videoN``), a stream URL, or a file
     whose extension picks the container (.mp4, .mkv, .mov, .webm)."""
     if spec == "virtualcam" or spec.startswith("virtualcam:"):
@@ -147,7 +154,7 @@ def open_sink(spec: str, width: int, height: int, fps: float) -> FileSink | Stre
         return VirtualCameraSink(device, width, height, fps)
     if "://" in spec:
         return StreamSink(spec, width, height, fps)
-    return FileSink(Path(spec), width, height, fps)
+    return FileSink(Path(spec), width, height, fps, marking=marking)
 
 
 __all__ = ["FileSink", "LiveSink", "StreamSink", "VirtualCameraSink", "live_video_info", "open_sink"]

@@ -56,6 +56,7 @@ SUPPORTED_INPUTS = "images (PNG, JPEG, WebP, BMP, TIFF, GIF) and videos (MP4/MOV
 _EXIF_IMAGE_DESCRIPTION = 0x010E
 _EXIF_SOFTWARE = 0x0131
 _EXIF_ORIENTATION = 0x0112
+_EXIF_XMP = 700  # TIFF tag XMLPacket
 
 _SNIFF_BYTES = 64
 
@@ -453,6 +454,7 @@ def encode_image(
     like: LoadedImage | None = None,
     metadata: dict[str, str] | None = None,
     quality: int = 95,
+    xmp: bytes | None = None,
 ) -> bytes:
     """Encode ``(H,W,3)`` uint8 RGB to the bytes of ``fmt`` (PNG, JPEG, WEBP, BMP, TIFF). See :func:`write_image`."""
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -464,9 +466,10 @@ def encode_image(
     alpha = like.alpha if like is not None and like.alpha is not None and like.alpha.shape == rgb.shape[:2] else None
     if fmt == "PNG" and like is not None and like.rgb16 is not None:
         data = _encode_png16(rgb, like, alpha)
-        if metadata:
-            data = _insert_png_chunks(data, [_png_text_chunk(k, v) for k, v in metadata.items()])
-        return data
+        chunks = [_png_text_chunk(k, v) for k, v in metadata.items()]
+        if xmp:
+            chunks.append(_png_text_chunk("XML:com.adobe.xmp", xmp.decode("utf-8")))
+        return _insert_png_chunks(data, chunks) if chunks else data
 
     im = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
     if alpha is not None and fmt in ("PNG", "WEBP", "TIFF", "BMP"):
@@ -479,6 +482,8 @@ def encode_image(
         info = PngInfo()
         for k, v in metadata.items():
             info.add_itxt(k, v)
+        if xmp:
+            info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8"))
         im.save(buf, "PNG", pnginfo=info, compress_level=6)
     elif fmt in ("JPEG", "WEBP"):
         exif = Image.Exif()
@@ -487,15 +492,19 @@ def encode_image(
         if "Software" in metadata:
             exif[_EXIF_SOFTWARE] = metadata["Software"]
         kwargs: dict[str, object] = {"quality": quality, "exif": exif.tobytes()}
+        if xmp:
+            kwargs["xmp"] = xmp
         if fmt == "JPEG":
             kwargs["subsampling"] = 0  # 4:4:4 — faces show chroma blur first
             if description:
                 kwargs["comment"] = description
         im.save(buf, fmt, **kwargs)
     elif fmt == "TIFF":
-        tags = {_EXIF_IMAGE_DESCRIPTION: description} if description else {}
+        tags: dict[int, str | bytes] = {_EXIF_IMAGE_DESCRIPTION: description} if description else {}
         if "Software" in metadata:
             tags[_EXIF_SOFTWARE] = metadata["Software"]
+        if xmp:
+            tags[_EXIF_XMP] = xmp
         im.save(buf, "TIFF", tiffinfo=tags, compression="tiff_lzw")
     elif fmt == "BMP":
         im.save(buf, "BMP")  # BMP has no metadata block; provenance cannot be embedded

@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceweave import __version__
 from faceweave.analysis.face import Face
 from faceweave.errors import FaceweaveError, NoFaceInTarget
 from faceweave.pipeline.engine import PreparedSource, SwapEngine, job_references, to_uint8
 from faceweave.progress import Progress, ProgressCallback, no_progress
+from faceweave.provenance.metadata import provenance_tags
 from faceweave.result import SwapResult
 from faceweave.settings import SwapSettings
 
-PROVENANCE = {"faceweave:synthetic": "true", "Software": f"faceweave {__version__}",
-              "Description": "AI-generated face swap (faceweave)"}
+# the provenance tags of an output (kept for callers of the old name; the source of truth is provenance.metadata)
+PROVENANCE = provenance_tags()
 
 
 def swap_image(
@@ -107,7 +107,7 @@ def swap_image_file(
     reference: str | PathLike[str] | None = None,
 ) -> SwapResult:
     """Swap files: read sources and target (any supported image), write ``output`` atomically with provenance."""
-    from faceweave.media.image import check_output_path, read_image, write_image
+    from faceweave.media.image import check_output_path, read_image
 
     t0 = time.perf_counter()
     out_path = Path(output)
@@ -123,7 +123,11 @@ def swap_image_file(
         from faceweave.media.label import draw_label
 
         result = draw_label(result)
-    write_image(out_path, result, like=tgt, metadata=PROVENANCE)
+    from faceweave.provenance.c2pa import Ingredient
+    from faceweave.provenance.mark import Marking, write_marked_image
+
+    ingredients = [Ingredient.of_file("source", s) for s in sources] + [Ingredient.of_file("target", target)]
+    write_marked_image(out_path, result, Marking.from_settings(settings), like=tgt, ingredients=ingredients)
     dt = time.perf_counter() - t0
     progress(Progress(stage="done", frames_done=1, frames_total=1, fps=1 / dt if dt else 0.0, eta_s=0.0))
     return SwapResult(output=out_path, kind="image", faces_swapped=n, frames=1, seconds=dt)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import functools
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from faceweave.errors import NoFaceInTarget
-from faceweave.media.video.encode import EncodeThread, VideoWriter, resolve_encoder
+from faceweave.media.video.encode import EncodeThread, OutputMark, VideoWriter, resolve_encoder
 from faceweave.media.video.frames import FrameBatch, FrameReader
 from faceweave.media.video.probe import VideoInfo, probe_video
 from faceweave.media.video.segments import SegmentResult, run_segments, segment_timing
@@ -32,6 +33,8 @@ from faceweave.media.video.trim import _trim_shift, trim_from_settings
 from faceweave.pipeline.engine import PreparedSource, SwapEngine, job_references
 from faceweave.pipeline.video_faces import SCENE_CUT_THRESHOLD, VideoFaceProcessor
 from faceweave.progress import Progress, ProgressCallback, no_progress
+from faceweave.provenance.c2pa import Ingredient
+from faceweave.provenance.mark import Marking, mark_video_output, video_output_mark
 from faceweave.result import SwapResult
 from faceweave.settings import SwapSettings
 
@@ -169,15 +172,21 @@ def swap_video(
     prepared = engine.prepare_sources(src_images)
     refs = job_references(engine, settings, reference, src_images)
 
+    # A resumable job (work_dir) keeps one job id across reruns, so reused segments carry the same watermark.
+    resume_id = hashlib.sha256(str(Path(work_dir).resolve()).encode()).hexdigest() if work_dir is not None else None
+    marking = Marking.from_settings(settings, resume_id)
+    mark = video_output_mark(marking)
     stats: dict[str, Any]
     # Both paths may run the face work in this process (segments do so without parallelism, e.g. a work_dir resume).
     with gpu_host_threads(getattr(engine, "device", None)):
         if settings.workers > 1 or work_dir is not None:
             stats = _swap_segments(info, out_path, encoder, settings, engine, prepared, refs, trim, work_dir,
-                                   progress, total, segment_s)
+                                   progress, total, segment_s, mark)
         else:
             stats = _swap_stream(info, out_path, encoder, settings, engine, prepared, refs, trim, progress, total,
-                                 t_start)
+                                 t_start, mark)
+    ingredients = [Ingredient.of_file("source", s) for s in sources] + [Ingredient.of_file("target", target)]
+    mark_video_output(out_path, marking, ingredients)
     seconds = time.perf_counter() - t_start
     frames = int(stats["frames"])
     # frames reused from a crashed run's segments cost nothing now: counting them would inflate the speed
@@ -246,12 +255,13 @@ def _swap_stream(
     progress: ProgressCallback,
     total: int | None,
     t_start: float,
+    mark: OutputMark | None = None,
 ) -> dict[str, Any]:
     """Single process: decode thread → queue → face stages (this thread) → queue → encode thread."""
     processor = VideoFaceProcessor(engine, prepared, refs, settings)
 
     def open_writer(first_pts: int) -> VideoWriter:
-        return VideoWriter(out_path, info, encoder, trim=trim, pts_shift=_trim_shift(info, trim, first_pts))
+        return VideoWriter(out_path, info, encoder, trim=trim, pts_shift=_trim_shift(info, trim, first_pts), mark=mark)
 
     encode = EncodeThread(open_writer, QUEUE_BATCHES)
     timing = _StreamTiming()
@@ -320,6 +330,7 @@ def _swap_segments(
     progress: ProgressCallback,
     total: int | None,
     segment_s: float | None,
+    mark: OutputMark | None = None,
 ) -> dict[str, Any]:
     """Segment-parallel path: each worker process runs decode → face stages → encode on its segment; with one
     worker the segments run here, in order, on one processor (tracks continue across cuts), reporting progress
@@ -339,7 +350,7 @@ def _swap_segments(
     work = Path(work_dir) if work_dir is not None else None
     t_wall = time.time()
     results = _run_checked(info, out_path, encoder, settings, factory, trim, work, fingerprint, live.segment_done,
-                           segment_s, live.frames)
+                           segment_s, live.frames, mark)
     stats: dict[str, Any] = {"frames": 0, "frames_with_faces": 0, "frames_swapped": 0, "faces_swapped": 0,
                              "detections": 0, "scene_cuts": 0, "tracks": 0}
     for r in results:
@@ -398,6 +409,7 @@ def _run_checked(
     on_done: Callable[[SegmentResult], None],
     segment_s: float | None = None,
     on_frames: Callable[[int], None] | None = None,
+    mark: OutputMark | None = None,
 ) -> list[SegmentResult]:
     """Run the segments; refuse to write an output when no segment saw a face (like the streaming path)."""
     holder: dict[str, list[SegmentResult]] = {}
@@ -416,7 +428,8 @@ def _run_checked(
         results = run_segments(info, scratch, encoder, workers=settings.workers, work_dir=seg_dir, trim=trim,
                                batch_size=settings.batch_size, skip_corrupt=settings.skip_corrupt,
                                processor_factory=factory, fingerprint_extra={"settings": fingerprint},
-                               on_segment_done=guard, segment_s=segment_s, on_frames=on_frames)
+                               on_segment_done=guard, segment_s=segment_s, on_frames=on_frames,
+                               mark=mark)
         if sum(int(r.stats.get("frames_with_faces", 0)) for r in results) == 0:
             scratch.unlink(missing_ok=True)
             raise NoFaceInTarget(f"no face found in any frame of {info.path.name}",

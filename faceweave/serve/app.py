@@ -42,7 +42,7 @@ from faceweave.serve.metrics import ServiceMetrics, gpu_count
 from faceweave.serve.middleware import BodyLimitMiddleware, RequestContextMiddleware, install_error_handlers
 from faceweave.serve.policy import load_moderator
 from faceweave.serve.resilience import install_unavailable_handlers
-from faceweave.serve.routes import health, models, page, swaps
+from faceweave.serve.routes import health, models, page, swaps, verify
 from faceweave.serve.routes import live as live_routes
 from faceweave.serve.settings import ServiceSettings
 from faceweave.serve.storage import FsspecStorage, tenant_dir
@@ -161,7 +161,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     install_unavailable_handlers(app)
-    for module in (health, page, models, swaps):  # this order is the routes' match order and the OpenAPI order
+    for module in (health, page, models, swaps, verify):  # this order is the routes' match order and the OpenAPI order
         app.include_router(module.router)
     app.include_router(live_routes.router)  # live sessions: /live, /v1/live (aiortc is imported on first use)
     return app

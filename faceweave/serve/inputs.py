@@ -33,9 +33,11 @@ from faceweave.settings import SwapSettings
 # Settings that are the operator's, never a client's: server paths, and anything that spends the operator's
 # hardware (processes, devices, memory per batch, precision, CUDA graph capture). A client sending one gets 422
 # ``invalid_option`` naming the field, whatever the value; the server's own values apply (``job_settings``).
-# docs/api.md lists them; a field that must stay server-side (e.g. provenance marks) joins this set.
+# docs/api.md lists them. The provenance markings (watermark, C2PA and its key/certificate) are here too: a client
+# must never turn them off.
 SERVICE_ONLY_FIELDS: frozenset[str] = frozenset(
-    {"model_dir", "device", "devices", "dtype", "batch_size", "workers", "cuda_graphs"}
+    {"model_dir", "device", "devices", "dtype", "batch_size", "workers", "cuda_graphs",
+     "watermark", "c2pa", "c2pa_cert", "c2pa_key"}
 )
 FORM_FIELDS = ("settings", "consent", "webhook_url", "source_urls", "target_url", "target_urls")
 FILE_FIELDS = ("sources", "target")
@@ -63,6 +65,8 @@ def job_settings(service: ServiceSettings, requested: SwapSettings) -> SwapSetti
     """The operator decides where jobs run and the most a job may decode; a client may only ask for less."""
     return requested.model_copy(update={
         "device": service.device,
+        "watermark": service.watermark, "c2pa": service.c2pa,
+        "c2pa_cert": service.c2pa_cert, "c2pa_key": service.c2pa_key,
         "max_pixels": min(requested.max_pixels, service.max_pixels),
         "max_duration_s": min(requested.max_duration_s, service.max_duration_s),
     })  # fmt: skip

@@ -133,6 +133,7 @@ class SwapWorker:
         from faceweave.media.video.trim import _trim_shift
         from faceweave.pipeline.engine import job_references
         from faceweave.pipeline.video import VideoFaceProcessor
+        from faceweave.provenance.mark import Marking, video_output_mark
 
         seg = Segment(**segment)
         slot = (spec.job_id, seg.index)
@@ -152,8 +153,10 @@ class SwapWorker:
                     inner = VideoFaceProcessor(engine, prepared, refs, settings)
                     return _Counting(inner, self._progress, slot)
 
+                # every segment of the job carries the same watermark: the job id makes the payload
+                mark = video_output_mark(Marking.from_settings(settings, spec.job_id))
                 job = SegmentJob(info, seg, out, encoder, settings.batch_size, trim, settings.skip_corrupt,
-                                 _trim_shift(info, trim, first_start_pts), processor, threads=0)  # fmt: skip
+                                 _trim_shift(info, trim, first_start_pts), processor, threads=0, mark=mark)  # fmt: skip
                 result = encode_segment(job)
                 self._storage(spec).upload(out, key)
                 out.unlink(missing_ok=True)
@@ -167,17 +170,24 @@ class SwapWorker:
         """Concatenate the segments (stream copy) with the input's audio; upload: ``{"bytes"}`` or ``{"error"}``."""
         from faceweave.media.video.segments import concat_segments
         from faceweave.media.video.trim import _trim_shift
+        from faceweave.provenance.c2pa import Ingredient
+        from faceweave.provenance.mark import Marking, mark_video_output, video_output_mark
 
         with self.gpu:
             try:
-                _, info, trim, _ = self._video(spec)
+                settings, info, trim, _ = self._video(spec)
+                marking = Marking.from_settings(settings, spec.job_id)
                 work = Path(tempfile.mkdtemp(prefix="join-", dir=self._job_dir(spec.job_id)))
                 try:
                     files = []
                     for i, key in enumerate(segment_keys):
                         files.append(self._storage(spec).download(key, work / f"segment_{i:05d}.mp4"))
                     output = concat_segments(files, work / "result.mp4", info, trim=trim,
-                                             pts_shift=_trim_shift(info, trim, first_start_pts))
+                                             pts_shift=_trim_shift(info, trim, first_start_pts),
+                                             mark=video_output_mark(marking))
+                    ingredients = [Ingredient.of_file("source", self._input(spec, k)) for k in spec.source_keys]
+                    ingredients.append(Ingredient.of_file("target", self._input(spec, spec.target_key)))
+                    mark_video_output(output, marking, ingredients)
                     return {"bytes": self._storage(spec).upload(output, result_key), "audio": info.has_audio}
                 finally:
                     shutil.rmtree(work, ignore_errors=True)

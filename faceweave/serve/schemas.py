@@ -160,3 +160,56 @@ FORM_SCHEMA = _form(tuple(_FORM_PROPERTIES), ["consent"], allOf=[
     {"anyOf": [{"required": ["target"]}, {"required": ["target_url"]}, {"required": ["target_urls"]}]},
 ])  # fmt: skip
 SYNC_FORM_SCHEMA = _form(("sources", "target", "settings", "consent"), ["sources", "target", "consent"])
+
+
+# --- POST /v1/verify: one report per uploaded file (faceweave.provenance.verify.VerifyReport.to_dict) -----------
+class VerifyMetadata(BaseModel):
+    synthetic: bool = Field(description="faceweave's tag or the IPTC trainedAlgorithmicMedia source type is present")
+    software: str | None = None
+    iptc_digital_source_type: str | None = None
+
+
+class VerifyC2pa(BaseModel):
+    status: Literal["valid", "tampered", "absent", "unsupported"]
+    signer: str | None = None
+    trusted: bool = Field(description="the signer chains to a trusted root (a local faceweave signer does not)")
+    synthetic: bool = Field(description="the manifest states trainedAlgorithmicMedia")
+    failures: list[str]
+    ingredients: list[dict[str, str]] = Field(description="role and SHA-256 of each input (never a file name)")
+
+
+class VerifyWatermarkPayload(BaseModel):
+    scheme: int
+    faceweave_version: str
+    job_hash: str
+
+
+class VerifyWatermark(BaseModel):
+    found: bool
+    confidence: float = Field(description="1 − the chance that unmarked media scores this high; 0 when not found")
+    score: float
+    bit_agreement: float
+    payload: VerifyWatermarkPayload | None = Field(description="null when found but unreadable, or not found")
+
+
+class VerifyReportOut(BaseModel):
+    file: str = Field(description="the upload's position, files[N]")
+    kind: Literal["image", "video"]
+    marked: bool = Field(description="any of the three markings says: synthetic, by faceweave")
+    metadata: VerifyMetadata
+    c2pa: VerifyC2pa
+    watermark: VerifyWatermark
+
+
+class VerifyOut(BaseModel):
+    items: list[VerifyReportOut]
+    marked: bool = Field(description="every file is marked")
+
+
+VERIFY_FORM_SCHEMA: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["files"],
+        "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                 "description": "images or videos to check"}},
+    }}}}
+}  # fmt: skip

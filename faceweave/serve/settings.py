@@ -104,6 +104,11 @@ class ServiceSettings(BaseSettings):
     moderation: str | None = Field(None, description="'package.module:function' called on every job's inputs")
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 key for webhook signatures")
     webhook_timeout_s: float = Field(5.0, gt=0)
+    # provenance: the operator's, never a client's (SwapSettings fields of the same names are refused from clients)
+    watermark: bool = Field(True, description="invisible watermark in every output's pixels")
+    c2pa: bool = Field(True, description="signed C2PA Content Credentials on every output that can carry them")
+    c2pa_cert: str | None = Field(None, description="PEM certificate chain (default: a local, untrusted one)")
+    c2pa_key: str | None = Field(None, description="PEM private key of c2pa_cert")
 
     # --- live sessions (the /live page: the browser's camera over WebRTC) -------------------------------------
     live_sessions_per_key: int = Field(2, ge=0, description="concurrent live sessions per API key/token")

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,11 @@ import numpy as np
 from faceweave.errors import CorruptStream, InvalidOption, OutputNotWritable
 from faceweave.media.image import check_output_path
 from faceweave.media.video.audio import _AudioPump
-from faceweave.media.video.frames import DecodeStats, FrameBatch, FrameReader, _tag_frame
+from faceweave.media.video.frames import DecodeStats, FrameBatch, FrameReader, _copy_tags, _tag_frame
 from faceweave.media.video.probe import _SWS_COLORSPACE, VideoInfo, probe_video
 from faceweave.media.video.trim import Trim, _trim_shift
+from faceweave.provenance.metadata import video_container_options
+from faceweave.provenance.watermark import LumaMarker, WatermarkPayload
 
 CONTAINER_OF_EXTENSION = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 WEBM_VIDEO_CODECS = ("libvpx-vp9", "libsvtav1", "libvpx")
@@ -63,6 +65,19 @@ class EncoderSettings:
             opts["cq"] = str(self.crf if self.crf is not None else 23)
             opts["preset"] = self.preset or "p4"
         return opts
+
+
+@dataclass(frozen=True)
+class OutputMark:
+    """What a finished video carries besides its pictures (picklable: segment workers get it).
+
+    ``tags``: container tags (:func:`faceweave.provenance.metadata.video_tags`); ``watermark``: the payload whose
+    pattern every frame's luma gets (None: no watermark). The writer of a final output also opens MP4/MOV with
+    ``+faststart``; C2PA is signed over the finished file (:func:`faceweave.provenance.mark.mark_video_output`).
+    """
+
+    tags: dict[str, str] = field(default_factory=dict)
+    watermark: WatermarkPayload | None = None
 
 
 _nvenc_cache: dict[str, bool] = {}
@@ -126,6 +141,8 @@ class VideoWriter:
 
     ``write`` takes ``(B, H, W, 3)`` uint8 RGB upright frames and their ``pts`` in ``info.time_base``.
     Call :meth:`close` to finish (flush, rename into place) or :meth:`abort` to drop everything.
+    ``mark``: tags and watermark of the output. ``intermediate``: a segment file to be joined later (no tags and
+    no ``+faststart``, which would rewrite the file once more for nothing; the watermark still goes in).
     """
 
     def __init__(
@@ -137,6 +154,8 @@ class VideoWriter:
         audio: bool = True,
         trim: Trim | None = None,
         pts_shift: int = 0,
+        mark: OutputMark | None = None,
+        intermediate: bool = False,
     ) -> None:
         self.output = check_output_path(output, "video")
         self.info = info
@@ -146,12 +165,18 @@ class VideoWriter:
         self.frames_written = 0
         self._audio: _AudioPump | None = None
         self._last_pts: int | None = None
+        self._marker: LumaMarker | None = None
         container_name = CONTAINER_OF_EXTENSION[self.output.suffix.lower()]
+        options = {} if intermediate else video_container_options(self.output)
         try:
-            self.container = av.open(str(self.tmp), mode="w", format=container_name)
+            self.container = av.open(str(self.tmp), mode="w", format=container_name, options=options)
         except av.error.FFmpegError as exc:
             raise OutputNotWritable(f"cannot create {self.output}: {exc}", hint="check the directory") from None
         try:
+            if mark is not None and not intermediate:
+                self.container.metadata.update(mark.tags)
+            if mark is not None and mark.watermark is not None:
+                self._marker = _luma_marker(info, encoder.pix_fmt, mark.watermark)
             self.stream = self._add_video_stream()
             if audio and info.has_audio:
                 self._audio = _AudioPump(self.container, info, trim or Trim(), float(pts_shift * info.time_base),
@@ -226,8 +251,13 @@ class VideoWriter:
             elif item.format.name != pix_fmt:  # e.g. a 10-bit or 4:4:4 output: one swscale pass, colour kept
                 frame = item.reformat(format=pix_fmt, src_colorspace=cs, dst_colorspace=cs, src_color_range=rng,
                                       dst_color_range=rng)
+            elif self._marker is not None:
+                # a decoded frame may still be one of the decoder's reference pictures: mark a copy, never it
+                frame = _copy_frame(item)
             else:
                 frame = item  # the decoded frame itself
+            if self._marker is not None:
+                self._marker.apply(_luma_plane(frame))
             frame.pts = int(p) - self.pts_shift
             frame.time_base = tb
             frame.pict_type = _PICT_NONE  # a decoded I/P/B type would force the encoder's decision
@@ -265,6 +295,37 @@ class VideoWriter:
         with contextlib.suppress(Exception):
             self.container.close()
         self.tmp.unlink(missing_ok=True)
+
+
+def _luma_marker(info: VideoInfo, pix_fmt: str, payload: WatermarkPayload) -> LumaMarker:
+    fmt = av.VideoFormat(pix_fmt)
+    bits = fmt.components[0].bits
+    if fmt.is_rgb or fmt.components[0].plane != 0 or bits not in (8, 10, 12) or (bits > 8 and
+                                                                                  not pix_fmt.endswith("le")):
+        raise InvalidOption(f"the watermark cannot mark {pix_fmt} frames",
+                            hint="use a planar YUV pix_fmt (yuv420p, yuv444p, yuv420p10le…)")
+    return LumaMarker(info.height, info.width, payload, bits)
+
+
+def _luma_plane(frame: Any) -> np.ndarray:
+    """``(H, W)`` writable view of a frame's Y plane (uint16 for 10/12-bit little-endian planes)."""
+    plane = frame.planes[0]
+    dtype = np.uint8 if frame.format.components[0].bits <= 8 else np.dtype("<u2")
+    item = np.dtype(dtype).itemsize
+    rows = np.frombuffer(plane, dtype)[: plane.height * plane.line_size // item]
+    return rows.reshape(plane.height, plane.line_size // item)[:, : plane.width]
+
+
+def _copy_frame(src: Any) -> Any:
+    """A new frame of ``src``'s format, size, planes and colour tags (the copy is ours to write into)."""
+    dst: Any = av.VideoFrame(src.width, src.height, src.format.name)
+    for a, b in zip(src.planes, dst.planes, strict=True):
+        n = min(a.line_size, b.line_size)
+        src_rows = np.frombuffer(a, np.uint8)[: a.height * a.line_size].reshape(a.height, a.line_size)
+        dst_rows = np.frombuffer(b, np.uint8)[: b.height * b.line_size].reshape(b.height, b.line_size)
+        dst_rows[:, :n] = src_rows[:, :n]
+    _copy_tags(src, dst)
+    return dst
 
 
 FrameProcessor = Callable[[FrameBatch], "np.ndarray | FrameBatch"]
@@ -356,9 +417,10 @@ def transcode(
     max_pixels: int = 80_000_000,
     skip_corrupt: bool = False,
     process: FrameProcessor | None = None,
+    mark: OutputMark | None = None,
 ) -> tuple[VideoInfo, DecodeStats, int]:
     """Single-process decode → (process) → encode with audio; the baseline the benchmarks compare against.
-    Returns (input info, decode stats, frames written)."""
+    ``mark``: see :class:`VideoWriter`. Returns (input info, decode stats, frames written)."""
     info = probe_video(source, max_duration_s=max_duration_s, max_pixels=max_pixels)
     check_output_path(output, "video")
     trim = trim or Trim()
@@ -368,7 +430,7 @@ def transcode(
             for batch in reader:
                 if writer is None:
                     writer = VideoWriter(output, info, encoder, trim=trim,
-                                         pts_shift=_trim_shift(info, trim, int(batch.pts[0])))
+                                         pts_shift=_trim_shift(info, trim, int(batch.pts[0])), mark=mark)
                 writer.write(apply_processor(process, batch), batch.pts)
         if writer is None:
             raise CorruptStream(f"{info.path.name}: no frame in the requested range", hint="check the trims")

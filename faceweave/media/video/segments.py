@@ -25,6 +25,7 @@ from faceweave.media.video.encode import (
     EncoderSettings,
     EncodeThread,
     FrameProcessor,
+    OutputMark,
     VideoWriter,
     _temp_output_name,
     apply_processor,
@@ -32,6 +33,7 @@ from faceweave.media.video.encode import (
 from faceweave.media.video.frames import FrameReader
 from faceweave.media.video.probe import VideoInfo, scan_frame_timestamps
 from faceweave.media.video.trim import Trim, _trim_shift
+from faceweave.provenance.metadata import video_container_options
 
 
 @dataclass(frozen=True)
@@ -90,17 +92,21 @@ def concat_segments(
     audio: bool = True,
     trim: Trim | None = None,
     pts_shift: int = 0,
+    mark: OutputMark | None = None,
 ) -> Path:
     """Concatenate segment files (same encoder settings, each starting on a keyframe) into ``output`` without
     re-encoding; audio from the original input is muxed in. Packet timestamps are shifted by the running end
     time when a segment restarts its clock (segments written by :func:`encode_segment` keep absolute pts, so
-    the shift is zero for them). Atomic like :class:`VideoWriter`."""
+    the shift is zero for them). Atomic like :class:`VideoWriter`; ``mark``'s tags go on the joined file (its
+    watermark is already in the segments' pictures), and MP4/MOV are written with ``+faststart``."""
     output = check_output_path(output, "video")
     container_name = CONTAINER_OF_EXTENSION[output.suffix.lower()]
     tmp = _temp_output_name(output)
-    out = av.open(str(tmp), mode="w", format=container_name)
+    out = av.open(str(tmp), mode="w", format=container_name, options=video_container_options(output))
     pump: _AudioPump | None = None
     try:
+        if mark is not None:
+            out.metadata.update(mark.tags)
         with av.open(str(segment_files[0])) as first:
             out_stream = out.add_stream_from_template(first.streams.video[0])
         out_stream.time_base = info.time_base
@@ -163,6 +169,7 @@ class SegmentJob:
     # decoder and encoder threads of this worker (0: FFmpeg's automatic choice, one per core — right for a single
     # process, but K workers × 16+ threads each oversubscribe the machine)
     threads: int = 0
+    mark: OutputMark | None = None  # the watermark goes into each segment's pictures; tags onto the joined file
 
 
 def threads_per_worker(workers: int) -> int:
@@ -197,7 +204,8 @@ def encode_segment(job: SegmentJob, on_frames: Callable[[int], None] | None = No
     encoder = job.encoder
     if job.threads and not encoder.threads:
         encoder = replace(encoder, threads=job.threads)
-    writer = VideoWriter(job.output, job.info, encoder, audio=False, trim=job.trim, pts_shift=job.pts_shift)
+    writer = VideoWriter(job.output, job.info, encoder, audio=False, trim=job.trim, pts_shift=job.pts_shift,
+                         mark=job.mark, intermediate=True)
     try:
         with FrameReader(
             job.info,
@@ -281,6 +289,7 @@ def run_segments(
     threads: int | None = None,
     segment_s: float | None = None,
     on_frames: Callable[[int], None] | None = None,
+    mark: OutputMark | None = None,
 ) -> list[SegmentResult]:
     """Segment-parallel encode: plan GOP-aligned segments, encode each in a worker process ('spawn': safe with
     torch threads), then concatenate without re-encoding and mux the audio. With ``work_dir`` finished segments
@@ -288,7 +297,8 @@ def run_segments(
     decoder/encoder threads per worker (None: :func:`threads_per_worker`). ``segment_s``: the longest a segment
     should be (see :func:`plan_segments`; a saved plan of the same job wins). ``on_segment_done`` is called for
     every segment, reused ones first (their ``stats["reused"]`` is True); ``on_frames`` with the frames done in
-    the running segment after each batch, only when ``workers <= 1`` (segments then run in this process).
+    the running segment after each batch, only when ``workers <= 1`` (segments then run in this process). ``mark``: see
+    :class:`VideoWriter` (it is part of the fingerprint: a reused segment carries this job's watermark).
     Returns one :class:`SegmentResult` per segment (reused ones included)."""
     import concurrent.futures as cf
     import multiprocessing
@@ -300,7 +310,8 @@ def run_segments(
     seg_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix=".fw-seg-", dir=output.parent))
     seg_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = job_fingerprint(
-        info, {"encoder": encoder_fingerprint(encoder), "trim": asdict(trim), **(fingerprint_extra or {})}
+        info, {"encoder": encoder_fingerprint(encoder), "trim": asdict(trim), "mark": mark,
+               **(fingerprint_extra or {})}
     )
     plan_file = seg_dir / "plan.json"
     segments: list[Segment] | None = None
@@ -333,7 +344,8 @@ def run_segments(
                                                dict(saved.get("stats", {})) | {"reused": True})
             continue
         jobs.append(SegmentJob(info, seg, seg_file, encoder, batch_size, trim, skip_corrupt, pts_shift,
-                               processor_factory, threads_per_worker(workers) if threads is None else threads))
+                               processor_factory, threads_per_worker(workers) if threads is None else threads,
+                               mark))
 
     def finished(res: SegmentResult) -> None:
         marker = res.output.with_suffix(res.output.suffix + ".done")
@@ -362,7 +374,8 @@ def run_segments(
                         fut.cancel()
                     raise
         ordered = [results[s.index] for s in segments]
-        concat_segments([r.output for r in ordered if r.frames > 0], output, info, trim=trim, pts_shift=pts_shift)
+        concat_segments([r.output for r in ordered if r.frames > 0], output, info, trim=trim, pts_shift=pts_shift,
+                        mark=mark)
     finally:
         if own_dir:
             shutil.rmtree(seg_dir, ignore_errors=True)

@@ -27,7 +27,7 @@ from faceweave.errors import InvalidOption, WrongMediaKind
 from faceweave.serve.auth import Principal
 from faceweave.serve.deps import Service, ServiceDep, authenticate
 from faceweave.serve.errors import BadRequest, JobNotFound, QuotaExceeded
-from faceweave.serve.inputs import parse_settings
+from faceweave.serve.inputs import SERVICE_ONLY_FIELDS, parse_settings
 from faceweave.serve.limits import parse_multipart_stream, probe_media
 from faceweave.serve.policy import ModerationRequest, check_consent, moderate
 from faceweave.serve.schemas import ERRORS
@@ -221,7 +221,8 @@ def _session_settings(svc: Service, raw: str | None) -> SwapSettings:
     """The session's settings: the operator's live engine settings plus the few fields a session may choose."""
     requested = parse_settings(svc, raw)
     chosen = requested.model_dump(exclude_unset=True)
-    others = sorted(set(chosen) - SESSION_FIELDS - {"device", "max_pixels", "max_duration_s"})
+    # the operator's own values (job_settings forces them, which marks them set) are not the client's choice
+    others = sorted(set(chosen) - SESSION_FIELDS - {"device", "max_pixels", "max_duration_s", *SERVICE_ONLY_FIELDS})
     if others:
         raise InvalidOption(f"a live session cannot set {', '.join(others)}",
                             hint=f"live sessions may set {', '.join(sorted(SESSION_FIELDS))}")

@@ -1,0 +1,126 @@
+"""What marking costs the video path on the CPU: the same runs with and without it, in one process, interleaved.
+
+Two paths, each run ``--repeats`` times alternating marked / unmarked (the median of each side is compared, so a
+neighbour's load on a shared machine hits both alike):
+
+- ``swap``: :func:`faceweave.pipeline.video.swap_video` with ``watermark``/``c2pa`` on vs off (container tags are
+  always written: they cost nothing measurable). Marked includes the watermark in every frame's luma and C2PA
+  signing of the finished MP4 (hashing the whole file).
+- ``transcode``: decode → encode only (no face work), the worst case for a relative cost, with and without the
+  watermark pattern in every frame.
+
+The input is benchmarks/video_cpu.py's clip (carphone upscaled, looped).
+
+    python benchmarks/video_marking_cost.py --sizes 1280x720,1920x1080 --frames 60 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from video_cpu import make_clip  # noqa: E402  (a sibling script, not a package)
+
+from faceweave.data import media_path  # noqa: E402
+from faceweave.media.video.encode import EncoderSettings, transcode  # noqa: E402
+from faceweave.pipeline.engine import SwapEngine  # noqa: E402
+from faceweave.pipeline.video import swap_video  # noqa: E402
+from faceweave.provenance.mark import Marking, video_output_mark  # noqa: E402
+from faceweave.settings import SwapSettings  # noqa: E402
+
+
+def writer_step_ms(width: int, height: int, repeats: int = 50) -> dict[str, float]:
+    """The writer's added per-frame work alone, median ms: copy a decoded frame, add the pattern to its Y plane."""
+    import numpy as np
+
+    from faceweave.media.video.encode import _copy_frame, _luma_plane
+    from faceweave.provenance.watermark import LumaMarker
+
+    rng = np.random.default_rng(0)
+    src = av.VideoFrame.from_ndarray(rng.integers(0, 256, (height, width, 3), np.uint8), format="rgb24")
+    src = src.reformat(format="yuv420p")
+    marker = LumaMarker(height, width, Marking().payload)
+    copy_t, mark_t = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        frame = _copy_frame(src)
+        t1 = time.perf_counter()
+        marker.apply(_luma_plane(frame))
+        t2 = time.perf_counter()
+        copy_t.append(t1 - t0)
+        mark_t.append(t2 - t1)
+    return {"copy_ms": round(1000 * statistics.median(copy_t), 3),
+            "mark_ms": round(1000 * statistics.median(mark_t), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--sizes", default="1280x720,1920x1080")
+    parser.add_argument("--skip-swap", action="store_true", help="only the transcode rows")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    base = SwapSettings(video_codec="libx264", preset="veryfast", crf=20, device="cpu")
+    encoder = EncoderSettings("libx264", crf=20, preset="veryfast")
+    engine = None if args.skip_swap else SwapEngine(base)
+    if engine is not None:
+        engine.warm_up()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in args.sizes.split(","):
+            w, h = (int(v) for v in spec.split("x"))
+            clip = Path(tmp) / f"in_{h}p.mp4"
+            make_clip(clip, (w, h), args.frames)
+            step = writer_step_ms(w, h)
+            print(json.dumps({"size": f"{w}x{h}", "writer_step": step}), flush=True)
+            paths = {"transcode": {}, "swap": {}} if engine is not None else {"transcode": {}}
+            times: dict[str, dict[bool, list[float]]] = {k: {True: [], False: []} for k in paths}
+            for _ in range(args.repeats):
+                for marked in (False, True):
+                    out = Path(tmp) / f"t_{marked}.mp4"
+                    t0 = time.perf_counter()
+                    transcode(clip, out, encoder, mark=video_output_mark(Marking()) if marked else None)
+                    times["transcode"][marked].append(time.perf_counter() - t0)
+                    if engine is not None:
+                        settings = base.model_copy(update={"watermark": marked, "c2pa": marked})
+                        t0 = time.perf_counter()
+                        swap_video([media_path("astronaut.png")], clip, Path(tmp) / f"s_{marked}.mp4", settings,
+                                   engine=engine)
+                        times["swap"][marked].append(time.perf_counter() - t0)
+            for path, t in times.items():
+                plain, marked_s = statistics.median(t[False]), statistics.median(t[True])
+                row = {"size": f"{w}x{h}", "path": path, "frames": args.frames, "writer_step": step,
+                       "fps_unmarked": round(args.frames / plain, 2), "fps_marked": round(args.frames / marked_s, 2),
+                       "time_ratio": round(marked_s / plain, 3),
+                       "ms_per_frame_added": round((marked_s - plain) / args.frames * 1000, 2),
+                       "runs_s": {"unmarked": [round(v, 2) for v in t[False]],
+                                  "marked": [round(v, 2) for v in t[True]]}}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print("| size | path | fps unmarked | fps marked | time marked / unmarked | ms added per frame | copy + mark ms |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['size']} | {r['path']} | {r['fps_unmarked']} | {r['fps_marked']} | {r['time_ratio']} | "
+              f"{r['ms_per_frame_added']} | {r['writer_step']['copy_ms']} + {r['writer_step']['mark_ms']} |")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
+                                         "torch_threads": args.threads, "pyav": av.__version__, "results": rows},
+                                        indent=2))
+
+
+if __name__ == "__main__":
+    main()

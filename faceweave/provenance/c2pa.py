@@ -1,0 +1,265 @@
+"""C2PA Content Credentials: a signed manifest on images and MP4/MOV outputs, and reading it back.
+
+The manifest states one ``c2pa.actions`` entry — ``c2pa.created`` (or ``c2pa.edited`` when a target was edited) with
+``digitalSourceType`` ``trainedAlgorithmicMedia`` and faceweave as the software agent — and an
+``org.faceweave.ingredients`` assertion listing each input's role and SHA-256 (never its file name, and no
+thumbnail: a source face must not travel inside the output).
+
+Signing: ES256 (ECDSA P-256). The operator's key and certificate chain (PEM) come from the settings; with none, a
+local CA and a signer certificate are made on first use under faceweave's cache folder (``<cache>/c2pa``) and a
+warning says so. C2PA validators refuse self-signed end-entity certificates and want ``digitalSignature`` key usage
+and an extended key usage such as ``emailProtection``: the local pair follows those rules, so readers report the
+manifest as *valid* with an *untrusted* signer, which is honest.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from faceweave import __version__
+from faceweave.errors import DependencyMissing, InvalidOption
+from faceweave.provenance.metadata import TRAINED_ALGORITHMIC_MEDIA
+
+log = logging.getLogger(__name__)
+
+# formats faceweave signs (what c2pa-rs embeds into); MKV/WebM/BMP carry metadata and the watermark only
+C2PA_MIME: dict[str, str] = {
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+    ".tif": "image/tiff", ".tiff": "image/tiff", ".mp4": "video/mp4", ".mov": "video/quicktime",
+}
+INGREDIENTS_LABEL = "org.faceweave.ingredients"
+LOCAL_CN = "faceweave local signer (untrusted)"
+
+
+def _c2pa() -> Any:
+    try:
+        import c2pa
+    except ImportError:
+        raise DependencyMissing("C2PA Content Credentials need the c2pa-python package",
+                                hint="pip install c2pa-python (or turn C2PA off in the operator settings)") from None
+    return c2pa
+
+
+# --------------------------------------------------------------------------------------------- keys
+@dataclass(frozen=True)
+class SigningIdentity:
+    """PEM certificate chain (signer first) and PEM private key. ``local``: made by faceweave, untrusted."""
+
+    cert_chain: bytes
+    private_key: bytes
+    local: bool
+
+
+def _local_identity_dir() -> Path:
+    from faceweave.models.store import user_cache_dir
+
+    return user_cache_dir() / "c2pa"
+
+
+def make_local_identity(folder: Path) -> SigningIdentity:
+    """Create a local CA + signer certificate (EC P-256, 10 years) in ``folder`` (key file mode 0600)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = _dt.datetime.now(_dt.timezone.utc)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "faceweave (local, untrusted)"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def usage(sign: bool) -> x509.KeyUsage:
+        return x509.KeyUsage(digital_signature=sign, content_commitment=False, key_encipherment=False,
+                             data_encipherment=False, key_agreement=False, key_cert_sign=not sign, crl_sign=not sign,
+                             encipher_only=False, decipher_only=False)
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    start, end = now - _dt.timedelta(days=1), now + _dt.timedelta(days=3650)
+    ca = (x509.CertificateBuilder(subject_name=name("faceweave local CA"), issuer_name=name("faceweave local CA"),
+                                  public_key=ca_key.public_key(), serial_number=x509.random_serial_number(),
+                                  not_valid_before=start, not_valid_after=end)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(usage(False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder(subject_name=name(LOCAL_CN), issuer_name=ca.subject, public_key=key.public_key(),
+                                    serial_number=x509.random_serial_number(), not_valid_before=start,
+                                    not_valid_after=end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(usage(True), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    chain = leaf.public_bytes(pem) + ca.public_bytes(pem)
+    private = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "signer-chain.pem").write_bytes(chain)
+    key_path = folder / "signer-key.pem"
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(private)
+    return SigningIdentity(chain, private, local=True)
+
+
+def signing_identity(cert: str | Path | None = None, key: str | Path | None = None,
+                     local_dir: Path | None = None) -> SigningIdentity:
+    """The operator's identity (``cert`` chain + ``key`` PEM files), else the local one, made on first use."""
+    if cert or key:
+        if not (cert and key):
+            raise InvalidOption("C2PA signing needs both a certificate chain and a private key",
+                                hint="set c2pa_cert and c2pa_key together (PEM files)")
+        try:
+            return SigningIdentity(Path(cert).read_bytes(), Path(key).read_bytes(), local=False)
+        except OSError as exc:
+            raise InvalidOption(f"cannot read the C2PA certificate or key: {exc}", hint="check the paths") from None
+    folder = local_dir or _local_identity_dir()
+    chain, private = folder / "signer-chain.pem", folder / "signer-key.pem"
+    if chain.exists() and private.exists():
+        return SigningIdentity(chain.read_bytes(), private.read_bytes(), local=True)
+    log.warning("no C2PA signing certificate configured: made a local, untrusted one in %s (readers will show "
+                "'untrusted signer'; configure c2pa_cert/c2pa_key for a trusted one)", folder)
+    return make_local_identity(folder)
+
+
+# --------------------------------------------------------------------------------------------- signing
+@dataclass(frozen=True)
+class Ingredient:
+    """An input of the job: its role (``source``, ``target``, ``reference``) and the SHA-256 of its bytes."""
+
+    role: str
+    sha256: str
+
+    @classmethod
+    def of_file(cls, role: str, path: str | os.PathLike[str]) -> Ingredient:
+        h = hashlib.sha256()
+        with Path(path).open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return cls(role, h.hexdigest())
+
+
+def manifest_definition(ingredients: list[Ingredient], action: Literal["c2pa.created", "c2pa.edited"],
+                        job_hash: str | None = None) -> dict[str, Any]:
+    """The manifest faceweave signs (a plain dict, see the module docstring)."""
+    agent = {"name": "faceweave", "version": __version__}
+    ingredient_data: dict[str, Any] = {"ingredients": [{"role": i.role, "sha256": i.sha256} for i in ingredients]}
+    if job_hash:
+        ingredient_data["job_hash"] = job_hash
+    # c2pa-rs wants the first action to be c2pa.created or c2pa.opened (with a parent ingredient, which would embed
+    # the target's bytes or thumbnail): a swap is stated as created-by-AI, then edited
+    actions = [{"action": "c2pa.created", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA, "softwareAgent": agent}]
+    if action == "c2pa.edited":
+        actions.append({"action": "c2pa.edited", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
+                        "softwareAgent": agent, "description": "face swap"})
+    return {
+        "claim_generator_info": [agent],
+        "title": "faceweave output",
+        "assertions": [
+            {"label": "c2pa.actions", "data": {"actions": actions}},
+            {"label": INGREDIENTS_LABEL, "data": ingredient_data},
+        ],
+    }
+
+
+def sign_bytes(data: bytes, mime: str, identity: SigningIdentity, ingredients: list[Ingredient],
+               action: Literal["c2pa.created", "c2pa.edited"] = "c2pa.edited", job_hash: str | None = None) -> bytes:
+    """Return ``data`` (an encoded image or MP4) with a signed C2PA manifest embedded."""
+    c2pa = _c2pa()
+    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.cert_chain, identity.private_key, None)
+    with c2pa.Signer.from_info(info) as signer, \
+            c2pa.Builder(json.dumps(manifest_definition(ingredients, action, job_hash))) as builder:
+        out = io.BytesIO()
+        builder.sign(signer, mime, io.BytesIO(data), out)
+    return out.getvalue()
+
+
+def sign_file(src: Path, dst: Path, identity: SigningIdentity, ingredients: list[Ingredient],
+              action: Literal["c2pa.created", "c2pa.edited"] = "c2pa.edited", job_hash: str | None = None) -> Path:
+    """Write ``src`` with a signed manifest to ``dst`` (streams: a large video is not held in memory)."""
+    c2pa = _c2pa()
+    mime = C2PA_MIME[dst.suffix.lower()]
+    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.cert_chain, identity.private_key, None)
+    with c2pa.Signer.from_info(info) as signer, \
+            c2pa.Builder(json.dumps(manifest_definition(ingredients, action, job_hash))) as builder, \
+            src.open("rb") as fin, dst.open("w+b") as fout:
+        builder.sign(signer, mime, fin, fout)
+    return dst
+
+
+# --------------------------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class C2paReport:
+    """``status``: ``valid`` (signature and hashes check out; trusted or not), ``tampered`` (a manifest whose
+    validation failed), ``absent`` (none), ``unsupported`` (format c2pa cannot carry)."""
+
+    status: Literal["valid", "tampered", "absent", "unsupported"]
+    signer: str | None = None
+    trusted: bool = False
+    synthetic: bool = False
+    failures: tuple[str, ...] = ()
+    ingredients: tuple[dict[str, str], ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {"status": self.status, "signer": self.signer, "trusted": self.trusted, "synthetic": self.synthetic,
+                "failures": list(self.failures), "ingredients": list(self.ingredients)}
+
+
+def read_c2pa(path: str | Path) -> C2paReport:
+    """Read and validate the C2PA manifest of ``path``."""
+    path = Path(path)
+    mime = C2PA_MIME.get(path.suffix.lower())
+    if mime is None:
+        return C2paReport("unsupported")
+    c2pa = _c2pa()
+    try:
+        with path.open("rb") as fh:
+            reader = c2pa.Reader.try_create(mime, fh)
+            if reader is None:
+                return C2paReport("absent")
+            with reader:
+                state = reader.get_validation_state()
+                results = reader.get_validation_results() or {}
+                manifest = reader.get_active_manifest() or {}
+    except c2pa.C2paError as exc:
+        # a manifest so damaged that it cannot be parsed counts as tampered, not absent
+        return C2paReport("tampered", failures=(str(exc),))
+    failures = tuple(f"{f.get('code')}: {f.get('explanation', '')}"
+                     for f in (results.get("activeManifest") or {}).get("failure", []))
+    failure_codes = {f.split(":")[0] for f in failures}
+    # an untrusted signer is a statement about trust, not integrity: the content is what was signed
+    integrity_failures = failure_codes - {"signingCredential.untrusted"}
+    sig = manifest.get("signature_info") or {}
+    actions = [a for asr in manifest.get("assertions", []) if asr.get("label", "").startswith("c2pa.actions")
+               for a in asr.get("data", {}).get("actions", [])]
+    ingredients = next((tuple(asr["data"].get("ingredients", [])) for asr in manifest.get("assertions", [])
+                        if asr.get("label") == INGREDIENTS_LABEL), ())
+    ok = state in ("Valid", "Trusted") and not integrity_failures
+    return C2paReport(
+        "valid" if ok else "tampered", signer=sig.get("common_name") or sig.get("issuer"), trusted=state == "Trusted",
+        synthetic=any(a.get("digitalSourceType") == TRAINED_ALGORITHMIC_MEDIA for a in actions), failures=failures,
+        ingredients=ingredients,
+    )
+
+
+__all__ = [
+    "C2PA_MIME",
+    "C2paReport",
+    "Ingredient",
+    "SigningIdentity",
+    "make_local_identity",
+    "manifest_definition",
+    "read_c2pa",
+    "sign_bytes",
+    "sign_file",
+    "signing_identity",
+]

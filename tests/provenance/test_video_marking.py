@@ -1,0 +1,151 @@
+"""Video outputs marked end to end: container tags in every container, MP4/MOV ``+faststart``, C2PA on MP4, the
+watermark in the decoded frames (of a real swap, of a segment join, after an H.264 crf 28 re-encode at 720p), and
+``faceweave verify`` exit codes on videos."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from faceweave.data import media_path
+from faceweave.media.video import EncoderSettings, Trim, run_segments, transcode
+from faceweave.media.video.probe import probe_video
+from faceweave.provenance.c2pa import read_c2pa
+from faceweave.provenance.mark import Marking, mark_video_output, video_output_mark
+from faceweave.provenance.metadata import mp4_moov_first, read_video_marking
+from faceweave.provenance.verify import verify_file
+from faceweave.provenance.watermark import WatermarkPayload, detect_watermark
+
+from ._transforms import h264
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the local C2PA identity is made under the user cache: keep it out of the real one
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _grey_frames(path: Path, count: int = 16) -> list[np.ndarray]:
+    """Every 2nd of the first ``2 * count`` frames as grey (what ``faceweave verify`` reads)."""
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="gray") for _, f in zip(range(2 * count), c.decode(video=0), strict=False)][::2]
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mov", ".mkv", ".webm"])
+def test_video_writer_marks_every_container(tmp_path: Path, ext: str) -> None:
+    marking = Marking(job_id="writer")
+    out = tmp_path / f"out{ext}"
+    codec = "libvpx-vp9" if ext == ".webm" else "libx264"
+    transcode(media_path("carphone_pristine.mp4"), out, EncoderSettings(codec=codec), mark=video_output_mark(marking))
+    mark_video_output(out, marking)
+    meta = read_video_marking(out)
+    assert meta.synthetic and meta.tags.get("faceweave:job") == marking.job_hash
+    wm = detect_watermark(_grey_frames(out))
+    # at 176x144 (2-pixel cells) the sync is found but the 64 payload bits are not always all read back; the payload
+    # is checked on 720p below. A payload read back must be this one.
+    assert wm.found and wm.payload in (None, marking.payload)
+    if ext in (".mp4", ".mov"):
+        assert mp4_moov_first(out)
+        c2pa = read_c2pa(out)
+        assert c2pa.status == "valid" and c2pa.synthetic
+    else:
+        assert read_c2pa(out).status == "unsupported"
+
+
+def test_switches_off_leave_pixels_alone(tmp_path: Path) -> None:
+    plain, marked = tmp_path / "plain.mp4", tmp_path / "tags_only.mp4"
+    enc = EncoderSettings(codec="libx264", crf=20, threads=1)  # one thread: the two encodes are deterministic
+    transcode(media_path("carphone_pristine.mp4"), plain, enc)
+    marking = Marking(watermark=False, c2pa=False)
+    transcode(media_path("carphone_pristine.mp4"), marked, enc, mark=video_output_mark(marking))
+    mark_video_output(marked, marking)
+    assert [f.tobytes() for f in _grey_frames(plain)] == [f.tobytes() for f in _grey_frames(marked)]
+    report = verify_file(marked)
+    assert report.metadata.synthetic and not report.watermark.found and report.c2pa.status == "absent"
+    assert not verify_file(plain).marked  # nothing marks an output but the mark
+
+
+def test_segment_join_is_marked_and_faststart(tmp_path: Path) -> None:
+    marking = Marking(job_id="segments")
+    src = media_path("bigbuckbunny.mp4")
+    info = probe_video(src)
+    out = tmp_path / "joined.mp4"
+    results = run_segments(info, out, EncoderSettings(codec="libx264", crf=23), workers=1,
+                           trim=Trim(end_s=2.0), mark=video_output_mark(marking))
+    assert len(results) >= 1
+    assert mp4_moov_first(out) and read_video_marking(out).synthetic
+    wm = detect_watermark(_grey_frames(out))
+    assert wm.found and wm.payload == marking.payload
+
+
+def test_watermark_survives_h264_crf28_reencode_of_720p(tmp_path: Path) -> None:
+    marking = Marking(job_id="720p")
+    out = tmp_path / "marked.mp4"
+    transcode(media_path("bigbuckbunny.mp4"), out, EncoderSettings(codec="libx264", crf=20),
+              trim=Trim(end_s=2.0), mark=video_output_mark(marking))
+    with av.open(str(out)) as c:
+        rgb = [f.to_ndarray(format="rgb24") for _, f in zip(range(32), c.decode(video=0), strict=False)]
+    reencoded = h264(rgb, crf=28)
+    wm = detect_watermark([f for f in reencoded[::2]])
+    assert wm.found and wm.payload == marking.payload
+    # the same re-encode of the unmarked input finds nothing
+    with av.open(str(media_path("bigbuckbunny.mp4"))) as c:
+        plain = [f.to_ndarray(format="rgb24") for _, f in zip(range(32), c.decode(video=0), strict=False)]
+    assert not detect_watermark(h264(plain, crf=28)[::2]).found
+
+
+@pytest.fixture(scope="module")
+def swapped_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import os
+
+    from faceweave.pipeline.video import swap_video
+    from faceweave.settings import SwapSettings
+
+    os.environ.setdefault("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+    out = tmp_path_factory.mktemp("swap") / "swapped.mp4"
+    settings = SwapSettings.build(device="cpu", trim_end="1.5")
+    swap_video([media_path("obama.jpg")], media_path("carphone_pristine.mp4"), out, settings)
+    return out
+
+
+def test_swapped_video_is_marked(swapped_video: Path) -> None:
+    report = verify_file(swapped_video)
+    assert report.marked and report.metadata.synthetic
+    assert report.c2pa.status == "valid" and report.c2pa.synthetic
+    roles = sorted(i["role"] for i in report.c2pa.ingredients)
+    assert roles == ["source", "target"] and "obama" not in json.dumps(report.c2pa.ingredients)
+    # found; at 176x144 the payload is not read back reliably (see test_video_writer_marks_every_container), and a
+    # payload that is reported must be this output's
+    assert report.watermark.found
+    expected = replace(WatermarkPayload.for_job("any"), job_hash=int(report.metadata.tags["faceweave:job"], 16))
+    assert report.watermark.payload in (None, expected)
+    assert mp4_moov_first(swapped_video)
+
+
+def test_verify_cli_on_videos(swapped_video: Path) -> None:
+    cmd = [sys.executable, "-m", "faceweave.cli", "verify", "--json"]
+    ok = subprocess.run([*cmd, str(swapped_video)], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)[0]["kind"] == "video"
+    bad = subprocess.run([*cmd, str(media_path("carphone_pristine.mp4"))], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 70 and "not_marked" in bad.stderr
+    assert json.loads(bad.stdout)[0]["watermark"]["found"] is False
+
+
+def test_demo_outputs_all_verify_as_marked(tmp_path: Path) -> None:
+    from faceweave.demo import run_demo
+
+    run_demo(tmp_path / "demo", device="cpu")
+    outputs = sorted((tmp_path / "demo").iterdir())
+    assert "carphone_swapped.mp4" in [p.name for p in outputs] and "sheet.png" in [p.name for p in outputs]
+    for path in outputs:
+        report = verify_file(path)
+        assert report.marked and report.c2pa.status == "valid" and report.watermark.found, path.name

@@ -1,0 +1,82 @@
+"""The invisible watermark: invisible (PSNR), found after upload transformations, never found on unmarked media."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from faceweave.data import media_path
+from faceweave.media.image import read_image
+from faceweave.provenance.watermark import (
+    WatermarkPayload,
+    detect_watermark,
+    embed_watermark,
+    embed_watermark_luma,
+    embed_watermark_torch,
+    psnr,
+    watermark_delta,
+)
+from tests.provenance._transforms import IMAGE_TRANSFORMS, h264
+
+PAYLOAD = WatermarkPayload.for_job("job-42")
+
+
+def _frames(name: str, n: int) -> list[np.ndarray]:
+    with av.open(str(media_path(name))) as c:
+        return [f.to_ndarray(format="rgb24") for _, f in zip(range(n), c.decode(video=0), strict=False)]
+
+
+@pytest.fixture(scope="module")
+def pictures() -> dict[str, np.ndarray]:
+    return {"grace_hopper.jpg": read_image(media_path("grace_hopper.jpg")).rgb,
+            "obama2.jpg": read_image(media_path("obama2.jpg")).rgb,
+            "bigbuckbunny.mp4#0": _frames("bigbuckbunny.mp4", 1)[0]}
+
+
+def test_payload_bits_round_trip() -> None:
+    bits = (PAYLOAD.to_bits() > 0).astype(np.int64)
+    ok, back = WatermarkPayload.parse(bits)
+    assert ok and back == PAYLOAD
+    bits[3] ^= 1  # a magic bit wrong: not faceweave's payload
+    assert not WatermarkPayload.parse(bits)[0]
+
+
+@pytest.mark.parametrize("name", ["grace_hopper.jpg", "obama2.jpg", "bigbuckbunny.mp4#0"])
+@pytest.mark.parametrize("transform", list(IMAGE_TRANSFORMS))
+def test_found_after_transformation(pictures: dict[str, np.ndarray], name: str, transform: str) -> None:
+    marked = embed_watermark(pictures[name], PAYLOAD)
+    assert psnr(pictures[name], marked) >= 40.0
+    result = detect_watermark(IMAGE_TRANSFORMS[transform](marked))
+    assert result.found and result.confidence > 0.99
+    assert result.payload == PAYLOAD
+
+
+@pytest.mark.parametrize("transform", list(IMAGE_TRANSFORMS))
+def test_unmarked_media_is_not_flagged(pictures: dict[str, np.ndarray], transform: str) -> None:
+    for rgb in pictures.values():
+        result = detect_watermark(IMAGE_TRANSFORMS[transform](rgb))
+        assert not result.found and result.payload is None and result.confidence == 0.0
+
+
+def test_video_frames_survive_h264_crf28() -> None:
+    frames = _frames("bigbuckbunny.mp4", 12)
+    delta = watermark_delta(*frames[0].shape[:2], PAYLOAD)
+    decoded = h264([embed_watermark(f, PAYLOAD, delta=delta) for f in frames])
+    assert all(detect_watermark(f).found for f in decoded[::3])
+    assert detect_watermark(decoded).payload == PAYLOAD  # several frames' evidence adds up
+    assert not any(detect_watermark(f).found for f in h264(frames)[::3])
+
+
+def test_luma_and_torch_paths_match_the_rgb_path(pictures: dict[str, np.ndarray]) -> None:
+    rgb = pictures["grace_hopper.jpg"]
+    delta = watermark_delta(*rgb.shape[:2], PAYLOAD)
+    ref = embed_watermark(rgb, PAYLOAD, delta=delta).astype(int)
+    y = rgb[..., 1]
+    assert np.array_equal(embed_watermark_luma(y, delta).astype(int), ref[..., 1])
+    t = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+    out = embed_watermark_torch(t, torch.from_numpy(delta))
+    back = (out[0].permute(1, 2, 0) * 255).round().numpy().astype(int)
+    assert out.shape == t.shape and out.dtype == t.dtype
+    assert np.abs(back - ref).max() <= 1  # rounding of the offset: float path keeps the fraction
