@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from faceweave.eval.cases import OCCLUDERS, bunny_frames, build_cases, group_grid
+from faceweave.eval.cases import OCCLUDERS, build_cases, bunny_frames, group_grid
 from faceweave.eval.metrics import evaluate
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.image import swap_image
@@ -83,7 +83,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                  for k in OCCLUDERS if any(r["variant"] == k for r in occ)},
         "colour_de_median": round(statistics.median(colour), 2) if colour else None,
         "colour_de_max": round(max(colour), 2) if colour else None,
-        "colour_de_target_median": round(statistics.median(finite("colour_de_target")), 2),
+        "colour_de_step_median": round(statistics.median(finite("colour_de_step")), 2),
+        "colour_de_step_target_median": round(statistics.median(finite("colour_de_step_target")), 2),
         "seam_max": round(max(finite("seam_ratio")), 3),
         "seam_mean": round(statistics.mean(finite("seam_ratio")), 3),
         "sharpness_vs_target_min": round(min(finite("sharpness_vs_target")), 3),

@@ -238,7 +238,9 @@ def swap(
     with _bar() as bar:
         result = api.swap(source, target, output, settings, progress=_RichProgress(bar), reference=reference)
     extra = f", {result.frames} frames" if result.kind == "video" else ""
-    err.print(f"[green]wrote[/green] {result.output} ({result.faces_swapped} face(s) swapped{extra}, "
+    found = result.stats.get("faces_found")
+    of = f" of {found} found" if found is not None and result.kind == "image" else ""
+    err.print(f"[green]wrote[/green] {result.output} ({result.faces_swapped} face(s) swapped{of}{extra}, "
               f"{result.seconds:.2f} s)")
     for key, value in result.stats.get("warnings", {}).items():
         err.print(f"[yellow]warning[/yellow] {key}: {value}")

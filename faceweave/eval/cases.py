@@ -105,7 +105,7 @@ def _face_geometry(lm: np.ndarray) -> tuple[np.ndarray, float]:
 def occlude_flat(image: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A flat skin-coloured rectangle over the mouth and chin (its colour: the target's own cheeks)."""
     pts, size = _face_geometry(lm)
-    mouth = pts[topology.LIPS_OUTER].mean(0)
+    mouth = pts[list(topology.LIPS_OUTER)].mean(0)
     mask = np.zeros(image.shape[:2], bool)
     x0, x1 = int(mouth[0] - 0.22 * size), int(mouth[0] + 0.22 * size)
     y0, y1 = int(mouth[1] - 0.08 * size), int(pts[:, 1].max() + 0.05 * size)
@@ -117,7 +117,7 @@ def occlude_flat(image: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndar
 def occlude_object(image: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A textured rounded bar (a microphone-like object) rising diagonally over a cheek and the mouth corner."""
     pts, size = _face_geometry(lm)
-    mouth = pts[topology.LIPS_OUTER].mean(0)
+    mouth = pts[list(topology.LIPS_OUTER)].mean(0)
     start = mouth + np.array([0.05, 0.0]) * size
     end = start + np.array([0.35, 0.9]) * size
     mask8 = np.zeros(image.shape[:2], np.uint8)
@@ -152,7 +152,7 @@ def occlude_hand(image: np.ndarray, lm: np.ndarray, donor: str) -> tuple[np.ndar
     from faceweave.eval.realism import face_oval_mask
 
     pts, size = _face_geometry(lm)
-    mouth = pts[topology.LIPS_OUTER].mean(0)
+    mouth = pts[list(topology.LIPS_OUTER)].mean(0)
     base = mouth + np.array([-0.1, 0.45]) * size
     mask8 = np.zeros(image.shape[:2], np.uint8)
     cv2.fillPoly(mask8, [np.round(s).astype(np.int32) for s in _hand_polygon(base, size)], 1)
@@ -175,7 +175,7 @@ def occlude_hair(image: np.ndarray, lm: np.ndarray, seed: int = 0) -> tuple[np.n
     pts, size = _face_geometry(lm)
     rng = np.random.default_rng(seed)
     top = pts[10]  # forehead top of the mesh
-    eye = pts[topology.RIGHT_EYE].mean(0)
+    eye = pts[list(topology.RIGHT_EYE)].mean(0)
     mask8 = np.zeros(image.shape[:2], np.uint8)
     for _ in range(9):
         x = top[0] + rng.uniform(-0.25, 0.1) * size
@@ -205,7 +205,7 @@ def make_bald(image: np.ndarray, lm: np.ndarray) -> np.ndarray:
     cv2.ellipse(mask8, (int(centre[0]), int(centre[1])), axes, 0, 180, 360, 1, -1)
     # keep the face itself (below the mesh's forehead line) untouched
     oval = np.zeros_like(mask8)
-    cv2.fillPoly(oval, [np.round(pts[topology.FACE_OVAL]).astype(np.int32)], 1)
+    cv2.fillPoly(oval, [np.round(pts[list(topology.FACE_OVAL)]).astype(np.int32)], 1)
     mask = (mask8 > 0) & (oval == 0)
     mask |= (mask8 > 0) & (np.arange(image.shape[0])[:, None] < pts[10][1] + 0.06 * size) & (oval > 0)
     h, w = image.shape[:2]
@@ -281,7 +281,11 @@ def build_cases(split: str, variants: tuple[str, ...] = VARIANTS) -> list[Case]:
 def group_grid(name: str, face_px: float, cols: int = 5, rows: int = 4,
                size: tuple[int, int] = (1280, 1200)) -> tuple[np.ndarray, int]:
     """``cols × rows`` copies of a bundled portrait, scaled so the face mesh is ``face_px`` tall, each centred in
-    its cell of a ``size = (W, H)`` canvas (the scaled photo around the face, grey where it ends). Returns the image and the number of faces in it."""
+    its cell of a ``size = (W, H)`` canvas (the scaled photo around the face, grey where it ends).
+
+    Returns:
+        the image and the number of faces in it.
+    """
     img = load(name)
     lm = donor_landmarks(name)
     lo, hi = lm.min(0), lm.max(0)

@@ -32,8 +32,9 @@ class SwapQuality:
     landmark_nme: float
     seam_ratio: float
     identity_moved: bool
-    colour_de: float = math.nan  # median ΔE00 across the mask edge (skin inside vs target skin outside)
-    colour_de_target: float = math.nan  # the same probes on the target itself (the natural step)
+    colour_de: float = math.nan  # median ΔE00 output vs target on the skin just inside the mask edge
+    colour_de_step: float = math.nan  # median ΔE00 across the face outline in the output (inside vs outside)
+    colour_de_step_target: float = math.nan  # the same on the target (the natural step)
     sharpness_vs_target: float = math.nan  # variance of the Laplacian of the face, output / target
     sharpness_vs_128: float = math.nan  # ... output / the output through a 128-px face crop
     occluder_mad: float | None = None  # mean abs difference inside a known occluder mask (8-bit levels)
@@ -118,7 +119,8 @@ def evaluate(
         seam_ratio=seam_ratio(output, ft),
         identity_moved=d_src < d_tgt,
         colour_de=colour["colour_de"],
-        colour_de_target=colour["colour_de_target"],
+        colour_de_step=colour["colour_de_step"],
+        colour_de_step_target=colour["colour_de_step_target"],
         sharpness_vs_target=sharp["sharpness_vs_target"],
         sharpness_vs_128=sharp["sharpness_vs_128"],
         occluder_mad=None if occluder is None else realism.occluder_preservation(output, target, occluder),

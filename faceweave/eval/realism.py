@@ -17,11 +17,11 @@ from faceweave.models import topology
 from faceweave.ops.colour import rgb_to_lab
 
 #: Where the colour-consistency probes sit, as fractions of the face size (the larger side of the mesh's box):
-#: inside the face at 0.08 (past the swapper's default erosion 0.04 and most of its feather, so the pixel is the
-#: swapped face's own skin) and outside at 0.03 (the target's skin just beyond the face outline: jaw, neck,
-#: ears/temples, forehead margin).
-INNER_PROBE = 0.08
-OUTER_PROBE = 0.03
+#: inside the face at 0.07 (past the swapper's default erosion 0.04 and most of its feather, so the pixel is
+#: mostly the swapped face) and outside at 0.01 (the target's skin just beyond the face outline: jaw, neck,
+#: temples, forehead margin).
+INNER_PROBE = 0.07
+OUTER_PROBE = 0.01
 #: A probe outside the face counts as skin when its colour is within this ΔE2000 of the target's own cheek skin
 #: (hair, background, collars and occluders are left out of the comparison).
 SKIN_DELTA_E = 14.0
@@ -84,7 +84,7 @@ def face_size(landmarks: np.ndarray) -> float:
 
 def face_oval_mask(landmarks: np.ndarray, shape: tuple[int, ...], erode_frac: float = 0.0) -> np.ndarray:
     """``(H, W)`` bool: the FaceMesh face oval, eroded by ``erode_frac`` × face size (negative: dilated)."""
-    pts = np.asarray(landmarks)[topology.FACE_OVAL, :2]
+    pts = np.asarray(landmarks)[list(topology.FACE_OVAL), :2]
     mask = np.zeros(shape[:2], np.uint8)
     cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
     r = round(abs(erode_frac) * face_size(landmarks))
@@ -98,7 +98,7 @@ def _oval_probes(landmarks: np.ndarray, inner: float, outer: float) -> tuple[np.
     """Probe points on the face outline's normals: ``(P, 2)`` inside at ``inner`` × face size and ``(P, 2)``
     outside at ``outer`` × face size, 4 probes per outline edge (the outline is densified so the probes are
     evenly spread)."""
-    oval = np.asarray(landmarks)[topology.FACE_OVAL, :2].astype(np.float64)
+    oval = np.asarray(landmarks)[list(topology.FACE_OVAL), :2].astype(np.float64)
     centre = oval.mean(0)
     nxt = np.roll(oval, -1, 0)
     pts = np.concatenate([oval + (nxt - oval) * f for f in (0.0, 0.25, 0.5, 0.75)])
@@ -131,13 +131,20 @@ def skin_reference(target: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 def colour_consistency(output: np.ndarray, target: np.ndarray, landmarks: np.ndarray,
                        exclude: np.ndarray | None = None) -> dict[str, float]:
-    """Median CIEDE2000 between the face's skin just inside the mask edge and the target's skin just outside it.
+    """Colour consistency of the swapped face with the target's surrounding skin, at the mask edge.
 
-    Probes sit in pairs on the face outline's normals (:data:`INNER_PROBE` inside, :data:`OUTER_PROBE` outside),
-    each the mean of a small blurred neighbourhood. Only pairs whose outer probe is the target's skin (within
-    :data:`SKIN_DELTA_E` of its cheek colour, in the *target* image) and whose probes are not in ``exclude``
-    count. The same measurement on the target itself gives the natural step across the face outline (jaw
-    shadow, ears).
+    Probes sit in pairs on the face outline's normals: :data:`INNER_PROBE` inside (the swapped face's own skin,
+    past the blend mask's erosion) and :data:`OUTER_PROBE` outside (the target's skin, which the swap leaves
+    untouched); each probe is the mean of a small neighbourhood. Only pairs where both probes are skin in the
+    *target* (within :data:`SKIN_DELTA_E` of its cheek colour) and not in ``exclude`` count.
+
+    Two figures, both medians over the pairs:
+
+    - ``colour_de``: ΔE00 between the output and the target at the inner probe. Near the edge the target's skin is
+      continuous with the skin just outside the mask, so this is the tone/lightness step a viewer sees between the
+      swapped face and its surroundings, without the natural shading across the outline (jaw shadow, ear).
+    - ``colour_de_step``: ΔE00 across the pair in the output (inner vs outer), and ``colour_de_step_target`` the
+      same on the target: the natural step, which a good swap reproduces.
 
     Args:
         output: the swapped image. target: the image before the swap (same size).
@@ -145,8 +152,7 @@ def colour_consistency(output: np.ndarray, target: np.ndarray, landmarks: np.nda
         exclude: optional ``(H, W)`` bool mask of pixels to ignore (a known occluder).
 
     Returns:
-        ``{"colour_de": output's median ΔE00, "colour_de_target": the target's own, "colour_probes": count}``
-        (NaN where no probe pair is skin).
+        the three medians and ``colour_probes`` (the pair count); NaN where no pair is skin.
     """
     size = face_size(landmarks)
     sigma = max(1.0, size * 0.012)
@@ -155,15 +161,19 @@ def colour_consistency(output: np.ndarray, target: np.ndarray, landmarks: np.nda
     inner, outer = _oval_probes(landmarks, INNER_PROBE, OUTER_PROBE)
     ok = _inside(inner, target.shape) & _inside(outer, target.shape)
     ref = skin_reference(target, landmarks)
-    ok &= ciede2000(_sample(blur_t, outer), ref) < SKIN_DELTA_E
+    ok &= (ciede2000(_sample(blur_t, outer), ref) < SKIN_DELTA_E) & (ciede2000(_sample(blur_t, inner), ref)
+                                                                     < SKIN_DELTA_E)
     if exclude is not None:
         ex = cv2.dilate(exclude.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, round(sigma * 2)))
         ok &= ~_sample(ex, inner).astype(bool) & ~_sample(ex, outer).astype(bool)
     if not ok.any():
-        return {"colour_de": math.nan, "colour_de_target": math.nan, "colour_probes": 0}
-    de_out = ciede2000(_sample(blur_o, inner[ok]), _sample(blur_o, outer[ok]))
-    de_tgt = ciede2000(_sample(blur_t, inner[ok]), _sample(blur_t, outer[ok]))
-    return {"colour_de": float(np.median(de_out)), "colour_de_target": float(np.median(de_tgt)),
+        return {"colour_de": math.nan, "colour_de_step": math.nan, "colour_de_step_target": math.nan,
+                "colour_probes": 0}
+    o_in, o_out = _sample(blur_o, inner[ok]), _sample(blur_o, outer[ok])
+    t_in, t_out = _sample(blur_t, inner[ok]), _sample(blur_t, outer[ok])
+    return {"colour_de": float(np.median(ciede2000(o_in, t_in))),
+            "colour_de_step": float(np.median(ciede2000(o_in, o_out))),
+            "colour_de_step_target": float(np.median(ciede2000(t_in, t_out))),
             "colour_probes": int(ok.sum())}
 
 
