@@ -36,12 +36,13 @@ def _settings(overrides: list[str]) -> SwapSettings:
     return SwapSettings.build(**values)
 
 
-def run_split(split: str, settings: SwapSettings, out_dir: Path | None = None) -> list[dict[str, Any]]:
+def run_split(split: str, settings: SwapSettings, out_dir: Path | None = None,
+              variants: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Swap and judge every case of ``split``; one row per case."""
     engine = SwapEngine(settings)
     rows = []
     prepared: dict[str, Any] = {}
-    for case in build_cases(split):
+    for case in build_cases(split, *([variants] if variants else [])):
         if case.source_name not in prepared:
             prepared[case.source_name] = engine.prepare_sources([case.source])
         t0 = time.perf_counter()
@@ -145,6 +146,7 @@ def main() -> None:
     ap.add_argument("--split", action="append", choices=["tune", "heldout"], default=[])
     ap.add_argument("--groups", action="store_true")
     ap.add_argument("--video", action="store_true")
+    ap.add_argument("--variants", help="comma-separated subset of the cases' variants")
     ap.add_argument("--set", action="append", default=[], help="a SwapSettings override, key=value")
     ap.add_argument("--out-dir", type=Path)
     ap.add_argument("--json", type=Path, help="write the report here")
@@ -152,7 +154,8 @@ def main() -> None:
     settings = _settings(args.set)
     report: dict[str, Any] = {"settings": args.set}
     for split in args.split:
-        rows = run_split(split, settings, args.out_dir / split if args.out_dir else None)
+        rows = run_split(split, settings, args.out_dir / split if args.out_dir else None,
+                         tuple(args.variants.split(",")) if args.variants else None)
         report[split] = {"summary": summarise(rows), "rows": rows}
         print(split, json.dumps(report[split]["summary"], indent=1))
     if args.groups:
