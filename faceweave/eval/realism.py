@@ -85,7 +85,7 @@ def face_size(landmarks: np.ndarray) -> float:
 def face_oval_mask(landmarks: np.ndarray, shape: tuple[int, ...], erode_frac: float = 0.0) -> np.ndarray:
     """``(H, W)`` bool: the FaceMesh face oval, eroded by ``erode_frac`` × face size (negative: dilated)."""
     pts = np.asarray(landmarks)[list(topology.FACE_OVAL), :2]
-    mask = np.zeros(shape[:2], np.uint8)
+    mask: np.ndarray = np.zeros(shape[:2], np.uint8)
     cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
     r = round(abs(erode_frac) * face_size(landmarks))
     if r > 0:
