@@ -5,7 +5,7 @@ statistics, not by a fixed skin colour):
 
 - *chroma*: the distance of a pixel's (a, b) from the skin's robust mean, in units of the skin's spread. Objects,
   microphones, food and most backgrounds in front of a face differ in hue or saturation.
-- *lightness*: far darker or brighter than the skin's spread allows (hair strands, glasses rims, dark objects).
+- *lightness*: far darker or brighter than the local shading allows (hair strands, glasses rims, dark objects).
 - *texture*: skin has grain; a flat or much smoother surface over it (a patch, a blurred hand close to the
   camera, a sheet of paper) has a local standard deviation far below the skin's typical one.
 
@@ -29,8 +29,13 @@ from faceweave.ops.colour import rgb_to_lab
 from faceweave.ops.filters import gaussian_blur, max_filter
 
 #: Outlier thresholds in units of the skin's spread (tuned on the tune split of benchmarks/quality_set.py).
-CHROMA_Z = 3.5
-LIGHT_Z = 3.0
+CHROMA_Z = 4.0
+#: Lightness is judged against the local shading (L minus its blur at SHADING_SCALE × face size): facial
+#: structure (nasolabial folds, eye sockets, the jaw's shadow) is shading, darker than the mean skin by 3–4 robust
+#: spreads, and must come from the source (with L itself at 3 spreads, identity stopped moving on obama targets);
+#: a hair strand or a rim is a steep local step of many spreads.
+LIGHT_Z = 7.0
+SHADING_SCALE = 0.06
 #: A pixel is "flat" when its local log-std is this many skin spreads below the skin's mean log-std.
 TEXTURE_Z = 2.5
 #: Soft ramp width of each test (in the same units).
@@ -87,10 +92,14 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
     lab = gaussian_blur(lab, 0.7)
     w = skin.float()
     tex = _local_log_std(lab[:, :1] / 100.0, max(1, round(face_px / 100)))
+    shading = gaussian_blur(lab[:, :1], max(1.0, face_px * SHADING_SCALE))
+    lab = torch.cat([lab[:, :1] - shading, lab[:, 1:]], 1)  # lightness relative to the local shading
 
     def z_scores(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, sd = weighted_median_mad(lab, weights)
-        sd = torch.maximum(sd, torch.tensor([2.0, 1.5, 1.5], device=sd.device).view(1, 3, 1, 1))
+        # floors (L relative to shading, a, b): shadowed skin at the jaw and the eyelids shifts its chroma by
+        # ~6–10 units on evenly lit faces whose MAD is ~1.5; an object's or hair's colour differs by ≥ 12
+        sd = torch.maximum(sd, torch.tensor([2.5, 3.0, 3.0], device=sd.device).view(1, 3, 1, 1))
         z = (lab - mu) / sd
         chroma = torch.sqrt(z[:, 1:2] ** 2 + z[:, 2:3] ** 2)
         t_mu, t_sd = weighted_median_mad(tex, weights)

@@ -81,7 +81,7 @@ class MeshSwapOptions:
     blend: BlendMode
     mask_erosion: float
     mask_feather: float
-    occlusion: bool = True
+    occlusion: bool = False
 
     @classmethod
     def from_settings(cls, settings: SwapSettings) -> MeshSwapOptions:
