@@ -191,6 +191,7 @@ def swap(
     detector: Annotated[str | None, typer.Option(help="'blazeface' (built-in), 'retinaface', 'scrfd', …")] = None,
     recogniser: Annotated[str | None, typer.Option(help="'dlib' (built-in) or 'arcface'")] = None,
     occlusion_mask: Annotated[str | None, typer.Option(help="face-parser plug-in for occlusions")] = None,
+    occlusion: Annotated[bool | None, typer.Option("--occlusion/--no-occlusion", help="built-in occlusion estimate (experimental)")] = None,
     pixel_boost: Annotated[int | None, typer.Option(help="128-px swappers: k×k tiles (1, 2, 4)")] = None,
     model_dir: Annotated[str | None, typer.Option(help="plug-in model folder (default $FACEWEAVE_MODELS)")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
@@ -222,7 +223,7 @@ def swap(
     settings = _settings_from(dict(
         selector=selector, face_index=face_index, reference_threshold=reference_threshold, swapper=swapper,
         shape_transfer=shape_transfer, keep_mouth=keep_mouth, keep_eyes=keep_eyes, blend=blend, enhancer=enhancer,
-        detector=detector, recogniser=recogniser, occlusion_mask=occlusion_mask, pixel_boost=pixel_boost,
+        detector=detector, recogniser=recogniser, occlusion_mask=occlusion_mask, occlusion=occlusion, pixel_boost=pixel_boost,
         model_dir=model_dir, device=device, dtype=dtype, batch_size=batch_size, devices=devices, cuda_graphs=cuda_graphs, video_codec=video_codec, crf=crf,
         preset=preset, pix_fmt=pix_fmt, trim_start=trim_start, trim_end=trim_end, workers=workers,
         detect_every=detect_every, smoothing=smoothing, skip_corrupt=skip_corrupt, max_pixels=max_pixels,
@@ -238,7 +239,9 @@ def swap(
     with _bar() as bar:
         result = api.swap(source, target, output, settings, progress=_RichProgress(bar), reference=reference)
     extra = f", {result.frames} frames" if result.kind == "video" else ""
-    err.print(f"[green]wrote[/green] {result.output} ({result.faces_swapped} face(s) swapped{extra}, "
+    found = result.stats.get("faces_found")
+    of = f" of {found} found" if found is not None and result.kind == "image" else ""
+    err.print(f"[green]wrote[/green] {result.output} ({result.faces_swapped} face(s) swapped{of}{extra}, "
               f"{result.seconds:.2f} s)")
     for key, value in result.stats.get("warnings", {}).items():
         err.print(f"[yellow]warning[/yellow] {key}: {value}")
@@ -273,14 +276,19 @@ def analyze(
 
 @app.command(name="eval")
 def eval_command(
-    source: Annotated[Path, typer.Option("--source", "-s", help="source face image")],
-    target: Annotated[Path, typer.Option("--target", "-t", help="target image (before the swap)")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="swapped image to judge")],
+    source: Annotated[list[Path], typer.Option("--source", "-s", help="source face image (repeat: one per pair)")],
+    target: Annotated[list[Path], typer.Option("--target", "-t", help="target image or video, before the swap")],
+    output: Annotated[list[Path], typer.Option("--output", "-o", help="swapped image or video to judge")],
+    occluder: Annotated[list[Path] | None, typer.Option(help="mask image of a known occluder (per pair)")] = None,
+    before: Annotated[list[Path] | None, typer.Option(help="an earlier output of the pair (contact sheet)")] = None,
+    sheet: Annotated[Path | None, typer.Option(help="write a contact sheet: source | target | [before] | output")] = None,
 ) -> None:
-    """Quality report (JSON): identity distance to source and target, landmark NME to target, seam score."""
-    from faceweave.eval.metrics import evaluate_files
+    """Quality report (JSON) per pair: identity distances, landmark NME, seam, colour consistency (ΔE2000), sharpness,
+    occluder preservation; for a video target, colour flicker against the input's."""
+    from faceweave.eval.report import evaluate_pairs
 
-    out.print_json(json.dumps(evaluate_files(source, target, output).to_dict()))
+    report = evaluate_pairs(source, target, output, occluder or [], before or [], sheet)
+    out.print_json(json.dumps(report if len(report) > 1 else report[0]))
 
 
 @app.command()

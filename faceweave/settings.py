@@ -51,6 +51,9 @@ class SwapSettings(BaseModel):
     detector: str = Field("blazeface", description="'blazeface' (built-in), 'retinaface' (embedded ONNX), 'scrfd'…")
     recogniser: Literal["dlib", "arcface"] = Field("dlib", description="'dlib' (built-in) or 'arcface' (plug-in ONNX)")
     occlusion_mask: str | None = Field(None, description="face-parser plug-in name (keeps occluders in front)")
+    occlusion: bool = Field(False, description="built-in occlusion estimate (mesh, experimental): hands, hair, objects "
+                            "in front of the face keep the target's pixels; off by default: it also keeps facial "
+                            "shading of some targets and identity then stops moving (docs/quality.md)")
     pixel_boost: int = Field(1, ge=1, le=4, description="128-px swappers: run on k×k tiles of a k·128 crop")
     model_dir: str | None = Field(None, description="plug-in model folder (default: $FACEWEAVE_MODELS)")
     provenance_label: bool = Field(False, description="draw a small visible 'AI-generated' label")

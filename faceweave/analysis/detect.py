@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from faceweave.analysis.face import Face
+from faceweave.analysis.tiling import MIN_VIEW_FACE, contained, cut_by_tile, tile_pyramid
 from faceweave.errors import InvalidOption, ShapeError, check_shape
 from faceweave.models.blazeface import BlazeFace, load_blazeface
 from faceweave.models.tflite_graph import cuda_batch_bucket
@@ -41,10 +42,9 @@ from faceweave.ops.crops import crop_matrices, roll_from_eyes, sample_crops, sam
 RETRY_ANGLES = (30.0, -30.0, 60.0, -60.0)
 # Refinement crop side / face box side: the face then spans about half of the short-range input.
 REFINE_CROP_SCALE = 2.0
-# Small-face pass: the full-range net is reliable for faces from ~18 px of its 192² input (measured on the
-# bundled faces: 18 px → score ~0.9, 12 px → 0.76 or missed depending on position).
-MIN_VIEW_FACE = 18.0
 MAX_TILES_PER_AXIS = 3
+# Faces scored below this by the first look are kept only when the refinement's second look confirms them.
+CONFIRM_SCORE = 0.75
 # Ratio of mouth width to inter-ocular distance in the ArcFace 5-point template (29.18 / 35.24 px).
 MOUTH_TO_EYE_RATIO = 0.828
 
@@ -123,11 +123,11 @@ class FaceDetector(nn.Module):
         ``batch`` frames of ``height × width``: whole-frame views of any subset of the frames, small-face tiles and
         rotated retries for any number of frames without a face, and refinement crops of up to one face per frame.
         """
-        tiles = tile_matrices(height, width, self.full.input_size, self.min_face).shape[0]
+        tiles = tile_pyramid(height, width, self.full.input_size, self.min_face).shape[0]
         retries = len(RETRY_ANGLES) if self.rotation_retry else 0
         frames = range(1, batch + 1)  # views of k frames, refinement crops of k faces, k frames without a face
         short = [*frames, *(retries * k for k in frames)]
-        full = [*frames, *(retries * k for k in frames), *(tiles * k for k in frames)]
+        full = [*frames, *(retries * k for k in frames), *((tiles + 1) * k for k in frames)]
         return {name: sorted({cuda_batch_bucket(n) for n in sizes if n}) for name, sizes in
                 (("short", short), ("full", full))}
 
@@ -168,16 +168,13 @@ class FaceDetector(nn.Module):
         upright = torch.zeros(1)
         plan = [(self.short, [view_matrices(height, width, self.short.input_size, upright)]),
                 (self.full, [view_matrices(height, width, self.full.input_size, upright)])]
-        candidates = self._candidates(frames, plan, threshold)
+        # Small faces (group photos): tiles at every scale a face from min_face up can have, on every frame, merged
+        # with the whole views' candidates in one NMS (a crowd beside one large face is not missed).
+        tiles = tile_pyramid(height, width, self.full.input_size, self.min_face)
+        if tiles.shape[0] > 0:
+            plan[1][1].append(tiles)  # one forward of the full-range net over the whole view and the tiles
+        candidates = self._candidates(frames, plan, threshold, tiles=tiles.shape[0] > 0)
         results = [self._merge(*c) for c in candidates]
-        # Small faces: tiles cost up to 9 more full-range forwards, so they scan only frames where the whole view
-        # found nothing (a 40 px face beside a large one is missed; raise min_face to skip tiles entirely).
-        tiles = tile_matrices(height, width, self.full.input_size, self.min_face)
-        missing = [i for i, faces in enumerate(results) if not faces]
-        if missing and tiles.shape[0] > 0:
-            tiled = self._candidates(frames[missing], [(self.full, [tiles])], threshold)
-            for i, c in zip(missing, tiled, strict=True):
-                results[i] = self._merge(*c)
         if self.rotation_retry:
             missing = [i for i, faces in enumerate(results) if not faces]
             if missing:
@@ -239,6 +236,10 @@ class FaceDetector(nn.Module):
         new_rolls = roll_from_eyes(five[:, 0], five[:, 1]).tolist()
         out: list[list[Face]] = [[] for _ in results]
         for n, (i, face) in enumerate(flat):
+            if face.score < CONFIRM_SCORE and float(second_score[n]) < CONFIRM_SCORE:
+                # neither look is confident: not a face (a torso or a cartoon in a tile scored 0.57–0.69 on the
+                # group grids and Big Buck Bunny, with a second look under 0.75; real faces score ≥ 0.85)
+                continue
             if not bool(accept[n]):
                 out[i].append(face)
                 continue
@@ -251,8 +252,9 @@ class FaceDetector(nn.Module):
         return out
 
     def _candidates(self, frames: torch.Tensor, plan: list[tuple[BlazeFace, list[torch.Tensor]]],
-                    threshold: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                    threshold: float, *, tiles: bool = False) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Run ``plan`` (per net: groups of view matrices, one scale per group) and collect candidates per frame.
+        With ``tiles``, detections cut by a tile's inner border are dropped (an overlapping tile sees them whole).
 
         Returns per frame: rects ``(N, 5)`` ``cx, cy, w, h, roll_deg``, keypoints ``(N, 6, 2)`` (frame pixel
         centres) and scores ``(N,)`` ≥ ``threshold``.
@@ -281,6 +283,8 @@ class FaceDetector(nn.Module):
             k = packed[:, 4 : 4 + 2 * n_kp].view(-1, n_kp, 2) * size
             s, row = packed[:, 4 + 2 * n_kp], packed[:, -1].long()
             valid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+            if tiles:
+                valid &= ~cut_by_tile(b, matrices[row], size, height, width)
             b, k, s, row = b[valid], k[valid], s[valid], row[valid]
             linear, offset = matrices[row, :, :2], matrices[row, :, 2]
             centre = torch.einsum("nij,nj->ni", linear, (b[:, :2] + b[:, 2:]) / 2) + offset - 0.5
@@ -313,6 +317,9 @@ class FaceDetector(nn.Module):
             roll = float(roll_from_eyes(five[0], five[1]))
             faces.append(Face(box=box, score=score, keypoints=five, roll=roll,
                               extra={"blazeface_keypoints": blaze}))
+        if len(faces) > 1:  # a part of a face seen in a fine tile, inside the face found at a coarser scale
+            inside = contained(torch.stack([f.box for f in faces]))
+            faces = [f for f, drop in zip(faces, inside.tolist(), strict=True) if not drop]
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces
 

@@ -5,6 +5,7 @@ All metrics use real analysis models: dlib 128-d identity distance (same person 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from faceweave.analysis.face import Face, FaceKeypoint
 from faceweave.analysis.identity import identity_distance
 from faceweave.errors import NoFaceInSource, NoFaceInTarget
+from faceweave.eval import realism
 from faceweave.models import topology
 from faceweave.ops.masks import dilate_mask, erode_mask, polygon_mask
 from faceweave.pipeline.engine import SwapEngine
@@ -30,8 +32,14 @@ class SwapQuality:
     landmark_nme: float
     seam_ratio: float
     identity_moved: bool
+    colour_de: float = math.nan  # median ΔE00 output vs target on the skin just inside the mask edge
+    colour_de_step: float = math.nan  # median ΔE00 across the face outline in the output (inside vs outside)
+    colour_de_step_target: float = math.nan  # the same on the target (the natural step)
+    sharpness_vs_target: float = math.nan  # variance of the Laplacian of the face, output / target
+    sharpness_vs_128: float = math.nan  # ... output / the output through a 128-px face crop
+    occluder_mad: float | None = None  # mean abs difference inside a known occluder mask (8-bit levels)
 
-    def to_dict(self) -> dict[str, float | bool]:
+    def to_dict(self) -> dict[str, float | bool | None]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
@@ -81,9 +89,11 @@ def seam_ratio(image: np.ndarray, face: Face, erosion: float = SwapSettings().ma
 
 
 def evaluate(
-    source: np.ndarray, target: np.ndarray, output: np.ndarray, engine: SwapEngine | None = None
+    source: np.ndarray, target: np.ndarray, output: np.ndarray, engine: SwapEngine | None = None,
+    occluder: np.ndarray | None = None,
 ) -> SwapQuality:
-    """Judge one swap of the largest faces. Images are ``(H, W, 3)`` uint8 RGB."""
+    """Judge one swap of the largest faces. Images are ``(H, W, 3)`` uint8 RGB; ``occluder`` an optional ``(H, W)``
+    bool mask of what stands in front of the target's face (it is left out of the colour and sharpness probes)."""
     engine = engine or SwapEngine(SwapSettings())
 
     def largest(rgb: np.ndarray, what: str) -> Face:
@@ -98,20 +108,32 @@ def evaluate(
     assert fs.embedding is not None and ft.embedding is not None and fo.embedding is not None
     d_src = identity_distance(fo.embedding, fs.embedding)
     d_tgt = identity_distance(fo.embedding, ft.embedding)
+    assert ft.landmarks is not None
+    lm = ft.landmarks[:, :2].numpy().astype(np.float64)
+    colour = realism.colour_consistency(output, target, lm, exclude=occluder)
+    sharp = realism.sharpness(output, target, lm, exclude=occluder)
     return SwapQuality(
         identity_to_source=d_src,
         identity_to_target=d_tgt,
         landmark_nme=landmark_nme(fo, ft),
         seam_ratio=seam_ratio(output, ft),
         identity_moved=d_src < d_tgt,
+        colour_de=colour["colour_de"],
+        colour_de_step=colour["colour_de_step"],
+        colour_de_step_target=colour["colour_de_step_target"],
+        sharpness_vs_target=sharp["sharpness_vs_target"],
+        sharpness_vs_128=sharp["sharpness_vs_128"],
+        occluder_mad=None if occluder is None else realism.occluder_preservation(output, target, occluder),
     )
 
 
-def evaluate_files(source: Path, target: Path, output: Path) -> SwapQuality:
-    """:func:`evaluate` on image files."""
+def evaluate_files(source: Path, target: Path, output: Path, occluder: Path | None = None,
+                   engine: SwapEngine | None = None) -> SwapQuality:
+    """:func:`evaluate` on image files; ``occluder``: a mask image (non-zero = occluder)."""
     from faceweave.media.image import read_image
 
-    return evaluate(read_image(source).rgb, read_image(target).rgb, read_image(output).rgb)
+    mask = None if occluder is None else read_image(occluder).rgb.max(2) > 127
+    return evaluate(read_image(source).rgb, read_image(target).rgb, read_image(output).rgb, engine, mask)
 
 
 def landmark_jitter(tracks: list[torch.Tensor]) -> float:

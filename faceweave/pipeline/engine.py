@@ -349,7 +349,11 @@ class SwapEngine:
             mesh_items = [(b, f, sources[s].texture) for b, row in enumerate(plan) for f, s in row]
             out = self.mesh_swapper.swap(frames, mesh_items)
         if self._enhancer is not None and any(plan):
-            out = self._enhancer.enhance(out, [[f for f, _ in row] for row in plan])
+            enhanced = self._enhancer.enhance(out, [[f for f, _ in row] for row in plan])
+            # the enhancer works on what the swap changed: pixels the swap kept (occluders, the frame around the
+            # face) stay the target's own, bit for bit
+            changed = (out != frames).any(1, keepdim=True)
+            out = torch.where(changed, enhanced, out)
         return out
 
 

@@ -39,10 +39,22 @@ def swap_image(
     Returns:
         ``(result (H, W, 3) uint8 RGB, number of faces swapped)``. Raises :class:`NoFaceInTarget`.
     """
-    (outcome,) = swap_images(sources, [target], engine, reference)
+    result, swapped, _ = swap_image_counted(sources, target, engine, reference)
+    return result, swapped
+
+
+def swap_image_counted(
+    sources: Sequence[PreparedSource],
+    target: np.ndarray,
+    engine: SwapEngine,
+    reference: Sequence[object] | None = None,
+) -> tuple[np.ndarray, int, int]:
+    """:func:`swap_image`, also returning how many faces were found: ``(result, swapped, found)``."""
+    found: list[int] = []
+    (outcome,) = swap_images(sources, [target], engine, reference, found=found)
     if isinstance(outcome, FaceweaveError):
         raise outcome
-    return outcome
+    return outcome[0], outcome[1], found[0]
 
 
 def swap_images(
@@ -50,6 +62,8 @@ def swap_images(
     targets: Sequence[np.ndarray],
     engine: SwapEngine,
     reference: Sequence[object] | None = None,
+    *,
+    found: list[int] | None = None,
 ) -> list[tuple[np.ndarray, int] | FaceweaveError]:
     """Swap into several RGB images of one size as one batch on the engine's device.
 
@@ -58,6 +72,7 @@ def swap_images(
         targets: ``(H, W, 3)`` uint8 RGB each, all the same ``H, W``.
         engine: the job's engine.
         reference: identity embeddings for ``selector="reference"``.
+        found: if given, filled with the number of faces found in each target (in order).
 
     Returns:
         Per target, in order: ``(result (H, W, 3) uint8 RGB, faces swapped)``, or the error that image alone hit
@@ -65,6 +80,8 @@ def swap_images(
     """
     frames = torch.cat([engine.to_tensor(t) for t in targets])
     faces = engine.analyze(frames)
+    if found is not None:
+        found.extend(len(f) for f in faces)
     if engine.settings.selector == "reference":
         faces = engine.identify(frames, faces)
     plans: list[list[tuple[Face, int]]] = []
@@ -118,7 +135,7 @@ def swap_image_file(
     engine = engine or SwapEngine(settings)
     prepared = engine.prepare_sources(src_images)
     refs = job_references(engine, settings, reference, src_images)
-    result, n = swap_image(prepared, tgt.rgb, engine, refs)
+    result, n, found = swap_image_counted(prepared, tgt.rgb, engine, refs)
     if settings.provenance_label:
         from faceweave.media.label import draw_label
 
@@ -130,4 +147,14 @@ def swap_image_file(
     write_marked_image(out_path, result, Marking.from_settings(settings), like=tgt, ingredients=ingredients)
     dt = time.perf_counter() - t0
     progress(Progress(stage="done", frames_done=1, frames_total=1, fps=1 / dt if dt else 0.0, eta_s=0.0))
-    return SwapResult(output=out_path, kind="image", faces_swapped=n, frames=1, seconds=dt)
+    return SwapResult(output=out_path, kind="image", faces_swapped=n, frames=1, seconds=dt,
+                      stats=face_count_stats(found, n, settings))
+
+
+def face_count_stats(found: int, swapped: int, settings: SwapSettings) -> dict[str, object]:
+    """``faces_found`` / ``faces_swapped``, and a warning when ``selector="many"`` left found faces unswapped (the
+    user asked for every face; with one/index/reference the others are left on purpose)."""
+    stats: dict[str, object] = {"faces_found": found, "faces_swapped": swapped}
+    if settings.selector == "many" and swapped < found:
+        stats["warnings"] = {"faces_not_swapped": f"{found - swapped} of {found} faces found were not swapped"}
+    return stats

@@ -30,6 +30,7 @@ from faceweave.ops.colour import rgb_to_lab, transfer_colour_lab_from_lab, trans
 from faceweave.ops.filters import gaussian_blur_traced
 from faceweave.ops.geometry import estimate_similarity, transform_points
 from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
+from faceweave.ops.occlusion import occlusion_mask
 from faceweave.ops.warp import piecewise_affine_warp, triangle_blocks, warp_affine
 from faceweave.settings import BlendMode, ColourMode, SwapSettings
 
@@ -70,7 +71,7 @@ _ALIGN_POINTS = sorted(set(range(topology.NUM_LANDMARKS)) - set(_EXPRESSIVE) - s
 
 @dataclass(frozen=True)
 class MeshSwapOptions:
-    """The built-in swapper's options: the seven :class:`~faceweave.settings.SwapSettings` fields it reads (see
+    """The built-in swapper's options: the eight :class:`~faceweave.settings.SwapSettings` fields it reads (see
     there for their meaning and ranges), taken once per engine with :meth:`from_settings`."""
 
     shape_transfer: float
@@ -80,12 +81,14 @@ class MeshSwapOptions:
     blend: BlendMode
     mask_erosion: float
     mask_feather: float
+    occlusion: bool = False
 
     @classmethod
     def from_settings(cls, settings: SwapSettings) -> MeshSwapOptions:
         return cls(shape_transfer=settings.shape_transfer, keep_mouth=settings.keep_mouth,
                    keep_eyes=settings.keep_eyes, colour_transfer=settings.colour_transfer, blend=settings.blend,
-                   mask_erosion=settings.mask_erosion, mask_feather=settings.mask_feather)
+                   mask_erosion=settings.mask_erosion, mask_feather=settings.mask_feather,
+                   occlusion=settings.occlusion)
 
 
 @dataclass(frozen=True)
@@ -179,9 +182,9 @@ def _pad_polygons(polys: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, options: MeshSwapOptions,
-                  coverage: torch.Tensor, face_size: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blend mask and colour-statistics (skin) mask, ``(F, 1, R, R)`` each, on a ``R = min(size, MASK_SIZE)`` grid
-    spanning the ``size × size`` crop.
+                  coverage: torch.Tensor, face_size: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Blend mask, colour-statistics (skin) mask and the grown eyes/brows/lips, ``(F, 1, R, R)`` each, on a
+    ``R = min(size, MASK_SIZE)`` grid spanning the ``size × size`` crop.
 
     Args:
         pts, target_pts: ``(F, 468, 2)`` output and target geometry in crop pixels (float32, any device).
@@ -226,7 +229,7 @@ def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, option
         mask = mask * (1 - polygon_mask(outline_pts, (res, res), dilate=radius))
     sigma = max(0.5, face_size * options.mask_feather / 2 * sc)
     mask = feather_mask(mask, sigma) * feather_mask(erode_mask(face, max(1, erosion // 2) * sc), sigma / 2)
-    return mask, stats
+    return mask, stats, grown
 
 
 def _restore_grain(warped: torch.Tensor, target: torch.Tensor, skin: torch.Tensor, grain: torch.Tensor | None
@@ -357,12 +360,19 @@ def swap_in_crops(
     with record_function("swap.mask"):
         res = min(size, MASK_SIZE)
         cov_small = coverage.float() if res == size else F.interpolate(coverage.float(), size=(res, res), mode="area")
-        mask, stats = _region_masks(geo_d, tgt_d, size, options, cov_small, face_px)
+        mask, stats, features = _region_masks(geo_d, tgt_d, size, options, cov_small, face_px)
         if res != size:
             mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
             skin = F.interpolate(stats, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+            features = F.interpolate(features, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
         else:
             skin = stats
+        occ = None
+        if options.occlusion:
+            # what covers the target's face keeps the target; it also leaves the colour statistics
+            occ = occlusion_mask(target_crops, skin, (mask > 0).float(), features, face_px=face_px).float()
+            skin = skin * (1 - occ)
+            stats = stats * (1 - (occ if res == size else F.interpolate(occ, size=(res, res), mode="area")))
         mask, skin, stats = mask.to(dt), skin.to(dt), stats.to(dt)
     with record_function("swap.colour"):
         target_in, skin_in = target_crops[..., inner[0], inner[1]], skin[..., inner[0], inner[1]]
@@ -389,6 +399,11 @@ def swap_in_crops(
         else:
             composite = feather_blend(warped, target_crops, mask)
         composite = composite.clamp(0, 1)
+        if occ is not None:
+            # the paste mask drops the occluders, so the frame keeps its own pixels there (not a resampled copy)
+            keep = occ.to(dt)
+            composite = composite * (1 - keep) + target_crops * keep
+            mask = mask * (1 - keep)
     return composite, mask
 
 

@@ -1,0 +1,172 @@
+"""Realism figures of the built-in swap on the issue-21 test set (faceweave/eval/cases.py).
+
+    PYTHONPATH=$PWD python benchmarks/quality_set.py --split tune --json tune.json [--out-dir DIR] [--set k=v ...]
+    PYTHONPATH=$PWD python benchmarks/quality_set.py --groups          # detection recall on grids + face-less frames
+    PYTHONPATH=$PWD python benchmarks/quality_set.py --video           # colour flicker on carphone
+
+Every case runs with the default settings (plus ``--set`` overrides) on the CPU, as a new user would, and is judged
+by faceweave.eval (identity by dlib, realism metrics of faceweave/eval/realism.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceweave.eval.cases import OCCLUDERS, build_cases, bunny_frames, group_grid
+from faceweave.eval.metrics import evaluate
+from faceweave.pipeline.engine import SwapEngine
+from faceweave.pipeline.image import swap_image
+from faceweave.settings import SwapSettings
+
+
+def _settings(overrides: list[str]) -> SwapSettings:
+    values: dict[str, Any] = {"device": "cpu"}
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        values[key] = json.loads(raw) if raw[:1] in "0123456789-[{tfn" and raw not in ("none",) else raw
+    return SwapSettings.build(**values)
+
+
+def run_split(split: str, settings: SwapSettings, out_dir: Path | None = None,
+              variants: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Swap and judge every case of ``split``; one row per case."""
+    engine = SwapEngine(settings)
+    rows = []
+    prepared: dict[str, Any] = {}
+    for case in build_cases(split, *([variants] if variants else [])):
+        if case.source_name not in prepared:
+            prepared[case.source_name] = engine.prepare_sources([case.source])
+        t0 = time.perf_counter()
+        out, n = swap_image(prepared[case.source_name], case.target, engine)
+        ms = (time.perf_counter() - t0) * 1000
+        q = evaluate(case.source, case.target, out, engine, case.occluder)
+        row = {"case": case.name, "variant": case.variant, "faces": n, "ms": round(ms), **q.to_dict()}
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+        if out_dir is not None:
+            from faceweave.media.image import write_image
+
+            stem = case.name.replace("/", "_").replace(":", "_").replace(">", "")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_image(out_dir / f"{stem}.png", out)
+            write_image(out_dir / f"{stem}_target.png", case.target)
+            if case.occluder is not None:
+                write_image(out_dir / f"{stem}_occluder.png", np.repeat(case.occluder[..., None] * 255, 3, 2)
+                            .astype(np.uint8))
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue-21 goals' figures over a split."""
+
+    def finite(key: str, sel: list[dict[str, Any]] | None = None) -> list[float]:
+        return [float(r[key]) for r in (sel or rows) if r.get(key) is not None and not math.isnan(float(r[key]))]
+
+    occ = [r for r in rows if r["variant"] in OCCLUDERS]
+    colour = finite("colour_de")
+    return {
+        "cases": len(rows),
+        "identity_moved": f"{sum(bool(r['identity_moved']) for r in rows)}/{len(rows)}",
+        "mean_identity_to_source": round(statistics.mean(finite("identity_to_source")), 4),
+        "occluder_mad_mean": round(statistics.mean(finite("occluder_mad", occ)), 2) if occ else None,
+        "occluder_mad_max": round(max(finite("occluder_mad", occ)), 2) if occ else None,
+        "occluder_mad_by_kind": {k: round(statistics.mean(finite("occluder_mad", [r for r in occ
+                                                                                if r["variant"] == k])), 2)
+                                 for k in OCCLUDERS if any(r["variant"] == k for r in occ)},
+        "colour_de_median": round(statistics.median(colour), 2) if colour else None,
+        "colour_de_max": round(max(colour), 2) if colour else None,
+        "colour_de_step_median": round(statistics.median(finite("colour_de_step")), 2),
+        "colour_de_step_target_median": round(statistics.median(finite("colour_de_step_target")), 2),
+        "seam_max": round(max(finite("seam_ratio")), 3),
+        "seam_mean": round(statistics.mean(finite("seam_ratio")), 3),
+        "sharpness_vs_target_min": round(min(finite("sharpness_vs_target")), 3),
+        "sharpness_vs_target_median": round(statistics.median(finite("sharpness_vs_target")), 3),
+        "sharpness_vs_128_median": round(statistics.median(finite("sharpness_vs_128")), 3),
+    }
+
+
+def run_groups(settings: SwapSettings) -> dict[str, Any]:
+    """Faces found on group grids (5×4 at 1280×1200) and on face-less frames."""
+    engine = SwapEngine(settings)
+    grids = {}
+    for name, px in (("obama.jpg", 50), ("obama.jpg", 40), ("obama.jpg", 60), ("astronaut.png", 50),
+                     ("grace_hopper.jpg", 45), ("grace_hopper.jpg", 60), ("astronaut.png", 40)):
+        img, expected = group_grid(name, px)
+        t0 = time.perf_counter()
+        found = len(engine.detector.detect(engine.to_tensor(img))[0])
+        grids[f"{name}@{px}px"] = {"found": found, "expected": expected, "s": round(time.perf_counter() - t0, 2)}
+        print(name, px, grids[f"{name}@{px}px"], file=sys.stderr)
+    false = [len(engine.detector.detect(engine.to_tensor(f))[0]) for f in bunny_frames(6, 20)]
+    return {"grids": grids, "faceless_frames": len(false), "false_faces": sum(false)}
+
+
+def run_video(settings: SwapSettings, work: Path) -> dict[str, Any]:
+    """Swap astronaut onto the carphone clip through the public API and compare its face colour flicker."""
+    import av
+
+    from faceweave.api import swap
+    from faceweave.data import media_path
+    from faceweave.eval.realism import colour_flicker
+
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "carphone_swapped.mp4"
+    result = swap(media_path("astronaut.png"), media_path("carphone_pristine.mp4"), out, settings)
+
+    def frames(path: Path) -> list[np.ndarray]:
+        with av.open(str(path)) as c:
+            return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+    f_in, f_out = frames(media_path("carphone_pristine.mp4")), frames(out)
+    engine = SwapEngine(settings)
+    lms, keep_in, keep_out = [], [], []
+    for a, b in zip(f_in, f_out, strict=False):
+        faces = engine.analyze(engine.to_tensor(a))[0]
+        if not faces:
+            continue
+        face = max(faces, key=lambda f: f.area)
+        assert face.landmarks is not None
+        lms.append(face.landmarks[:, :2].numpy().astype(np.float64))
+        keep_in.append(a)
+        keep_out.append(b)
+    return {"frames": len(f_in), "faces_swapped": result.faces_swapped,
+            **{k: round(v, 4) for k, v in colour_flicker(keep_in, keep_out, lms).items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--split", action="append", choices=["tune", "heldout"], default=[])
+    ap.add_argument("--groups", action="store_true")
+    ap.add_argument("--video", action="store_true")
+    ap.add_argument("--variants", help="comma-separated subset of the cases' variants")
+    ap.add_argument("--set", action="append", default=[], help="a SwapSettings override, key=value")
+    ap.add_argument("--out-dir", type=Path)
+    ap.add_argument("--json", type=Path, help="write the report here")
+    args = ap.parse_args()
+    settings = _settings(args.set)
+    report: dict[str, Any] = {"settings": args.set}
+    for split in args.split:
+        rows = run_split(split, settings, args.out_dir / split if args.out_dir else None,
+                         tuple(args.variants.split(",")) if args.variants else None)
+        report[split] = {"summary": summarise(rows), "rows": rows}
+        print(split, json.dumps(report[split]["summary"], indent=1))
+    if args.groups:
+        report["groups"] = run_groups(settings)
+        print(json.dumps(report["groups"], indent=1))
+    if args.video:
+        report["video"] = run_video(settings, args.out_dir or Path("/tmp/fw-quality"))
+        print(json.dumps(report["video"], indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Group photos: every face of a 5×4 grid at 50 px is found; no face on face-less frames (Big Buck Bunny)."""
+
+from __future__ import annotations
+
+import torch
+
+from faceweave.analysis.detect import FaceDetector, detect_faces
+from faceweave.analysis.tiling import contained, tile_pyramid, tile_sides
+from faceweave.eval.cases import bunny_frames, group_grid
+
+
+def test_tile_levels_reach_min_face() -> None:
+    sides = tile_sides(1200, 1280, 192, 40.0)
+    assert sides and sides == sorted(sides, reverse=True)
+    assert 40.0 * 192 / sides[-1] >= 18.0  # the finest level shows a 40 px face at ≥ 18 net pixels
+    assert tile_pyramid(480, 640, 192, 80.0).shape[0] == 0  # the whole view already suffices
+    assert tile_pyramid(2160, 3840, 192, 40.0).shape[0] <= 64
+
+
+def test_contained_drops_face_parts_only() -> None:
+    boxes = torch.tensor([[0, 0, 100, 100], [10, 10, 40, 40], [200, 0, 230, 30.0]])
+    assert contained(boxes).tolist() == [False, True, False]
+
+
+def test_group_grid_every_face_and_no_false_faces() -> None:
+    detector = FaceDetector()
+    grid, expected = group_grid("obama.jpg", 50)
+    assert len(detect_faces(grid, detector=detector)) == expected == 20
+    for frame in bunny_frames(2, 30):
+        assert detect_faces(frame, detector=detector) == []
