@@ -85,8 +85,9 @@ def test_live_page_swaps_the_camera(tmp_path: Path) -> None:
                 page.check("#consent")
                 page.click("#start")
                 page.wait_for_selector("#session:not([hidden])")
-                page.wait_for_function("document.getElementById('remote').videoWidth > 0")
-                page.wait_for_function("document.getElementById('fps').textContent !== '–'")
+                # predicates as functions: the page's CSP forbids eval of a bare expression
+                page.wait_for_function("() => document.getElementById('remote').videoWidth > 0")
+                page.wait_for_function("() => document.getElementById('fps').textContent !== '–'")
                 shots = [_png_rgb(u) for u in page.evaluate(CAPTURE_JS, [8, 250])]
                 page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
                 fps = float(page.text_content("#fps") or "nan")

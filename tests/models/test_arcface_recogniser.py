@@ -85,8 +85,9 @@ def test_reference_selection_uses_arcface_embeddings(composite_two_people, media
     canvas = read_image(path).rgb
     reference = tmp_path / "right_person.png"
     write_image(reference, canvas[:, split:])  # the same pixels as the right face: distance ~0 under any recogniser
+    # watermark=False: the invisible mark touches every pixel by design; here "untouched" must mean byte-identical
     settings = SwapSettings(device="cpu", selector="reference", recogniser="arcface", model_dir=str(model_dir),
-                            reference_threshold=0.05)
+                            reference_threshold=0.05, watermark=False)
     out = tmp_path / "out.png"
     result = api.swap(media.path("grace_hopper.jpg"), path, out, settings, reference=reference)
     assert result.faces_swapped == 1

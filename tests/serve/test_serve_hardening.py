@@ -32,7 +32,9 @@ def _copy(ctx: JobContext) -> JobOutcome:
 
 
 OPERATOR_VALUES = {"model_dir": "/tmp", "device": "cpu", "devices": "cpu,cpu", "dtype": "float32", "batch_size": 2,
-                   "workers": 4, "cuda_graphs": False}  # fmt: skip
+                   "workers": 4, "cuda_graphs": False,
+                   # provenance marks: a client must never turn them off (issue 24)
+                   "watermark": False, "c2pa": False, "c2pa_cert": "/tmp/c.pem", "c2pa_key": "/tmp/k.pem"}  # fmt: skip
 
 
 async def test_clients_cannot_choose_server_resources(tmp_path: Path, media_bytes: Any) -> None:
