@@ -18,7 +18,7 @@ from faceweave.provenance.watermark import (
     psnr,
     watermark_delta,
 )
-from tests.provenance._transforms import IMAGE_TRANSFORMS, h264
+from ._transforms import IMAGE_TRANSFORMS, h264
 
 PAYLOAD = WatermarkPayload.for_job("job-42")
 
