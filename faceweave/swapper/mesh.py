@@ -80,9 +80,6 @@ DETAIL_MAX_GAIN = 3.0
 #: is below about this (0–1 units; ~8 levels): grain and pores come back, the edges of what the swap replaced
 #: (glasses rims, eyelashes) do not (see :func:`~faceweave.ops.blend.paste_back_region`).
 KEEP_DETAIL_LIMIT = 0.03
-#: Colour distances (weighted CIELAB, see :func:`source_skin`) from the source's cheek skin at which its forehead
-#: counts fully as skin, and fully as hair.
-SOURCE_SKIN_DE = (12.0, 24.0)
 
 # Points whose position carries expression more than identity: shape transfer moves them less.
 _EXPRESSIVE = sorted(set(topology.LIPS_INNER) | set(topology.LIPS_OUTER) | set(topology.LEFT_EYE)
@@ -129,8 +126,6 @@ class SourceTexture:
         scale: texture pixels per source-image pixel (> 1: the texture was magnified).
         lab: ``image`` in CIELAB, ``(1, 3, S, S)`` float32 (see :func:`~faceweave.ops.colour.rgb_to_lab`): the
             colour transfer warps it instead of converting every warped face.
-        skin: ``(1, 1, S, S)`` float32 in ``[0, 1]``: 0 where the top of the face mesh holds the source's hair (a
-            fringe), not its skin (:func:`source_skin`); the swap leaves the target there. None: all skin.
     """
 
     image: torch.Tensor
@@ -138,13 +133,11 @@ class SourceTexture:
     face: Face
     scale: float = 1.0  # texture pixels per source-image pixel (>1: the texture was magnified)
     lab: torch.Tensor | None = None  # ``image`` in CIELAB (float32), converted once for the colour transfer
-    skin: torch.Tensor | None = None  # (1, 1, S, S) float32: where the forehead is the source's skin (not its hair)
 
     def to(self, device: torch.device | str) -> SourceTexture:
         """A copy with the images on ``device``; ``points`` stay on the host."""
         lab = None if self.lab is None else self.lab.to(device)
-        skin = None if self.skin is None else self.skin.to(device)
-        return replace(self, image=self.image.to(device), points=self.points.cpu(), lab=lab, skin=skin)
+        return replace(self, image=self.image.to(device), points=self.points.cpu(), lab=lab)
 
 
 def _square_box(points: torch.Tensor, margin: float) -> torch.Tensor:
@@ -179,44 +172,8 @@ def prepare_source_texture(image: torch.Tensor, face: Face, size: int = SOURCE_T
     pts = face.landmarks[None, :, :2].to(image.device, torch.float32)
     m = _crop_matrix(_square_box(pts, CROP_MARGIN), size)
     crop = warp_affine(image.float(), m, (size, size), padding="border").to(image.dtype)
-    points = transform_points(m, pts)[0].cpu()
-    lab = rgb_to_lab(crop.float())
-    return SourceTexture(image=crop, points=points, face=face, scale=float(m[0, 0, 0]), lab=lab,
-                         skin=source_skin(lab, points))
-
-
-def source_skin(lab: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Where the forehead of a source texture is skin: ``(1, 1, S, S)`` float32 in ``[0, 1]``, 1 below the eyebrows.
-
-    Above the eyebrows the face mesh often reaches into the source's hair (a fringe, a hairline lower than the
-    mesh's forehead line); pasted onto a bald or high-forehead target, that hair is a band across the forehead.
-    Skin there is what lies within a colour distance of the source's own cheek skin (CIELAB, lightness weighted by
-    half: shading is not hair); the result is smoothed by 1.5 % of the face size.
-
-    Args:
-        lab: ``(1, 3, S, S)`` CIELAB of the texture. points: ``(468, 2)`` host, its FaceMesh in texture pixels.
-    """
-    size = lab.shape[-1]
-    pts = points.to(lab.device, torch.float32)
-    face_px = float((pts.max(0).values - pts.min(0).values).max())
-    oval = polygon_mask(pts[None, list(topology.FACE_OVAL)], (size, size), subrows=1)
-    cheeks = erode_mask(oval, 0.12 * face_px)
-    feats = [pts[None, list(idx)] for idx in (topology.LEFT_EYE, topology.RIGHT_EYE, topology.LEFT_EYEBROW,
-                                              topology.RIGHT_EYEBROW, topology.LIPS_OUTER)]
-    grown = polygon_mask(_pad_polygons(feats).flatten(0, 1), (size, size), dilate=0.04 * face_px, subrows=1)
-    ref_region = (cheeks * (1 - grown.amax(0, keepdim=True))) > 0.5
-    if int(ref_region.sum()) < 16:
-        return torch.ones_like(lab[:, :1])
-    ref = lab[0][:, ref_region[0, 0]].median(dim=1).values.view(1, 3, 1, 1)
-    weights = torch.tensor([0.5, 1.0, 1.0], device=lab.device).view(1, 3, 1, 1)
-    dist = ((lab - ref) * weights).square().sum(1, keepdim=True).sqrt()
-    skin = ((SOURCE_SKIN_DE[1] - dist) / (SOURCE_SKIN_DE[1] - SOURCE_SKIN_DE[0])).clamp(0, 1)
-    brows = pts[list(topology.LEFT_EYEBROW) + list(topology.RIGHT_EYEBROW), 1].min()
-    rows = torch.arange(size, device=lab.device, dtype=torch.float32).view(1, 1, size, 1)
-    # the test applies above the eyebrows only, faded in over 3 % of the face
-    top = ((brows - 0.02 * face_px - rows) / (0.03 * face_px)).clamp(0, 1)
-    skin = 1 - top * (1 - skin)
-    return feather_mask(skin, max(0.5, 0.015 * face_px)).float()
+    return SourceTexture(image=crop, points=transform_points(m, pts)[0].cpu(), face=face, scale=float(m[0, 0, 0]),
+                         lab=rgb_to_lab(crop.float()))
 
 
 def output_geometry(target: torch.Tensor, source: torch.Tensor, strength: float) -> torch.Tensor:
@@ -417,8 +374,8 @@ def swap_in_crops(
 
     Args:
         target_crops: ``(F, 3, S, S)`` float ``[0, 1]`` RGB target face crops (any float dtype).
-        texture: ``(F, 4, T, T)`` each face's source texture: CIELAB float32 with ``colour_transfer="lab"``, else RGB
-            in the crops' dtype, and its skin (:func:`source_skin`) as the 4th channel.
+        texture: ``(F, 3, T, T)`` each face's source texture: CIELAB float32 with ``colour_transfer="lab"``, else RGB
+            in the crops' dtype.
         faces: ``(F, 12·468 + 2)`` float32: source points (texture pixels), output and target meshes (crop pixels),
             each ``(468, 2)`` flattened, then the grain's sigma and weight (:func:`_grain_parameters`).
         options: the swapper's options (all but ``shape_transfer`` matter here; ``blend="poisson"`` waits for the
@@ -448,17 +405,11 @@ def swap_in_crops(
                                                   max_blocks=max_blocks)
         coverage = cov_in.new_zeros(cov_in.shape[0], 1, size, size)
         coverage[..., ry0:ry1, rx0:rx1] = cov_in
-        # the 4th channel: where the source's forehead is skin, not hair (source_skin); the rest stays the target's
-        src_skin = coverage.new_ones(coverage.shape)
-        src_skin[..., ry0:ry1, rx0:rx1] = warped_in[:, 3:4].float().clamp(0, 1)
-        warped_in = warped_in[:, :3]
 
     with record_function("swap.mask"):
         res = min(size, MASK_SIZE)
         cov_small = coverage.float() if res == size else F.interpolate(coverage.float(), size=(res, res), mode="area")
         mask, stats, features, ring, ramp = _region_masks(geo_d, tgt_d, size, options, cov_small, face_px)
-        skin_small = src_skin if res == size else F.interpolate(src_skin, size=(res, res), mode="area")
-        mask, stats, ring = mask * skin_small, stats * skin_small, ring * skin_small
         if res != size:
             mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
             skin = F.interpolate(stats, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
@@ -653,11 +604,10 @@ class MeshSwapper:
 
 
 def _texture(source: SourceTexture, lab: bool) -> torch.Tensor:
-    """The texture to warp: ``(1, 4, S, S)``, RGB (or CIELAB, float32, for the LAB colour transfer) and the
-    source's skin (:func:`source_skin`) as the 4th channel."""
-    image = source.image if not lab else source.lab if source.lab is not None else rgb_to_lab(source.image.float())
-    skin = source.skin if source.skin is not None else torch.ones_like(image[:, :1])
-    return torch.cat([image, skin.to(image.device, image.dtype)], 1)
+    """The texture to warp: ``(1, 3, S, S)`` RGB, or CIELAB (float32) for the LAB colour transfer."""
+    if not lab:
+        return source.image
+    return source.lab if source.lab is not None else rgb_to_lab(source.image.float())
 
 
 @functools.lru_cache(maxsize=256)
