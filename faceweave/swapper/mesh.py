@@ -27,13 +27,13 @@ from faceweave.models import topology
 from faceweave.models.tflite_graph import cuda_batch_bucket
 from faceweave.ops.blend import feather_blend, laplacian_pyramid_blend, paste_back_region, poisson_blend
 from faceweave.ops.colour import (
-    luminance,
     match_edge_colour,
+    match_fine_detail,
     rgb_to_lab,
     transfer_colour_lab_from_lab,
     transfer_shading,
 )
-from faceweave.ops.filters import gaussian_blur, gaussian_blur_traced
+from faceweave.ops.filters import gaussian_blur_traced
 from faceweave.ops.geometry import estimate_similarity, transform_points
 from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
 from faceweave.ops.occlusion import occlusion_mask
@@ -63,22 +63,15 @@ GRAIN_WEIGHT = 0.5
 #: Grain is restored only on faces magnified more than this, with a blur of at most this sigma (px).
 GRAIN_MIN_MAGNIFICATION = 1.25
 GRAIN_MAX_SIGMA = 3.0
-#: The edge colour match (:func:`~faceweave.ops.colour.match_edge_colour`): depth of the ring of skin inside the
-#: face outline it is measured on, and the smoothness of the correction (its gaussian sigma; the correction also
-#: fades out toward the face's middle over this), as fractions of the face size. Chroma only: the lightness step is
-#: the shading transfer's, and moving lightness here too pulled the face outline's shading (face shape) toward the
-#: target's (tune split: colour_de median 1.47 with lightness, 2.19 without, but mean identity distance to the
-#: source 0.453 against 0.428).
+#: Edge colour match (ops.colour.match_edge_colour): the ring's depth inside the outline and the correction's sigma,
+#: fractions of the face size. Chroma only: with lightness too the face outline's shading (face shape) moved toward
+#: the target's (tune: colour_de 1.47 instead of 2.19, but identity distance to the source 0.453 instead of 0.428).
 EDGE_RING = 0.10
 EDGE_SIGMA = 0.03
-#: The finest band (high-pass sigma, px of the working crop) of the swapped skin that :func:`_match_detail`
-#: amplifies toward the target's texture energy, and the largest gain (3: about what three bilinear resamplings
-#: take from that band).
+#: Fine detail (ops.colour.match_fine_detail): the band's sigma (crop px) and its largest gain (3: about what three
+#: bilinear resamplings take); the paste-back keeps the target's lost detail below this local amplitude (0–1 units).
 DETAIL_SIGMA = 1.0
 DETAIL_MAX_GAIN = 3.0
-#: At paste-back the target's own detail that the crop's sampling lost is kept on the skin where its local amplitude
-#: is below about this (0–1 units; ~8 levels): grain and pores come back, the edges of what the swap replaced
-#: (glasses rims, eyelashes) do not (see :func:`~faceweave.ops.blend.paste_back_region`).
 KEEP_DETAIL_LIMIT = 0.03
 
 # Points whose position carries expression more than identity: shape transfer moves them less.
@@ -205,10 +198,9 @@ def _pad_polygons(polys: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, options: MeshSwapOptions,
-                  coverage: torch.Tensor, face_size: float
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Blend mask, colour-statistics (skin) mask, the grown eyes/brows/lips, and the edge colour match's ring and
-    weight, ``(F, 1, R, R)`` each, on a ``R = min(size, MASK_SIZE)`` grid spanning the ``size × size`` crop.
+                  coverage: torch.Tensor, face_size: float) -> tuple[torch.Tensor, ...]:
+    """Blend mask, colour-statistics (skin) mask, the grown eyes/brows/lips and the face eroded by :data:`EDGE_RING`,
+    ``(F, 1, R, R)`` each, on a ``R = min(size, MASK_SIZE)`` grid spanning the ``size × size`` crop.
 
     Args:
         pts, target_pts: ``(F, 468, 2)`` output and target geometry in crop pixels (float32, any device).
@@ -253,12 +245,7 @@ def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, option
         mask = mask * (1 - polygon_mask(outline_pts, (res, res), dilate=radius))
     sigma = max(0.5, face_size * options.mask_feather / 2 * sc)
     mask = feather_mask(mask, sigma) * feather_mask(erode_mask(face, max(1, erosion // 2) * sc), sigma / 2)
-    # the edge colour match: measured on the skin of a ring inside the outline, taken fully at the edge and fading
-    # out toward the middle of the face
-    inner = erode_mask(face, EDGE_RING * face_size * sc)
-    ring = stats * (1 - inner)
-    ramp = 1 - feather_mask(inner, EDGE_SIGMA * face_size * sc)
-    return mask, stats, grown, ring, ramp
+    return mask, stats, grown, erode_mask(face, EDGE_RING * face_size * sc)
 
 
 def _restore_grain(warped: torch.Tensor, target: torch.Tensor, skin: torch.Tensor, grain: torch.Tensor | None
@@ -275,25 +262,6 @@ def _restore_grain(warped: torch.Tensor, target: torch.Tensor, skin: torch.Tenso
         return warped
     detail = target - gaussian_blur_traced(target, grain[0], GRAIN_MAX_SIGMA)
     return warped + grain[1].to(warped.dtype) * skin * detail
-
-
-def _match_detail(warped: torch.Tensor, target: torch.Tensor, skin: torch.Tensor) -> torch.Tensor:
-    """Give the swapped skin back the fine texture the resamplings took (source image → texture → mesh warp → paste
-    back, each bilinear): the source's own finest luminance band (a :data:`DETAIL_SIGMA` high-pass) is amplified,
-    per face, until its energy on the skin reaches the target's in the same band, by at most
-    :data:`DETAIL_MAX_GAIN` (gain ``sqrt(E_target / E_warped)`` clamped to ``[1, DETAIL_MAX_GAIN]``; a source as
-    textured as the target is unchanged). The detail is the source's, so identity is not pulled toward the target
-    (adding the target's band instead brought its wrinkles and glasses rims back and moved the identity distance to
-    the source from 0.41 to 0.49 on a tune case). ``(F, 3, S, S)`` in and out, ``skin`` ``(F, 1, S, S)``.
-    """
-    lum_t, lum_w = luminance(target), luminance(warped)
-    band_t = lum_t - gaussian_blur(lum_t, DETAIL_SIGMA)
-    band_w = lum_w - gaussian_blur(lum_w, DETAIL_SIGMA)
-    area = skin.sum((2, 3), keepdim=True).clamp(min=1.0)
-    e_t = (band_t.square() * skin).sum((2, 3), keepdim=True) / area
-    e_w = (band_w.square() * skin).sum((2, 3), keepdim=True) / area
-    gain = (e_t / e_w.clamp(min=1e-10)).sqrt().clamp(1.0, DETAIL_MAX_GAIN)
-    return warped + (skin * (gain - 1) * band_w).to(warped.dtype)
 
 
 def _grain_parameters(magnification: float) -> tuple[float, float]:
@@ -385,9 +353,8 @@ def swap_in_crops(
         grain: restore the target's grain (False skips the step: the caller knows its weight is 0).
 
     Returns:
-        ``(composite, mask, keep)``: ``(F, 3, S, S)`` blended crops in the crops' dtype, ``[0, 1]``, ``(F, 1, S, S)``
-        the blend mask (where the composite replaces the frame) and ``(F, 1, S, S)`` where the paste-back keeps the
-        frame's own fine detail (``keep`` of :func:`~faceweave.ops.blend.paste_back_region`).
+        ``(composite, mask, keep)``: ``(F, 3, S, S)`` blended crops (crops' dtype, ``[0, 1]``), ``(F, 1, S, S)`` the
+        blend mask and ``(F, 1, S, S)`` the paste-back's ``keep`` (:func:`~faceweave.ops.blend.paste_back_region`).
     """
     dev, dt = target_crops.device, target_crops.dtype
     size = target_crops.shape[-1]
@@ -409,7 +376,7 @@ def swap_in_crops(
     with record_function("swap.mask"):
         res = min(size, MASK_SIZE)
         cov_small = coverage.float() if res == size else F.interpolate(coverage.float(), size=(res, res), mode="area")
-        mask, stats, features, ring, ramp = _region_masks(geo_d, tgt_d, size, options, cov_small, face_px)
+        mask, stats, features, inner_face = _region_masks(geo_d, tgt_d, size, options, cov_small, face_px)
         if res != size:
             mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
             skin = F.interpolate(stats, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
@@ -436,14 +403,14 @@ def swap_in_crops(
             warped_in = transfer_shading(warped_in, target_in, skin_in, sigma=sigma,
                                          downscale=max(1, int(sigma // 4)))
         warped_in = _restore_grain(warped_in, target_in, skin_in, faces[0, -2:] if grain else None)
-        warped_in = _match_detail(warped_in, target_in, skin_in)
+        warped_in = match_fine_detail(warped_in, target_in, skin_in, sigma=DETAIL_SIGMA, max_gain=DETAIL_MAX_GAIN)
         warped = target_crops.clone()
         warped[..., ry0:ry1, rx0:rx1] = torch.where(cov_in > 0, warped_in, target_in).clamp(0, 1)
         if options.colour_transfer == "lab":
-            # the face's edge takes the tone and light of the target's skin around it (jaw, temples, forehead)
-            if occ is not None:
-                ring = ring * (1 - (occ if res == size else F.interpolate(occ, size=(res, res), mode="area")))
-            warped = match_edge_colour(warped, target_crops, ring.to(dt), ramp.to(dt),
+            # the face's edge takes the chroma of the target's skin around it (jaw, temples, forehead): measured on
+            # the skin of a ring inside the outline, fading out toward the middle
+            ramp = 1 - feather_mask(inner_face, EDGE_SIGMA * face_px * res / size)
+            warped = match_edge_colour(warped, target_crops, stats * (1 - inner_face.to(dt)), ramp.to(dt),
                                        sigma=EDGE_SIGMA * face_px * res / size, lightness=0.0)
 
     with record_function("swap.blend"):
@@ -460,9 +427,7 @@ def swap_in_crops(
             keep = occ.to(dt)
             composite = composite * (1 - keep) + target_crops * keep
             mask = mask * (1 - keep)
-        # where the target's own detail finer than the crop is kept at paste-back: all but the grown eyes, brows
-        # and lips, whose fine edges carry identity
-        keep_detail = (1 - features).to(dt)
+        keep_detail = (1 - features).to(dt)  # the paste-back keeps the target's detail but on eyes, brows and lips
     return composite, mask, keep_detail
 
 
@@ -555,20 +520,15 @@ def swap_faces(
             f_idx, crops, masks, targets, keeps = idx, composite, mask, target_crops, keep_detail
         else:
             k_idx = _index(tuple(this_round), dev)
-            f_idx, crops, masks, targets, keeps = (idx[k_idx], composite[k_idx], mask[k_idx], target_crops[k_idx],
-                                                   keep_detail[k_idx])
+            f_idx, crops, masks = idx[k_idx], composite[k_idx], mask[k_idx]
+            targets, keeps = target_crops[k_idx], keep_detail[k_idx]
         with record_function("swap.paste"):
-            # The change is pasted, not the crop: the target's detail finer than the crop survives the round trip.
-            # Later rounds (a second face of a frame) paste the crop, which then covers the earlier face's change
-            # where their masks overlap (the change is relative to the frame before any face was pasted).
-            first = k_round == 0
-            region, (x0, y0, x1, y1) = paste_back_region(
-                out, f_idx, crops, masks, m[this_round], base=targets if first else None, keep=keeps if first else None,
-                detail_limit=KEEP_DETAIL_LIMIT)
-            if region is not None and first:
-                region = region.clamp(0, 1)
+            # round 1 keeps the target's detail the crop lost (a later round's frame holds an earlier face already)
+            base, keep = (targets, keeps) if k_round == 0 else (None, None)
+            region, (x0, y0, x1, y1) = paste_back_region(out, f_idx, crops, masks, m[this_round], base=base, keep=keep,
+                                                         detail_limit=KEEP_DETAIL_LIMIT)
             if region is not None:
-                out[f_idx, :, y0:y1, x0:x1] = region
+                out[f_idx, :, y0:y1, x0:x1] = region if keep is None else region.clamp(0, 1)
     return out
 
 

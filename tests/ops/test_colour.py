@@ -16,6 +16,7 @@ from faceweave.ops.colour import (
     luminance,
     masked_mean_std,
     match_edge_colour,
+    match_fine_detail,
     rgb_to_lab,
     transfer_colour_lab,
     transfer_colour_lab_from_lab,
@@ -244,3 +245,27 @@ def test_match_edge_colour_pulls_the_edge_to_the_reference(faces: tuple[np.ndarr
     assert float((luminance(chroma) - luminance(recoloured)).abs().max()) < 1e-5
     with pytest.raises(ShapeError):
         match_edge_colour(recoloured, real, ring, weight[..., ::2, ::2], sigma=4.0)
+
+
+def test_match_fine_detail_restores_the_band_a_blur_took(faces: tuple[np.ndarray, np.ndarray]) -> None:
+    """A real face softened by a resampling-like blur gets its own finest band amplified back toward the sharp
+    original's energy (bounded by max_gain); a source already sharper than the reference is left as it is."""
+    a, _ = faces
+    sharp = to_tensor(a, torch.device("cpu"), torch.float32)
+    soft = gaussian_blur(sharp, 0.7)
+    mask = torch.from_numpy(ellipse_mask())[None, None]
+
+    def energy(x: torch.Tensor) -> float:
+        lum = luminance(x)
+        return float(((lum - gaussian_blur(lum, 1.0)).square() * mask).sum() / mask.sum())
+
+    assert energy(soft) < 0.5 * energy(sharp)
+    out = match_fine_detail(soft, sharp, mask, sigma=1.0, max_gain=3.0)
+    # the gain is set on the band's energy, but the band's own lower frequencies are partly below the high-pass: the
+    # result gets most of the way, never past the reference
+    assert 1.5 * energy(soft) < energy(out) <= energy(sharp)
+    capped = match_fine_detail(soft, sharp, mask, sigma=1.0, max_gain=1.1)
+    assert energy(capped) < 1.1**2 * energy(soft) * 1.05
+    assert torch.equal(match_fine_detail(sharp, soft, mask, sigma=1.0, max_gain=3.0), sharp)
+    outside = mask[0, 0] == 0
+    assert torch.equal(out[..., outside], soft[..., outside])
