@@ -88,6 +88,12 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "colour_de_step_target_median": round(statistics.median(finite("colour_de_step_target")), 2),
         "seam_max": round(max(finite("seam_ratio")), 3),
         "seam_mean": round(statistics.mean(finite("seam_ratio")), 3),
+        "seam_top_max": round(max(finite("seam_top")), 3),
+        "seam_top_bald": round(statistics.mean(finite("seam_top", [r for r in rows if r["variant"] == "bald"])), 3)
+        if any(r["variant"] == "bald" for r in rows) else None,
+        "seam_top_target_bald": round(statistics.mean(finite("seam_top_target", [r for r in rows
+                                                                                if r["variant"] == "bald"])), 3)
+        if any(r["variant"] == "bald" for r in rows) else None,
         "sharpness_vs_target_min": round(min(finite("sharpness_vs_target")), 3),
         "sharpness_vs_target_median": round(statistics.median(finite("sharpness_vs_target")), 3),
         "sharpness_vs_128_median": round(statistics.median(finite("sharpness_vs_128")), 3),

@@ -32,6 +32,8 @@ class SwapQuality:
     landmark_nme: float
     seam_ratio: float
     identity_moved: bool
+    seam_top: float = math.nan  # seam_ratio on the border's top arc (forehead / hairline band)
+    seam_top_target: float = math.nan  # the same on the target (its natural forehead/hairline gradient)
     colour_de: float = math.nan  # median ΔE00 output vs target on the skin just inside the mask edge
     colour_de_step: float = math.nan  # median ΔE00 across the face outline in the output (inside vs outside)
     colour_de_step_target: float = math.nan  # the same on the target (the natural step)
@@ -65,18 +67,25 @@ def face_blend_region(face: Face, size: tuple[int, int], erosion: float) -> torc
     return (erode_mask(mask, max(1, round(face_px * erosion))) > 0.5).float()
 
 
-def seam_ratio(image: np.ndarray, face: Face, erosion: float = SwapSettings().mask_erosion) -> float:
+def seam_ratio(image: np.ndarray, face: Face, erosion: float = SwapSettings().mask_erosion, *,
+               top_only: bool = False) -> float:
     """Mean gradient magnitude on the blend-mask border over the mean inside the face (1 ≈ invisible seam).
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB, the swapped image.
         face: the target face (its mesh gives the mask the swapper used).
+        top_only: measure the border's top arc only (above the eyebrows: the forehead / hairline, where a band
+            shows on bald and high-forehead targets).
     """
     h, w = image.shape[:2]
     mask = face_blend_region(face, (h, w), erosion)
     face_px = float((face.landmarks[:, :2].max(0).values - face.landmarks[:, :2].min(0).values).max())  # type: ignore[index]
     band = max(2, round(face_px * 0.03))
     border = dilate_mask(mask, band) - erode_mask(mask, band)
+    if top_only:
+        brows = face.landmarks[list(topology.LEFT_EYEBROW) + list(topology.RIGHT_EYEBROW), 1]  # type: ignore[index]
+        rows = torch.arange(h, dtype=border.dtype)[None, None, :, None]
+        border = border * (rows < float(brows.min())).to(border.dtype)
     inside = erode_mask(mask, max(band * 2, round(face_px * 0.12)))
     grey = torch.from_numpy(image.astype(np.float32)).mean(2)[None, None]
     kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])[None, None] / 8
@@ -117,6 +126,8 @@ def evaluate(
         identity_to_target=d_tgt,
         landmark_nme=landmark_nme(fo, ft),
         seam_ratio=seam_ratio(output, ft),
+        seam_top=seam_ratio(output, ft, top_only=True),
+        seam_top_target=seam_ratio(target, ft, top_only=True),
         identity_moved=d_src < d_tgt,
         colour_de=colour["colour_de"],
         colour_de_step=colour["colour_de_step"],

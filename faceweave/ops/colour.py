@@ -1,4 +1,4 @@
-"""Colour spaces and colour/lighting transfer on batches.
+"""Colour spaces and colour/lighting/fine-texture transfer on batches.
 
 Conventions: images are ``(B, 3, H, W)`` floating tensors, **RGB** order, sRGB-encoded values in ``[0, 1]``;
 masks are ``(B, 1, H, W)`` weights in ``[0, 1]``. CIELAB uses the D65 white point (as OpenCV does):
@@ -13,10 +13,10 @@ import torch.nn.functional as F
 
 from faceweave.cuda_graphs import device_constant
 from faceweave.errors import ShapeError, check_shape
-from faceweave.ops.filters import normalised_blur
+from faceweave.ops.filters import gaussian_blur, normalised_blur
 
 __all__ = ["rgb_to_lab", "lab_to_rgb", "masked_mean_std", "transfer_colour_lab", "transfer_colour_lab_from_lab",
-           "luminance", "transfer_shading"]
+           "luminance", "transfer_shading", "match_edge_colour", "match_fine_detail"]
 
 # sRGB (linear) → XYZ, D65, as in OpenCV's documentation of cvtColor.
 _RGB2XYZ = (
@@ -250,3 +250,72 @@ def transfer_shading(
         gain = F.interpolate(gain, size=s.shape[-2:], mode="bilinear", align_corners=False)
     out = (s * (1.0 + m * (gain - 1.0))).clamp(0.0, 1.0)
     return out.to(src.dtype)
+
+
+def match_edge_colour(src: torch.Tensor, ref: torch.Tensor, ring: torch.Tensor, weight: torch.Tensor, *,
+                      sigma: float, lightness: float = 1.0) -> torch.Tensor:
+    """Pull ``src`` toward ``ref``'s local colour and light near a region's edge: ``src + weight · c`` with the
+    correction ``c = normalised_blur(ref − src, ring, sigma)``, the smooth difference measured on ``ring`` (e.g.
+    the skin just inside a face's outline, where the swapped face meets the target's neck, ears and forehead).
+    Only the difference's low frequencies (scales above ``sigma``) move, so features of ``src`` finer than that stay.
+
+    ``ring`` and ``weight`` may be on a coarser grid than the images (a mask grid spanning them): the difference is
+    then measured on the images area-resampled to it and the correction upsampled bilinearly.
+
+    Args:
+        src: ``(B, 3, H, W)`` RGB ``[0, 1]`` to correct. ref: ``(B, 3, H, W)`` RGB ``[0, 1]`` aligned with it.
+        ring: ``(B, 1, h, w)`` weights in ``[0, 1]`` where both images show the colour to match (``h <= H``).
+        weight: ``(B, 1, h, w)`` in ``[0, 1]``, how much of the correction each pixel takes (0: unchanged).
+        sigma: gaussian sigma of the correction's smoothness, in pixels of the ``h × w`` grid.
+        lightness: share of the correction's lightness (luma) part that is applied; 0 moves chroma only.
+
+    Returns:
+        ``(B, 3, H, W)`` RGB in ``[0, 1]`` (clipped), dtype/device of ``src``.
+    """
+    check_shape(src, ["B", "3", "H", "W"], "src")
+    check_shape(ref, ["B", "3", "H", "W"], "ref")
+    check_shape(ring, ["B", "1", "H", "W"], "ring")
+    check_shape(weight, ["B", "1", "H", "W"], "weight")
+    if ref.shape != src.shape or ring.shape != weight.shape or ring.shape[-2] > src.shape[-2]:
+        raise ShapeError(f"src {tuple(src.shape)}, ref {tuple(ref.shape)}, ring {tuple(ring.shape)} and weight "
+                         f"{tuple(weight.shape)} must align (the masks' grid no finer than the images)")
+    wd = _work_dtype(src.dtype)
+    s, r = src.to(wd), ref.to(wd)
+    diff = _resample_area(r, ring) - _resample_area(s, ring)
+    corr = normalised_blur(diff, ring.to(wd), sigma) * weight.to(wd)
+    if lightness != 1.0:
+        # the correction's grey part (equal in R, G, B) is its luma, the weights summing to 1
+        corr = corr - (1.0 - lightness) * luminance(corr)
+    if corr.shape[-2:] != s.shape[-2:]:
+        corr = F.interpolate(corr, size=s.shape[-2:], mode="bilinear", align_corners=False)
+    return (s + corr).clamp(0.0, 1.0).to(src.dtype)
+
+
+def match_fine_detail(src: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, *, sigma: float,
+                      max_gain: float) -> torch.Tensor:
+    """Amplify ``src``'s own finest luminance band toward ``ref``'s texture energy (e.g. a face texture softened by
+    resampling, next to a grainy target): the band is ``L − blur_sigma(L)``; per item, with ``E`` its mean square on
+    ``mask``, ``src`` gets ``(g − 1)·band`` added in all three channels, ``g = sqrt(E_ref / E_src)`` clamped to
+    ``[1, max_gain]`` (the band is not a pure frequency band, so the result falls somewhat short of the reference's
+    energy). A source as textured as the reference is unchanged, and the detail added is the source's own
+    (adding the reference's band instead brings its structure: wrinkles, glasses rims).
+
+    Args:
+        src, ref: ``(B, 3, H, W)`` RGB ``[0, 1]``, aligned. mask: ``(B, 1, H, W)`` weights in ``[0, 1]`` (the skin;
+            outside it ``src`` is unchanged). sigma: the band's gaussian sigma, pixels. max_gain: ``>= 1``.
+
+    Returns:
+        ``(B, 3, H, W)``, dtype/device of ``src`` (not clipped).
+    """
+    check_shape(src, ["B", "3", "H", "W"], "src")
+    check_shape(mask, ["B", "1", "H", "W"], "mask")
+    if ref.shape != src.shape or mask.shape[-2:] != src.shape[-2:]:
+        raise ShapeError(f"src {tuple(src.shape)}, ref {tuple(ref.shape)} and mask {tuple(mask.shape)} must align")
+    lum_r, lum_s = luminance(ref), luminance(src)
+    band_r = lum_r - gaussian_blur(lum_r, sigma)
+    band_s = lum_s - gaussian_blur(lum_s, sigma)
+    area = mask.sum((2, 3), keepdim=True).clamp(min=1.0)
+    e_r = (band_r.square() * mask).sum((2, 3), keepdim=True) / area
+    e_s = (band_s.square() * mask).sum((2, 3), keepdim=True) / area
+    gain = (e_r / e_s.clamp(min=1e-10)).sqrt().clamp(1.0, max_gain)
+    return src + (mask * (gain - 1) * band_s).to(src.dtype)

@@ -26,7 +26,13 @@ from faceweave.errors import InvalidOption
 from faceweave.models import topology
 from faceweave.models.tflite_graph import cuda_batch_bucket
 from faceweave.ops.blend import feather_blend, laplacian_pyramid_blend, paste_back_region, poisson_blend
-from faceweave.ops.colour import rgb_to_lab, transfer_colour_lab_from_lab, transfer_shading
+from faceweave.ops.colour import (
+    match_edge_colour,
+    match_fine_detail,
+    rgb_to_lab,
+    transfer_colour_lab_from_lab,
+    transfer_shading,
+)
 from faceweave.ops.filters import gaussian_blur_traced
 from faceweave.ops.geometry import estimate_similarity, transform_points
 from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
@@ -57,6 +63,16 @@ GRAIN_WEIGHT = 0.5
 #: Grain is restored only on faces magnified more than this, with a blur of at most this sigma (px).
 GRAIN_MIN_MAGNIFICATION = 1.25
 GRAIN_MAX_SIGMA = 3.0
+#: Edge colour match (ops.colour.match_edge_colour): the ring's depth inside the outline and the correction's sigma,
+#: fractions of the face size. Chroma only: with lightness too the face outline's shading (face shape) moved toward
+#: the target's (tune: colour_de 1.47 instead of 2.19, but identity distance to the source 0.453 instead of 0.428).
+EDGE_RING = 0.10
+EDGE_SIGMA = 0.03
+#: Fine detail (ops.colour.match_fine_detail): the band's sigma (crop px) and its largest gain (3: about what three
+#: bilinear resamplings take); the paste-back keeps the target's lost detail below this local amplitude (0–1 units).
+DETAIL_SIGMA = 1.0
+DETAIL_MAX_GAIN = 3.0
+KEEP_DETAIL_LIMIT = 0.03
 
 # Points whose position carries expression more than identity: shape transfer moves them less.
 _EXPRESSIVE = sorted(set(topology.LIPS_INNER) | set(topology.LIPS_OUTER) | set(topology.LEFT_EYE)
@@ -182,9 +198,9 @@ def _pad_polygons(polys: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, options: MeshSwapOptions,
-                  coverage: torch.Tensor, face_size: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Blend mask, colour-statistics (skin) mask and the grown eyes/brows/lips, ``(F, 1, R, R)`` each, on a
-    ``R = min(size, MASK_SIZE)`` grid spanning the ``size × size`` crop.
+                  coverage: torch.Tensor, face_size: float) -> tuple[torch.Tensor, ...]:
+    """Blend mask, colour-statistics (skin) mask, the grown eyes/brows/lips and the face eroded by :data:`EDGE_RING`,
+    ``(F, 1, R, R)`` each, on a ``R = min(size, MASK_SIZE)`` grid spanning the ``size × size`` crop.
 
     Args:
         pts, target_pts: ``(F, 468, 2)`` output and target geometry in crop pixels (float32, any device).
@@ -229,7 +245,7 @@ def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, option
         mask = mask * (1 - polygon_mask(outline_pts, (res, res), dilate=radius))
     sigma = max(0.5, face_size * options.mask_feather / 2 * sc)
     mask = feather_mask(mask, sigma) * feather_mask(erode_mask(face, max(1, erosion // 2) * sc), sigma / 2)
-    return mask, stats, grown
+    return mask, stats, grown, erode_mask(face, EDGE_RING * face_size * sc)
 
 
 def _restore_grain(warped: torch.Tensor, target: torch.Tensor, skin: torch.Tensor, grain: torch.Tensor | None
@@ -319,7 +335,7 @@ def swap_in_crops(
     box: tuple[int, int, int, int],
     max_blocks: int | None = None,
     grain: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The swap inside the face crops: warp the source texture onto the output mesh, build the masks, match colour,
     lighting and grain, and blend. Shapes and kernels depend only on the arguments' shapes, ``box`` and the options
     when ``max_blocks`` is given, and nothing waits for the device, so a CUDA graph can replay it.
@@ -337,8 +353,8 @@ def swap_in_crops(
         grain: restore the target's grain (False skips the step: the caller knows its weight is 0).
 
     Returns:
-        ``(composite, mask)``: ``(F, 3, S, S)`` blended crops in the crops' dtype, ``[0, 1]``, and ``(F, 1, S, S)``
-        the blend mask (where the composite replaces the frame).
+        ``(composite, mask, keep)``: ``(F, 3, S, S)`` blended crops (crops' dtype, ``[0, 1]``), ``(F, 1, S, S)`` the
+        blend mask and ``(F, 1, S, S)`` the paste-back's ``keep`` (:func:`~faceweave.ops.blend.paste_back_region`).
     """
     dev, dt = target_crops.device, target_crops.dtype
     size = target_crops.shape[-1]
@@ -360,7 +376,7 @@ def swap_in_crops(
     with record_function("swap.mask"):
         res = min(size, MASK_SIZE)
         cov_small = coverage.float() if res == size else F.interpolate(coverage.float(), size=(res, res), mode="area")
-        mask, stats, features = _region_masks(geo_d, tgt_d, size, options, cov_small, face_px)
+        mask, stats, features, inner_face = _region_masks(geo_d, tgt_d, size, options, cov_small, face_px)
         if res != size:
             mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
             skin = F.interpolate(stats, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
@@ -387,8 +403,15 @@ def swap_in_crops(
             warped_in = transfer_shading(warped_in, target_in, skin_in, sigma=sigma,
                                          downscale=max(1, int(sigma // 4)))
         warped_in = _restore_grain(warped_in, target_in, skin_in, faces[0, -2:] if grain else None)
+        warped_in = match_fine_detail(warped_in, target_in, skin_in, sigma=DETAIL_SIGMA, max_gain=DETAIL_MAX_GAIN)
         warped = target_crops.clone()
         warped[..., ry0:ry1, rx0:rx1] = torch.where(cov_in > 0, warped_in, target_in).clamp(0, 1)
+        if options.colour_transfer == "lab":
+            # the face's edge takes the chroma of the target's skin around it (jaw, temples, forehead): measured on
+            # the skin of a ring inside the outline, fading out toward the middle
+            ramp = 1 - feather_mask(inner_face, EDGE_SIGMA * face_px * res / size)
+            warped = match_edge_colour(warped, target_crops, stats * (1 - inner_face.to(dt)), ramp.to(dt),
+                                       sigma=EDGE_SIGMA * face_px * res / size, lightness=0.0)
 
     with record_function("swap.blend"):
         if options.blend == "laplacian":
@@ -404,7 +427,8 @@ def swap_in_crops(
             keep = occ.to(dt)
             composite = composite * (1 - keep) + target_crops * keep
             mask = mask * (1 - keep)
-    return composite, mask
+        keep_detail = (1 - features).to(dt)  # the paste-back keeps the target's detail but on eyes, brows and lips
+    return composite, mask, keep_detail
 
 
 def swap_faces(
@@ -483,24 +507,28 @@ def swap_faces(
         inputs = [x if pad == 0 else torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
                   for x in (target_crops, tex, faces)]
         # the cache keys by the inputs' shapes and dtypes (face count, crop size); the box follows the size
-        composite, mask = (out[:n_faces] for out in graphs(tex_box, inputs))
+        composite, mask, keep_detail = (out[:n_faces] for out in graphs(tex_box, inputs)[:3])
     else:
-        composite, mask = swap_in_crops(target_crops, tex, faces, options=options, box=tex_box,
-                                        grain=magnification >= GRAIN_MIN_MAGNIFICATION)
+        composite, mask, keep_detail = swap_in_crops(target_crops, tex, faces, options=options, box=tex_box,
+                                                     grain=magnification >= GRAIN_MIN_MAGNIFICATION)
 
     out = frames.clone()
     # Paste face by face in rounds (at most one face per frame each round) so overlapping faces compose.
     rounds = _paste_rounds(frame_of)
-    for this_round in rounds:
+    for k_round, this_round in enumerate(rounds):
         if len(rounds) == 1:  # one face per frame: no per-round index copies
-            f_idx, crops, masks = idx, composite, mask
+            f_idx, crops, masks, targets, keeps = idx, composite, mask, target_crops, keep_detail
         else:
             k_idx = _index(tuple(this_round), dev)
             f_idx, crops, masks = idx[k_idx], composite[k_idx], mask[k_idx]
+            targets, keeps = target_crops[k_idx], keep_detail[k_idx]
         with record_function("swap.paste"):
-            region, (x0, y0, x1, y1) = paste_back_region(out, f_idx, crops, masks, m[this_round])
+            # round 1 keeps the target's detail the crop lost (a later round's frame holds an earlier face already)
+            base, keep = (targets, keeps) if k_round == 0 else (None, None)
+            region, (x0, y0, x1, y1) = paste_back_region(out, f_idx, crops, masks, m[this_round], base=base, keep=keep,
+                                                         detail_limit=KEEP_DETAIL_LIMIT)
             if region is not None:
-                out[f_idx, :, y0:y1, x0:x1] = region
+                out[f_idx, :, y0:y1, x0:x1] = region if keep is None else region.clamp(0, 1)
     return out
 
 

@@ -326,3 +326,57 @@ def test_paste_back_region_matches_paste_back() -> None:
         out = frames[index].clone()
         out[..., y0:y1, x0:x1] = region
         assert torch.equal(out, whole)
+
+
+def test_paste_back_keeps_the_frame_detail_the_crop_lost(media: Any) -> None:
+    """A face pasted back from a half-size crop of itself: plain, the face comes back blurred (the crop cannot hold
+    its finest detail); with ``base``/``keep`` that detail is the frame's again, the mask's outside stays exact, and
+    the gate keeps strong edges out: a crop whose content changed (a dark bar replaced by skin) does not get the
+    bar's edges back."""
+    frame = to_tensor(media.rgb("grace_hopper.jpg").astype(np.float32) / 255.0, torch.device("cpu"), torch.float32)
+    m = torch.tensor([[[0.5, 0.0, -40.0], [0.0, 0.5, -40.0]]])  # frame → a 128² crop at half size
+    crop = warp_affine(frame, m, (128, 128))
+    mask = feather_mask(erode_mask(polygon_mask(ellipse_poly((64.0, 64.0), (40.0, 50.0)), (128, 128)), 2), 2.0)
+    keep = torch.ones_like(mask)
+    plain = paste_back(frame, crop, mask, m)
+    region, (x0, y0, x1, y1) = paste_back_region(frame, torch.tensor([0]), crop, mask, m, base=crop, keep=keep,
+                                                 detail_limit=0.03)
+    assert region is not None
+    kept = frame.clone()
+    kept[..., y0:y1, x0:x1] = region
+    inside = (warp_affine(mask, torch.linalg.inv(torch.cat([m[0], torch.tensor([[0.0, 0, 1]])]))[None, :2],
+                          frame.shape[-2:]) > 0.99)[0, 0]
+
+    full, _ = paste_back_region(frame, torch.tensor([0]), crop, mask, m, base=crop, keep=keep)  # no gate
+    assert full is not None
+    ungated_kept = frame.clone()
+    ungated_kept[..., y0:y1, x0:x1] = full
+
+    def err(x: torch.Tensor, where: torch.Tensor) -> float:
+        return float((x - frame).abs().mean(1)[0][where].mean())
+
+    assert err(plain, inside) > 0.02  # the crop lost detail
+    assert err(ungated_kept, inside) < 0.05 * err(plain, inside)  # all of it back
+    # the gate: the fine, faint detail (skin grain: where the loss is small) comes back
+    faint = inside & ((plain - frame).abs().amax(1)[0] < 0.03)
+    assert faint.sum() > 1000
+    assert err(kept, faint) < 0.7 * err(plain, faint)
+    outside = (warp_affine(mask, torch.linalg.inv(torch.cat([m[0], torch.tensor([[0.0, 0, 1]])]))[None, :2],
+                           frame.shape[-2:]) == 0)[0, 0]
+    assert torch.equal(kept[..., outside], frame[..., outside])
+    # a bar of strong edges in the frame that the processed crop replaced stays replaced
+    barred = frame.clone()
+    barred[..., 150:156, 120:260] = 0.05
+    crop_b = warp_affine(barred, m, (128, 128))
+    fixed = crop_b.clone()
+    fixed[..., 34:40, :] = crop[..., 34:40, :]  # the processed crop: the bar gone
+    region, _ = paste_back_region(barred, torch.tensor([0]), fixed, torch.ones_like(mask), m, base=crop_b,
+                                  keep=keep, detail_limit=0.03)
+    assert region is not None
+    ungated, _ = paste_back_region(barred, torch.tensor([0]), fixed, torch.ones_like(mask), m, base=crop_b,
+                                   keep=keep)
+    assert ungated is not None
+    rows = slice(150 - y0 - 2, 156 - y0 + 2)
+    target = plain[..., y0:y1, x0:x1][..., rows, :]
+    assert float((region[..., rows, :] - target).abs().mean()) < 0.5 * float((ungated[..., rows, :] - target)
+                                                                              .abs().mean())

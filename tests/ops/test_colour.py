@@ -15,6 +15,8 @@ from faceweave.ops.colour import (
     lab_to_rgb,
     luminance,
     masked_mean_std,
+    match_edge_colour,
+    match_fine_detail,
     rgb_to_lab,
     transfer_colour_lab,
     transfer_colour_lab_from_lab,
@@ -212,3 +214,58 @@ def test_shading_downscaled_estimate_matches_full(device: torch.device, dtype: t
     fast = transfer_shading(src, ref, mask, sigma=40.0, downscale=8)
     assert (fast.float() - full.float()).abs().mean() < 0.01
     assert not torch.equal(full, src)  # the transfer did something
+
+
+def test_match_edge_colour_pulls_the_edge_to_the_reference(faces: tuple[np.ndarray, np.ndarray]) -> None:
+    """A face recoloured (warmer, lighter) inside an ellipse: on a ring just inside the ellipse's edge the correction
+    brings it back to the real face's colour; the middle (weight 0) keeps its recolouring, the face's detail stays."""
+    a, _ = faces
+    real = to_tensor(a, torch.device("cpu"), torch.float32)
+    inside = torch.from_numpy(ellipse_mask())[None, None]
+    recoloured = (real + inside * torch.tensor([0.08, 0.02, -0.04]).view(1, 3, 1, 1)).clamp(0, 1)
+    ring = inside - torch.from_numpy(cv2.erode(ellipse_mask(), np.ones((25, 25), np.uint8)))[None, None]
+    weight = ring.clone()
+    out = match_edge_colour(recoloured, real, ring[..., ::2, ::2].contiguous(), weight[..., ::2, ::2].contiguous(),
+                            sigma=4.0)
+    on_ring = ring[0, 0] > 0.5
+
+    def mean_step(x: torch.Tensor) -> float:
+        lab_x, lab_r = rgb_to_lab(x)[0], rgb_to_lab(real)[0]
+        return float((lab_x - lab_r).norm(dim=0)[on_ring].mean())
+
+    assert mean_step(recoloured) > 5.0
+    assert mean_step(out) < 0.3 * mean_step(recoloured)
+    centre = slice(70, 90)
+    assert torch.equal(out[..., centre, centre], recoloured[..., centre, centre])
+    # only a smooth correction: the high frequencies on the ring are the face's own
+    hp = lambda x: x - gaussian_blur(x, 2.0)  # noqa: E731
+    assert float((hp(out) - hp(recoloured))[..., on_ring].abs().mean()) < 0.01
+    # chroma only: the luma of the correction is removed
+    chroma = match_edge_colour(recoloured, real, ring, weight, sigma=8.0, lightness=0.0)
+    assert float((luminance(chroma) - luminance(recoloured)).abs().max()) < 1e-5
+    with pytest.raises(ShapeError):
+        match_edge_colour(recoloured, real, ring, weight[..., ::2, ::2], sigma=4.0)
+
+
+def test_match_fine_detail_restores_the_band_a_blur_took(faces: tuple[np.ndarray, np.ndarray]) -> None:
+    """A real face softened by a resampling-like blur gets its own finest band amplified back toward the sharp
+    original's energy (bounded by max_gain); a source already sharper than the reference is left as it is."""
+    a, _ = faces
+    sharp = to_tensor(a, torch.device("cpu"), torch.float32)
+    soft = gaussian_blur(sharp, 0.7)
+    mask = torch.from_numpy(ellipse_mask())[None, None]
+
+    def energy(x: torch.Tensor) -> float:
+        lum = luminance(x)
+        return float(((lum - gaussian_blur(lum, 1.0)).square() * mask).sum() / mask.sum())
+
+    assert energy(soft) < 0.5 * energy(sharp)
+    out = match_fine_detail(soft, sharp, mask, sigma=1.0, max_gain=3.0)
+    # the gain is set on the band's energy, but the band's own lower frequencies are partly below the high-pass: the
+    # result gets most of the way, never past the reference
+    assert 1.5 * energy(soft) < energy(out) <= energy(sharp)
+    capped = match_fine_detail(soft, sharp, mask, sigma=1.0, max_gain=1.1)
+    assert energy(capped) < 1.1**2 * energy(soft) * 1.05
+    assert torch.equal(match_fine_detail(sharp, soft, mask, sigma=1.0, max_gain=3.0), sharp)
+    outside = mask[0, 0] == 0
+    assert torch.equal(out[..., outside], soft[..., outside])
