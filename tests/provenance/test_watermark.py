@@ -18,6 +18,7 @@ from faceweave.provenance.watermark import (
     psnr,
     watermark_delta,
 )
+
 from ._transforms import IMAGE_TRANSFORMS, h264
 
 PAYLOAD = WatermarkPayload.for_job("job-42")
