@@ -1,7 +1,8 @@
 """What marking costs the video path on the CPU: the same runs with and without it, in one process, interleaved.
 
-Two paths, each run ``--repeats`` times alternating marked / unmarked (the median of each side is compared, so a
-neighbour's load on a shared machine hits both alike):
+Two paths, each run ``--repeats`` times as A/B pairs in alternating order (AB, BA, AB, …: a drift in the machine's
+load hits both sides alike). Each pair gives one ratio, marked time / unmarked time; the report gives the median
+ratio and its spread (min, max, quartiles), the load average before and after, and the medians of each side:
 
 - ``swap``: :func:`faceweave.pipeline.video.swap_video` with ``watermark``/``c2pa`` on vs off (container tags are
   always written: they cost nothing measurable). Marked includes the watermark in every frame's luma and C2PA
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -86,11 +88,12 @@ def main() -> None:
             clip = Path(tmp) / f"in_{h}p.mp4"
             make_clip(clip, (w, h), args.frames)
             step = writer_step_ms(w, h)
+            load0 = os.getloadavg()[0]
             print(json.dumps({"size": f"{w}x{h}", "writer_step": step}), flush=True)
             paths = {"transcode": {}, "swap": {}} if engine is not None else {"transcode": {}}
             times: dict[str, dict[bool, list[float]]] = {k: {True: [], False: []} for k in paths}
-            for _ in range(args.repeats):
-                for marked in (False, True):
+            for rep in range(args.repeats):
+                for marked in ((False, True) if rep % 2 == 0 else (True, False)):
                     out = Path(tmp) / f"t_{marked}.mp4"
                     t0 = time.perf_counter()
                     transcode(clip, out, encoder, mark=video_output_mark(Marking()) if marked else None)
@@ -103,7 +106,13 @@ def main() -> None:
                         times["swap"][marked].append(time.perf_counter() - t0)
             for path, t in times.items():
                 plain, marked_s = statistics.median(t[False]), statistics.median(t[True])
+                ratios = sorted(m / u for m, u in zip(t[True], t[False], strict=True))
+                q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
                 row = {"size": f"{w}x{h}", "path": path, "frames": args.frames, "writer_step": step,
+                       "pair_ratio_median": round(statistics.median(ratios), 3),
+                       "pair_ratio_spread": {"min": round(ratios[0], 3), "q1": round(q[0], 3), "q3": round(q[2], 3),
+                                             "max": round(ratios[-1], 3)},
+                       "load_before_after": [load0, os.getloadavg()[0]],
                        "fps_unmarked": round(args.frames / plain, 2), "fps_marked": round(args.frames / marked_s, 2),
                        "time_ratio": round(marked_s / plain, 3),
                        "ms_per_frame_added": round((marked_s - plain) / args.frames * 1000, 2),
@@ -111,11 +120,16 @@ def main() -> None:
                                   "marked": [round(v, 2) for v in t[True]]}}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    print("| size | path | fps unmarked | fps marked | time marked / unmarked | ms added per frame | copy + mark ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| size | path | pairs | fps unmarked | fps marked | speed marked / unmarked, median of pairs (range; IQR) "
+          "| ms added per frame | copy + mark ms | load avg before → after |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']} | {r['path']} | {r['fps_unmarked']} | {r['fps_marked']} | {r['time_ratio']} | "
-              f"{r['ms_per_frame_added']} | {r['writer_step']['copy_ms']} + {r['writer_step']['mark_ms']} |")
+        sp = r["pair_ratio_spread"]
+        print(f"| {r['size']} | {r['path']} | {args.repeats} | {r['fps_unmarked']} | {r['fps_marked']} | "
+              f"{1 / r['pair_ratio_median']:.3f} ({1 / sp['max']:.3f}–{1 / sp['min']:.3f}; "
+              f"{1 / sp['q3']:.3f}–{1 / sp['q1']:.3f}) | {r['ms_per_frame_added']} | "
+              f"{r['writer_step']['copy_ms']} + {r['writer_step']['mark_ms']} | "
+              f"{r['load_before_after'][0]:.1f} → {r['load_before_after'][1]:.1f} |")
     if args.json:
         args.json.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
                                          "torch_threads": args.threads, "pyav": av.__version__, "results": rows},
