@@ -66,6 +66,47 @@ def writer_step_ms(width: int, height: int, repeats: int = 50) -> dict[str, floa
             "mark_ms": round(1000 * statistics.median(mark_t), 3)}
 
 
+def encode_cpu_ms(clip: Path, repeats: int) -> dict[str, float]:
+    """x264's CPU time per frame (one encoder thread, so contention does not add spinning) for the clip's frames as
+    decoded and with the pattern in their luma, A/B pairs in alternating order; medians and the pair-ratio median.
+    What marking costs the encoder: the pattern is detail x264 has to code."""
+    from faceweave.media.video.encode import _copy_frame, _luma_plane
+    from faceweave.provenance.watermark import LumaMarker
+
+    with av.open(str(clip)) as c:
+        plain = [f.reformat(format="yuv420p") for f in c.decode(video=0)]
+    marker = LumaMarker(plain[0].height, plain[0].width, Marking().payload)
+    marked = []
+    for f in plain:
+        g = _copy_frame(f)
+        marker.apply(_luma_plane(g))
+        marked.append(g)
+
+    def encode(frames: list[av.VideoFrame]) -> float:
+        with tempfile.TemporaryDirectory() as tmp, av.open(str(Path(tmp) / "e.mp4"), "w") as out:
+            s = out.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+            s.options = {"crf": "20", "preset": "veryfast"}
+            s.thread_count = 1
+            c0 = time.process_time()
+            for k, f in enumerate(frames):
+                f.pts = k
+                for packet in s.encode(f):
+                    out.mux(packet)
+            for packet in s.encode():
+                out.mux(packet)
+            return (time.process_time() - c0) * 1000 / len(frames)
+
+    t: dict[bool, list[float]] = {True: [], False: []}
+    for rep in range(repeats):
+        for m in ((False, True) if rep % 2 == 0 else (True, False)):
+            t[m].append(encode(marked if m else plain))
+    ratios = [a / b for a, b in zip(t[True], t[False], strict=True)]
+    return {"unmarked_ms": round(statistics.median(t[False]), 2), "marked_ms": round(statistics.median(t[True]), 2),
+            "pair_ratio_median": round(statistics.median(ratios), 3),
+            "pair_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=60)
@@ -74,6 +115,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1280x720,1920x1080")
     parser.add_argument("--skip-swap", action="store_true", help="only the transcode rows")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--encoder-only", action="store_true", help="only x264's CPU time per frame, A/B")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -89,6 +131,11 @@ def main() -> None:
             clip = Path(tmp) / f"in_{h}p.mp4"
             make_clip(clip, (w, h), args.frames)
             step = writer_step_ms(w, h)
+            if args.encoder_only:
+                enc_ms = encode_cpu_ms(clip, args.repeats)
+                print(json.dumps({"size": f"{w}x{h}", "x264_one_thread_cpu_per_frame": enc_ms,
+                                  "load": os.getloadavg()[0]}), flush=True)
+                continue
             load0 = os.getloadavg()[0]
             print(json.dumps({"size": f"{w}x{h}", "writer_step": step}), flush=True)
             paths = {"transcode": {}, "swap": {}} if engine is not None else {"transcode": {}}
