@@ -1,7 +1,9 @@
 """What marking costs the video path on the CPU: the same runs with and without it, in one process, interleaved.
 
-Two paths, each run ``--repeats`` times alternating marked / unmarked (the median of each side is compared, so a
-neighbour's load on a shared machine hits both alike):
+Two paths, each run ``--repeats`` times as A/B pairs in alternating order (AB, BA, AB, …: a drift in the machine's
+load hits both sides alike). Each pair gives one ratio, marked time / unmarked time; the report gives the median
+ratio and its spread (min, max, quartiles), the same ratio of the process's CPU time (all its threads: x264's too;
+much less moved by other jobs than the wall clock), the load average before and after, and each side's medians:
 
 - ``swap``: :func:`faceweave.pipeline.video.swap_video` with ``watermark``/``c2pa`` on vs off (container tags are
   always written: they cost nothing measurable). Marked includes the watermark in every frame's luma and C2PA
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -63,6 +66,47 @@ def writer_step_ms(width: int, height: int, repeats: int = 50) -> dict[str, floa
             "mark_ms": round(1000 * statistics.median(mark_t), 3)}
 
 
+def encode_cpu_ms(clip: Path, repeats: int) -> dict[str, float]:
+    """x264's CPU time per frame (one encoder thread, so contention does not add spinning) for the clip's frames as
+    decoded and with the pattern in their luma, A/B pairs in alternating order; medians and the pair-ratio median.
+    What marking costs the encoder: the pattern is detail x264 has to code."""
+    from faceweave.media.video.encode import _copy_frame, _luma_plane
+    from faceweave.provenance.watermark import LumaMarker
+
+    with av.open(str(clip)) as c:
+        plain = [f.reformat(format="yuv420p") for f in c.decode(video=0)]
+    marker = LumaMarker(plain[0].height, plain[0].width, Marking().payload)
+    marked = []
+    for f in plain:
+        g = _copy_frame(f)
+        marker.apply(_luma_plane(g))
+        marked.append(g)
+
+    def encode(frames: list[av.VideoFrame]) -> float:
+        with tempfile.TemporaryDirectory() as tmp, av.open(str(Path(tmp) / "e.mp4"), "w") as out:
+            s = out.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+            s.options = {"crf": "20", "preset": "veryfast"}
+            s.thread_count = 1
+            c0 = time.process_time()
+            for k, f in enumerate(frames):
+                f.pts = k
+                for packet in s.encode(f):
+                    out.mux(packet)
+            for packet in s.encode():
+                out.mux(packet)
+            return (time.process_time() - c0) * 1000 / len(frames)
+
+    t: dict[bool, list[float]] = {True: [], False: []}
+    for rep in range(repeats):
+        for m in ((False, True) if rep % 2 == 0 else (True, False)):
+            t[m].append(encode(marked if m else plain))
+    ratios = [a / b for a, b in zip(t[True], t[False], strict=True)]
+    return {"unmarked_ms": round(statistics.median(t[False]), 2), "marked_ms": round(statistics.median(t[True]), 2),
+            "pair_ratio_median": round(statistics.median(ratios), 3),
+            "pair_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=60)
@@ -71,6 +115,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1280x720,1920x1080")
     parser.add_argument("--skip-swap", action="store_true", help="only the transcode rows")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--encoder-only", action="store_true", help="only x264's CPU time per frame, A/B")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -86,24 +131,47 @@ def main() -> None:
             clip = Path(tmp) / f"in_{h}p.mp4"
             make_clip(clip, (w, h), args.frames)
             step = writer_step_ms(w, h)
+            if args.encoder_only:
+                enc_ms = encode_cpu_ms(clip, args.repeats)
+                print(json.dumps({"size": f"{w}x{h}", "x264_one_thread_cpu_per_frame": enc_ms,
+                                  "load": os.getloadavg()[0]}), flush=True)
+                continue
+            load0 = os.getloadavg()[0]
             print(json.dumps({"size": f"{w}x{h}", "writer_step": step}), flush=True)
             paths = {"transcode": {}, "swap": {}} if engine is not None else {"transcode": {}}
             times: dict[str, dict[bool, list[float]]] = {k: {True: [], False: []} for k in paths}
-            for _ in range(args.repeats):
-                for marked in (False, True):
+            # CPU seconds of this process (all its threads, x264's included): what the work costs, far less moved
+            # by other jobs on a shared machine than the wall clock
+            cpu: dict[str, dict[bool, list[float]]] = {k: {True: [], False: []} for k in paths}
+            for rep in range(args.repeats):
+                for marked in ((False, True) if rep % 2 == 0 else (True, False)):
                     out = Path(tmp) / f"t_{marked}.mp4"
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     transcode(clip, out, encoder, mark=video_output_mark(Marking()) if marked else None)
                     times["transcode"][marked].append(time.perf_counter() - t0)
+                    cpu["transcode"][marked].append(time.process_time() - c0)
                     if engine is not None:
                         settings = base.model_copy(update={"watermark": marked, "c2pa": marked})
-                        t0 = time.perf_counter()
+                        t0, c0 = time.perf_counter(), time.process_time()
                         swap_video([media_path("astronaut.png")], clip, Path(tmp) / f"s_{marked}.mp4", settings,
                                    engine=engine)
                         times["swap"][marked].append(time.perf_counter() - t0)
+                        cpu["swap"][marked].append(time.process_time() - c0)
             for path, t in times.items():
                 plain, marked_s = statistics.median(t[False]), statistics.median(t[True])
+                ratios = sorted(m / u for m, u in zip(t[True], t[False], strict=True))
+                q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
                 row = {"size": f"{w}x{h}", "path": path, "frames": args.frames, "writer_step": step,
+                       "pair_ratio_median": round(statistics.median(ratios), 3),
+                       "pair_ratio_spread": {"min": round(ratios[0], 3), "q1": round(q[0], 3), "q3": round(q[2], 3),
+                                             "max": round(ratios[-1], 3)},
+                       "load_before_after": [load0, os.getloadavg()[0]],
+                       "cpu_pair_ratio_median": round(statistics.median(
+                           m / u for m, u in zip(cpu[path][True], cpu[path][False], strict=True)), 3),
+                       "cpu_pair_ratio_range": [round(min(m / u for m, u in zip(cpu[path][True], cpu[path][False],
+                                                                                strict=True)), 3),
+                                                round(max(m / u for m, u in zip(cpu[path][True], cpu[path][False],
+                                                                                strict=True)), 3)],
                        "fps_unmarked": round(args.frames / plain, 2), "fps_marked": round(args.frames / marked_s, 2),
                        "time_ratio": round(marked_s / plain, 3),
                        "ms_per_frame_added": round((marked_s - plain) / args.frames * 1000, 2),
@@ -111,11 +179,18 @@ def main() -> None:
                                   "marked": [round(v, 2) for v in t[True]]}}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    print("| size | path | fps unmarked | fps marked | time marked / unmarked | ms added per frame | copy + mark ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| size | path | pairs | fps unmarked | fps marked | speed marked / unmarked, median of pairs (range; IQR) "
+          "| CPU time marked / unmarked, median of pairs (range) | ms added per frame | copy + mark ms "
+          "| load avg before → after |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']} | {r['path']} | {r['fps_unmarked']} | {r['fps_marked']} | {r['time_ratio']} | "
-              f"{r['ms_per_frame_added']} | {r['writer_step']['copy_ms']} + {r['writer_step']['mark_ms']} |")
+        sp = r["pair_ratio_spread"]
+        print(f"| {r['size']} | {r['path']} | {args.repeats} | {r['fps_unmarked']} | {r['fps_marked']} | "
+              f"{1 / r['pair_ratio_median']:.3f} ({1 / sp['max']:.3f}–{1 / sp['min']:.3f}; "
+              f"{1 / sp['q3']:.3f}–{1 / sp['q1']:.3f}) | {r['cpu_pair_ratio_median']} "
+              f"({r['cpu_pair_ratio_range'][0]}–{r['cpu_pair_ratio_range'][1]}) | {r['ms_per_frame_added']} | "
+              f"{r['writer_step']['copy_ms']} + {r['writer_step']['mark_ms']} | "
+              f"{r['load_before_after'][0]:.1f} → {r['load_before_after'][1]:.1f} |")
     if args.json:
         args.json.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
                                          "torch_threads": args.threads, "pyav": av.__version__, "results": rows},

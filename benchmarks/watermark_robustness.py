@@ -6,10 +6,11 @@
 Pictures: the bundled stills (faceweave/data/media: the same files as ../shared/media) and every 10th frame of the
 two bundled clips. Each is marked with a job payload and put through each upload transformation (JPEG q70, WebP
 q80, resize to 50 %, a 90 % crop, H.264 crf 28 — for clip frames the whole marked clip is re-encoded, then every
-5th frame is checked on its own). *Detected* means found with the right payload's sync (``found``); *payload* means
-the 64-bit payload also decoded. False positives: the same pictures and transformations without a mark. The
-last rows time one 1080p frame: the offset is computed once per video (size + payload), then added to each frame
-(RGB array, luma plane, or a torch batch on ``--device``), and detection.
+5th frame is checked on its own; and the two clips scaled to 1080p, 720p and 480p, marked, re-encoded, every frame
+checked on its own). *Detected* means found with the right payload's sync (``found``); *payload* means the 64-bit
+payload (48 bits + CRC-16) also decoded, and was the one written. False positives: the same pictures and
+transformations without a mark. The last rows time one 1080p frame: the offset is computed once per video (size +
+payload), then added to each frame (RGB array, luma plane, or a torch batch on ``--device``), and detection.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import torch
 
@@ -40,6 +42,7 @@ from faceweave.provenance.watermark import (  # noqa: E402
 )
 from tests.provenance._transforms import IMAGE_TRANSFORMS, h264  # noqa: E402
 
+RESOLUTIONS = [(1080, 1920), (720, 1280), (480, 854)]
 STILLS = ["astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg"]
 CLIPS = ["bigbuckbunny.mp4", "carphone_pristine.mp4"]
 PAYLOAD = WatermarkPayload.for_job("benchmark-job")
@@ -89,6 +92,18 @@ def robustness() -> dict[str, dict[str, object]]:
         row["found"].append(whole.found)
         row["payload"].append(whole.payload == PAYLOAD)
         row["fp"].append(whole0.found)
+    # the payload from single frames after crf 28, per output resolution: the face clip scaled up as a swap of it
+    # would be written at that size (and bigbuckbunny scaled from 720p), marked, re-encoded, every frame read alone
+    for name in CLIPS:
+        frames = _clip(name, 40)
+        for h, w in RESOLUTIONS:
+            scaled = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA if h < f.shape[0] else cv2.INTER_CUBIC)
+                      for f in frames]
+            delta = watermark_delta(h, w, PAYLOAD)
+            enc = h264([embed_watermark(f, PAYLOAD, delta=delta) for f in scaled])
+            enc0 = h264(scaled)
+            for k in range(len(enc)):
+                record(f"{name} scaled to {w}x{h}", "h264_crf28, single frames", enc[k], enc0[k])
     table = {k: {"detected": _rate(v["found"]), "payload": _rate(v["payload"]), "false_positives": _rate(v["fp"])}
              for k, v in rows.items()}
     table["PSNR dB (min / mean)"] = {"detected": f"{min(psnrs):.1f} / {np.mean(psnrs):.1f}"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import av
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -11,11 +12,13 @@ from faceweave.data import media_path
 from faceweave.media.image import read_image
 from faceweave.provenance.watermark import (
     WatermarkPayload,
+    conv_encode,
     detect_watermark,
     embed_watermark,
     embed_watermark_luma,
     embed_watermark_torch,
     psnr,
+    viterbi_decode,
     watermark_delta,
 )
 
@@ -37,11 +40,24 @@ def pictures() -> dict[str, np.ndarray]:
 
 
 def test_payload_bits_round_trip() -> None:
-    bits = (PAYLOAD.to_bits() > 0).astype(np.int64)
+    bits = PAYLOAD.to_bits()
     ok, back = WatermarkPayload.parse(bits)
     assert ok and back == PAYLOAD
-    bits[3] ^= 1  # a magic bit wrong: not faceweave's payload
-    assert not WatermarkPayload.parse(bits)[0]
+    for k in (3, 20, 63):  # a scheme, a job-hash and a CRC bit wrong: the CRC rejects each
+        wrong = bits.copy()
+        wrong[k] ^= 1
+        assert not WatermarkPayload.parse(wrong)[0]
+
+
+def test_convolutional_code_corrects_soft_errors() -> None:
+    """The soft Viterbi decoder gets the message back from a code word with a fifth of its coded bits flipped (weakly,
+    as compression leaves them) — what a repetition code of the same length cannot — and the CRC then accepts it."""
+    code = conv_encode(PAYLOAD.to_bits())
+    soft = code.copy()
+    flipped = np.arange(0, code.size, 5)
+    soft[flipped] *= -0.5
+    assert np.array_equal(viterbi_decode(soft), PAYLOAD.to_bits())
+    assert not np.array_equal(viterbi_decode(-code), PAYLOAD.to_bits())
 
 
 @pytest.mark.parametrize("name", ["grace_hopper.jpg", "obama2.jpg", "bigbuckbunny.mp4#0"])
@@ -81,3 +97,17 @@ def test_luma_and_torch_paths_match_the_rgb_path(pictures: dict[str, np.ndarray]
     back = (out[0].permute(1, 2, 0) * 255).round().numpy().astype(int)
     assert out.shape == t.shape and out.dtype == t.dtype
     assert np.abs(back - ref).max() <= 1  # rounding of the offset: float path keeps the fraction
+
+
+@pytest.mark.parametrize("size", [(480, 854), (720, 1280)])
+def test_payload_decodes_from_single_frames_after_h264_crf28(size: tuple[int, int]) -> None:
+    """A face clip (carphone, scaled up as a 480p/720p output would be) marked, re-encoded at crf 28: the payload
+    must come back from single frames, not only from many frames together (scheme 1 read 40 % of the 480p frames),
+    and never as a wrong payload."""
+    h, w = size
+    frames = [cv2.resize(f, (w, h), interpolation=cv2.INTER_CUBIC) for f in _frames("carphone_pristine.mp4", 12)]
+    delta = watermark_delta(h, w, PAYLOAD)
+    decoded = h264([embed_watermark(f, PAYLOAD, delta=delta) for f in frames])
+    results = [detect_watermark(f) for f in decoded]
+    assert sum(r.payload == PAYLOAD for r in results) >= 11
+    assert all(r.payload in (None, PAYLOAD) for r in results)
