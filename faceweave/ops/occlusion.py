@@ -9,8 +9,18 @@ statistics, not by a fixed skin colour):
 - *texture*: skin has grain; a flat or much smoother surface over it (a patch, a blurred hand close to the
   camera, a sheet of paper) has a local standard deviation far below the skin's typical one.
 
-The mesh says where eyes, brows and lips are: those are excluded (they are not skin, and are the face). The
-skin statistics are robust (weighted median and MAD), and taken twice, the second time without the pixels the
+- *dark ridge*: a pixel darker than both its neighbours 2-3 px across, in some direction (hair strands, rims);
+  shading is a slope, not a ridge.
+
+The tests are applied twice (hysteresis): pixels passing the thresholds are *strong*, pixels passing
+:data:`WEAK` × the thresholds are *weak*, and only the weak pixels connected (a flood, :func:`_flood`) to a seed
+are occluders. Seeds are strong pixels in the band along the face mask's border (hands, objects and hair enter
+from outside the face) or inside a strong blob thick enough to survive an erosion of :data:`BLOB_RADIUS` of the
+face (a patch). Eye sockets, nasolabial folds and wrinkles are faint or thin inner shading: unconnected, they are
+dropped. The mesh says where eyes, brows and lips are: they are never seeds, and a flood enters them only through a
+flat surface, a colour that is not redder than the skin (the lips are) or a ridge :data:`FEATURE_RIDGE` × darker
+than a hair strand's threshold (brows and lashes are dark ridges): a hand over the mouth is kept, the lips are not
+called occluders. The skin statistics are robust (weighted median and MAD), and taken twice, the second time without the pixels the
 first pass calls outliers, so an occluder or hair inside the statistics region does not widen the spread that
 should reject it (with a mean and std, the astronaut's fringe made the lightness spread 21 L units and dark hair
 strands passed as skin).
