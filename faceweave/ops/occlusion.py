@@ -20,10 +20,10 @@ face (a patch). Eye sockets, nasolabial folds and wrinkles are faint or thin inn
 dropped. The mesh says where eyes, brows and lips are: they are never seeds, and a flood enters them only through a
 flat surface, a colour that is not redder than the skin (the lips are) or a ridge :data:`FEATURE_RIDGE` × darker
 than a hair strand's threshold (brows and lashes are dark ridges): a hand over the mouth is kept, the lips are not
-called occluders. The skin statistics are robust (weighted median and MAD), and taken twice, the second time without the pixels the
-first pass calls outliers, so an occluder or hair inside the statistics region does not widen the spread that
-should reject it (with a mean and std, the astronaut's fringe made the lightness spread 21 L units and dark hair
-strands passed as skin).
+called occluders. The skin statistics are robust (weighted median and MAD), and taken twice, the second time
+without the pixels the first pass calls outliers, so an occluder or hair inside the statistics region does not widen
+the spread that should reject it (with a mean and std, the astronaut's fringe made the lightness spread 21 L units
+and dark hair strands passed as skin).
 
 Conventions: ``(B, 3, H, W)`` float RGB in ``[0, 1]`` and ``(B, 1, H, W)`` masks in ``[0, 1]``; everything stays on
 the device with fixed shapes (no host sync: it runs inside the swap's CUDA graph).
