@@ -9,11 +9,21 @@ statistics, not by a fixed skin colour):
 - *texture*: skin has grain; a flat or much smoother surface over it (a patch, a blurred hand close to the
   camera, a sheet of paper) has a local standard deviation far below the skin's typical one.
 
-The mesh says where eyes, brows and lips are: those are excluded (they are not skin, and are the face). The
-skin statistics are robust (weighted median and MAD), and taken twice, the second time without the pixels the
-first pass calls outliers, so an occluder or hair inside the statistics region does not widen the spread that
-should reject it (with a mean and std, the astronaut's fringe made the lightness spread 21 L units and dark hair
-strands passed as skin).
+- *dark ridge*: a pixel darker than both its neighbours 2-3 px across, in some direction (hair strands, rims);
+  shading is a slope, not a ridge.
+
+The tests are applied twice (hysteresis): pixels passing the thresholds are *strong*, pixels passing
+:data:`WEAK` × the thresholds are *weak*, and only the weak pixels connected (a flood, :func:`_flood`) to a seed
+are occluders. Seeds are strong pixels in the band along the face mask's border (hands, objects and hair enter
+from outside the face) or inside a strong blob thick enough to survive an erosion of :data:`BLOB_RADIUS` of the
+face (a patch). Eye sockets, nasolabial folds and wrinkles are faint or thin inner shading: unconnected, they are
+dropped. The mesh says where eyes, brows and lips are: they are never seeds, and a flood enters them only through a
+flat surface, a colour that is not redder than the skin (the lips are) or a ridge :data:`FEATURE_RIDGE` × darker
+than a hair strand's threshold (brows and lashes are dark ridges): a hand over the mouth is kept, the lips are not
+called occluders. The skin statistics are robust (weighted median and MAD), and taken twice, the second time
+without the pixels the first pass calls outliers, so an occluder or hair inside the statistics region does not widen
+the spread that should reject it (with a mean and std, the astronaut's fringe made the lightness spread 21 L units
+and dark hair strands passed as skin).
 
 Conventions: ``(B, 3, H, W)`` float RGB in ``[0, 1]`` and ``(B, 1, H, W)`` masks in ``[0, 1]``; everything stays on
 the device with fixed shapes (no host sync: it runs inside the swap's CUDA graph).
@@ -27,6 +37,7 @@ import torch.nn.functional as F
 from faceweave.errors import check_shape
 from faceweave.ops.colour import rgb_to_lab
 from faceweave.ops.filters import gaussian_blur, max_filter
+from faceweave.ops.masks import dilate_mask, erode_mask
 
 #: Outlier thresholds in units of the skin's spread (tuned on the tune split of benchmarks/quality_set.py).
 CHROMA_Z = 4.0
@@ -40,6 +51,20 @@ SHADING_SCALE = 0.06
 TEXTURE_Z = 2.5
 #: Soft ramp width of each test (in the same units).
 RAMP = 1.0
+#: Hysteresis: the flood from the seeds runs through pixels passing the tests at WEAK × the thresholds.
+WEAK = 0.6
+#: A dark ridge (L units darker than both sides) that is a hair strand or a rim.
+RIDGE_L = 18.0
+#: On the eyes and brows a ridge must be this many times darker (lashes and brows are dark ridges too).
+FEATURE_RIDGE = 2.0
+#: The face's border band where occluders enter (fraction of the face size), and the erosion a seed blob survives.
+BORDER_BAND = 0.04
+BLOB_RADIUS = 0.04
+#: The flood's grid and step count (a strand from the hairline to an eye is ~0.5 face = 80 grid pixels).
+FLOOD_GRID = 160
+FLOOD_STEPS = 100
+#: Kept occluders grow by this many pixels (their anti-aliased edge keeps the target too).
+GROW = 2
 
 
 def _local_log_std(lum: torch.Tensor, radius: int) -> torch.Tensor:
@@ -95,7 +120,7 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
     shading = gaussian_blur(lab[:, :1], max(1.0, face_px * SHADING_SCALE))
     lab = torch.cat([lab[:, :1] - shading, lab[:, 1:]], 1)  # lightness relative to the local shading
 
-    def z_scores(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def z_scores(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, sd = weighted_median_mad(lab, weights)
         # floors (L relative to shading, a, b): shadowed skin at the jaw and the eyelids shifts its chroma by
         # ~6–10 units on evenly lit faces whose MAD is ~1.5; an object's or hair's colour differs by ≥ 12
@@ -104,15 +129,65 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
         chroma = torch.sqrt(z[:, 1:2] ** 2 + z[:, 2:3] ** 2)
         t_mu, t_sd = weighted_median_mad(tex, weights)
         flat = (t_mu - tex) / t_sd.clamp(min=0.1)
-        return chroma, z[:, :1].abs(), flat
+        return chroma, z[:, :1].abs(), flat, z[:, 1:2]
 
-    def score(chroma: torch.Tensor, light: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-        return torch.maximum(torch.maximum(((chroma - CHROMA_Z) / RAMP).clamp(0, 1),
-                                           ((light - LIGHT_Z) / RAMP).clamp(0, 1)),
-                             ((flat - TEXTURE_Z) / RAMP).clamp(0, 1))
+    def score(chroma: torch.Tensor, light: torch.Tensor, flat: torch.Tensor, k: float = 1.0) -> torch.Tensor:
+        return torch.maximum(torch.maximum(((chroma - k * CHROMA_Z) / RAMP).clamp(0, 1),
+                                           ((light - k * LIGHT_Z) / RAMP).clamp(0, 1)),
+                             ((flat - k * TEXTURE_Z) / RAMP).clamp(0, 1))
 
-    first = score(*z_scores(w))
-    occ = score(*z_scores(w * (1 - first)))  # statistics again without the first pass's outliers
-    occ = occ * region.float() * (1 - features.float())
-    occ = gaussian_blur(max_filter(occ, 1), 0.7).clamp(0, 1)
+    first = score(*z_scores(w)[:3])
+    chroma, light, flat, red = z_scores(w * (1 - first))  # statistics again without the first pass's outliers
+    feats = features.float()
+    reg = region.float()
+    # dark thin ridges (hair strands, rims): darker than both sides at 2-3 px across, in some direction
+    ridge = _dark_ridge(lab[:, :1] + shading, max(2, round(face_px / 120)))
+    strong = torch.maximum(score(chroma, light, flat), (ridge / RIDGE_L - 1).clamp(0, 1) * 2)
+    weak = torch.maximum(score(chroma, light, flat, WEAK), (ridge / (WEAK * RIDGE_L) - 1).clamp(0, 1) * 2)
+    # on the eyes, brows and lips (not skin: their colour and darkness are the face's) a flat surface (a hand or
+    # patch over the mouth), a colour that is not redder than the skin (the lips are) and a ridge darker than the
+    # brows and lashes are something else; only reached from outside (the flood), never seeds
+    feat_weak = torch.maximum(((flat - WEAK * TEXTURE_Z) / RAMP).clamp(0, 1),
+                              ((chroma - CHROMA_Z) / RAMP).clamp(0, 1) * (red < 1).float())
+    feat_weak = torch.maximum(feat_weak, (ridge / (FEATURE_RIDGE * RIDGE_L) - 1).clamp(0, 1) * 2)
+    weak = (weak * (1 - feats) + feat_weak * feats).clamp(0, 1) * reg
+    strong = strong * (1 - feats) * reg
+    # seeds: strong outliers entering from the face's border, or thick enough to be an object (an eye socket or
+    # a fold is a thin or faint shading, not a blob that survives an erosion of 4 % of the face)
+    band = reg - erode_mask(reg, max(1.0, face_px * BORDER_BAND))
+    strong_b = (strong > 0.5).float()
+    blob = dilate_mask(erode_mask(strong_b, face_px * BLOB_RADIUS), face_px * BLOB_RADIUS)
+    seeds = torch.maximum(strong_b * band, blob * strong_b)
+    occ = _flood(seeds, (weak > 0.5).float(), face_px)
+    occ = gaussian_blur(max_filter(occ, GROW), 0.7).clamp(0, 1) * reg
     return occ.to(target.dtype)
+
+
+def _dark_ridge(lum: torch.Tensor, d: int) -> torch.Tensor:
+    """How much darker each pixel of ``lum`` ``(B, 1, H, W)`` is than both its neighbours ``d`` px away across a
+    line, at the best of four orientations (L units, >= 0)."""
+    p = F.pad(lum, (d, d, d, d), mode="replicate")
+    h, w = lum.shape[-2:]
+
+    def at(dy: int, dx: int) -> torch.Tensor:
+        return p[..., d + dy:d + dy + h, d + dx:d + dx + w]
+
+    out = torch.zeros_like(lum)
+    for dy, dx in ((0, d), (d, 0), (d, d), (d, -d)):
+        out = torch.maximum(out, torch.minimum(at(dy, dx), at(-dy, -dx)) - lum)
+    return out
+
+
+def _flood(seeds: torch.Tensor, allowed: torch.Tensor, face_px: float) -> torch.Tensor:
+    """The parts of ``allowed`` connected to ``seeds`` (both ``(B, 1, H, W)`` binary): a geodesic dilation on a
+    max-pooled grid of at most FLOOD_GRID² (thin strands survive a max pool), a fixed number of steps (a
+    fixed-shape loop: no host sync), then back to full resolution and cut to ``allowed``."""
+    h, w = allowed.shape[-2:]
+    f = max(1, -(-max(h, w) // FLOOD_GRID))
+    a = F.max_pool2d(allowed, f, ceil_mode=True) if f > 1 else allowed
+    g = (F.max_pool2d(seeds, f, ceil_mode=True) if f > 1 else seeds) * a
+    for _ in range(FLOOD_STEPS):
+        g = max_filter(g, 1) * a
+    if f > 1:
+        g = F.interpolate(g, scale_factor=f, mode="nearest")[..., :h, :w]
+    return g * allowed
