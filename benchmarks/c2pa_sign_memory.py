@@ -2,6 +2,7 @@
 
     python benchmarks/c2pa_sign_memory.py --frames 54            # ≈ 200 MB (1080p noise, x264 crf 0)
     python benchmarks/c2pa_sign_memory.py --frames 54 --no-embed # sidecar manifest instead of an embedded one
+    python benchmarks/c2pa_sign_memory.py --frames 54 --library-defaults  # c2pa-rs's in-memory store, for comparison
 
 Run each case in a fresh process (peak RSS is per process). The source and destination are wrapped in a file class
 that counts the callbacks' reads and writes: they stream in small requests, so what the peak RSS adds beyond that is
@@ -65,6 +66,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=54)
     parser.add_argument("--no-embed", action="store_true", help="Builder.set_no_embed(): a sidecar manifest")
+    parser.add_argument("--library-defaults", action="store_true",
+                        help="c2pa-rs's default in-memory backing store instead of faceweave's 1 MB threshold")
     args = parser.parse_args()
     import c2pa
 
@@ -77,14 +80,18 @@ def main() -> None:
         info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.cert_chain, identity.private_key, None)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         fin, fout = CountingFile(src, "r"), CountingFile(dst, "w+")
-        with c2pa.Signer.from_info(info) as signer, \
-                c2pa.Builder(json.dumps(manifest_definition([], "c2pa.edited", "0"))) as builder:
+        # faceweave's sign_file sets this threshold: c2pa-rs then spills its output store to a temporary file
+        threshold = {} if args.library_defaults else {"core": {"backing_store_memory_threshold_in_mb": 1}}
+        with c2pa.Context.builder().with_settings(c2pa.Settings.from_dict(threshold)).build() as context, \
+                c2pa.Signer.from_info(info) as signer, \
+                c2pa.Builder(json.dumps(manifest_definition([], "c2pa.edited", "0")), context=context) as builder:
             if args.no_embed:
                 builder.set_no_embed()
             builder.sign(signer, "video/mp4", fin, fout)
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         size = src.stat().st_size / 2**20
         print(json.dumps({"file_mb": round(size, 1), "no_embed": args.no_embed,
+                          "library_defaults": args.library_defaults,
                           "read": {"mb": round(fin.bytes / 2**20, 1), "calls": fin.calls,
                                    "largest_kb": fin.largest // 1024},
                           "written": {"mb": round(fout.bytes / 2**20, 1), "calls": fout.calls,
