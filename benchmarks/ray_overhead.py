@@ -60,7 +60,7 @@ def main() -> None:
         db_ms, call_ms = [], []
         for p in plan:  # one at a time: the latency one segment adds
             t0 = time.perf_counter()
-            segs.start(spec.job_id, p["index"], "faceweave-swap-0")
+            segs.start(spec.job_id, p["index"], "faceweave-swap-0", key="k")
             t1 = time.perf_counter()
             out = ray.get(actors[p["index"] % len(actors)].run_segment.remote(spec, p, 0, "k"))
             t2 = time.perf_counter()

@@ -214,9 +214,7 @@ class RayExecutor:
                 with job_context(job.id):
                     if "error" in entry:
                         self._fail(job, entry["error"]["type"], entry["error"]["code"], entry["error"]["message"])
-                    elif not retry_db(lambda j=job, k=key, e=entry: self.store.finish(  # type: ignore[misc]
-                            j.id, result_key=k, result_bytes=e["bytes"], faces_swapped=e["faces"], kind=e["kind"],
-                            stats=e["stats"]), what="finish"):  # fmt: skip
+                    elif not self._finish_job(job, key, e=entry):
                         self.storage.delete_prefix(key)  # cancelled meanwhile: keep nothing
         except Exception as exc:
             if not self._stopping.is_set():
@@ -283,12 +281,12 @@ class RayExecutor:
                 if actor is None:
                     break
                 seg = pending.pop(0)
-                if not retry_db(lambda s=seg, a=actor: self.segments.start(job.id, s.index, a.name),  # type: ignore[misc]
-                                what="start segment"):
+                # one key per attempt: a late upload of a lost attempt never overwrites the file a record names, and
+                # the key is the token that makes the record's transitions idempotent (segment_store)
+                key = f"{tenant_dir(job.tenant)}/{job.id}/segments/segment_{seg.index:05d}.{uuid.uuid4().hex[:8]}.mp4"
+                if not self.segments.start(job.id, seg.index, actor.name, key=key):
                     self.pool.release(actor)
                     continue
-                # one key per attempt: a late upload of a lost attempt never overwrites the file a record names
-                key = f"{tenant_dir(job.tenant)}/{job.id}/segments/segment_{seg.index:05d}.{uuid.uuid4().hex[:8]}.mp4"
                 ref = actor.handle.run_segment.remote(spec, seg.plan(), first_pts, key)
                 inflight[ref] = (seg, key, actor)
             finished = self.pool.wait(list(inflight), self.poll_interval_s)
@@ -301,22 +299,50 @@ class RayExecutor:
                     if failures[seg.index] >= self.options.segment_attempts:
                         raise
                     log.warning("segment %d lost with its actor %s; retrying elsewhere", seg.index, actor.name)
-                    retry_db(lambda s=seg: self.segments.release(job.id, s.index), what="release")  # type: ignore[misc]
+                    self.segments.release(job.id, seg.index, key=key)
                     pending.insert(0, seg)
                     continue
                 self.pool.release(actor)
                 if "error" in out:
                     self._fail(job, out["error"]["type"], out["error"]["code"], out["error"]["message"])
                     return
-                retry_db(lambda s=seg, k=key, o=out: self.segments.finish(  # type: ignore[misc]
-                    job.id, s.index, result_key=k, frames=o["frames"], stats=o["stats"]), what="finish segment")
+                if not self.segments.finish(job.id, seg.index, result_key=key, frames=out["frames"],
+                                            stats=out["stats"]):  # fmt: skip
+                    log.warning("segment %d was finished by another attempt: its file wins", seg.index)
+                    self.storage.delete_prefix(key)
                 done[seg.index] = SegmentRecord(**{**seg.__dict__, "state": "done", "result_key": key,
                                                    "frames_done": out["frames"], "stats": out["stats"]})
+            if not pending and not inflight:
+                pending = self._unfinished(job, records, done)
             if time.monotonic() - last_report > 0.5:
                 last_report = time.monotonic()
                 running = self.pool.progress([(a, job.id, s.index) for s, _, a in inflight.values()])
                 self._progress(job, sum(r.frames_done for r in done.values()) + running, total, "swap")
-        self._join(job, spec, [done[r.index] for r in records], first_pts, total)
+        final = retry_db(lambda: self.segments.segments(job.id), what="read segments")
+        if any(r.state != "done" or r.result_key is None for r in final):  # _unfinished made them all done
+            raise RuntimeError(f"segment records inconsistent: {[(r.index, r.state) for r in final]}")
+        self._join(job, spec, final, first_pts, total)
+
+    def _unfinished(self, job: Job, records: list[SegmentRecord],
+                    done: dict[int, SegmentRecord]) -> list[SegmentRecord]:  # fmt: skip
+        """The job is joined from its segment records, never from memory: check every record is done; a segment
+        finished here whose record is not (a write the database lost) gets its finish written again (idempotent);
+        a segment with neither is computed again. The segments to run again, normally none."""
+        again = []
+        for rec in retry_db(lambda: self.segments.segments(job.id), what="read segments"):
+            if rec.state == "done" and rec.completions >= 1:
+                continue
+            mine = done.get(rec.index)
+            if mine is not None and mine.result_key is not None:
+                log.error("segment %d: its finished record is missing (state %s); writing it again", rec.index,
+                          rec.state)  # fmt: skip
+                if self.segments.finish(job.id, rec.index, result_key=mine.result_key, frames=mine.frames_done,
+                                        stats=mine.stats):  # fmt: skip
+                    continue
+            log.error("segment %d: not finished in its record (state %s); running it again", rec.index, rec.state)
+            done.pop(rec.index, None)
+            again.append(next(r for r in records if r.index == rec.index))
+        return again
 
     def _plan(self, job: Job, spec: WorkSpec) -> list[dict[str, Any]] | None:
         assert self.pool is not None
@@ -357,10 +383,9 @@ class RayExecutor:
         stats = {k: sum(int(r.stats.get(k, 0)) for r in done)
                  for k in ("frames_with_faces", "frames_swapped", "faces_swapped", "detections", "tracks")}
         stats.update(frames=sum(r.frames_done for r in done), segments=len(done), audio=out.get("audio"),
-                     segment_attempts=sum(1 for _ in done))  # fmt: skip
-        if retry_db(lambda: self.store.finish(job.id, result_key=result_key, result_bytes=out["bytes"],
-                                              faces_swapped=stats["faces_swapped"], kind="video", stats=stats),
-                    what="finish"):  # fmt: skip
+                     segment_attempts=sum(r.attempts for r in done))  # fmt: skip
+        if self._finish_job(job, result_key, e={"bytes": out["bytes"], "faces": stats["faces_swapped"],
+                                                "kind": "video", "stats": stats}):  # fmt: skip
             self.storage.delete_prefix(f"{tenant_dir(job.tenant)}/{job.id}/segments")
             log.info("video job finished: %d segment(s)", len(done))
         else:
@@ -375,6 +400,19 @@ class RayExecutor:
             log.warning("progress not written (%s)", type(exc).__name__)
         self.hub.publish(job.id, {"id": job.id, "state": "running", "stage": stage, "frames_done": frames_done,
                                   "frames_total": total, "fps": 0.0, "eta_s": None, "error": None})  # fmt: skip
+
+    def _finish_job(self, job: Job, result_key: str, *, e: dict[str, Any]) -> bool:
+        """Mark the job succeeded; False when it was not ours to finish (cancelled meanwhile). A finish retried
+        after an unknown outcome finds the job already succeeded with this very result: that is ours, not a loss."""
+
+        def once() -> bool:
+            if self.store.finish(job.id, result_key=result_key, result_bytes=e["bytes"], faces_swapped=e["faces"],
+                                 kind=e["kind"], stats=e["stats"]):  # fmt: skip
+                return True
+            now = self.store.get_job(job.id)
+            return now is not None and now.state == JobState.succeeded and now.result_key == result_key
+
+        return retry_db(once, what="finish")
 
     def _fail(self, job: Job, error_type: str, code: str, message: str) -> None:
         retry_db(lambda: self.store.fail(job.id, error_type=error_type, error_code=code, error_message=message),

@@ -1,9 +1,17 @@
 """Segment records of video jobs run by the Ray executor: one row per (job, segment), in the job store's database.
 
 A video job is planned once (its segments are the rows); a segment is ``pending`` → ``running`` (``attempts`` + 1,
-the actor that took it) → ``done`` (``completions`` + 1, the storage key of its file). Every change is one
-conditional ``UPDATE``: a segment already ``done`` is never started again, so after any crash — of an actor, a
-node or the API — only unfinished segments are recomputed, and ``completions`` stays 1 (tests read it).
+the actor that took it, the storage key its attempt writes) → ``done`` (``completions`` + 1, ``result_key`` the file
+of the attempt that finished). Every transition is durable and idempotent:
+
+- durable: it is retried with backoff until it commits (:func:`~faceweave.serve.resilience.retry_db`, bounded by a
+  deadline, then :class:`~faceweave.serve.resilience.DatabaseUnavailable`); it never returns as if it committed
+  when it did not. (The job store also asks PostgreSQL for synchronous commits: see ``make_engine``.)
+- idempotent: the attempt's storage key is the transition's token. A transition retried after an unknown outcome
+  (the connection died around ``COMMIT``) finds its own key already in the row and counts nothing twice.
+
+A segment already ``done`` is never started or finished again, so after any crash — of an actor, a node, the API
+or the database — only unfinished segments are recomputed, and ``completions`` stays 1 (tests read it).
 """
 
 from __future__ import annotations
@@ -13,11 +21,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Float, Integer, String, Text, delete, select, update
+from sqlalchemy import BigInteger, Boolean, Float, Integer, String, Text, case, delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
+from faceweave.serve.resilience import retry_db
 from faceweave.serve.store import Base
 
 
@@ -95,35 +104,71 @@ class SqlSegmentStore:
             pass  # planned concurrently: read the plan that won
         return self.segments(job_id)
 
-    def start(self, job_id: str, index: int, worker: str) -> bool:
-        """``pending``/``running`` → ``running`` by ``worker``; False when the segment is already done."""
-        with self._sessions() as s, s.begin():
-            res = s.execute(
-                update(SegmentRow)
-                .where(SegmentRow.job_id == job_id, SegmentRow.idx == index, SegmentRow.state != "done")
-                .values(state="running", attempts=SegmentRow.attempts + 1, worker=worker, updated_at=time.time())
-            )
-            return bool(res.rowcount)  # type: ignore[attr-defined]
+    def _row(self, job_id: str, index: int) -> SegmentRecord | None:
+        with self._sessions() as s:
+            row = s.get(SegmentRow, (job_id, index))
+            return None if row is None else SegmentRecord.from_row(row)
 
-    def release(self, job_id: str, index: int) -> None:
-        """A running segment whose actor died goes back to ``pending`` (a done one stays done)."""
-        with self._sessions() as s, s.begin():
-            s.execute(
-                update(SegmentRow)
-                .where(SegmentRow.job_id == job_id, SegmentRow.idx == index, SegmentRow.state == "running")
-                .values(state="pending", updated_at=time.time())
-            )
+    def start(self, job_id: str, index: int, worker: str, *, key: str) -> bool:
+        """``pending``/``running`` → ``running`` by ``worker`` for the attempt writing ``key``; False when the
+        segment is already done. Retried until it commits; a retry of a start that did commit counts no attempt."""
+
+        def once() -> bool:
+            with self._sessions() as s, s.begin():
+                res = s.execute(
+                    update(SegmentRow)
+                    .where(SegmentRow.job_id == job_id, SegmentRow.idx == index, SegmentRow.state != "done",
+                           SegmentRow.result_key.is_distinct_from(key))
+                    .values(state="running", attempts=SegmentRow.attempts + 1, worker=worker, result_key=key,
+                            updated_at=time.time())
+                )  # fmt: skip
+                if res.rowcount:  # type: ignore[attr-defined]
+                    return True
+            row = self._row(job_id, index)  # not changed now: done, or this very start committed before
+            return row is not None and row.state == "running" and row.result_key == key
+
+        return retry_db(once, what=f"start segment {index}")
+
+    def release(self, job_id: str, index: int, *, key: str) -> None:
+        """The attempt writing ``key`` died with its actor: its segment goes back to ``pending`` (a done one, or
+        one another attempt took meanwhile, stays as it is)."""
+
+        def once() -> None:
+            with self._sessions() as s, s.begin():
+                s.execute(
+                    update(SegmentRow)
+                    .where(SegmentRow.job_id == job_id, SegmentRow.idx == index, SegmentRow.state == "running",
+                           SegmentRow.result_key == key)
+                    .values(state="pending", updated_at=time.time())
+                )  # fmt: skip
+
+        retry_db(once, what=f"release segment {index}")
 
     def finish(self, job_id: str, index: int, *, result_key: str, frames: int, stats: dict[str, Any]) -> bool:
-        """``running`` → ``done``; False (and nothing changed) when it was done already: a late duplicate."""
-        with self._sessions() as s, s.begin():
-            res = s.execute(
-                update(SegmentRow)
-                .where(SegmentRow.job_id == job_id, SegmentRow.idx == index, SegmentRow.state != "done")
-                .values(state="done", completions=SegmentRow.completions + 1, result_key=result_key,
-                        frames_done=frames, stats_json=json.dumps(stats, default=str), updated_at=time.time())
-            )  # fmt: skip
-            return bool(res.rowcount)  # type: ignore[attr-defined]
+        """``running`` → ``done`` with the file ``result_key`` of the attempt that wrote it; False (and nothing
+        changed) when another attempt finished it first: a late duplicate, whose file the caller drops.
+
+        Retried until it commits; a retry of a finish that did commit (its key is the row's) returns True and
+        counts no second completion. A segment whose start record is not this attempt's (the job was taken over,
+        or the start's record is gone) gets this attempt counted here: a done segment always has ``attempts`` ≥ 1.
+        """
+
+        def once() -> bool:
+            with self._sessions() as s, s.begin():
+                res = s.execute(
+                    update(SegmentRow)
+                    .where(SegmentRow.job_id == job_id, SegmentRow.idx == index, SegmentRow.state != "done")
+                    .values(state="done", completions=SegmentRow.completions + 1, result_key=result_key,
+                            attempts=case((SegmentRow.result_key == result_key, SegmentRow.attempts),
+                                          else_=SegmentRow.attempts + 1),
+                            frames_done=frames, stats_json=json.dumps(stats, default=str), updated_at=time.time())
+                )  # fmt: skip
+                if res.rowcount:  # type: ignore[attr-defined]
+                    return True
+            row = self._row(job_id, index)  # done already: by this very call's earlier commit, or by another
+            return row is not None and row.state == "done" and row.result_key == result_key
+
+        return retry_db(once, what=f"finish segment {index}")
 
     def delete(self, job_id: str) -> None:
         with self._sessions() as s, s.begin():

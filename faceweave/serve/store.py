@@ -277,7 +277,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and cross-thread use."""
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and cross-thread use, PostgreSQL synchronous commits."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -285,6 +285,12 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    if url.startswith("postgresql"):
+        # A job's records must survive a database crash once a write has returned: with a server configured
+        # ``synchronous_commit = off`` (a common speed setting), PostgreSQL acknowledges a COMMIT before its WAL is
+        # written and a crash then drops it — a segment seen done comes back running, a finished job is lost. The
+        # store's own sessions always ask for synchronous commits, whatever the server's default.
+        return create_engine(url, pool_pre_ping=True, connect_args={"options": "-c synchronous_commit=on"})
     return create_engine(url, pool_pre_ping=True)
 
 
