@@ -286,10 +286,8 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if url.startswith("postgresql"):
-        # A job's records must survive a database crash once a write has returned: with a server configured
-        # ``synchronous_commit = off`` (a common speed setting), PostgreSQL acknowledges a COMMIT before its WAL is
-        # written and a crash then drops it — a segment seen done comes back running, a finished job is lost. The
-        # store's own sessions always ask for synchronous commits, whatever the server's default.
+        # with ``synchronous_commit = off`` on the server, a crash drops COMMITs already acknowledged (a segment
+        # seen done comes back running): the store's sessions always ask for synchronous commits
         return create_engine(url, pool_pre_ping=True, connect_args={"options": "-c synchronous_commit=on"})
     return create_engine(url, pool_pre_ping=True)
 
