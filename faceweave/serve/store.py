@@ -285,11 +285,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    if url.startswith("postgresql"):
-        # with ``synchronous_commit = off`` on the server, a crash drops COMMITs already acknowledged (a segment
-        # seen done comes back running): the store's sessions always ask for synchronous commits
-        return create_engine(url, pool_pre_ping=True, connect_args={"options": "-c synchronous_commit=on"})
-    return create_engine(url, pool_pre_ping=True)
+    # a server with synchronous_commit = off loses acknowledged COMMITs in a crash: ask for synchronous ones
+    sync = {"options": "-c synchronous_commit=on"} if url.startswith("postgresql") else {}
+    return create_engine(url, pool_pre_ping=True, connect_args=sync)
 
 
 def migrate(engine: Engine) -> None:
