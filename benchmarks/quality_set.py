@@ -72,6 +72,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return [float(r[key]) for r in (sel or rows) if r.get(key) is not None and not math.isnan(float(r[key]))]
 
     occ = [r for r in rows if r["variant"] in OCCLUDERS]
+    bald = [r for r in rows if r["variant"] == "bald"]
     colour = finite("colour_de")
     return {
         "cases": len(rows),
@@ -89,11 +90,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "seam_max": round(max(finite("seam_ratio")), 3),
         "seam_mean": round(statistics.mean(finite("seam_ratio")), 3),
         "seam_top_max": round(max(finite("seam_top")), 3),
-        "seam_top_bald": round(statistics.mean(finite("seam_top", [r for r in rows if r["variant"] == "bald"])), 3)
-        if any(r["variant"] == "bald" for r in rows) else None,
-        "seam_top_target_bald": round(statistics.mean(finite("seam_top_target", [r for r in rows
-                                                                                if r["variant"] == "bald"])), 3)
-        if any(r["variant"] == "bald" for r in rows) else None,
+        "seam_top_bald": round(statistics.mean(finite("seam_top", bald)), 3) if bald else None,
+        "seam_top_target_bald": round(statistics.mean(finite("seam_top_target", bald)), 3) if bald else None,
         "sharpness_vs_target_min": round(min(finite("sharpness_vs_target")), 3),
         "sharpness_vs_target_median": round(statistics.median(finite("sharpness_vs_target")), 3),
         "sharpness_vs_128_median": round(statistics.median(finite("sharpness_vs_128")), 3),

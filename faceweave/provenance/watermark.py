@@ -82,6 +82,7 @@ _CHIP_BIT = np.arange(N_PAYLOAD_CHIPS) % N_CODED  # coded bit of each payload ch
 
 # --------------------------------------------------------------------------------------------- channel code
 def _parity(x: np.ndarray) -> np.ndarray:
+    """Parity (0/1) of each int's low 8 bits: a K ≤ 8 register masked by a generator."""
     x = x.copy()
     for shift in (4, 2, 1):
         x ^= x >> shift
@@ -103,12 +104,12 @@ _PRED, _BRANCH_OUT, _NS_BIT = _trellis()
 
 def conv_encode(bits: np.ndarray) -> np.ndarray:
     """``(N_BITS,)`` 0/1 message → ``(N_CODED,)`` ±1 float32 code word (zero-tailed rate-1/3 code)."""
-    reg = 0
-    out = []
-    for b in list(bits.astype(np.int64)) + [0] * (CONV_K - 1):
-        reg = ((reg << 1) | int(b)) & ((1 << CONV_K) - 1)
-        out += [bin(reg & g).count("1") & 1 for g in CONV_POLYS]
-    return np.array(out, np.float32) * 2.0 - 1.0
+    steps = bits.size + CONV_K - 1
+    lead = np.zeros(CONV_K - 1, np.int64)
+    x = np.concatenate([lead, bits.astype(np.int64), lead])  # zero state before, zero tail after
+    # the K register bits at each step, newest lowest (as in _trellis)
+    reg = np.stack([x[CONV_K - 1 - j:CONV_K - 1 - j + steps] << j for j in range(CONV_K)]).sum(0)
+    return np.stack([_parity(reg & g) for g in CONV_POLYS], axis=-1).reshape(-1).astype(np.float32) * 2.0 - 1.0
 
 
 def viterbi_decode(soft: np.ndarray) -> np.ndarray:
@@ -390,7 +391,6 @@ def _decode(fold: np.ndarray, c: float, n_tests: int) -> WatermarkResult:
             agree = float(np.mean(np.sign(votes) == conv_encode(message)[_CHIP_BIT]))
         if ok:
             break
-    found = z >= Z_FOUND
     # one-sided Gaussian tail over every offset and cell size tried: the chance that noise peaks this high
     p_noise = min(1.0, n_tests * 0.5 * math.erfc(z / math.sqrt(2.0)))
     return WatermarkResult(found=found, confidence=(1.0 - p_noise) if found else 0.0, score=z,
