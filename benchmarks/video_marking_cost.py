@@ -11,9 +11,12 @@ much less moved by other jobs than the wall clock), the load average before and 
 - ``transcode``: decode → encode only (no face work), the worst case for a relative cost, with and without the
   watermark pattern in every frame.
 
-The input is benchmarks/video_cpu.py's clip (carphone upscaled, looped).
+The input is benchmarks/video_cpu.py's clip (carphone upscaled, letterboxed, looped) or, with ``--clip
+bigbuckbunny``, bigbuckbunny scaled. ``--encoder-only``: x264 alone, one thread, on the same frames with and without
+the pattern (both with no picture type, as the writer sends them).
 
     python benchmarks/video_marking_cost.py --sizes 1280x720,1920x1080 --frames 60 --repeats 3
+    python benchmarks/video_marking_cost.py --encoder-only --clip bigbuckbunny --frames 40 --repeats 8
 """
 
 from __future__ import annotations
@@ -66,10 +69,14 @@ def writer_step_ms(width: int, height: int, repeats: int = 50) -> dict[str, floa
             "mark_ms": round(1000 * statistics.median(mark_t), 3)}
 
 
-def encode_cpu_ms(clip: Path, repeats: int) -> dict[str, float]:
-    """x264's CPU time per frame (one encoder thread, so contention does not add spinning) for the clip's frames as
-    decoded and with the pattern in their luma, A/B pairs in alternating order; medians and the pair-ratio median.
-    What marking costs the encoder: the pattern is detail x264 has to code."""
+def encode_cpu_ms(clip: Path, repeats: int, decoder_frame_types: bool = False) -> dict[str, object]:
+    """x264's CPU time per frame (one encoder thread, so contention does not add spinning) and output size for the
+    clip's frames as decoded and with the pattern in their luma, A/B pairs in alternating order; medians and the
+    pair-ratio median. What marking costs the encoder: the pattern is detail x264 has to code.
+
+    Both sides go to the encoder with no picture type, as :class:`VideoWriter` sends them. ``decoder_frame_types``
+    keeps the decoder's I/P types on the unmarked side only (what this function did before): libx264 then obeys
+    them — all P, no B-frame decision — and the unmarked side is ~30 % cheaper for that reason alone."""
     from faceweave.media.video.encode import _copy_frame, _luma_plane
     from faceweave.provenance.watermark import LumaMarker
 
@@ -78,33 +85,67 @@ def encode_cpu_ms(clip: Path, repeats: int) -> dict[str, float]:
     marker = LumaMarker(plain[0].height, plain[0].width, Marking().payload)
     marked = []
     for f in plain:
-        g = _copy_frame(f)
+        g = _copy_frame(f)  # a new frame: its picture type is NONE
         marker.apply(_luma_plane(g))
         marked.append(g)
+    if not decoder_frame_types:
+        for f in plain:
+            f.pict_type = av.video.frame.PictureType.NONE
 
-    def encode(frames: list[av.VideoFrame]) -> float:
-        with tempfile.TemporaryDirectory() as tmp, av.open(str(Path(tmp) / "e.mp4"), "w") as out:
-            s = out.add_stream("libx264", rate=25)
-            s.width, s.height, s.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
-            s.options = {"crf": "20", "preset": "veryfast"}
-            s.thread_count = 1
-            c0 = time.process_time()
-            for k, f in enumerate(frames):
-                f.pts = k
-                for packet in s.encode(f):
+    def encode(frames: list[av.VideoFrame]) -> tuple[float, int]:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "e.mp4"
+            with av.open(str(path), "w") as out:
+                s = out.add_stream("libx264", rate=25)
+                s.width, s.height, s.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+                s.options = {"crf": "20", "preset": "veryfast"}
+                s.thread_count = 1
+                c0 = time.process_time()
+                for k, f in enumerate(frames):
+                    f.pts = k
+                    for packet in s.encode(f):
+                        out.mux(packet)
+                for packet in s.encode():
                     out.mux(packet)
-            for packet in s.encode():
-                out.mux(packet)
-            return (time.process_time() - c0) * 1000 / len(frames)
+                ms = (time.process_time() - c0) * 1000 / len(frames)
+            return ms, path.stat().st_size
 
+    encode(plain)  # x264's first open in the process is slower: not part of either side
     t: dict[bool, list[float]] = {True: [], False: []}
+    size: dict[bool, int] = {}
     for rep in range(repeats):
         for m in ((False, True) if rep % 2 == 0 else (True, False)):
-            t[m].append(encode(marked if m else plain))
+            ms, size[m] = encode(marked if m else plain)
+            t[m].append(ms)
     ratios = [a / b for a, b in zip(t[True], t[False], strict=True)]
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     return {"unmarked_ms": round(statistics.median(t[False]), 2), "marked_ms": round(statistics.median(t[True]), 2),
             "pair_ratio_median": round(statistics.median(ratios), 3),
-            "pair_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]}
+            "pair_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+            "pair_ratio_iqr": [round(q[0], 3), round(q[2], 3)],
+            "bytes_unmarked": size[False], "bytes_marked": size[True],
+            "bytes_ratio": round(size[True] / size[False], 3)}
+
+
+def make_bbb_clip(dst: Path, size: tuple[int, int], frames: int) -> None:
+    """bigbuckbunny (1280×720, photographic-ish animation with a camera pan) scaled to ``size``, encoded like
+    :func:`video_cpu.make_clip` (ultrafast, crf 16) so both clips reach the benchmark the same way."""
+    import cv2
+
+    w, h = size
+    with av.open(str(media_path("bigbuckbunny.mp4"))) as c, av.open(str(dst), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.codec_context.options = {"preset": "ultrafast", "crf": "16"}
+        for i, f in zip(range(frames), c.decode(video=0), strict=False):
+            rgb = cv2.resize(f.to_ndarray(format="rgb24"), (w, h), interpolation=cv2.INTER_AREA if w < f.width
+                             else cv2.INTER_CUBIC)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            for p in vs.encode(frame):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
 
 
 def main() -> None:
@@ -116,6 +157,11 @@ def main() -> None:
     parser.add_argument("--skip-swap", action="store_true", help="only the transcode rows")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--encoder-only", action="store_true", help="only x264's CPU time per frame, A/B")
+    parser.add_argument("--clip", choices=("carphone", "bigbuckbunny"), default="carphone",
+                        help="carphone upscaled and letterboxed (the face clip), or bigbuckbunny scaled")
+    parser.add_argument("--decoder-frame-types", action="store_true",
+                        help="--encoder-only: keep the decoder's picture types on the unmarked side (the old, "
+                             "biased measurement)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -129,12 +175,13 @@ def main() -> None:
         for spec in args.sizes.split(","):
             w, h = (int(v) for v in spec.split("x"))
             clip = Path(tmp) / f"in_{h}p.mp4"
-            make_clip(clip, (w, h), args.frames)
+            (make_clip if args.clip == "carphone" else make_bbb_clip)(clip, (w, h), args.frames)
             step = writer_step_ms(w, h)
             if args.encoder_only:
-                enc_ms = encode_cpu_ms(clip, args.repeats)
-                print(json.dumps({"size": f"{w}x{h}", "x264_one_thread_cpu_per_frame": enc_ms,
-                                  "load": os.getloadavg()[0]}), flush=True)
+                load0 = os.getloadavg()[0]
+                enc_ms = encode_cpu_ms(clip, args.repeats, args.decoder_frame_types)
+                print(json.dumps({"clip": args.clip, "size": f"{w}x{h}", "x264_one_thread_cpu_per_frame": enc_ms,
+                                  "load_before_after": [load0, os.getloadavg()[0]]}), flush=True)
                 continue
             load0 = os.getloadavg()[0]
             print(json.dumps({"size": f"{w}x{h}", "writer_step": step}), flush=True)
@@ -161,7 +208,7 @@ def main() -> None:
                 plain, marked_s = statistics.median(t[False]), statistics.median(t[True])
                 ratios = sorted(m / u for m, u in zip(t[True], t[False], strict=True))
                 q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
-                row = {"size": f"{w}x{h}", "path": path, "frames": args.frames, "writer_step": step,
+                row = {"clip": args.clip, "size": f"{w}x{h}", "path": path, "frames": args.frames, "writer_step": step,
                        "pair_ratio_median": round(statistics.median(ratios), 3),
                        "pair_ratio_spread": {"min": round(ratios[0], 3), "q1": round(q[0], 3), "q3": round(q[2], 3),
                                              "max": round(ratios[-1], 3)},
