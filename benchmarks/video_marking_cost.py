@@ -12,8 +12,9 @@ much less moved by other jobs than the wall clock), the load average before and 
   watermark pattern in every frame.
 
 The input is benchmarks/video_cpu.py's clip (carphone upscaled, letterboxed, looped) or, with ``--clip
-bigbuckbunny``, bigbuckbunny scaled. ``--encoder-only``: x264 alone, one thread, on the same frames with and without
-the pattern (both with no picture type, as the writer sends them).
+carphone-full`` / ``bigbuckbunny``, that clip scaled to fill the frame. ``--encoder-only``: x264 alone, one
+thread, on the same frames with and without the pattern (both with no picture type, as the writer sends them), with
+the output's frame types (``I``/``P``/``B``): x264 decides them from the content, and the pattern can change them.
 
     python benchmarks/video_marking_cost.py --sizes 1280x720,1920x1080 --frames 60 --repeats 3
     python benchmarks/video_marking_cost.py --encoder-only --clip bigbuckbunny --frames 40 --repeats 8
@@ -92,7 +93,7 @@ def encode_cpu_ms(clip: Path, repeats: int, decoder_frame_types: bool = False) -
         for f in plain:
             f.pict_type = av.video.frame.PictureType.NONE
 
-    def encode(frames: list[av.VideoFrame]) -> tuple[float, int]:
+    def encode(frames: list[av.VideoFrame]) -> tuple[float, int, str]:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "e.mp4"
             with av.open(str(path), "w") as out:
@@ -108,14 +109,17 @@ def encode_cpu_ms(clip: Path, repeats: int, decoder_frame_types: bool = False) -
                 for packet in s.encode():
                     out.mux(packet)
                 ms = (time.process_time() - c0) * 1000 / len(frames)
-            return ms, path.stat().st_size
+            with av.open(str(path)) as c:  # the frame types x264 chose (decoded in display order)
+                types = "".join(" IPB"[int(f.pict_type)] if int(f.pict_type) < 4 else "?" for f in c.decode(video=0))
+            return ms, path.stat().st_size, types
 
     encode(plain)  # x264's first open in the process is slower: not part of either side
     t: dict[bool, list[float]] = {True: [], False: []}
     size: dict[bool, int] = {}
+    types: dict[bool, str] = {}
     for rep in range(repeats):
         for m in ((False, True) if rep % 2 == 0 else (True, False)):
-            ms, size[m] = encode(marked if m else plain)
+            ms, size[m], types[m] = encode(marked if m else plain)
             t[m].append(ms)
     ratios = [a / b for a, b in zip(t[True], t[False], strict=True)]
     q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
@@ -124,16 +128,17 @@ def encode_cpu_ms(clip: Path, repeats: int, decoder_frame_types: bool = False) -
             "pair_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
             "pair_ratio_iqr": [round(q[0], 3), round(q[2], 3)],
             "bytes_unmarked": size[False], "bytes_marked": size[True],
-            "bytes_ratio": round(size[True] / size[False], 3)}
+            "bytes_ratio": round(size[True] / size[False], 3),
+            "types_unmarked": types[False], "types_marked": types[True]}
 
 
-def make_bbb_clip(dst: Path, size: tuple[int, int], frames: int) -> None:
-    """bigbuckbunny (1280×720, photographic-ish animation with a camera pan) scaled to ``size``, encoded like
-    :func:`video_cpu.make_clip` (ultrafast, crf 16) so both clips reach the benchmark the same way."""
+def make_scaled_clip(name: str, dst: Path, size: tuple[int, int], frames: int) -> None:
+    """A bundled clip scaled to fill ``size`` (no letterbox), encoded like :func:`video_cpu.make_clip` (ultrafast,
+    crf 16) so every clip reaches the benchmark the same way."""
     import cv2
 
     w, h = size
-    with av.open(str(media_path("bigbuckbunny.mp4"))) as c, av.open(str(dst), "w") as out:
+    with av.open(str(media_path(name))) as c, av.open(str(dst), "w") as out:
         vs = out.add_stream("libx264", rate=25)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         vs.codec_context.options = {"preset": "ultrafast", "crf": "16"}
@@ -157,8 +162,9 @@ def main() -> None:
     parser.add_argument("--skip-swap", action="store_true", help="only the transcode rows")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--encoder-only", action="store_true", help="only x264's CPU time per frame, A/B")
-    parser.add_argument("--clip", choices=("carphone", "bigbuckbunny"), default="carphone",
-                        help="carphone upscaled and letterboxed (the face clip), or bigbuckbunny scaled")
+    parser.add_argument("--clip", choices=("carphone", "carphone-full", "bigbuckbunny"), default="carphone",
+                        help="carphone upscaled and letterboxed (the face clip), carphone scaled to fill the frame, "
+                             "or bigbuckbunny scaled")
     parser.add_argument("--decoder-frame-types", action="store_true",
                         help="--encoder-only: keep the decoder's picture types on the unmarked side (the old, "
                              "biased measurement)")
@@ -175,7 +181,11 @@ def main() -> None:
         for spec in args.sizes.split(","):
             w, h = (int(v) for v in spec.split("x"))
             clip = Path(tmp) / f"in_{h}p.mp4"
-            (make_clip if args.clip == "carphone" else make_bbb_clip)(clip, (w, h), args.frames)
+            if args.clip == "carphone":
+                make_clip(clip, (w, h), args.frames)
+            else:
+                name = "bigbuckbunny.mp4" if args.clip == "bigbuckbunny" else "carphone_pristine.mp4"
+                make_scaled_clip(name, clip, (w, h), args.frames)
             step = writer_step_ms(w, h)
             if args.encoder_only:
                 load0 = os.getloadavg()[0]
