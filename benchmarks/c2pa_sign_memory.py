@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--no-embed", action="store_true", help="Builder.set_no_embed(): a sidecar manifest")
     parser.add_argument("--library-defaults", action="store_true",
                         help="c2pa-rs's default in-memory backing store instead of faceweave's 1 MB threshold")
+    parser.add_argument("--settings", default="{}",
+                        help='more c2pa-rs settings as JSON, e.g. \'{"verify": {"verify_after_sign": false}}\'')
     args = parser.parse_args()
     import c2pa
 
@@ -81,8 +83,11 @@ def main() -> None:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         fin, fout = CountingFile(src, "r"), CountingFile(dst, "w+")
         # faceweave's sign_file sets this threshold: c2pa-rs then spills its output store to a temporary file
-        threshold = {} if args.library_defaults else {"core": {"backing_store_memory_threshold_in_mb": 1}}
-        with c2pa.Context.builder().with_settings(c2pa.Settings.from_dict(threshold)).build() as context, \
+        settings: dict[str, dict[str, object]] = {} if args.library_defaults else {
+            "core": {"backing_store_memory_threshold_in_mb": 1}}
+        for section, values in json.loads(args.settings).items():
+            settings.setdefault(section, {}).update(values)
+        with c2pa.Context.builder().with_settings(c2pa.Settings.from_dict(settings)).build() as context, \
                 c2pa.Signer.from_info(info) as signer, \
                 c2pa.Builder(json.dumps(manifest_definition([], "c2pa.edited", "0")), context=context) as builder:
             if args.no_embed:
@@ -90,7 +95,7 @@ def main() -> None:
             builder.sign(signer, "video/mp4", fin, fout)
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         size = src.stat().st_size / 2**20
-        print(json.dumps({"file_mb": round(size, 1), "no_embed": args.no_embed,
+        print(json.dumps({"file_mb": round(size, 1), "no_embed": args.no_embed, "settings": settings,
                           "library_defaults": args.library_defaults,
                           "read": {"mb": round(fin.bytes / 2**20, 1), "calls": fin.calls,
                                    "largest_kb": fin.largest // 1024},
