@@ -35,9 +35,11 @@ from faceweave.provenance import watermark as wm  # noqa: E402
 PAYLOAD = wm.WatermarkPayload.for_job("benchmark-job")
 
 
-def variant_delta(h: int, w: int, amp: float, cells: int, smooth: float) -> np.ndarray:
+def variant_delta(h: int, w: int, amp: float, cells: int, smooth: float, stripes: float = 0.0) -> np.ndarray:
     """The writer's pattern (:func:`watermark_delta`) drawn with ``cells`` per short side, ``amp`` × its amplitude,
-    smoothed by a Gaussian of ``smooth`` cells and rescaled to the unsmoothed RMS. ``(H, W)`` int16 levels."""
+    smoothed by a Gaussian of ``smooth`` cells and rescaled to the unsmoothed RMS; ``stripes``: its first row
+    repeated down the picture (vertical stripes: what intra prediction copies from the row above, a probe of why the
+    pattern changes x264's frame types). ``(H, W)`` int16 levels."""
     c = max(wm.MIN_CELL, min(h, w) / cells)
     gh, gw = math.ceil(h / c) + 2, math.ceil(w / c) + 2
     tile = wm._tile_chips(PAYLOAD)
@@ -47,6 +49,8 @@ def variant_delta(h: int, w: int, amp: float, cells: int, smooth: float) -> np.n
     if smooth > 0:
         s = cv2.GaussianBlur(d, (0, 0), smooth * c, borderType=cv2.BORDER_REFLECT)
         d = s * np.float32(d.std() / s.std())
+    if stripes:
+        d = np.repeat(d[:1], h, axis=0)
     return np.rint(d).astype(np.int16)
 
 
@@ -56,7 +60,7 @@ def main() -> None:
     p.add_argument("--size", default="1920x1080")
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--repeats", type=int, default=4)
-    p.add_argument("--variant", action="append", default=[], help="amp,cells_per_short_side,smooth_cells")
+    p.add_argument("--variant", action="append", default=[], help="amp,cells_per_short_side,smooth_cells[,stripes]")
     args = p.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     variants = [tuple(float(x) for x in v.split(",")) for v in (args.variant or ["1,160,0"])]
@@ -70,7 +74,7 @@ def main() -> None:
             f.pict_type = av.video.frame.PictureType.NONE  # as the writer sends them: x264 decides
         sides: dict[object, list[av.VideoFrame]] = {"unmarked": plain}
         for v in variants:
-            d = variant_delta(h, w, v[0], int(v[1]), v[2])
+            d = variant_delta(h, w, v[0], int(v[1]), v[2], v[3] if len(v) > 3 else 0.0)
             out = []
             for f in plain:
                 g = _copy_frame(f)
