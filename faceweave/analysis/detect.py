@@ -48,6 +48,8 @@ MAX_TILES_PER_AXIS = 3
 # A face inside the frame needs one look (first or refinement) scoring at least this; faces cut by the frame's
 # border score lower by nature (0.58–0.61 for half a face) and are kept at the detection threshold.
 CONFIRM_SCORE = 0.75
+# Most views one CPU forward takes (a larger batch leaves the caches: slower per view).
+CPU_VIEW_CHUNK = 32
 # Ratio of mouth width to inter-ocular distance in the ArcFace 5-point template (29.18 / 35.24 px).
 MOUTH_TO_EYE_RATIO = 0.828
 
@@ -300,8 +302,15 @@ class FaceDetector(nn.Module):
                         tile_rows.append(torch.full((n_rows,), part.tiles))
             if not images:
                 continue
-            # One forward per net: every view of every frame of every group in one batch.
-            boxes, keypoints, scores = net.decode(*net(torch.cat(images) * 2 - 1))  # the nets want [-1, 1]
+            # One forward per net: every view of every frame of every group in one batch (on the CPU in chunks: past
+            # a few dozen views a forward costs more per view, 8.8 ms against 4.7 for the full net on the dev VM)
+            views = torch.cat(images) * 2 - 1  # the nets want [-1, 1]
+            if views.device.type == "cpu" and views.shape[0] > CPU_VIEW_CHUNK:
+                parts_out = [net(chunk) for chunk in views.split(CPU_VIEW_CHUNK)]
+                raw = tuple(torch.cat(outs) for outs in zip(*parts_out, strict=True))
+            else:
+                raw = net(views)
+            boxes, keypoints, scores = net.decode(*raw)
             matrices, frame_of_row = torch.cat(matrix_rows), torch.cat(frame_rows)
             extents, tiled = torch.cat(extent_rows), torch.cat(tile_rows)
             # Only the candidates over the threshold leave the device, in one copy, in (row, anchor) order; the
