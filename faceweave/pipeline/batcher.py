@@ -23,9 +23,10 @@ R = TypeVar("R")
 class WindowBatcher(Generic[T, R]):
     """Runs ``run(items)`` on its own thread for batches of submitted items.
 
-    ``name`` names its thread and its errors. ``run`` returns one entry per item, in order: the item's result, or the exception its caller gets (an exception
-    raised by ``run`` itself goes to every caller of that batch; the thread survives). ``max_items`` caps a batch
-    (0: no cap). :attr:`batches` and :attr:`items` count what ran (``items / batches`` is the mean batch).
+    ``name`` names its thread and its errors. ``run`` returns one entry per item, in order: the item's result, or
+    the exception its caller gets (an exception raised by ``run`` itself goes to every caller of that batch; the
+    thread survives). ``max_items`` caps a batch (0: no cap). :attr:`batches` and :attr:`items` count what ran
+    (``items / batches`` is the mean batch).
     """
 
     def __init__(self, run: Callable[[list[T]], Sequence[R | BaseException]], *, window_s: float, name: str,
@@ -71,7 +72,8 @@ class WindowBatcher(Generic[T, R]):
                 return None
             if self.window_s > 0:
                 deadline = time.monotonic() + self.window_s
-                while len(self._pending) < self.expected and not self._closed:
+                wanted = self.expected if self.max_items <= 0 else min(self.expected, self.max_items)
+                while len(self._pending) < wanted and not self._closed:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break

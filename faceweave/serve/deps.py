@@ -12,9 +12,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from faceweave.pipeline.batcher import WindowBatcher
 from faceweave.serve.auth import Authenticator, Principal
 from faceweave.serve.errors import JobNotFound, RateLimited, Unauthorized
-from faceweave.serve.executor import Executor, JobFunction, ProgressHub
+from faceweave.serve.executor import Executor, JobContext, JobFunction, JobOutcome, ProgressHub
 from faceweave.serve.limits import RateLimiter, UploadLimits
 from faceweave.serve.metrics import ServiceMetrics
 from faceweave.serve.settings import ServiceSettings
@@ -39,6 +40,8 @@ class Service:
     moderator: Any
     sync_states: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
     sync_slots: asyncio.Semaphore | None = None
+    # :sync requests of concurrent clients as one batch (the real pipeline only; None: each on its own slot)
+    sync_batcher: WindowBatcher[JobContext, JobOutcome] | None = None
     sync_ready: threading.Event = field(default_factory=threading.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 

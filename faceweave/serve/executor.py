@@ -20,7 +20,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -142,6 +142,30 @@ def run_swap(ctx: JobContext) -> JobOutcome:
         result = swap_video(ctx.sources, ctx.target, ctx.output, ctx.settings, progress=ctx.progress,
                             work_dir=ctx.work_dir, engine=engine, segment_s=ctx.segment_s)  # fmt: skip
     return JobOutcome(result.output, result.kind, result.faces_swapped, dict(result.stats))
+
+
+def run_swap_images(ctxs: Sequence[JobContext], worker_state: dict[str, Any]) -> list[JobOutcome | FaceweaveError]:
+    """Image jobs of several requests as one batch (:func:`~faceweave.pipeline.image_batch.swap_image_files`: their
+    model forwards together) on ``worker_state``'s warm engines: per job its outcome or its own error."""
+    from faceweave.pipeline.image_batch import ImageFileJob, swap_image_files
+
+    jobs = [ImageFileJob(list(c.sources), c.target, c.output, c.settings) for c in ctxs]
+    results = swap_image_files(jobs, lambda settings: batch_engine(worker_state, settings))
+    return [r if isinstance(r, FaceweaveError) else JobOutcome(r.output, r.kind, r.faces_swapped, dict(r.stats))
+            for r in results]
+
+
+def batch_engine(worker_state: dict[str, Any], settings: SwapSettings) -> SwapEngine:
+    """A warm engine of the worker that runs the forwards of ``settings`` (same models and options: the per-job
+    choices are read from each job's own settings), else :func:`_engine_for`'s."""
+    from faceweave.pipeline.image_batch import forward_key
+
+    key = forward_key(settings)
+    engines: dict[str, SwapEngine] = worker_state.get("engines", {})
+    for engine in engines.values():
+        if forward_key(engine.settings) == key:
+            return engine
+    return _engine_for(worker_state, settings)
 
 
 def _engine_for(worker_state: dict[str, Any], settings: SwapSettings) -> SwapEngine:

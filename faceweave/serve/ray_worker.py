@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from faceweave.errors import FaceweaveError, NoFaceInTarget
-from faceweave.serve.executor import _engine_for, output_extension, warm_up
+from faceweave.serve.executor import _engine_for, batch_engine, output_extension, warm_up
 from faceweave.serve.resilience import RetryingStorage
 from faceweave.settings import SwapSettings
 
@@ -212,7 +212,7 @@ class SwapWorker:
         counters: list[CountingEngine] = []
 
         def engine_for(settings: SwapSettings) -> CountingEngine:
-            counters.append(CountingEngine(_engine_for(self.state, settings)))
+            counters.append(CountingEngine(batch_engine(self.state, settings)))
             return counters[-1]
 
         with self.gpu:

@@ -141,6 +141,9 @@ async def swap_sync(request: Request, svc: ServiceDep) -> Response:
     """Swap a small image and answer the image itself (no job is stored)."""
     principal = authenticate(request, svc)
     spool = svc.settings.work_dir / "sync" / uuid.uuid4().hex
+    batcher = svc.sync_batcher
+    if batcher is not None:
+        batcher.expect(1)  # a batch starting while this one uploads waits a moment (sync_batch_window_s) for it
     try:
         inputs = await read_inputs(request, svc, spool, sync=True)
         settings = parse_settings(svc, inputs.form.one("settings"))
@@ -153,14 +156,21 @@ async def swap_sync(request: Request, svc: ServiceDep) -> Response:
         ))  # fmt: skip
         assert svc.sync_slots is not None
         async with svc.sync_slots:
-            state = svc.sync_states.get_nowait()
-            try:
+            if svc.sync_batcher is not None:  # with the other clients' requests, as one batch
                 outcome, data = await anyio.to_thread.run_sync(
-                    _run_sync_job, svc, principal, settings, inputs, spool, state
+                    _run_sync_job, svc, principal, settings, inputs, spool, None
                 )
-            finally:
-                svc.sync_states.put(state)
+            else:
+                state = svc.sync_states.get_nowait()
+                try:
+                    outcome, data = await anyio.to_thread.run_sync(
+                        _run_sync_job, svc, principal, settings, inputs, spool, state
+                    )
+                finally:
+                    svc.sync_states.put(state)
     finally:
+        if batcher is not None:
+            batcher.expect(-1)
         shutil.rmtree(spool, ignore_errors=True)
     media = MEDIA_TYPES.get(outcome.output.suffix.lower(), "application/octet-stream")
     return Response(data, media_type=media, headers={"X-Faceweave-Faces-Swapped": str(outcome.faces_swapped)})
@@ -291,8 +301,11 @@ async def _send(request: Request, svc: Service, key: str, filename: str, etag: s
 
 
 def _run_sync_job(
-    svc: Service, principal: Principal, settings: SwapSettings, inputs: Inputs, spool: Path, state: dict[str, Any]
+    svc: Service, principal: Principal, settings: SwapSettings, inputs: Inputs, spool: Path,
+    state: dict[str, Any] | None,
 ) -> tuple[Any, bytes]:
+    """Run a :sync request: in the next batch of :attr:`Service.sync_batcher` (``state`` None), else alone with the
+    slot's ``state``. A job error (no face…) is raised here, for the route's error answer."""
     assert inputs.target is not None
     target_path, info = inputs.target
     now = time.time()
@@ -307,9 +320,12 @@ def _run_sync_job(
     target_path.rename(target)
     output = spool / f"result{output_extension('image', target)}"
     t0 = time.perf_counter()
-    outcome = svc.job_function(JobContext(
-        job, settings, [p for p, _ in inputs.sources], target, output, spool, lambda _: None, state
-    ))  # fmt: skip
+    ctx = JobContext(job, settings, [p for p, _ in inputs.sources], target, output, spool, lambda _: None, state or {})
+    if state is None:
+        assert svc.sync_batcher is not None
+        outcome = svc.sync_batcher.submit(ctx)
+    else:
+        outcome = svc.job_function(ctx)
     svc.metrics.stage_seconds.labels("sync").observe(time.perf_counter() - t0)
     return outcome, outcome.output.read_bytes()
 
