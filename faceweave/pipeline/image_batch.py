@@ -21,9 +21,11 @@ Jobs of different keys run as separate batches, one after the other. What is not
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -266,41 +268,50 @@ class ImageFileJob:
     reference: Path | None = None
 
 
-def swap_image_files(jobs: Sequence[ImageFileJob], engine_for: EngineFor) -> list[SwapResult | FaceweaveError]:
+def swap_image_files(jobs: Sequence[ImageFileJob], engine_for: EngineFor, *, threads: int | None = None
+                     ) -> list[SwapResult | FaceweaveError]:
     """:func:`~faceweave.pipeline.image.swap_image_file` for many jobs as one batch (:func:`swap_image_batch`):
-    read every job (a job whose files fail to read fails alone), swap, write each output with its own marking."""
+    read every job (a job whose files fail to read fails alone), swap, write each output with its own marking.
+
+    Reading (decode) and finishing (label, watermark, C2PA, encode, write) run on ``threads`` threads (default: one
+    per CPU core, at most one per job); only the forwards are one stream of work on the engine.
+    """
     from faceweave.media.image import LoadedImage, check_output_path, read_image
     from faceweave.pipeline.image import finish_image
 
     t0 = time.perf_counter()
-    read: list[tuple[ImageFileJob, ImageJob, LoadedImage]] = []
-    results: list[SwapResult | FaceweaveError | None] = [None] * len(jobs)
-    positions: list[int] = []
-    for n, job in enumerate(jobs):
+
+    def load(job: ImageFileJob) -> tuple[ImageJob, LoadedImage] | FaceweaveError:
         try:
             check_output_path(job.output, kind="image")
             limit = job.settings.max_pixels
             loaded = read_image(job.target, max_pixels=limit)
-            batch_job = ImageJob(sources=[read_image(s, max_pixels=limit).rgb for s in job.sources], target=loaded.rgb,
-                                 settings=job.settings,
-                                 reference=None if job.reference is None else read_image(job.reference,
-                                                                                         max_pixels=limit).rgb)
+            reference = None if job.reference is None else read_image(job.reference, max_pixels=limit).rgb
+            sources = [read_image(s, max_pixels=limit).rgb for s in job.sources]
+            return ImageJob(sources=sources, target=loaded.rgb, settings=job.settings, reference=reference), loaded
         except FaceweaveError as exc:
-            results[n] = exc
-            continue
-        read.append((job, batch_job, loaded))
-        positions.append(n)
-    outcomes = swap_image_batch([b for _, b, _ in read], engine_for)
-    for n, (job, _, tgt), outcome in zip(positions, read, outcomes, strict=True):
+            return exc
+
+    def finish(job: ImageFileJob, loaded: LoadedImage, outcome: ImageOutcome | FaceweaveError
+               ) -> SwapResult | FaceweaveError:
         if isinstance(outcome, FaceweaveError):
-            results[n] = outcome
-            continue
+            return outcome
         try:
-            results[n] = finish_image(outcome.image, outcome.swapped, outcome.found, job.sources, job.target,
-                                      job.output, job.settings, like=tgt, started=t0)
+            return finish_image(outcome.image, outcome.swapped, outcome.found, job.sources, job.target, job.output,
+                                job.settings, like=loaded, started=t0)
         except FaceweaveError as exc:
-            results[n] = exc
-    return [r for r in results if r is not None]
+            return exc
+
+    results: list[SwapResult | FaceweaveError] = []
+    with ThreadPoolExecutor(max(1, min(len(jobs), threads or os.cpu_count() or 1))) as pool:
+        loads = list(pool.map(load, jobs))
+        ok = [(job, got) for job, got in zip(jobs, loads, strict=True) if not isinstance(got, FaceweaveError)]
+        outcomes = iter(swap_image_batch([batch_job for _, (batch_job, _) in ok], engine_for))
+        finishing = [pool.submit(finish, job, got[1], next(outcomes)) for job, got in ok]
+        finished = iter([f.result() for f in finishing])
+        for got in loads:
+            results.append(got if isinstance(got, FaceweaveError) else next(finished))
+    return results
 
 
 __all__ = ["PER_JOB_FIELDS", "BatchEngine", "CountingEngine", "ImageFileJob", "ImageJob", "ImageOutcome",
