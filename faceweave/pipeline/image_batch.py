@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from faceweave.errors import FaceweaveError, NoFaceInSource, NoFaceInTarget
 from faceweave.pipeline.engine import PreparedSource, SwapEngine, job_references, to_tensor, to_uint8
 from faceweave.result import SwapResult
 from faceweave.settings import SwapSettings
+
+if TYPE_CHECKING:
+    from faceweave.media.image import LoadedImage
 
 #: settings a job keeps to itself: read after the forwards (selection, output, provenance) or by videos only, so
 #: jobs that differ only in these share one batch. Any other field (model, dtype, device, swap options…) is part
@@ -268,6 +271,19 @@ class ImageFileJob:
     reference: Path | None = None
 
 
+def read_image_job(job: ImageFileJob) -> tuple[ImageJob, LoadedImage]:
+    """Check ``job``'s output path and read its images: the :class:`ImageJob` for a batch, and the target as loaded
+    (its format and metadata for the output). Raises the typed error of an unreadable file or a bad output path."""
+    from faceweave.media.image import check_output_path, read_image
+
+    check_output_path(job.output, kind="image")
+    limit = job.settings.max_pixels
+    loaded = read_image(job.target, max_pixels=limit)
+    reference = None if job.reference is None else read_image(job.reference, max_pixels=limit).rgb
+    sources = [read_image(s, max_pixels=limit).rgb for s in job.sources]
+    return ImageJob(sources=sources, target=loaded.rgb, settings=job.settings, reference=reference), loaded
+
+
 def swap_image_files(jobs: Sequence[ImageFileJob], engine_for: EngineFor, *, threads: int | None = None
                      ) -> list[SwapResult | FaceweaveError]:
     """:func:`~faceweave.pipeline.image.swap_image_file` for many jobs as one batch (:func:`swap_image_batch`):
@@ -276,19 +292,13 @@ def swap_image_files(jobs: Sequence[ImageFileJob], engine_for: EngineFor, *, thr
     Reading (decode) and finishing (label, watermark, C2PA, encode, write) run on ``threads`` threads (default: one
     per CPU core, at most one per job); only the forwards are one stream of work on the engine.
     """
-    from faceweave.media.image import LoadedImage, check_output_path, read_image
     from faceweave.pipeline.image import finish_image
 
     t0 = time.perf_counter()
 
     def load(job: ImageFileJob) -> tuple[ImageJob, LoadedImage] | FaceweaveError:
         try:
-            check_output_path(job.output, kind="image")
-            limit = job.settings.max_pixels
-            loaded = read_image(job.target, max_pixels=limit)
-            reference = None if job.reference is None else read_image(job.reference, max_pixels=limit).rgb
-            sources = [read_image(s, max_pixels=limit).rgb for s in job.sources]
-            return ImageJob(sources=sources, target=loaded.rgb, settings=job.settings, reference=reference), loaded
+            return read_image_job(job)
         except FaceweaveError as exc:
             return exc
 
@@ -315,4 +325,4 @@ def swap_image_files(jobs: Sequence[ImageFileJob], engine_for: EngineFor, *, thr
 
 
 __all__ = ["PER_JOB_FIELDS", "BatchEngine", "CountingEngine", "ImageFileJob", "ImageJob", "ImageOutcome",
-           "forward_key", "swap_image_batch", "swap_image_files"]
+           "forward_key", "read_image_job", "swap_image_batch", "swap_image_files"]

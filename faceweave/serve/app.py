@@ -33,8 +33,8 @@ from faceweave.serve.executor import (
     InProcessExecutor,
     JobFunction,
     ProgressHub,
+    image_batch_runner,
     run_swap,
-    run_swap_images,
     send_webhook,
     warm_up,
 )
@@ -127,7 +127,7 @@ def create_app(
             # the next batch forms while one runs (an injected job function runs each request alone, below)
             batch_state = sync_states[0]
             sync_states = [batch_state]
-            svc.sync_batcher = WindowBatcher(lambda ctxs: run_swap_images(ctxs, batch_state),
+            svc.sync_batcher = WindowBatcher(image_batch_runner(batch_state),
                                              window_s=settings.sync_batch_window_s, name="faceweave-sync-batch",
                                              max_items=settings.sync_batch)  # fmt: skip
             svc.sync_slots = asyncio.Semaphore(2 * settings.sync_batch)

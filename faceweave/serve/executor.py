@@ -20,7 +20,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -36,6 +36,7 @@ from faceweave.settings import SwapSettings
 
 if TYPE_CHECKING:  # the engine (torch) loads in the worker, when a job first needs it
     from faceweave.pipeline.engine import SwapEngine
+    from faceweave.pipeline.image_batch import ImageJob, ImageOutcome
     from faceweave.serve.urls import AddressPolicy
 
 log = logging.getLogger("faceweave.serve.executor")
@@ -144,15 +145,13 @@ def run_swap(ctx: JobContext) -> JobOutcome:
     return JobOutcome(result.output, result.kind, result.faces_swapped, dict(result.stats))
 
 
-def run_swap_images(ctxs: Sequence[JobContext], worker_state: dict[str, Any]) -> list[JobOutcome | FaceweaveError]:
-    """Image jobs of several requests as one batch (:func:`~faceweave.pipeline.image_batch.swap_image_files`: their
-    model forwards together) on ``worker_state``'s warm engines: per job its outcome or its own error."""
-    from faceweave.pipeline.image_batch import ImageFileJob, swap_image_files
+def image_batch_runner(worker_state: dict[str, Any]) -> Callable[[list[ImageJob]], list[ImageOutcome | FaceweaveError]]:
+    """What a :sync batch runs: the model forwards of its jobs together
+    (:func:`~faceweave.pipeline.image_batch.swap_image_batch`) on ``worker_state``'s warm engines; per job its
+    outcome or its own error. Reading and writing the files stay with each request's thread."""
+    from faceweave.pipeline.image_batch import swap_image_batch
 
-    jobs = [ImageFileJob(list(c.sources), c.target, c.output, c.settings) for c in ctxs]
-    results = swap_image_files(jobs, lambda settings: batch_engine(worker_state, settings))
-    return [r if isinstance(r, FaceweaveError) else JobOutcome(r.output, r.kind, r.faces_swapped, dict(r.stats))
-            for r in results]
+    return lambda jobs: swap_image_batch(jobs, lambda settings: batch_engine(worker_state, settings))
 
 
 def batch_engine(worker_state: dict[str, Any], settings: SwapSettings) -> SwapEngine:
