@@ -4,7 +4,12 @@ Starts the service on 127.0.0.1 (a free port, temp data folder) unless ``--url``
 clients that each send small-image swaps back to back for a bounded time, and prints p50/p99 latency, throughput
 and errors as JSON (plus a Markdown row for docs/benchmarks.md).
 
-    python benchmarks/load_sync.py --clients 4 --seconds 30 --size 256
+    python benchmarks/load_sync.py --clients 4 --seconds 30 --size 256 [--sync-batch 16|1] [--device cpu|cuda]
+
+Clients alternate between two sources and three targets (the bundled faces, so the targets differ in size). With
+the service's :sync batch on (``--sync-batch`` > 1, the default) requests of concurrent clients run as one batch
+on one warm engine; ``--sync-batch 1`` runs each alone on one of ``--sync-concurrency`` slots. The report gives the
+mean batch the server ran (own server only).
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ def _small_png(name: str, size: int) -> bytes:
     return buf.getvalue()
 
 
-def _start_server(data_dir: Path, workers: int) -> tuple[str, str, object, threading.Thread]:
+def _start_server(data_dir: Path, workers: int, sync_batch: int, device: str
+                  ) -> tuple[str, str, object, threading.Thread, object]:
     import uvicorn
 
     from faceweave.serve.app import create_app
@@ -46,8 +52,8 @@ def _start_server(data_dir: Path, workers: int) -> tuple[str, str, object, threa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    settings = ServiceSettings(data_dir=data_dir, warmup=True, sync_concurrency=workers,
-                               rate_limit_per_minute=1e7, rate_limit_burst=10**6)  # fmt: skip
+    settings = ServiceSettings(data_dir=data_dir, warmup=True, sync_concurrency=workers, sync_batch=sync_batch,
+                               device=device, rate_limit_per_minute=1e7, rate_limit_burst=10**6)  # fmt: skip
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -62,7 +68,8 @@ def _start_server(data_dir: Path, workers: int) -> tuple[str, str, object, threa
         if time.monotonic() > deadline:
             raise RuntimeError("the server did not get ready")
         time.sleep(0.2)
-    return base, create_api_key(app.state.service.store, "bench"), server, thread
+    svc = app.state.service
+    return base, create_api_key(svc.store, "bench"), server, thread, svc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,24 +80,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=30.0, help="how long clients keep sending")
     ap.add_argument("--size", type=int, default=256, help="longest side of the target image")
     ap.add_argument("--sync-concurrency", type=int, default=2, help="server-side :sync slots (own server only)")
+    ap.add_argument("--sync-batch", type=int, default=16, help="server-side :sync batch (1: off; own server only)")
+    ap.add_argument("--device", default="auto", help="the server's device (own server only)")
     args = ap.parse_args(argv)
 
-    source, target = _small_png("obama.jpg", args.size), _small_png("astronaut.png", args.size)
-    server = thread = None
+    sources = [_small_png(n, args.size) for n in ("obama.jpg", "grace_hopper.jpg")]
+    targets = [_small_png(n, args.size) for n in ("astronaut.png", "obama2.jpg", "grace_hopper.jpg")]
+    server = thread = svc = None
     tmp = tempfile.TemporaryDirectory(prefix="faceweave-load-")
     if args.url:
         base, key = args.url.rstrip("/"), args.key
         if not key:
             ap.error("--key (or FACEWEAVE_KEY) is required with --url")
     else:
-        base, key, server, thread = _start_server(Path(tmp.name), args.sync_concurrency)
+        base, key, server, thread, svc = _start_server(Path(tmp.name), args.sync_concurrency, args.sync_batch,
+                                                       args.device)
 
     latencies: list[float] = []
     errors: dict[str, int] = {}
     lock = threading.Lock()
     stop_at = time.monotonic() + args.seconds
 
-    def client() -> None:
+    def client(k: int) -> None:
+        source, target = sources[k % len(sources)], targets[k % len(targets)]
         with httpx.Client(base_url=base, timeout=120, headers={"Authorization": f"Bearer {key}"}) as c:
             while time.monotonic() < stop_at:
                 files = [("sources", ("s.png", source, "image/png")), ("target", ("t.png", target, "image/png"))]
@@ -108,12 +120,14 @@ def main(argv: list[str] | None = None) -> int:
                         errors[outcome] = errors.get(outcome, 0) + 1
 
     t_start = time.monotonic()
-    threads = [threading.Thread(target=client) for _ in range(args.clients)]
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.monotonic() - t_start
+    batcher = None if svc is None else svc.sync_batcher  # type: ignore[attr-defined]
+    mean_batch = round(batcher.items / batcher.batches, 2) if batcher is not None and batcher.batches else None
     if server is not None:
         server.should_exit = True  # type: ignore[attr-defined]
         assert thread is not None
@@ -127,13 +141,17 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "clients": args.clients, "seconds": round(wall, 1), "image": f"{args.size}px", "ok": len(lat),
-        "errors": errors, "throughput_rps": round(len(lat) / wall, 2), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+        "errors": errors, "throughput_rps": round(len(lat) / wall, 2), "p50_ms": pct(0.50), "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
         "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else None,
-        "server_sync_slots": None if args.url else args.sync_concurrency, "cpus": os.cpu_count(),
+        "server_sync_slots": None if args.url else args.sync_concurrency,
+        "server_sync_batch": None if args.url else args.sync_batch, "server_mean_batch": mean_batch,
+        "cpus": os.cpu_count(), "load_average": os.getloadavg(),
     }  # fmt: skip
     print(json.dumps(report, indent=2))
     print(f"| {args.clients} | {args.size}px | {report['seconds']} s | {report['ok']} | {sum(errors.values())} | "
-          f"{report['throughput_rps']} | {report['p50_ms']} | {report['p99_ms']} |")  # fmt: skip
+          f"{report['throughput_rps']} | {report['p50_ms']} | {report['p95_ms']} | {report['p99_ms']} | "
+          f"{mean_batch} |")  # fmt: skip
     return 0 if lat and not errors else 1
 
 

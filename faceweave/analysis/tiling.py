@@ -69,14 +69,15 @@ def tile_pyramid(height: int, width: int, size: int, min_face: float) -> torch.T
     return torch.stack(mats) if mats else torch.zeros(0, 2, 3)
 
 
-def cut_by_tile(view_boxes: torch.Tensor, matrices: torch.Tensor, size: int, height: int, width: int,
-                margin: float = 1.0) -> torch.Tensor:
+def cut_by_tile(view_boxes: torch.Tensor, matrices: torch.Tensor, size: int, height: int | torch.Tensor,
+                width: int | torch.Tensor, margin: float = 1.0) -> torch.Tensor:
     """Which detections touch an inner border of their tile (a border that is not the frame's): those are partial
     faces, which an overlapping tile sees whole.
 
     Args:
         view_boxes: ``(N, 4)`` ``x0, y0, x1, y1`` in view pixels (continuous). matrices: ``(N, 2, 3)`` each
-            detection's view→frame map (axis-aligned tiles). size: the view side.
+            detection's view→frame map (axis-aligned tiles). size: the view side. height, width: the frame's
+            size, or ``(N,)`` each detection's frame's (frames of several sizes).
         margin: view pixels from the border that count as touching.
 
     Returns:

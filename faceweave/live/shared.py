@@ -12,16 +12,14 @@ sessions' frames costs far less than k calls; the dispatcher then waits up to ``
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from faceweave.analysis.face import Face
+from faceweave.pipeline.batcher import WindowBatcher
 from faceweave.pipeline.engine import PreparedSource, SwapEngine
 
 BATCHED = ("analyze", "refine", "swap")
@@ -32,7 +30,6 @@ class _Call:
     op: str
     frames: torch.Tensor | None
     args: tuple[Any, ...]
-    future: cf.Future[Any] = field(default_factory=cf.Future)
 
     def key(self) -> tuple[Any, ...] | None:
         """Calls with one key can be merged (same stage, frame size, dtype, device); None: run alone."""
@@ -48,37 +45,32 @@ class SharedEngine:
     Has the engine methods a :class:`~faceweave.pipeline.video.VideoFaceProcessor` calls (``analyze``, ``refine``,
     ``identify``, ``select``, ``swap``, ``prepare_sources``) and its ``device``, ``dtype`` and ``settings``.
     :attr:`batches` counts the batched calls and :attr:`batched_frames` the frames they held (so
-    ``batched_frames / batches`` is the mean batch).
+    ``batched_frames / batches`` is the mean batch). The thread and its window are a
+    :class:`~faceweave.pipeline.batcher.WindowBatcher` (each active session is a call expected).
     """
 
     def __init__(self, engine: SwapEngine, *, window_s: float | None = None) -> None:
         self.engine = engine
         self.device, self.dtype, self.settings = engine.device, engine.dtype, engine.settings
         self.window_s = (0.002 if engine.device.type == "cuda" else 0.0) if window_s is None else window_s
-        self.active_sessions = 0
         self.batches = 0
         self.batched_frames = 0
-        self._pending: list[_Call] = []
-        self._cond = threading.Condition()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="faceweave-live-engine", daemon=True)
-        self._thread.start()
+        self._batcher: WindowBatcher[_Call, Any] = WindowBatcher(self._run, window_s=self.window_s,
+                                                                 name="the shared live engine")
 
     # --- sessions ------------------------------------------------------------------------------------------
+    @property
+    def active_sessions(self) -> int:
+        return self._batcher.expected
+
     def session_started(self) -> None:
-        with self._cond:
-            self.active_sessions += 1
+        self._batcher.expect(1)
 
     def session_ended(self) -> None:
-        with self._cond:
-            self.active_sessions = max(0, self.active_sessions - 1)
-            self._cond.notify_all()
+        self._batcher.expect(-1)
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join(timeout=30)
+        self._batcher.close()
 
     # --- the engine's face stages, called from session threads ---------------------------------------------
     def analyze(self, frames: torch.Tensor) -> list[list[Face]]:
@@ -109,46 +101,25 @@ class SharedEngine:
         return self.call(lambda engine, imgs: engine.reference_embeddings(imgs), images)  # type: ignore[no-any-return]
 
     def _submit(self, call: _Call) -> Any:
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("the shared live engine is closed")
-            self._pending.append(call)
-            self._cond.notify_all()
-        return call.future.result()
+        return self._batcher.submit(call)  # after close(): RuntimeError("the shared live engine is closed")
 
     # --- the engine thread ---------------------------------------------------------------------------------
-    def _take(self) -> list[_Call] | None:
-        with self._cond:
-            while not self._pending and not self._closed:
-                self._cond.wait()
-            if self._closed and not self._pending:
-                return None
-            if self.window_s > 0:
-                # Wait briefly for the other sessions' calls, but never for a session that has none coming.
-                deadline = time.monotonic() + self.window_s
-                while len(self._pending) < self.active_sessions and not self._closed:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-            calls, self._pending = self._pending, []
-            return calls
-
-    def _run(self) -> None:
-        while (calls := self._take()) is not None:
-            groups: dict[Any, list[_Call]] = {}
-            for n, call in enumerate(calls):
-                groups.setdefault(call.key() or ("alone", n), []).append(call)
-            for group in groups.values():
-                try:
-                    with torch.no_grad():
-                        results = self._execute(group)
-                except BaseException as exc:  # every caller of the failed batch sees it; the loop survives
-                    for call in group:
-                        call.future.set_exception(exc)
-                    continue
-                for call, result in zip(group, results, strict=True):
-                    call.future.set_result(result)
+    def _run(self, calls: list[_Call]) -> list[Any]:
+        """Every call waiting, grouped by :meth:`_Call.key`, each group as one engine call; a group that fails
+        fails its callers only."""
+        groups: dict[Any, list[int]] = {}
+        for n, call in enumerate(calls):
+            groups.setdefault(call.key() or ("alone", n), []).append(n)
+        out: list[Any] = [None] * len(calls)
+        for members in groups.values():
+            try:
+                with torch.no_grad():
+                    results = self._execute([calls[n] for n in members])
+            except Exception as exc:
+                results = [exc] * len(members)
+            for n, result in zip(members, results, strict=True):
+                out[n] = result
+        return out
 
     def _execute(self, group: list[_Call]) -> list[Any]:
         engine, first = self.engine, group[0]

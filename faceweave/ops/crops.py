@@ -86,6 +86,14 @@ def sample_views(frames: torch.Tensor, view_to_frame: torch.Tensor, size: int) -
 
 
 
+def square_boxes(points: torch.Tensor, margin: float) -> torch.Tensor:
+    """``(F, 4)`` square ``x0, y0, side, side`` around each ``(F, N, 2)`` point set, with ``margin`` × size added."""
+    lo, hi = points.min(1).values, points.max(1).values
+    centre = (lo + hi) / 2
+    side = (hi - lo).max(1).values * (1 + 2 * margin)
+    return torch.cat([centre - side[:, None] / 2, side[:, None], side[:, None]], 1)
+
+
 def crop_matrices(centres: torch.Tensor, sizes: torch.Tensor, rolls: torch.Tensor, crop: int) -> torch.Tensor:
     """Affine maps crop pixel → frame pixel for square crops turned by ``rolls``.
 
@@ -136,4 +144,4 @@ def sample_crops(frames: torch.Tensor, frame_index: torch.Tensor, crop_to_frame:
 
 
 
-__all__ = ["roll_from_eyes", "view_matrices", "sample_views", "crop_matrices", "sample_crops"]
+__all__ = ["roll_from_eyes", "view_matrices", "sample_views", "crop_matrices", "sample_crops", "square_boxes"]

@@ -40,6 +40,7 @@ from faceweave.swapper.mesh import (
     crop_graphs,
     prepare_source_texture,
     swap_faces,
+    working_crop_size,
 )
 
 
@@ -273,18 +274,36 @@ class SwapEngine:
     def to_tensor(self, rgb: np.ndarray) -> torch.Tensor:
         return to_tensor(rgb, self.device, self.dtype)
 
-    def analyze(self, frames: torch.Tensor) -> list[list[Face]]:
-        """Detect faces and their 468 landmarks in ``(B, 3, H, W)`` float ``[0, 1]`` frames."""
-        faces = self.detector.detect(frames)
+    def analyze(self, frames: torch.Tensor, sizes: Sequence[tuple[int, int]] | None = None) -> list[list[Face]]:
+        """Detect faces and their 468 landmarks in ``(B, 3, H, W)`` float ``[0, 1]`` frames.
+
+        ``sizes``: per frame, ``(height, width)`` of an image at the top left of a zero-padded frame (images of
+        different sizes stacked on one canvas, see :mod:`faceweave.pipeline.image_batch`); each is analysed as if
+        alone. The built-in detector runs its nets once over all of them; an ONNX detector once per image size.
+        """
+        from faceweave.analysis.detect import FaceDetector, group_by_size
+
+        if sizes is None:
+            faces = self.detector.detect(frames)
+        elif isinstance(self.detector, FaceDetector):
+            faces = self.detector.detect(frames, sizes=sizes)
+        else:
+            faces = [[] for _ in sizes]
+            for (h, w), index in group_by_size(sizes).items():
+                for i, found in zip(index, self.detector.detect(frames[index, :, :h, :w]), strict=True):
+                    faces[i] = found
+        # FaceMesh samples its crops with zeros outside the image: the padding changes nothing
         return self.mesh.landmarks(frames, faces) if any(faces) else faces
 
     def refine(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
         """Landmarks only, seeded by faces from an earlier frame (tracking between detections)."""
         return self.mesh.landmarks(frames, faces) if any(faces) else faces
 
-    def identify(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
+    def identify(self, frames: torch.Tensor, faces: list[list[Face]],
+                 sizes: Sequence[tuple[int, int]] | None = None) -> list[list[Face]]:
         """Fill :attr:`Face.embedding` for every face: dlib 128-d (one host copy per frame with faces) or, with
-        ``recogniser="arcface"``, unit-length 512-d from one batched forward on the device."""
+        ``recogniser="arcface"``, unit-length 512-d from one batched forward on the device. ``sizes``: as in
+        :meth:`analyze` (dlib then sees each image without its padding)."""
         identity = self.identity
         if isinstance(identity, DescriptorRecogniser):
             out: list[list[Face]] = []
@@ -292,7 +311,8 @@ class SwapEngine:
                 if not frame_faces:
                     out.append([])
                     continue
-                rgb = to_uint8(frames[b : b + 1])[0]
+                h, w = frames.shape[-2:] if sizes is None else sizes[b]
+                rgb = to_uint8(frames[b : b + 1, :, :h, :w])[0]
                 out.append(face_identity(rgb, frame_faces, identity=identity))
             return out
         from faceweave.analysis.identity import embed_faces
@@ -313,12 +333,15 @@ class SwapEngine:
                     f"no face found in source image {n + 1} of {len(images)}",
                     hint="use a photo where the face is clearly visible, frontal, at least ~40 px wide",
                 )
-            face = max(faces, key=lambda f: f.area)
-            if self.settings.selector == "reference":
-                face = self.identify(t, [[face]])[0][0]
-            latent = self._swapper.prepare_source(t, face) if self._swapper is not None else None
-            prepared.append(PreparedSource(face=face, texture=prepare_source_texture(t, face), latent=latent))
+            prepared.append(self.prepare_source(t, max(faces, key=lambda f: f.area)))
         return prepared
+
+    def prepare_source(self, image: torch.Tensor, face: Face) -> PreparedSource:
+        """One source from its image ``(1, 3, H, W)`` float ``[0, 1]`` and its analysed face (the largest)."""
+        if self.settings.selector == "reference":
+            face = self.identify(image, [[face]])[0][0]
+        latent = self._swapper.prepare_source(image, face) if self._swapper is not None else None
+        return PreparedSource(face=face, texture=prepare_source_texture(image, face), latent=latent)
 
     def reference_embeddings(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Identity embeddings of the largest face of each reference image."""
@@ -338,6 +361,15 @@ class SwapEngine:
                reference: Sequence[torch.Tensor] | None = None) -> list[tuple[Face, int]]:
         """Faces to swap in one frame and the source index for each (see :func:`select_faces`)."""
         return select_faces(faces, self.settings, [s.face for s in sources], reference)
+
+    def swap_key(self, plan: Sequence[Sequence[tuple[Face, int]]], sources: Sequence[PreparedSource]) -> int | None:
+        """Plans of separate images with one key can share a :meth:`swap` call and get exactly what separate calls
+        give: the built-in swapper works at one crop size per call (the largest face's), so that size is the key; a
+        plug-in swapper's crops are its model's fixed size (None: any plans share)."""
+        if self._swapper is not None:
+            return None
+        items = [(b, f, sources[s].texture) for b, row in enumerate(plan) for f, s in row]
+        return working_crop_size(items, self.swap_options) if items else None
 
     def swap(self, frames: torch.Tensor, plan: Sequence[Sequence[tuple[Face, int]]],
              sources: Sequence[PreparedSource]) -> torch.Tensor:

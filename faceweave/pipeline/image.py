@@ -136,6 +136,19 @@ def swap_image_file(
     prepared = engine.prepare_sources(src_images)
     refs = job_references(engine, settings, reference, src_images)
     result, n, found = swap_image_counted(prepared, tgt.rgb, engine, refs)
+    out = finish_image(result, n, found, sources, target, out_path, settings, like=tgt, started=t0)
+    progress(Progress(stage="done", frames_done=1, frames_total=1, fps=1 / out.seconds if out.seconds else 0.0,
+                      eta_s=0.0))
+    return out
+
+
+def finish_image(result: np.ndarray, swapped: int, found: int, sources: Sequence[str | PathLike[str]],
+                 target: str | PathLike[str], output: Path, settings: SwapSettings, *, like: object,
+                 started: float) -> SwapResult:
+    """Label (if asked), mark and write a swapped image ``(H, W, 3)`` uint8 RGB to ``output`` (atomically, with
+    the sources and target as C2PA ingredients); the job's :class:`SwapResult` (``seconds`` from ``started``, a
+    :func:`time.perf_counter` value). Shared by the one-image path and
+    the batched one (:mod:`faceweave.pipeline.image_batch`), so both write the same bytes."""
     if settings.provenance_label:
         from faceweave.media.label import draw_label
 
@@ -144,11 +157,9 @@ def swap_image_file(
     from faceweave.provenance.mark import Marking, write_marked_image
 
     ingredients = [Ingredient.of_file("source", s) for s in sources] + [Ingredient.of_file("target", target)]
-    write_marked_image(out_path, result, Marking.from_settings(settings), like=tgt, ingredients=ingredients)
-    dt = time.perf_counter() - t0
-    progress(Progress(stage="done", frames_done=1, frames_total=1, fps=1 / dt if dt else 0.0, eta_s=0.0))
-    return SwapResult(output=out_path, kind="image", faces_swapped=n, frames=1, seconds=dt,
-                      stats=face_count_stats(found, n, settings))
+    write_marked_image(output, result, Marking.from_settings(settings), like=like, ingredients=ingredients)
+    return SwapResult(output=output, kind="image", faces_swapped=swapped, frames=1,
+                      seconds=time.perf_counter() - started, stats=face_count_stats(found, swapped, settings))
 
 
 def face_count_stats(found: int, swapped: int, settings: SwapSettings) -> dict[str, object]:

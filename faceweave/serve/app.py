@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 
+from faceweave.pipeline.batcher import WindowBatcher
 from faceweave.serve.auth import Authenticator
 from faceweave.serve.deps import Service
 from faceweave.serve.executor import (
@@ -32,6 +33,7 @@ from faceweave.serve.executor import (
     InProcessExecutor,
     JobFunction,
     ProgressHub,
+    image_batch_runner,
     run_swap,
     send_webhook,
     warm_up,
@@ -120,6 +122,15 @@ def create_app(
             sync_slots=asyncio.Semaphore(settings.sync_concurrency),
         )  # fmt: skip
         sync_states: list[dict[str, Any]] = [{} for _ in range(settings.sync_concurrency)]
+        if settings.sync_batch > 1 and job_function is run_swap:
+            # one warm engine batches the :sync requests of concurrent clients; twice a batch may wait at once, so
+            # the next batch forms while one runs (an injected job function runs each request alone, below)
+            batch_state = sync_states[0]
+            sync_states = [batch_state]
+            svc.sync_batcher = WindowBatcher(image_batch_runner(batch_state),
+                                             window_s=settings.sync_batch_window_s, name="faceweave-sync-batch",
+                                             max_items=settings.sync_batch)  # fmt: skip
+            svc.sync_slots = asyncio.Semaphore(2 * settings.sync_batch)
         for state in sync_states:
             svc.sync_states.put(state)
         if warmup is not None:  # the :sync slots keep their own warm engines; /readyz waits for them too
@@ -146,6 +157,8 @@ def create_app(
             for task in svc.tasks:
                 task.cancel()
             await anyio.to_thread.run_sync(executor.stop)
+            if svc.sync_batcher is not None:
+                await anyio.to_thread.run_sync(svc.sync_batcher.close)
             store.close()
 
     app = FastAPI(

@@ -8,7 +8,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from math import ceil
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -20,6 +20,10 @@ from faceweave.serve.metrics import ServiceMetrics
 from faceweave.serve.settings import ServiceSettings
 from faceweave.serve.storage import FsspecStorage
 from faceweave.serve.store import Job, SqlJobStore
+
+if TYPE_CHECKING:  # torch comes with them: imported where a batch runs
+    from faceweave.pipeline.batcher import WindowBatcher
+    from faceweave.pipeline.image_batch import ImageJob, ImageOutcome
 
 
 @dataclass
@@ -39,6 +43,8 @@ class Service:
     moderator: Any
     sync_states: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
     sync_slots: asyncio.Semaphore | None = None
+    # :sync requests of concurrent clients as one batch (the real pipeline only; None: each on its own slot)
+    sync_batcher: WindowBatcher[ImageJob, ImageOutcome] | None = None
     sync_ready: threading.Event = field(default_factory=threading.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 

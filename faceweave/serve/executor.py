@@ -36,6 +36,7 @@ from faceweave.settings import SwapSettings
 
 if TYPE_CHECKING:  # the engine (torch) loads in the worker, when a job first needs it
     from faceweave.pipeline.engine import SwapEngine
+    from faceweave.pipeline.image_batch import ImageJob, ImageOutcome
     from faceweave.serve.urls import AddressPolicy
 
 log = logging.getLogger("faceweave.serve.executor")
@@ -142,6 +143,28 @@ def run_swap(ctx: JobContext) -> JobOutcome:
         result = swap_video(ctx.sources, ctx.target, ctx.output, ctx.settings, progress=ctx.progress,
                             work_dir=ctx.work_dir, engine=engine, segment_s=ctx.segment_s)  # fmt: skip
     return JobOutcome(result.output, result.kind, result.faces_swapped, dict(result.stats))
+
+
+def image_batch_runner(worker_state: dict[str, Any]) -> Callable[[list[ImageJob]], list[ImageOutcome | FaceweaveError]]:
+    """What a :sync batch runs: the model forwards of its jobs together
+    (:func:`~faceweave.pipeline.image_batch.swap_image_batch`) on ``worker_state``'s warm engines; per job its
+    outcome or its own error. Reading and writing the files stay with each request's thread."""
+    from faceweave.pipeline.image_batch import swap_image_batch
+
+    return lambda jobs: swap_image_batch(jobs, lambda settings: batch_engine(worker_state, settings))
+
+
+def batch_engine(worker_state: dict[str, Any], settings: SwapSettings) -> SwapEngine:
+    """A warm engine of the worker that runs the forwards of ``settings`` (same models and options: the per-job
+    choices are read from each job's own settings), else :func:`_engine_for`'s."""
+    from faceweave.pipeline.image_batch import forward_key
+
+    key = forward_key(settings)
+    engines: dict[str, SwapEngine] = worker_state.get("engines", {})
+    for engine in engines.values():
+        if forward_key(engine.settings) == key:
+            return engine
+    return _engine_for(worker_state, settings)
 
 
 def _engine_for(worker_state: dict[str, Any], settings: SwapSettings) -> SwapEngine:

@@ -210,6 +210,9 @@ class RayExecutor:
                 for j in jobs:
                     self._fail(j, "ActorLost", "worker_lost", "the GPU workers kept failing")
                 return
+            forwards: dict[str, int] = entries[0]["forwards"] if entries else {}
+            log.info("%d image job(s) ran as %d engine call(s): %s", len(jobs), sum(forwards.values()),
+                     ", ".join(f"{stage} {n}" for stage, n in sorted(forwards.items())) or "none")
             for job, key, entry in zip(jobs, keys, entries, strict=True):
                 with job_context(job.id):
                     if "error" in entry:

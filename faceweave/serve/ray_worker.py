@@ -7,7 +7,7 @@ on any node can take any item, and a pre-empted actor's item is simply given to 
 - :meth:`SwapWorker.plan_video`: probe the target and plan keyframe-aligned segments;
 - :meth:`SwapWorker.run_segment`: swap one segment and upload its file (one storage key per attempt);
 - :meth:`SwapWorker.join`: concatenate the segment files without re-encoding, mux the audio, upload the result;
-- :meth:`SwapWorker.swap_images`: a batch of image jobs from many requests, on the warm engine in one call.
+- :meth:`SwapWorker.swap_images`: a batch of image jobs from many requests, their model forwards run together.
 
 A job error a user caused (:class:`~faceweave.errors.FaceweaveError`) comes back as an ``error`` entry, not an
 exception, so the executor can tell it from an actor that died.
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from faceweave.errors import FaceweaveError, NoFaceInTarget
-from faceweave.serve.executor import _engine_for, output_extension, warm_up
+from faceweave.serve.executor import _engine_for, batch_engine, output_extension, warm_up
 from faceweave.serve.resilience import RetryingStorage
 from faceweave.settings import SwapSettings
 
@@ -88,13 +88,15 @@ class SwapWorker:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _input(self, spec: WorkSpec, key: str) -> Path:
+    def _input(self, spec: WorkSpec, key: str, folder: Path | None = None) -> Path:
+        """The input ``key`` as a local file: downloaded into ``folder`` (default: the job's cached inputs)."""
         storage = self._storage(spec)
         local = storage.local_path(key)
         if local is not None:
             return local
-        dest = self._job_dir(spec.job_id) / "inputs" / key.replace("/", "_")
+        dest = (folder or self._job_dir(spec.job_id) / "inputs") / key.replace("/", "_")
         if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(dest.name + ".part")
             storage.download(key, tmp)
             os.replace(tmp, dest)
@@ -195,28 +197,55 @@ class SwapWorker:
                 return {"error": error_entry(exc)}
 
     def swap_images(self, specs: list[WorkSpec], result_keys: list[str]) -> list[dict[str, Any]]:
-        """Image jobs batched across requests: one call, one warm engine, one entry per job in order."""
-        from faceweave.pipeline.image import swap_image_file
+        """Image jobs batched across requests: their model forwards run together
+        (:func:`~faceweave.pipeline.image_batch.swap_image_files`: one analysis call over every source and target,
+        one swap call per crop size), each job with its own settings, error and marking. One entry per job in
+        order; each carries ``forwards``, the engine calls the whole batch took (counted on the real engine)."""
+        from collections import Counter
 
-        out: list[dict[str, Any]] = []
+        from faceweave.pipeline.image_batch import CountingEngine, ImageFileJob, swap_image_files
+
+        entries: list[dict[str, Any] | None] = [None] * len(specs)
+        jobs: list[ImageFileJob] = []
+        positions: list[int] = []
+        calls: Counter[str] = Counter()
+        counters: list[CountingEngine] = []
+
+        def engine_for(settings: SwapSettings) -> CountingEngine:
+            counters.append(CountingEngine(batch_engine(self.state, settings)))
+            return counters[-1]
+
         with self.gpu:
-            for spec, key in zip(specs, result_keys, strict=True):
-                try:
-                    settings = SwapSettings.build(**spec.settings)
-                    target = self._input(spec, spec.target_key)
-                    local = self._job_dir(spec.job_id) / f"result{output_extension('image', target)}"
-                    result = swap_image_file([self._input(spec, k) for k in spec.source_keys], target, local, settings,
-                                             engine=_engine_for(self.state, settings))  # fmt: skip
-                    size = self._storage(spec).upload(local, key)
-                    out.append({"bytes": size, "faces": result.faces_swapped, "kind": result.kind,
-                                "stats": dict(result.stats)})  # fmt: skip
-                except FaceweaveError as exc:
-                    out.append({"error": error_entry(exc)})
-                finally:
-                    shutil.rmtree(self.root / spec.job_id, ignore_errors=True)
-                    if spec.job_id in self._jobs:
-                        self._jobs.remove(spec.job_id)
-        return out
+            # the batch's own folder: the job-folder cache keeps only KEEP_JOB_DIRS jobs, fewer than a batch holds
+            work = Path(tempfile.mkdtemp(prefix="images-", dir=self.root))
+            try:
+                for n, spec in enumerate(specs):
+                    try:
+                        settings = SwapSettings.build(**spec.settings)
+                        folder = work / f"{n:02d}"
+                        folder.mkdir()
+                        target = self._input(spec, spec.target_key, folder)
+                        local = folder / f"result{output_extension('image', target)}"
+                        sources = [self._input(spec, k, folder) for k in spec.source_keys]
+                    except FaceweaveError as exc:
+                        entries[n] = {"error": error_entry(exc)}
+                        continue
+                    jobs.append(ImageFileJob(sources, target, local, settings))
+                    positions.append(n)
+                for n, job, result in zip(positions, jobs, swap_image_files(jobs, engine_for), strict=True):
+                    try:
+                        if isinstance(result, FaceweaveError):
+                            raise result
+                        size = self._storage(specs[n]).upload(job.output, result_keys[n])
+                        entries[n] = {"bytes": size, "faces": result.faces_swapped, "kind": result.kind,
+                                      "stats": dict(result.stats)}  # fmt: skip
+                    except FaceweaveError as exc:
+                        entries[n] = {"error": error_entry(exc)}
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        for counter in counters:
+            calls.update(counter.calls)
+        return [{**e, "forwards": dict(calls)} for e in entries if e is not None]
 
 
 class _Counting:

@@ -51,7 +51,11 @@ class ServiceSettings(BaseSettings):
 
     # --- execution -----------------------------------------------------------------------------------------
     workers: int = Field(0, ge=0, le=64, description="concurrent jobs; 0: one per GPU, or 1 on CPU")
-    sync_concurrency: int = Field(2, ge=1, le=64, description="concurrent :sync swaps")
+    sync_concurrency: int = Field(2, ge=1, le=64, description="concurrent :sync swaps (sync_batch 1)")
+    sync_batch: int = Field(16, ge=1, le=64, description=":sync requests of concurrent clients swapped as one batch on "
+                            "one warm engine (their model forwards together); 1: each alone, sync_concurrency at once")
+    sync_batch_window_s: float = Field(0.005, ge=0, le=1, description=":sync batch: longest wait for requests "
+                                       "already received (still uploading or being checked) to join it")
     warmup: bool = Field(True, description="load the models at startup; /readyz answers 503 until done")
     device: str = Field("auto", description="device for every job (a job cannot pick another)")
     executor: Literal["inprocess", "ray"] = Field("inprocess", description="'ray': GPU actors of a Ray cluster")

@@ -33,6 +33,7 @@ from faceweave.ops.colour import (
     transfer_colour_lab_from_lab,
     transfer_shading,
 )
+from faceweave.ops.crops import square_boxes as _square_box  # the crop geometry of faces (tests reach it here)
 from faceweave.ops.filters import gaussian_blur_traced
 from faceweave.ops.geometry import estimate_similarity, transform_points
 from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
@@ -131,14 +132,6 @@ class SourceTexture:
         """A copy with the images on ``device``; ``points`` stay on the host."""
         lab = None if self.lab is None else self.lab.to(device)
         return replace(self, image=self.image.to(device), points=self.points.cpu(), lab=lab)
-
-
-def _square_box(points: torch.Tensor, margin: float) -> torch.Tensor:
-    """``(F, 4)`` square ``x0, y0, side, side`` around each ``(F, N, 2)`` point set, with ``margin`` × size added."""
-    lo, hi = points.min(1).values, points.max(1).values
-    centre = (lo + hi) / 2
-    side = (hi - lo).max(1).values * (1 + 2 * margin)
-    return torch.cat([centre - side[:, None] / 2, side[:, None], side[:, None]], 1)
 
 
 def _crop_matrix(box: torch.Tensor, size: int) -> torch.Tensor:
@@ -320,6 +313,13 @@ def _crop_size(boxes: torch.Tensor) -> int:
     """One working size for a batch: the largest face's native size, clamped, a multiple of 32."""
     side = float(boxes[:, 2].max())
     return int(min(MAX_CROP, max(MIN_CROP, 32 * round(side / 32))))
+
+
+def working_crop_size(items: Sequence[tuple[int, Face, SourceTexture]], options: MeshSwapOptions) -> int:
+    """The crop size :func:`swap_faces` works at for ``items``: its largest face's (see ``SwapEngine.swap_key``)."""
+    tgt = torch.stack([f.landmarks[:, :2] for _, f, _ in items]).to("cpu", torch.float32)  # type: ignore[index]
+    src_pts = torch.stack([s.points for _, _, s in items]).to("cpu", torch.float32)
+    return _crop_size(_square_box(output_geometry(tgt, src_pts, options.shape_transfer), CROP_MARGIN))
 
 
 #: Every crop size :func:`_crop_size` can pick (a CUDA-graph warm-up captures each).

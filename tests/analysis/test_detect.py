@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from faceweave.analysis import detect as detect_module
 from faceweave.analysis.detect import FaceDetector, detect_faces, five_point_keypoints
 from faceweave.analysis.face import Face, FaceKeypoint
 from faceweave.errors import InvalidOption, ShapeError
@@ -180,6 +181,43 @@ def test_batched_equals_single(detector: FaceDetector, media: Any) -> None:
         assert len(single) == len(batched[i]) == 1
         assert (single[0].box - batched[i][0].box).abs().max() <= tol
         assert (single[0].keypoints - batched[i][0].keypoints).abs().max() <= tol
+
+
+def test_images_of_several_sizes_on_one_canvas_equal_each_alone(media: Any, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """``sizes``: images of different sizes stacked on one zero-padded canvas are each looked at as if alone (own
+    views, small-face tiles, rotated retries, refinement) while each net runs once over all of them."""
+    detector = FaceDetector()  # tiling on: the sizes differ in their tile pyramids
+    rgb = media.rgb("obama.jpg")
+    h, w = rgb.shape[:2]
+    rolled = cv2.warpAffine(rgb, cv2.getRotationMatrix2D((w / 2, h / 2), 90, 1.0), (w, h), flags=cv2.INTER_CUBIC)
+    images = [media.rgb("astronaut.png"), media.rgb("obama2.jpg"), rolled, np.full((200, 700, 3), 90, np.uint8),
+              np.ascontiguousarray(media.rgb("grace_hopper.jpg")[100:, :300])]
+    sizes = [im.shape[:2] for im in images]
+    canvas = torch.zeros(len(images), 3, max(s[0] for s in sizes), max(s[1] for s in sizes))
+    for k, im in enumerate(images):
+        canvas[k, :, : im.shape[0], : im.shape[1]] = torch.from_numpy(im).permute(2, 0, 1).float() / 255
+    calls = {"short": 0, "full": 0}
+    for name in calls:
+        getattr(detector, name).register_forward_hook(lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
+    chunked = detector.detect(canvas, sizes=sizes)
+    monkeypatch.setattr(detect_module, "CPU_VIEW_CHUNK", 10**6)  # the CPU's chunks of views off: count the calls
+    calls.update(short=0, full=0)
+    together = detector.detect(canvas, sizes=sizes)
+    # one forward per net for the upright views and tiles, one for the retries, one refinement (short net)
+    assert calls == {"short": 3, "full": 2}, calls
+    for a_faces, b_faces in zip(chunked, together, strict=True):
+        assert len(a_faces) == len(b_faces)
+        for a, b in zip(a_faces, b_faces, strict=True):
+            assert (a.box - b.box).abs().max() <= 0.05
+    assert [len(f) for f in together] == [1, 1, 1, 0, 1]
+    for k, im in enumerate(images):
+        alone = detector.detect(torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255)[0]
+        assert len(alone) == len(together[k])
+        for a, b in zip(alone, together[k], strict=True):
+            assert (a.box - b.box).abs().max() <= 5e-4 * max(sizes[k]) and abs(a.roll - b.roll) < 1e-3
+    with pytest.raises(ShapeError):
+        detector.detect(canvas, sizes=sizes[:2])
 
 
 def test_view_sampling_matches_letterbox(device: torch.device, dtype: torch.dtype, media: Any) -> None:

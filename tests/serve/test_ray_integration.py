@@ -352,9 +352,9 @@ def test_wrong_s3_credentials_give_a_clear_error(run_factory: Callable[..., Run]
 
 
 def test_image_jobs_are_batched(run_factory: Callable[..., Run], services: dict[str, Any]) -> None:
-    """Image jobs from several requests arriving together reach one actor as one call (a batch of more than one).
-    What the batch shares is the call, the warm engine and the GPU; the swaps inside it run one image after
-    another (docs/scaling.md)."""
+    """Image jobs from several requests arriving together reach one actor as one call (a batch of more than one),
+    and their model forwards run together: the actor counts the calls on its real engine (CountingEngine) and a
+    batch of k jobs takes one analysis call and one swap call (same target size: one crop size), not 2k + k."""
     import re
     from concurrent.futures import ThreadPoolExecutor
 
@@ -369,5 +369,10 @@ def test_image_jobs_are_batched(run_factory: Callable[..., Run], services: dict[
         ids = list(pool.map(lambda _: run.submit(target), range(4)))
     for job_id in ids:
         assert run.wait_done(job_id)["job"].faces_swapped >= 1
-    sizes = [int(n) for n in re.findall(r"image batch of (\d+) job", run.api.log())]
+    log = run.api.log()
+    sizes = [int(n) for n in re.findall(r"image batch of (\d+) job", log)]
     assert sum(sizes) == 4 and max(sizes) >= 2, sizes
+    ran = re.findall(r"(\d+) image job\(s\) ran as (\d+) engine call\(s\): analyze (\d+), swap (\d+)", log)
+    assert sorted(int(k) for k, *_ in ran) == sorted(sizes), (ran, sizes)
+    for jobs, total, analyze, swap in ran:
+        assert (int(analyze), int(swap), int(total)) == (1, 1, 2), (jobs, total, analyze, swap)

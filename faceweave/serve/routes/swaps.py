@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
@@ -29,7 +29,7 @@ from faceweave.serve.errors import (
     ResultExpired,
     ResultNotReady,
 )
-from faceweave.serve.executor import URL_KEY_PREFIX, JobContext, job_event, output_extension
+from faceweave.serve.executor import URL_KEY_PREFIX, JobContext, JobOutcome, job_event, output_extension
 from faceweave.serve.inputs import Inputs, check_quotas, parse_settings, read_inputs
 from faceweave.serve.policy import ModerationRequest, check_consent, moderate
 from faceweave.serve.schemas import ERRORS, FORM_SCHEMA, SYNC_FORM_SCHEMA, JobList, JobOut, JobStateName
@@ -37,6 +37,10 @@ from faceweave.serve.storage import tenant_dir
 from faceweave.serve.store import Job, JobItem, JobState, NewJob, Quota
 from faceweave.serve.urls import AddressPolicy, check_webhook
 from faceweave.settings import SwapSettings
+
+if TYPE_CHECKING:
+    from faceweave.pipeline.batcher import WindowBatcher
+    from faceweave.pipeline.image_batch import ImageJob, ImageOutcome
 
 log = logging.getLogger("faceweave.serve")
 router = APIRouter(tags=["jobs"])
@@ -141,6 +145,9 @@ async def swap_sync(request: Request, svc: ServiceDep) -> Response:
     """Swap a small image and answer the image itself (no job is stored)."""
     principal = authenticate(request, svc)
     spool = svc.settings.work_dir / "sync" / uuid.uuid4().hex
+    batcher = svc.sync_batcher
+    if batcher is not None:
+        batcher.expect(1)  # a batch starting while this one uploads waits a moment (sync_batch_window_s) for it
     try:
         inputs = await read_inputs(request, svc, spool, sync=True)
         settings = parse_settings(svc, inputs.form.one("settings"))
@@ -153,14 +160,21 @@ async def swap_sync(request: Request, svc: ServiceDep) -> Response:
         ))  # fmt: skip
         assert svc.sync_slots is not None
         async with svc.sync_slots:
-            state = svc.sync_states.get_nowait()
-            try:
+            if svc.sync_batcher is not None:  # with the other clients' requests, as one batch
                 outcome, data = await anyio.to_thread.run_sync(
-                    _run_sync_job, svc, principal, settings, inputs, spool, state
+                    _run_sync_job, svc, principal, settings, inputs, spool, None
                 )
-            finally:
-                svc.sync_states.put(state)
+            else:
+                state = svc.sync_states.get_nowait()
+                try:
+                    outcome, data = await anyio.to_thread.run_sync(
+                        _run_sync_job, svc, principal, settings, inputs, spool, state
+                    )
+                finally:
+                    svc.sync_states.put(state)
     finally:
+        if batcher is not None:
+            batcher.expect(-1)
         shutil.rmtree(spool, ignore_errors=True)
     media = MEDIA_TYPES.get(outcome.output.suffix.lower(), "application/octet-stream")
     return Response(data, media_type=media, headers={"X-Faceweave-Faces-Swapped": str(outcome.faces_swapped)})
@@ -291,8 +305,11 @@ async def _send(request: Request, svc: Service, key: str, filename: str, etag: s
 
 
 def _run_sync_job(
-    svc: Service, principal: Principal, settings: SwapSettings, inputs: Inputs, spool: Path, state: dict[str, Any]
+    svc: Service, principal: Principal, settings: SwapSettings, inputs: Inputs, spool: Path,
+    state: dict[str, Any] | None,
 ) -> tuple[Any, bytes]:
+    """Run a :sync request: in the next batch of :attr:`Service.sync_batcher` (``state`` None), else alone with the
+    slot's ``state``. A job error (no face…) is raised here, for the route's error answer."""
     assert inputs.target is not None
     target_path, info = inputs.target
     now = time.time()
@@ -307,11 +324,30 @@ def _run_sync_job(
     target_path.rename(target)
     output = spool / f"result{output_extension('image', target)}"
     t0 = time.perf_counter()
-    outcome = svc.job_function(JobContext(
-        job, settings, [p for p, _ in inputs.sources], target, output, spool, lambda _: None, state
-    ))  # fmt: skip
+    sources = [p for p, _ in inputs.sources]
+    if state is None:
+        assert svc.sync_batcher is not None
+        outcome = _batched_sync_job(svc.sync_batcher, sources, target, output, settings)
+    else:
+        outcome = svc.job_function(JobContext(job, settings, sources, target, output, spool, lambda _: None, state))
     svc.metrics.stage_seconds.labels("sync").observe(time.perf_counter() - t0)
     return outcome, outcome.output.read_bytes()
+
+
+def _batched_sync_job(batcher: WindowBatcher[ImageJob, ImageOutcome], sources: list[Path], target: Path,
+                      output: Path, settings: SwapSettings) -> JobOutcome:
+    """Read the images here, run the forwards in the next batch, write the output here: the batch's thread does
+    only the forwards, so one batch's encoding (watermark, C2PA) overlaps the next batch's forwards."""
+    from faceweave.pipeline.image import finish_image
+    from faceweave.pipeline.image_batch import ImageFileJob, read_image_job
+
+    t0 = time.perf_counter()
+    file_job = ImageFileJob(sources, target, output, settings)
+    batch_job, loaded = read_image_job(file_job)
+    got = batcher.submit(batch_job)  # raises the job's own error (no face…)
+    result = finish_image(got.image, got.swapped, got.found, file_job.sources, file_job.target, file_job.output,
+                          file_job.settings, like=loaded, started=t0)
+    return JobOutcome(result.output, result.kind, result.faces_swapped, dict(result.stats))
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:

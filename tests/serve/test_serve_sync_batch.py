@@ -1,0 +1,61 @@
+"""POST /v1/swaps:sync from concurrent clients: their requests run as one batch on one warm engine (the model
+forwards together, faceweave/pipeline/image_batch.py), each answered with its own image or its own error."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+import pytest
+from PIL import Image
+from serve_helpers import running_app, swap_form
+
+pytestmark = pytest.mark.anyio
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def test_sync_requests_of_concurrent_clients_run_as_one_batch(tmp_path: Path, media_bytes: Any) -> None:
+    blank = _png(np.full((240, 320, 3), 90, np.uint8))
+    # a long window: every request below is in flight before the batch starts, so the batch holds all of them
+    async with running_app(tmp_path, device="cpu", sync_batch_window_s=1.0) as h:
+        acme, globex = h.headers("acme"), h.headers("globex")
+        requests = [
+            (acme, "grace_hopper.jpg", ("t.png", media_bytes("astronaut.png")), None),
+            (globex, "obama.jpg", ("t.jpg", media_bytes("obama2.jpg")), {"selector": "many"}),
+            (acme, "obama.jpg", ("t.png", blank), None),  # no face: this one alone fails
+            (globex, "grace_hopper.jpg", ("t.jpg", media_bytes("obama.jpg")), None),
+        ]
+        batcher = h.svc.sync_batcher
+        assert batcher is not None
+        answers: list[Any] = [None] * len(requests)
+
+        async def send(k: int) -> None:
+            headers, source, target, settings = requests[k]
+            files, data = swap_form([("s.jpg", media_bytes(source))], target, settings=settings)
+            answers[k] = await h.client.post("/v1/swaps:sync", files=files, data=data, headers=headers)
+
+        with anyio.fail_after(300):
+            async with anyio.create_task_group() as tg:
+                for k in range(len(requests)):
+                    tg.start_soon(send, k)
+        assert answers[2].status_code == 422 and answers[2].json()["error"]["code"] == "no_face_in_target"
+        for k in (0, 1, 3):
+            assert answers[k].status_code == 200, answers[k].text[:300]
+            assert int(answers[k].headers["x-faceweave-faces-swapped"]) >= 1
+            out = np.asarray(Image.open(io.BytesIO(answers[k].content)))
+            target = np.asarray(Image.open(io.BytesIO(requests[k][2][1])).convert("RGB"))
+            assert out.shape == target.shape and (out != target).any(-1).mean() > 0.01
+        # the four requests ran as one batch (whose forwards run together: tests/pipeline/test_image_batch.py)
+        assert (batcher.batches, batcher.items) == (1, 4)
+        # and the service still answers one request alone
+        files, data = swap_form([("s.jpg", media_bytes("obama.jpg"))], ("t.png", media_bytes("astronaut.png")))
+        alone = await h.client.post("/v1/swaps:sync", files=files, data=data, headers=acme)
+        assert alone.status_code == 200 and (batcher.batches, batcher.items) == (2, 5)
