@@ -145,17 +145,22 @@ class FaceDetector(nn.Module):
                 net(torch.zeros(n, 3, net.input_size, net.input_size, device=self.device, dtype=self.dtype))
 
     @torch.inference_mode()
-    def detect(self, frames: torch.Tensor, *, min_score: float | None = None) -> list[list[Face]]:
+    def detect(self, frames: torch.Tensor, *, min_score: float | None = None, tiles: bool = True
+               ) -> list[list[Face]]:
         """Detect faces in every frame.
 
         Args:
             frames: ``(B, 3, H, W)`` float RGB in ``[0, 1]`` (grayscale: three equal channels), any device.
             min_score: detection threshold in ``[0, 1]`` (default: the detector's).
+            tiles: also scan the small-face tiles (:func:`tile_pyramid`; 6 more full-range views at 640×480, 34
+                at 1080p). A video tracks its faces between detections and needs them only now and then
+                (:class:`~faceweave.pipeline.video_faces.VideoFaceProcessor`); images always scan them.
 
         Returns:
             One list per frame of :class:`Face` (box, score, 5 keypoints, roll; BlazeFace's 6 raw keypoints in
-            ``extra["blazeface_keypoints"]``), sorted by area, largest first; coordinates in frame pixels, pixel
-            centres at integers, on the CPU as float32.
+            ``extra["blazeface_keypoints"]``; with tiles, ``extra["tile_only"]``: True for a face that the whole
+            views alone did not find), sorted by area, largest first; coordinates in frame pixels, pixel centres
+            at integers, on the CPU as float32.
         """
         check_shape(frames, ["B", "3", "H", "W"], "frames")
         if not frames.is_floating_point():
@@ -171,11 +176,16 @@ class FaceDetector(nn.Module):
                 (self.full, [view_matrices(height, width, self.full.input_size, upright)])]
         # Small faces (group photos): tiles at every scale a face from min_face up can have, on every frame, merged
         # with the whole views' candidates in one NMS (a crowd beside one large face is not missed).
-        tiles = tile_pyramid(height, width, self.full.input_size, self.min_face)
-        if tiles.shape[0] > 0:
-            plan[1][1].append(tiles)  # one forward of the full-range net over the whole view and the tiles
-        candidates = self._candidates(frames, plan, threshold, tiles=tiles.shape[0] > 0)
-        results = [self._merge(*c) for c in candidates]
+        pyramid = tile_pyramid(height, width, self.full.input_size, self.min_face) if tiles else torch.zeros(0, 2, 3)
+        tiled = pyramid.shape[0] > 0
+        if tiled:
+            plan[1][1].append(pyramid)  # one forward of the full-range net over the whole view and the tiles
+        candidates = self._candidates(frames, plan, threshold, tiles=tiled)
+        results = [self._merge(*c[:3]) for c in candidates]
+        if tiled:
+            # which faces only the tiles found: a video keeps scanning tiles while its frames have such faces
+            whole = [self._merge(*(a[~c[3]] for a in c[:3])) for c in candidates]
+            results = [_mark_tile_only(faces, plain) for faces, plain in zip(results, whole, strict=True)]
         if self.rotation_retry:
             missing = [i for i, faces in enumerate(results) if not faces]
             if missing:
@@ -184,7 +194,7 @@ class FaceDetector(nn.Module):
                               for net in (self.short, self.full)]
                 retry = self._candidates(frames[missing], retry_plan, threshold)
                 for i, c in zip(missing, retry, strict=True):
-                    results[i] = self._merge(*c)
+                    results[i] = self._merge(*c[:3])
         if self.refine:
             results = self._refine(frames, results)
         return results
@@ -257,15 +267,17 @@ class FaceDetector(nn.Module):
         return out
 
     def _candidates(self, frames: torch.Tensor, plan: list[tuple[BlazeFace, list[torch.Tensor]]],
-                    threshold: float, *, tiles: bool = False) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                    threshold: float, *, tiles: bool = False
+                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Run ``plan`` (per net: groups of view matrices, one scale per group) and collect candidates per frame.
-        With ``tiles``, detections cut by a tile's inner border are dropped (an overlapping tile sees them whole).
+        With ``tiles``, the full-range net's groups after its first are tiles: detections cut by a tile's inner
+        border are dropped (an overlapping tile sees them whole).
 
         Returns per frame: rects ``(N, 5)`` ``cx, cy, w, h, roll_deg``, keypoints ``(N, 6, 2)`` (frame pixel
-        centres) and scores ``(N,)`` ≥ ``threshold``.
+        centres), scores ``(N,)`` ≥ ``threshold`` and ``(N,)`` bool, True for a candidate from a tile.
         """
         batch, _, height, width = frames.shape
-        per_frame: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(batch)]
+        per_frame: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(batch)]
         for net, groups in plan:
             groups = [g for g in groups if g.shape[0] > 0]
             if not groups:
@@ -288,27 +300,30 @@ class FaceDetector(nn.Module):
             k = packed[:, 4 : 4 + 2 * n_kp].view(-1, n_kp, 2) * size
             s, row = packed[:, 4 + 2 * n_kp], packed[:, -1].long()
             valid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-            if tiles:
-                valid &= ~cut_by_tile(b, matrices[row], size, height, width)
-            b, k, s, row = b[valid], k[valid], s[valid], row[valid]
+            from_tile = torch.zeros_like(valid)
+            if tiles and net is self.full:
+                from_tile = row >= batch * groups[0].shape[0]  # rows are group-major: the whole view comes first
+                valid &= ~(from_tile & cut_by_tile(b, matrices[row], size, height, width))
+            b, k, s, row, from_tile = b[valid], k[valid], s[valid], row[valid], from_tile[valid]
             linear, offset = matrices[row, :, :2], matrices[row, :, 2]
             centre = torch.einsum("nij,nj->ni", linear, (b[:, :2] + b[:, 2:]) / 2) + offset - 0.5
             frame_kps = torch.einsum("nij,npj->npi", linear, k) + offset[:, None, :] - 0.5
             wh = (b[:, 2:] - b[:, :2]) * torch.linalg.norm(linear[:, :, 0], dim=1)[:, None]
             roll = torch.rad2deg(roll_from_eyes(frame_kps[:, 0], frame_kps[:, 1]))
             rects = torch.cat([centre, wh, roll[:, None]], dim=1).numpy()
-            frame_kps_np, s_np = frame_kps.numpy(), s.numpy()
+            frame_kps_np, s_np, tile_np = frame_kps.numpy(), s.numpy(), from_tile.numpy()
             frame_of_candidate = frame_of_row[row].numpy()
             for frame in np.unique(frame_of_candidate):
                 sel = frame_of_candidate == frame
-                per_frame[int(frame)].append((rects[sel], frame_kps_np[sel], s_np[sel]))
+                per_frame[int(frame)].append((rects[sel], frame_kps_np[sel], s_np[sel], tile_np[sel]))
         out = []
         for parts in per_frame:
             if parts:
                 out.append((np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                            np.concatenate([p[2] for p in parts])))
+                            np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts])))
             else:
-                out.append((np.zeros((0, 5), np.float32), np.zeros((0, 6, 2), np.float32), np.zeros(0, np.float32)))
+                out.append((np.zeros((0, 5), np.float32), np.zeros((0, 6, 2), np.float32), np.zeros(0, np.float32),
+                            np.zeros(0, bool)))
         return out
 
     @staticmethod
@@ -327,6 +342,18 @@ class FaceDetector(nn.Module):
             faces = [f for f, drop in zip(faces, inside.tolist(), strict=True) if not drop]
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces
+
+
+def _mark_tile_only(faces: list[Face], whole: list[Face]) -> list[Face]:
+    """``faces`` with ``extra["tile_only"]``: True where no face of ``whole`` (the whole views' candidates alone)
+    has its centre inside the face's box."""
+    centres = [f.centre for f in whole]
+    out = []
+    for face in faces:
+        x0, y0, x1, y1 = face.box.tolist()
+        seen = any(x0 <= cx <= x1 and y0 <= cy <= y1 for cx, cy in centres)
+        out.append(face.with_(extra={**face.extra, "tile_only": not seen}))
+    return out
 
 
 def image_to_frames(image: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -273,9 +273,10 @@ class SwapEngine:
     def to_tensor(self, rgb: np.ndarray) -> torch.Tensor:
         return to_tensor(rgb, self.device, self.dtype)
 
-    def analyze(self, frames: torch.Tensor) -> list[list[Face]]:
-        """Detect faces and their 468 landmarks in ``(B, 3, H, W)`` float ``[0, 1]`` frames."""
-        faces = self.detector.detect(frames)
+    def analyze(self, frames: torch.Tensor, *, recall: bool = True) -> list[list[Face]]:
+        """Detect faces and their 468 landmarks in ``(B, 3, H, W)`` float ``[0, 1]`` frames; ``recall=False`` skips
+        the small-face tiles (a video that tracks its faces between recall passes)."""
+        faces = self.detector.detect(frames, tiles=recall)
         return self.mesh.landmarks(frames, faces) if any(faces) else faces
 
     def refine(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:

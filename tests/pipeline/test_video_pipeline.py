@@ -37,6 +37,7 @@ class TinyEngine:
         self.dtype = torch.float32
         self.analyze_calls = 0
         self.refine_calls = 0
+        self.recalls: list[bool] = []  # per detected frame: was it a recall pass (small-face tiles)?
 
     def prepare_sources(self, images):
         return [object() for _ in images]
@@ -55,8 +56,9 @@ class TinyEngine:
         return [Face(box=torch.tensor([x0, y0, x1 + 1, y1 + 1]), score=0.99, keypoints=kps, landmarks=lmk,
                      landmark_score=1.0)]
 
-    def analyze(self, frames: torch.Tensor) -> list[list[Face]]:
+    def analyze(self, frames: torch.Tensor, *, recall: bool = True) -> list[list[Face]]:
         self.analyze_calls += 1
+        self.recalls += [recall] * len(frames)
         return [self._find(f) for f in frames]
 
     def refine(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
@@ -79,8 +81,9 @@ class TinyEngine:
 
 
 def make_clip(path: Path, n: int, *, size=(160, 120), fps: int = 25, face_from: int = 0, face_to: int | None = None,
-              audio: bool = False, pts: list[int] | None = None, gop: int = 25) -> None:
-    """Synthesise a clip: smooth dark background, a white square moving left→right in frames [face_from, face_to)."""
+              audio: bool = False, pts: list[int] | None = None, gop: int = 25, still: bool = False) -> None:
+    """Synthesise a clip: smooth dark background, a white square moving left→right in frames [face_from, face_to).
+    ``still``: the background does not scroll (no scene cuts)."""
     w, h = size
     tb = Fraction(1, fps * 100)
     y, x = np.mgrid[0:h, 0:w]
@@ -95,7 +98,8 @@ def make_clip(path: Path, n: int, *, size=(160, 120), fps: int = 25, face_from: 
             aus = out.add_stream("aac", rate=48000)
             aus.layout = "mono"
         for i in range(n):
-            rgb = np.stack([(x // 2 + i) % 160, (y // 2) % 160, np.full_like(x, 60)], 2).astype(np.uint8)
+            rgb = np.stack([(x // 2 + (0 if still else i)) % 160, (y // 2) % 160, np.full_like(x, 60)], 2
+                           ).astype(np.uint8)
             if face_from <= i < (face_to if face_to is not None else n):
                 cx = 10 + (i * 3) % max(1, w - SQUARE - 20)
                 rgb[h // 2 - SQUARE // 2 : h // 2 + SQUARE // 2, cx : cx + SQUARE] = 255
@@ -167,6 +171,21 @@ def test_swap_keeps_frames_timestamps_audio_and_passes_faceless_frames(tmp_path:
     assert min(timing.values()) >= 0 and main_thread <= timing["wall_s"] + 0.005
     assert 0 < timing["encode_busy_s"] <= timing["wall_s"] and timing["plan_s"] > 0
     assert 0 < timing["swap_busy_s"] <= timing["wall_s"]  # the swap thread's own time (issue 19's profile)
+
+
+def test_small_face_tiles_only_on_recall_passes(tmp_path: Path, source_png: Path) -> None:
+    """The small-face tiles cost 2.3× a detection at 640×480 and 9× at 1080p: a video scans them on its first frame
+    and then once every RECALL_EVERY frames, its other detections look at the whole frame only."""
+    from faceweave.pipeline.video_faces import RECALL_EVERY
+
+    clip = tmp_path / "in.mp4"
+    make_clip(clip, 70, size=(320, 240), still=True)  # the square moves 3 px a frame, no scene cut
+    settings = SwapSettings(detect_every=5, batch_size=8, **FAST)
+    engine = TinyEngine(settings)
+    result = swap_video([source_png], clip, tmp_path / "out.mp4", settings, engine=engine)
+    assert result.stats["scene_cuts"] == 0 and result.stats["detections"] == len(engine.recalls) == 14
+    # frames 0, 30 and 60 (a batch's recall frames are detected in a call of their own, before its others)
+    assert RECALL_EVERY == 30 and engine.recalls.count(True) == result.stats["recall_passes"] == 3
 
 
 def test_passthrough_frames_bit_exact(tmp_path: Path, source_png: Path) -> None:
