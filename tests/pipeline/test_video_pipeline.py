@@ -377,7 +377,8 @@ def test_real_engine_output_jitter_not_above_input(media, tmp_path: Path) -> Non
     faces_in = None
     ratios = {}
     for smoothing in (True, False):
-        # watermark=False: the invisible mark is a pixel pattern of its own (it moved this ratio by ~0.03)
+        # watermark=False: the invisible mark is a pixel pattern of its own (0.867× off, 0.976× on at 9804f40 + the
+        # recall policy, 06:40 UTC, one run each; with three runs the test outgrew its 10-minute limit on the VM)
         settings = SwapSettings(preset="ultrafast", crf=16, detect_every=5, smoothing=smoothing, watermark=False)
         engine = SwapEngine(settings)
         out = tmp_path / f"out_{smoothing}.mp4"
@@ -394,10 +395,11 @@ def test_real_engine_output_jitter_not_above_input(media, tmp_path: Path) -> Non
         ratios[smoothing] = j_out / j_in
         print(f"landmark jitter (face-size units), smoothing {'on' if smoothing else 'off'}: input {j_in:.5f}, "
               f"output {j_out:.5f} ({j_out / j_in:.3f}×)")
-    # The acceptance is ≤ 1. Measured 0.870× up to 929a22d; 0.937× after the provenance merge (d15bdd2, watermark
-    # off) and 0.982× with the crowd-recall detector (8c44881): a regression whose cause is not found yet (open in
-    # issue 19's notes). The bound was 0.95 while the margin held; it is the acceptance's until the cause is fixed.
-    assert ratios[True] <= 1.0
+    # The acceptance is ≤ 1; the bound keeps the old margin. Measured 0.870× up to 929a22d; 0.937× after the
+    # provenance merge (d15bdd2) and 0.982× at the crowd-recall merge (8c44881), when the bound was relaxed to 1.0;
+    # 0.867× again at 9804f40 (twice, 06:29 and 06:40 UTC). The crowd tiles never ran on this clip (no tile level at
+    # 352×288 for 40 px faces), so they were not the cause; which later commit restored the margin is not bisected.
+    assert ratios[True] <= 0.95
 
 
 @pytest.mark.slow
