@@ -20,6 +20,7 @@ from faceweave.analysis.identity import face_identity
 from faceweave.analysis.select import select_faces
 from faceweave.cuda_graphs import GraphCache
 from faceweave.device import resolve_device, resolve_dtype
+from faceweave.enhance.detail import DetailEnhancer
 from faceweave.errors import InvalidOption, NoFaceInReference, NoFaceInSource
 from faceweave.models.tflite_graph import set_cuda_graphs
 from faceweave.settings import SwapSettings
@@ -350,11 +351,15 @@ class SwapEngine:
             mesh_items = [(b, f, sources[s].texture) for b, row in enumerate(plan) for f, s in row]
             out = self.mesh_swapper.swap(frames, mesh_items)
         if self._enhancer is not None and any(plan):
-            enhanced = self._enhancer.enhance(out, [[f for f, _ in row] for row in plan])
             # the enhancer works on what the swap changed: pixels the swap kept (occluders, the frame around the
             # face) stay the target's own, bit for bit
-            changed = (out != frames).any(1, keepdim=True)
-            out = torch.where(changed, enhanced, out)
+            faces = [[f for f, _ in row] for row in plan]
+            if isinstance(self._enhancer, DetailEnhancer):
+                out = self._enhancer.enhance(out, faces, before=frames)  # tests only its face windows
+            else:
+                enhanced = self._enhancer.enhance(out, faces)
+                changed = (out != frames).any(1, keepdim=True)
+                out = torch.where(changed, enhanced, out)
         return out
 
 
