@@ -168,11 +168,12 @@ class VideoFaceProcessor:
         if recall_idx:
             detected.update(zip(recall_idx, engine.analyze(as_float(recall_idx), recall=True), strict=True))
             crowded = [k for k in recall_idx if _tile_only(detected[k])]
-            self._crowded = bool(crowded) and crowded[-1] == recall_idx[-1]
             # a crowd found in this batch: its later detection frames scan the tiles too (they were planned plain)
             late = [k for k in det_idx if crowded and k > crowded[0] and k not in detected]
             if late:
                 detected.update(zip(late, engine.analyze(as_float(late), recall=True), strict=True))
+            # the batch's last recall pass says whether the next batch's detections scan the tiles
+            self._crowded = _tile_only(detected[max(recall_idx + late)])
             self.stats["recall_passes"] += len(recall_idx) + len(late)
         plain_idx = [k for k in det_idx if k not in detected]
         if plain_idx:
