@@ -31,9 +31,9 @@ SourceT = TypeVar("SourceT")
 class Detector(Protocol):
     """Finds faces (box, score, 5 keypoints, roll) in a batch of frames."""
 
-    def detect(self, frames: torch.Tensor) -> list[list[Face]]:
+    def detect(self, frames: torch.Tensor, *, tiles: bool = True) -> list[list[Face]]:
         """``frames (B, 3, H, W)`` float ``[0, 1]`` RGB, any device → per frame, faces by descending score, in
-        ``frames``' pixels."""
+        ``frames``' pixels. ``tiles=False``: skip any extra small-face views (a video between recall passes)."""
         ...
 
 

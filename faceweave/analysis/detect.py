@@ -150,7 +150,7 @@ class FaceDetector(nn.Module):
 
     @torch.inference_mode()
     def detect(self, frames: torch.Tensor, *, min_score: float | None = None,
-               sizes: Sequence[tuple[int, int]] | None = None) -> list[list[Face]]:
+               sizes: Sequence[tuple[int, int]] | None = None, tiles: bool = True) -> list[list[Face]]:
         """Detect faces in every frame.
 
         Args:
@@ -160,11 +160,15 @@ class FaceDetector(nn.Module):
                 different sizes stacked on one canvas); default: every frame is a whole image. Each image is looked
                 at as if alone (its own views, tiles, retries and refinement crops), so the faces equal those of
                 detecting it alone; the nets still run once over the views of all images.
+            tiles: also scan the small-face tiles (:func:`tile_pyramid`; 6 more full-range views at 640×480, 34
+                at 1080p). A video tracks its faces between detections and needs them only now and then
+                (:class:`~faceweave.pipeline.video_faces.VideoFaceProcessor`); images always scan them.
 
         Returns:
             One list per frame of :class:`Face` (box, score, 5 keypoints, roll; BlazeFace's 6 raw keypoints in
-            ``extra["blazeface_keypoints"]``), sorted by area, largest first; coordinates in frame pixels, pixel
-            centres at integers, on the CPU as float32.
+            ``extra["blazeface_keypoints"]``; with tiles, ``extra["tile_only"]``: True for a face that the whole
+            views alone did not find), sorted by area, largest first; coordinates in frame pixels, pixel centres
+            at integers, on the CPU as float32.
         """
         check_shape(frames, ["B", "3", "H", "W"], "frames")
         if not frames.is_floating_point():
@@ -185,11 +189,16 @@ class FaceDetector(nn.Module):
                     (self.full, [view_matrices(h, w, self.full.input_size, upright)])]
             # Small faces (group photos): tiles at every scale a face from min_face up can have, on every frame,
             # merged with the whole views' candidates in one NMS (a crowd beside one large face is not missed).
-            tiles = tile_pyramid(h, w, self.full.input_size, self.min_face)
-            if tiles.shape[0] > 0:
-                plan[1][1].append(tiles)  # one forward of the full-range net over the whole view and the tiles
-            parts.append(_Part(index, _image_frames(frames, index, h, w), plan, tiles.shape[0] > 0))
-        results = [self._merge(*c) for c in self._candidates(parts, threshold, batch)]
+            pyramid = tile_pyramid(h, w, self.full.input_size, self.min_face) if tiles else torch.zeros(0, 2, 3)
+            if pyramid.shape[0] > 0:
+                plan[1][1].append(pyramid)  # one forward of the full-range net over the whole view and the tiles
+            parts.append(_Part(index, _image_frames(frames, index, h, w), plan, pyramid.shape[0] > 0))
+        candidates = self._candidates(parts, threshold, batch)
+        results = [self._merge(*c[:3]) for c in candidates]
+        if any(part.tiles for part in parts):
+            # which faces only the tiles found: a video keeps scanning tiles while its frames have such faces
+            whole = [self._merge(*(a[~c[3]] for a in c[:3])) for c in candidates]
+            results = [_mark_tile_only(faces, plain) for faces, plain in zip(results, whole, strict=True)]
         if self.rotation_retry and any(not faces for faces in results):
             angles = torch.tensor(RETRY_ANGLES)
             retry_parts = []
@@ -201,7 +210,7 @@ class FaceDetector(nn.Module):
                     retry_parts.append(_Part(missing, _image_frames(frames, missing, h, w), retry_plan, False))
             for i, c in enumerate(self._candidates(retry_parts, threshold, batch)):
                 if not results[i]:
-                    results[i] = self._merge(*c)
+                    results[i] = self._merge(*c[:3])
         if self.refine:
             results = self._refine(frames, results, image_sizes)
         return results
@@ -275,16 +284,17 @@ class FaceDetector(nn.Module):
         return out
 
     def _candidates(self, parts: list[_Part], threshold: float, batch: int
-                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Run each part's plan (per net: groups of view matrices, one scale per group) and collect candidates per
-        frame; one forward per net over the views of every part. In a part with ``tiles``, detections cut by a
-        tile's inner border are dropped (an overlapping tile sees them whole).
+        frame; one forward per net over the views of every part. In a part with ``tiles``, the full-range net's
+        groups after its first are tiles: detections cut by a tile's inner border are dropped (an overlapping tile
+        sees them whole).
 
         Returns per frame of the batch (``batch`` frames; those of no part get none): rects ``(N, 5)``
-        ``cx, cy, w, h, roll_deg``, keypoints ``(N, 6, 2)`` (frame pixel centres) and scores ``(N,)`` ≥
-        ``threshold``.
+        ``cx, cy, w, h, roll_deg``, keypoints ``(N, 6, 2)`` (frame pixel centres), scores ``(N,)`` ≥
+        ``threshold`` and ``(N,)`` bool, True for a candidate from a tile.
         """
-        per_frame: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(batch)]
+        per_frame: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(batch)]
         for net in (self.short, self.full):
             size = net.input_size
             images, matrix_rows, frame_rows, extent_rows, tile_rows = [], [], [], [], []
@@ -293,13 +303,16 @@ class FaceDetector(nn.Module):
                 for plan_net, groups in part.plan:
                     if plan_net is not net:
                         continue
-                    for g in (g for g in groups if g.shape[0] > 0):
+                    for group_index, g in enumerate(groups):
+                        if g.shape[0] == 0:
+                            continue
                         images.append(sample_views(part.frames, g, size))
                         matrix_rows.append(g.repeat(count, 1, 1))  # frame-major within each group
                         frame_rows.append(torch.tensor(part.index).repeat_interleave(g.shape[0]))
                         n_rows = count * g.shape[0]
                         extent_rows.append(torch.tensor([[height, width]], dtype=torch.float32).expand(n_rows, 2))
-                        tile_rows.append(torch.full((n_rows,), part.tiles))
+                        is_tile = part.tiles and net is self.full and group_index > 0  # the whole view comes first
+                        tile_rows.append(torch.full((n_rows,), is_tile))
             if not images:
                 continue
             # One forward per net: every view of every frame of every group in one batch (on the CPU in chunks: past
@@ -325,28 +338,31 @@ class FaceDetector(nn.Module):
             k = packed[:, 4 : 4 + 2 * n_kp].view(-1, n_kp, 2) * size
             s, row = packed[:, 4 + 2 * n_kp], packed[:, -1].long()
             valid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-            if bool(tiled.any()):
-                valid &= ~(tiled[row] & cut_by_tile(b, matrices[row], size, extents[row, 0], extents[row, 1]))
-            b, k, s, row = b[valid], k[valid], s[valid], row[valid]
+            from_tile = tiled[row]
+            if bool(from_tile.any()):
+                valid &= ~(from_tile & cut_by_tile(b, matrices[row], size, extents[row, 0], extents[row, 1]))
+            b, k, s, row, from_tile = b[valid], k[valid], s[valid], row[valid], from_tile[valid]
             linear, offset = matrices[row, :, :2], matrices[row, :, 2]
             centre = torch.einsum("nij,nj->ni", linear, (b[:, :2] + b[:, 2:]) / 2) + offset - 0.5
             frame_kps = torch.einsum("nij,npj->npi", linear, k) + offset[:, None, :] - 0.5
             wh = (b[:, 2:] - b[:, :2]) * torch.linalg.norm(linear[:, :, 0], dim=1)[:, None]
             roll = torch.rad2deg(roll_from_eyes(frame_kps[:, 0], frame_kps[:, 1]))
             rects = torch.cat([centre, wh, roll[:, None]], dim=1).numpy()
-            frame_kps_np, s_np = frame_kps.numpy(), s.numpy()
+            frame_kps_np, s_np, tile_np = frame_kps.numpy(), s.numpy(), from_tile.numpy()
             frame_of_candidate = frame_of_row[row].numpy()
             for frame in np.unique(frame_of_candidate):
                 sel = frame_of_candidate == frame
-                per_frame[int(frame)].append((rects[sel], frame_kps_np[sel], s_np[sel]))
+                per_frame[int(frame)].append((rects[sel], frame_kps_np[sel], s_np[sel], tile_np[sel]))
         out = []
         for parts_of_frame in per_frame:
             if parts_of_frame:
                 out.append((np.concatenate([p[0] for p in parts_of_frame]),
                             np.concatenate([p[1] for p in parts_of_frame]),
-                            np.concatenate([p[2] for p in parts_of_frame])))
+                            np.concatenate([p[2] for p in parts_of_frame]),
+                            np.concatenate([p[3] for p in parts_of_frame])))
             else:
-                out.append((np.zeros((0, 5), np.float32), np.zeros((0, 6, 2), np.float32), np.zeros(0, np.float32)))
+                out.append((np.zeros((0, 5), np.float32), np.zeros((0, 6, 2), np.float32), np.zeros(0, np.float32),
+                            np.zeros(0, bool)))
         return out
 
     @staticmethod
@@ -365,6 +381,18 @@ class FaceDetector(nn.Module):
             faces = [f for f, drop in zip(faces, inside.tolist(), strict=True) if not drop]
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces
+
+
+def _mark_tile_only(faces: list[Face], whole: list[Face]) -> list[Face]:
+    """``faces`` with ``extra["tile_only"]``: True where no face of ``whole`` (the whole views' candidates alone)
+    has its centre inside the face's box."""
+    centres = [f.centre for f in whole]
+    out = []
+    for face in faces:
+        x0, y0, x1, y1 = face.box.tolist()
+        seen = any(x0 <= cx <= x1 and y0 <= cy <= y1 for cx, cy in centres)
+        out.append(face.with_(extra={**face.extra, "tile_only": not seen}))
+    return out
 
 
 @dataclass

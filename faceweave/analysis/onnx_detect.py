@@ -152,7 +152,7 @@ class RetinaFaceDetector:
         self.refine_sizes = tuple(math.ceil(px * refine_margin / 32) * 32 for px in self.refine_face_px)
 
     @torch.no_grad()
-    def detect(self, frames: torch.Tensor) -> list[list[Face]]:
+    def detect(self, frames: torch.Tensor, *, tiles: bool = True) -> list[list[Face]]:  # no tiles: ignored
         """Detect faces.
 
         Args:
@@ -248,7 +248,7 @@ class ScrfdDetector:
         self.net = ScrfdNet(model_path, self.device, size=size, min_score=min_score, nms_iou=nms_iou)
 
     @torch.no_grad()
-    def detect(self, frames: torch.Tensor) -> list[list[Face]]:
+    def detect(self, frames: torch.Tensor, *, tiles: bool = True) -> list[list[Face]]:  # no tiles: ignored
         """``frames (B, 3, H, W)`` float ``[0, 1]`` RGB → per frame, faces by descending score (image pixels)."""
         return [faces_from_tensors(*found) for found in self.net.detect(frames)]
 

@@ -71,7 +71,8 @@ def _round_up(n: int, step: int) -> int:
 
 
 def sharpen_faces(
-    frames: torch.Tensor, faces: list[list[Face]], *, strength: float = 0.8, clip: float = 0.08
+    frames: torch.Tensor, faces: list[list[Face]], *, strength: float = 0.8, clip: float = 0.08,
+    before: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Unsharp-mask the face regions of a batch.
 
@@ -86,6 +87,9 @@ def sharpen_faces(
     Args:
         frames: ``(B, 3, H, W)`` float ``[0, 1]`` RGB. faces: per frame. strength: 0 = no change.
         clip: cap of the high-pass (value units) — limits halos.
+        before: ``frames`` as they were before the swap (same shape): only pixels the swap changed (in any
+            channel) are sharpened, so what the swap kept (occluders, the frame around the face) stays bit for bit.
+            Tested inside each face's window only (a full-frame test cost ~6 % of a 512² swap on the CPU).
     Returns:
         ``(B, 3, H, W)`` in ``[0, 1]``, dtype/device of ``frames``; pixels outside every mask unchanged.
     """
@@ -117,7 +121,11 @@ def sharpen_faces(
     for n, ((b, _), (x0, y0)) in enumerate(zip(flat, origins, strict=True)):
         window = out[b, :, y0 : y0 + win_h, x0 : x0 + win_w]
         # pixels with a zero mask stay bit-identical (the float round trip could otherwise touch them)
-        window.copy_(torch.where(mask[n] > 0, sharpened[n], window))
+        write = mask[n] > 0
+        if before is not None:
+            swapped = frames[b, :, y0 : y0 + win_h, x0 : x0 + win_w]
+            write = write & (swapped != before[b, :, y0 : y0 + win_h, x0 : x0 + win_w]).any(0, keepdim=True)
+        window.copy_(torch.where(write, sharpened[n], window))
     return out
 
 
@@ -127,6 +135,7 @@ class DetailEnhancer:
     def __init__(self, strength: float = 0.8, clip: float = 0.08) -> None:
         self.strength, self.clip = strength, clip
 
-    def enhance(self, frames: torch.Tensor, faces: list[list[Face]]) -> torch.Tensor:
+    def enhance(self, frames: torch.Tensor, faces: list[list[Face]], *, before: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """See :func:`sharpen_faces`."""
-        return sharpen_faces(frames, faces, strength=self.strength, clip=self.clip)
+        return sharpen_faces(frames, faces, strength=self.strength, clip=self.clip, before=before)

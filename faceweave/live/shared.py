@@ -36,7 +36,8 @@ class _Call:
         if self.op not in BATCHED or self.frames is None:
             return None
         f = self.frames
-        return (self.op, tuple(f.shape[1:]), f.dtype, f.device)
+        recall = self.args if self.op == "analyze" else ()  # a recall pass and a plain detection are not merged
+        return (self.op, tuple(f.shape[1:]), f.dtype, f.device, *recall)
 
 
 class SharedEngine:
@@ -73,8 +74,8 @@ class SharedEngine:
         self._batcher.close()
 
     # --- the engine's face stages, called from session threads ---------------------------------------------
-    def analyze(self, frames: torch.Tensor) -> list[list[Face]]:
-        return self._submit(_Call("analyze", frames, ()))  # type: ignore[no-any-return]
+    def analyze(self, frames: torch.Tensor, *, recall: bool = True) -> list[list[Face]]:
+        return self._submit(_Call("analyze", frames, (recall,)))  # type: ignore[no-any-return]
 
     def refine(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
         return self._submit(_Call("refine", frames, (faces,)))  # type: ignore[no-any-return]
@@ -135,7 +136,7 @@ class SharedEngine:
         self.batches += 1
         self.batched_frames += sum(counts)
         if first.op == "analyze":
-            return _split_list(engine.analyze(batch), counts)
+            return _split_list(engine.analyze(batch, recall=first.args[0]), counts)
         if first.op == "refine":
             return _split_list(engine.refine(batch, [row for c in group for row in c.args[0]]), counts)
         # swap: one source list for the batch, each call's source indices shifted past the earlier calls' sources

@@ -20,6 +20,7 @@ from faceweave.analysis.identity import face_identity
 from faceweave.analysis.select import select_faces
 from faceweave.cuda_graphs import GraphCache
 from faceweave.device import resolve_device, resolve_dtype
+from faceweave.enhance.detail import DetailEnhancer
 from faceweave.errors import InvalidOption, NoFaceInReference, NoFaceInSource
 from faceweave.models.tflite_graph import set_cuda_graphs
 from faceweave.settings import SwapSettings
@@ -274,19 +275,21 @@ class SwapEngine:
     def to_tensor(self, rgb: np.ndarray) -> torch.Tensor:
         return to_tensor(rgb, self.device, self.dtype)
 
-    def analyze(self, frames: torch.Tensor, sizes: Sequence[tuple[int, int]] | None = None) -> list[list[Face]]:
+    def analyze(self, frames: torch.Tensor, sizes: Sequence[tuple[int, int]] | None = None, *,
+                recall: bool = True) -> list[list[Face]]:
         """Detect faces and their 468 landmarks in ``(B, 3, H, W)`` float ``[0, 1]`` frames.
 
         ``sizes``: per frame, ``(height, width)`` of an image at the top left of a zero-padded frame (images of
         different sizes stacked on one canvas, see :mod:`faceweave.pipeline.image_batch`); each is analysed as if
         alone. The built-in detector runs its nets once over all of them; an ONNX detector once per image size.
+        ``recall=False`` skips the small-face tiles (a video that tracks its faces between recall passes).
         """
         from faceweave.analysis.detect import FaceDetector, group_by_size
 
         if sizes is None:
-            faces = self.detector.detect(frames)
+            faces = self.detector.detect(frames, tiles=recall)
         elif isinstance(self.detector, FaceDetector):
-            faces = self.detector.detect(frames, sizes=sizes)
+            faces = self.detector.detect(frames, sizes=sizes, tiles=recall)
         else:
             faces = [[] for _ in sizes]
             for (h, w), index in group_by_size(sizes).items():
@@ -381,11 +384,15 @@ class SwapEngine:
             mesh_items = [(b, f, sources[s].texture) for b, row in enumerate(plan) for f, s in row]
             out = self.mesh_swapper.swap(frames, mesh_items)
         if self._enhancer is not None and any(plan):
-            enhanced = self._enhancer.enhance(out, [[f for f, _ in row] for row in plan])
             # the enhancer works on what the swap changed: pixels the swap kept (occluders, the frame around the
             # face) stay the target's own, bit for bit
-            changed = (out != frames).any(1, keepdim=True)
-            out = torch.where(changed, enhanced, out)
+            faces = [[f for f, _ in row] for row in plan]
+            if isinstance(self._enhancer, DetailEnhancer):
+                out = self._enhancer.enhance(out, faces, before=frames)  # tests only its face windows
+            else:
+                enhanced = self._enhancer.enhance(out, faces)
+                changed = (out != frames).any(1, keepdim=True)
+                out = torch.where(changed, enhanced, out)
         return out
 
 

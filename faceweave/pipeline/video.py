@@ -352,7 +352,7 @@ def _swap_segments(
     results = _run_checked(info, out_path, encoder, settings, factory, trim, work, fingerprint, live.segment_done,
                            segment_s, live.frames, mark)
     stats: dict[str, Any] = {"frames": 0, "frames_with_faces": 0, "frames_swapped": 0, "faces_swapped": 0,
-                             "detections": 0, "scene_cuts": 0, "tracks": 0}
+                             "detections": 0, "recall_passes": 0, "scene_cuts": 0, "tracks": 0}
     for r in results:
         for key in stats:
             stats[key] += int(r.stats.get(key, 0)) if key != "frames" else r.frames

@@ -19,6 +19,9 @@ from faceweave.media.video.frames import FrameBatch
 from faceweave.pipeline.engine import PreparedSource, SwapEngine
 from faceweave.settings import SwapSettings
 
+#: A video's detections scan the small-face tiles at least once every this many frames (1 s at 30 fps), so a face
+#: too small for the whole-frame view that enters mid-shot is found within this many frames.
+RECALL_EVERY = 30
 SCENE_CUT_THRESHOLD = 0.12  # mean |Δ| of 64×36 grey thumbnails, in [0, 1]: above this the shot changed
 
 @dataclass
@@ -58,6 +61,8 @@ class VideoFaceProcessor:
                                    smoothing=self.settings.smoothing)
         self._prev_thumb: np.ndarray | None = None
         self._frames_since_detect = 10**9
+        self._frames_since_recall = 10**9
+        self._crowded = False  # the last recall pass found faces that only the small-face tiles see
         self._tracks_before = 0  # tracks started before the last reset_counters (they belong to earlier segments)
         self.stats: dict[str, Any] = {
             "frames": 0,
@@ -65,6 +70,7 @@ class VideoFaceProcessor:
             "frames_swapped": 0,
             "faces_swapped": 0,
             "detections": 0,
+            "recall_passes": 0,
             "scene_cuts": 0,
             "tracks": 0,
         }
@@ -126,7 +132,7 @@ class VideoFaceProcessor:
         # One host→device copy per batch: packed Y/U/V uint8 (pinned for CUDA); every stage then indexes the copy.
         frames_yuv = batch.to_device(engine.device)
         thumbs = frames_yuv.luma_thumbnails().cpu().numpy()  # (B, 36, 64) grey, from the luma plane on the device
-        detect_flags, cut_flags = [], []
+        detect_flags, cut_flags, recall_flags = [], [], []
         for k in range(b_count):
             thumb = thumbs[k]
             cut = self._prev_thumb is not None and scene_change_score(self._prev_thumb, thumb) > SCENE_CUT_THRESHOLD
@@ -136,6 +142,12 @@ class VideoFaceProcessor:
             cut_flags.append(cut)
             detect_flags.append(bool(cut or due))
             self._frames_since_detect = 0 if detect_flags[-1] else self._frames_since_detect + 1
+            # The small-face tiles (crowds) cost 2.3× a detection at 640×480 and 9× at 1080p: a detection frame
+            # scans them on a new shot, once every RECALL_EVERY frames, and on every detection while faces only
+            # the tiles find are in view; between recall passes the tracks hold the faces already found.
+            recall_flags.append(detect_flags[-1] and (
+                cut or self._crowded or self._frames_since_recall + 1 >= RECALL_EVERY))
+            self._frames_since_recall = 0 if recall_flags[-1] else self._frames_since_recall + 1
 
         rgb_cache: list[torch.Tensor] = []
 
@@ -152,10 +164,21 @@ class VideoFaceProcessor:
 
         det_idx = [k for k in range(b_count) if detect_flags[k]]
         detected: dict[int, list[Face]] = {}
-        if det_idx:
-            found = engine.analyze(as_float(det_idx))
-            detected = dict(zip(det_idx, found, strict=True))
-            self.stats["detections"] += len(det_idx)
+        recall_idx = [k for k in det_idx if recall_flags[k]]
+        if recall_idx:
+            detected.update(zip(recall_idx, engine.analyze(as_float(recall_idx), recall=True), strict=True))
+            crowded = [k for k in recall_idx if _tile_only(detected[k])]
+            # a crowd found in this batch: its later detection frames scan the tiles too (they were planned plain)
+            late = [k for k in det_idx if crowded and k > crowded[0] and k not in detected]
+            if late:
+                detected.update(zip(late, engine.analyze(as_float(late), recall=True), strict=True))
+            # the batch's last recall pass says whether the next batch's detections scan the tiles
+            self._crowded = _tile_only(detected[max(recall_idx + late)])
+            self.stats["recall_passes"] += len(recall_idx) + len(late)
+        plain_idx = [k for k in det_idx if k not in detected]
+        if plain_idx:
+            detected.update(zip(plain_idx, engine.analyze(as_float(plain_idx), recall=False), strict=True))
+        self.stats["detections"] += len(det_idx)
 
         # Every tracked frame of the batch is refined in ONE batched call (per-call overhead, not the net, is what
         # costs on a GPU: one call per run of frames between detections was 7 calls per batch of 32). Its seeds are
@@ -220,4 +243,10 @@ class VideoFaceProcessor:
         return out
 
 
-__all__ = ["SCENE_CUT_THRESHOLD", "VideoFaceProcessor"]
+def _tile_only(faces: list[Face]) -> bool:
+    """Whether some face was found only by the detector's small-face tiles (``Face.extra["tile_only"]``, set by
+    the built-in detector on a recall pass; detectors without tiles never set it)."""
+    return any(bool(f.extra.get("tile_only", False)) for f in faces)
+
+
+__all__ = ["RECALL_EVERY", "SCENE_CUT_THRESHOLD", "VideoFaceProcessor"]

@@ -28,3 +28,20 @@ def test_group_grid_every_face_and_no_false_faces() -> None:
     assert len(detect_faces(grid, detector=detector)) == expected == 20
     for frame in bunny_frames(2, 30):
         assert detect_faces(frame, detector=detector) == []
+
+
+def test_tile_only_marks_the_faces_the_whole_view_misses() -> None:
+    """``extra["tile_only"]`` (what a video's recall policy reads): set on the grid's small faces, which the whole
+    view alone misses, and not on a large face."""
+    from faceweave.analysis.detect import image_to_frames
+    from faceweave.data import media_path
+    from faceweave.media.image import read_image
+
+    detector = FaceDetector()
+    grid, expected = group_grid("obama.jpg", 50)
+    tiled = detector.detect(image_to_frames(grid))[0]
+    plain = detector.detect(image_to_frames(grid), tiles=False)[0]
+    assert len(tiled) == expected and len(plain) < expected
+    assert sum(bool(f.extra["tile_only"]) for f in tiled) >= expected - len(plain) > 0
+    (face,) = detector.detect(image_to_frames(read_image(media_path("astronaut.png")).rgb))[0]
+    assert face.extra["tile_only"] is False

@@ -41,3 +41,23 @@ def test_detail_zero_strength_and_no_faces_are_identity(media) -> None:
     faces = RetinaFaceDetector("cpu").detect(x)
     assert torch.equal(sharpen_faces(x, faces, strength=0.0), x)
     assert torch.equal(sharpen_faces(x, [[]]), x)
+
+
+def test_before_limits_sharpening_to_what_the_swap_changed() -> None:
+    """``before``: the same result as sharpening everything and keeping the un-swapped pixels afterwards (what the
+    engine did with a full-frame test), on a real face with half of its window left as it was."""
+    from faceweave.analysis.detect import detect_faces
+    from faceweave.data import media_path
+    from faceweave.enhance.detail import sharpen_faces
+    from faceweave.media.image import read_image
+
+    rgb = read_image(media_path("astronaut.png")).rgb.copy()
+    faces = detect_faces(rgb)
+    before = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    swapped = before.clone()
+    x0, y0, x1, y1 = (int(v) for v in faces[0].box.tolist())
+    swapped[:, :, y0:y1, x0 : (x0 + x1) // 2] = swapped[:, :, y0:y1, x0 : (x0 + x1) // 2].flip(-1)  # "the swap"
+    full = sharpen_faces(swapped, [faces])
+    expected = torch.where((swapped != before).any(1, keepdim=True), full, swapped)
+    got = sharpen_faces(swapped, [faces], before=before)
+    assert torch.equal(got, expected) and not torch.equal(got, swapped) and not torch.equal(got, full)

@@ -175,7 +175,7 @@ class _FakeEngine:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
 
-    def analyze(self, frames: torch.Tensor) -> list[list[Any]]:
+    def analyze(self, frames: torch.Tensor, *, recall: bool = True) -> list[list[Any]]:
         time.sleep(0.05)
         self.calls.append(("analyze", frames.shape[0]))
         return [[float(f.mean())] for f in frames]

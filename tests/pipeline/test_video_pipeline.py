@@ -37,6 +37,7 @@ class TinyEngine:
         self.dtype = torch.float32
         self.analyze_calls = 0
         self.refine_calls = 0
+        self.recalls: list[bool] = []  # per detected frame: was it a recall pass (small-face tiles)?
 
     def prepare_sources(self, images):
         return [object() for _ in images]
@@ -55,8 +56,9 @@ class TinyEngine:
         return [Face(box=torch.tensor([x0, y0, x1 + 1, y1 + 1]), score=0.99, keypoints=kps, landmarks=lmk,
                      landmark_score=1.0)]
 
-    def analyze(self, frames: torch.Tensor) -> list[list[Face]]:
+    def analyze(self, frames: torch.Tensor, *, recall: bool = True) -> list[list[Face]]:
         self.analyze_calls += 1
+        self.recalls += [recall] * len(frames)
         return [self._find(f) for f in frames]
 
     def refine(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
@@ -79,8 +81,9 @@ class TinyEngine:
 
 
 def make_clip(path: Path, n: int, *, size=(160, 120), fps: int = 25, face_from: int = 0, face_to: int | None = None,
-              audio: bool = False, pts: list[int] | None = None, gop: int = 25) -> None:
-    """Synthesise a clip: smooth dark background, a white square moving left→right in frames [face_from, face_to)."""
+              audio: bool = False, pts: list[int] | None = None, gop: int = 25, still: bool = False) -> None:
+    """Synthesise a clip: smooth dark background, a white square moving left→right in frames [face_from, face_to).
+    ``still``: the background does not scroll (no scene cuts)."""
     w, h = size
     tb = Fraction(1, fps * 100)
     y, x = np.mgrid[0:h, 0:w]
@@ -95,7 +98,8 @@ def make_clip(path: Path, n: int, *, size=(160, 120), fps: int = 25, face_from: 
             aus = out.add_stream("aac", rate=48000)
             aus.layout = "mono"
         for i in range(n):
-            rgb = np.stack([(x // 2 + i) % 160, (y // 2) % 160, np.full_like(x, 60)], 2).astype(np.uint8)
+            rgb = np.stack([(x // 2 + (0 if still else i)) % 160, (y // 2) % 160, np.full_like(x, 60)], 2
+                           ).astype(np.uint8)
             if face_from <= i < (face_to if face_to is not None else n):
                 cx = 10 + (i * 3) % max(1, w - SQUARE - 20)
                 rgb[h // 2 - SQUARE // 2 : h // 2 + SQUARE // 2, cx : cx + SQUARE] = 255
@@ -167,6 +171,21 @@ def test_swap_keeps_frames_timestamps_audio_and_passes_faceless_frames(tmp_path:
     assert min(timing.values()) >= 0 and main_thread <= timing["wall_s"] + 0.005
     assert 0 < timing["encode_busy_s"] <= timing["wall_s"] and timing["plan_s"] > 0
     assert 0 < timing["swap_busy_s"] <= timing["wall_s"]  # the swap thread's own time (issue 19's profile)
+
+
+def test_small_face_tiles_only_on_recall_passes(tmp_path: Path, source_png: Path) -> None:
+    """The small-face tiles cost 2.3× a detection at 640×480 and 9× at 1080p: a video scans them on its first frame
+    and then once every RECALL_EVERY frames, its other detections look at the whole frame only."""
+    from faceweave.pipeline.video_faces import RECALL_EVERY
+
+    clip = tmp_path / "in.mp4"
+    make_clip(clip, 70, size=(320, 240), still=True)  # the square moves 3 px a frame, no scene cut
+    settings = SwapSettings(detect_every=5, batch_size=8, **FAST)
+    engine = TinyEngine(settings)
+    result = swap_video([source_png], clip, tmp_path / "out.mp4", settings, engine=engine)
+    assert result.stats["scene_cuts"] == 0 and result.stats["detections"] == len(engine.recalls) == 14
+    # frames 0, 30 and 60 (a batch's recall frames are detected in a call of their own, before its others)
+    assert RECALL_EVERY == 30 and engine.recalls.count(True) == result.stats["recall_passes"] == 3
 
 
 def test_passthrough_frames_bit_exact(tmp_path: Path, source_png: Path) -> None:
@@ -358,7 +377,8 @@ def test_real_engine_output_jitter_not_above_input(media, tmp_path: Path) -> Non
     faces_in = None
     ratios = {}
     for smoothing in (True, False):
-        # watermark=False: the invisible mark is a pixel pattern of its own (it moved this ratio by ~0.03)
+        # watermark=False: the invisible mark is a pixel pattern of its own (0.867× off, 0.976× on at 9804f40 + the
+        # recall policy, 06:40 UTC, one run each; with three runs the test outgrew its 10-minute limit on the VM)
         settings = SwapSettings(preset="ultrafast", crf=16, detect_every=5, smoothing=smoothing, watermark=False)
         engine = SwapEngine(settings)
         out = tmp_path / f"out_{smoothing}.mp4"
@@ -375,10 +395,11 @@ def test_real_engine_output_jitter_not_above_input(media, tmp_path: Path) -> Non
         ratios[smoothing] = j_out / j_in
         print(f"landmark jitter (face-size units), smoothing {'on' if smoothing else 'off'}: input {j_in:.5f}, "
               f"output {j_out:.5f} ({j_out / j_in:.3f}×)")
-    # The acceptance is ≤ 1. Measured 0.870× up to 929a22d; 0.937× after the provenance merge (d15bdd2, watermark
-    # off) and 0.982× with the crowd-recall detector (8c44881): a regression whose cause is not found yet (open in
-    # issue 19's notes). The bound was 0.95 while the margin held; it is the acceptance's until the cause is fixed.
-    assert ratios[True] <= 1.0
+    # The acceptance is ≤ 1; the bound keeps the old margin. Measured 0.870× up to 929a22d; 0.937× after the
+    # provenance merge (d15bdd2) and 0.982× at the crowd-recall merge (8c44881), when the bound was relaxed to 1.0;
+    # 0.867× again at 9804f40 (twice, 06:29 and 06:40 UTC). The crowd tiles never ran on this clip (no tile level at
+    # 352×288 for 40 px faces), so they were not the cause; which later commit restored the margin is not bisected.
+    assert ratios[True] <= 0.95
 
 
 @pytest.mark.slow
