@@ -6,11 +6,13 @@ them for batches of frames: decode → detect → landmarks → select → swap 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -131,11 +133,33 @@ def make_recogniser(settings: SwapSettings, device: torch.device, shared: Embedd
     return ArcFaceRecogniser(resolve_model_file(get_spec("arcface"), settings.model_dir), device=device)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _serialised(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``method`` under its engine's lock: the nets' CUDA graphs replay on shared static buffers and the models
+    load lazily, so two threads must not be inside the engine at once (decode and encode around it still overlap)."""
+
+    @functools.wraps(method)
+    def locked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        engine = args[0]
+        assert isinstance(engine, SwapEngine)
+        with engine.lock:
+            return method(*args, **kwargs)
+
+    return locked
+
+
 class SwapEngine:
-    """Models and stages for one :class:`SwapSettings` on one device. Not thread-safe: one per worker."""
+    """Models and stages for one :class:`SwapSettings` on one device. Thread-safe: the forwards (``analyze``,
+    ``refine``, ``identify``, ``swap``, ``prepare_sources``, ``reference_embeddings``, ``warm_up``) run one at a time
+    under :attr:`lock`, so K concurrent jobs can share one warm engine (one copy of the models, one graph set)."""
 
     def __init__(self, settings: SwapSettings | None = None, *, device: torch.device | None = None) -> None:
         self.settings = settings or SwapSettings()
+        #: held by every forward (see :func:`_serialised`); reentrant because stages call one another
+        self.lock = threading.RLock()
         self.device = device or resolve_device(self.settings.device)
         self.dtype = resolve_dtype(self.settings.dtype, self.device)
         #: the built-in swapper's options, taken from the settings once
@@ -207,6 +231,7 @@ class SwapEngine:
             self._identity = make_recogniser(self.settings, self.device, self._shared_arcface)
         return self._identity
 
+    @_serialised
     def warm_up(self, frame_size: tuple[int, int] | None = None) -> None:
         """Load every model the settings need and run the analysis nets on a bundled face at the batch sizes a job
         uses (the service's /readyz waits for this).
@@ -273,15 +298,18 @@ class SwapEngine:
     def to_tensor(self, rgb: np.ndarray) -> torch.Tensor:
         return to_tensor(rgb, self.device, self.dtype)
 
+    @_serialised
     def analyze(self, frames: torch.Tensor) -> list[list[Face]]:
         """Detect faces and their 468 landmarks in ``(B, 3, H, W)`` float ``[0, 1]`` frames."""
         faces = self.detector.detect(frames)
         return self.mesh.landmarks(frames, faces) if any(faces) else faces
 
+    @_serialised
     def refine(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
         """Landmarks only, seeded by faces from an earlier frame (tracking between detections)."""
         return self.mesh.landmarks(frames, faces) if any(faces) else faces
 
+    @_serialised
     def identify(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
         """Fill :attr:`Face.embedding` for every face: dlib 128-d (one host copy per frame with faces) or, with
         ``recogniser="arcface"``, unit-length 512-d from one batched forward on the device."""
@@ -302,6 +330,7 @@ class SwapEngine:
             raise InvalidOption(f"no embedding path for recogniser {type(identity).__name__}")
         return embed_faces(identity, frames, faces)
 
+    @_serialised
     def prepare_sources(self, images: Sequence[np.ndarray]) -> list[PreparedSource]:
         """Analyse each source image once: its largest face, texture, and the plug-in latent if any."""
         prepared = []
@@ -320,6 +349,7 @@ class SwapEngine:
             prepared.append(PreparedSource(face=face, texture=prepare_source_texture(t, face), latent=latent))
         return prepared
 
+    @_serialised
     def reference_embeddings(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Identity embeddings of the largest face of each reference image."""
         refs = []
@@ -339,6 +369,7 @@ class SwapEngine:
         """Faces to swap in one frame and the source index for each (see :func:`select_faces`)."""
         return select_faces(faces, self.settings, [s.face for s in sources], reference)
 
+    @_serialised
     def swap(self, frames: torch.Tensor, plan: Sequence[Sequence[tuple[Face, int]]],
              sources: Sequence[PreparedSource]) -> torch.Tensor:
         """Swap the planned faces of each frame; frames without a planned face come back unchanged."""

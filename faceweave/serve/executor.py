@@ -144,17 +144,34 @@ def run_swap(ctx: JobContext) -> JobOutcome:
     return JobOutcome(result.output, result.kind, result.faces_swapped, dict(result.stats))
 
 
-def _engine_for(worker_state: dict[str, Any], settings: SwapSettings) -> SwapEngine:
-    """One warm engine per distinct settings per worker (at most 4 kept)."""
-    from faceweave.pipeline.engine import SwapEngine
+class EngineCache:
+    """Warm engines by settings (at most ``limit`` kept), shared by every worker thread of one executor: K
+    concurrent jobs with the same model settings run on one :class:`SwapEngine` (its forwards serialise on the
+    engine's lock; see :class:`SwapEngine`), so the models and CUDA graphs are loaded once, not K times."""
 
-    cache: dict[str, SwapEngine] = worker_state.setdefault("engines", {})
-    key = settings.model_dump_json()
-    if key not in cache:
-        if len(cache) >= 4:
-            cache.pop(next(iter(cache)))
-        cache[key] = SwapEngine(settings)
-    return cache[key]
+    def __init__(self, limit: int = 4) -> None:
+        self.limit = limit
+        self._engines: dict[str, SwapEngine] = {}
+        self._lock = threading.Lock()
+
+    def get(self, settings: SwapSettings) -> SwapEngine:
+        from faceweave.pipeline.engine import SwapEngine
+
+        key = settings.model_dump_json()
+        # held while an engine is built, so two workers asking at once build it once
+        with self._lock:
+            if key not in self._engines:
+                if len(self._engines) >= self.limit:
+                    self._engines.pop(next(iter(self._engines)))
+                self._engines[key] = SwapEngine(settings)
+            return self._engines[key]
+
+
+def _engine_for(worker_state: dict[str, Any], settings: SwapSettings) -> SwapEngine:
+    """The warm engine for ``settings`` from the worker's :class:`EngineCache` (``worker_state["engines"]``; the
+    in-process executor gives all its workers the same one)."""
+    cache: EngineCache = worker_state.setdefault("engines", EngineCache())
+    return cache.get(settings)
 
 
 def warm_up(worker_state: dict[str, Any], settings: SwapSettings) -> None:
@@ -222,6 +239,7 @@ class InProcessExecutor:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._ready = [False] * slots
+        self._engines = EngineCache()  # one warm engine per model settings for all workers
 
     @property
     def ready(self) -> bool:
@@ -260,7 +278,7 @@ class InProcessExecutor:
 
     # --- worker loop ---------------------------------------------------------------------------------------
     def _worker(self, index: int) -> None:
-        worker_state: dict[str, Any] = {}
+        worker_state: dict[str, Any] = {"engines": self._engines}
         if self.setup is not None:
             try:
                 self.setup(worker_state)
