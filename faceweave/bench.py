@@ -243,6 +243,10 @@ def run_bench(
     e2e_workers: list[int] | None = None,
     content: str = "synth",
     cold: bool = False,
+    k_jobs: list[int] | None = None,
+    sync_clients: list[int] | None = None,
+    sync_requests: int = 4,
+    sync_slots: int = 2,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     import torch
@@ -398,6 +402,18 @@ def run_bench(
         report["cold_start"] = cold_start(media_path("astronaut.png"), input_path, tmp / "cold.mp4",
                                           device=runs[0][1].device, dtype="float16", batch_size=max(batch_sizes))
         log(f"cold start (process start → first swapped frame): {report['cold_start']}")
+    if k_jobs or sync_clients:
+        from faceweave.bench_concurrency import k_jobs_rows, sync_client_rows
+
+        # the service's executor path: one warm engine shared by K worker threads (issue 19 goal 3)
+        job_device = "cpu" if not use_gpu else (device if device != "auto" else "cuda")
+        if k_jobs:
+            report["k_jobs"] = k_jobs_rows(input_path, media_path("astronaut.png"), k_jobs, device=job_device,
+                                           crf=crf, preset=preset, frames=n_frames, log=log)
+        if sync_clients:
+            report["sync_clients"] = sync_client_rows(media_path("astronaut.png"), media_path("grace_hopper.jpg"),
+                                                      sync_clients, device=job_device, slots=sync_slots,
+                                                      requests_per_client=sync_requests, log=log)
     report["marking_ms_per_1080p_frame"] = marking_cost(device)
     log(f"marking, ms per 1080p frame: {report['marking_ms_per_1080p_frame']}")
     import resource
@@ -432,6 +448,10 @@ def _print_table(report: dict[str, Any], log: Callable[[str], None]) -> None:
         log("| marking, per 1080p frame | ms |\n|---|---|")
         for k, ms in report["marking_ms_per_1080p_frame"].items():
             log(f"| {k} | {ms} |")
+    for name, r in report.get("k_jobs", {}).items():
+        log(f"{name} concurrent video jobs: {r}")
+    for name, r in report.get("sync_clients", {}).items():
+        log(f"{name} sync: {r}")
     log(f"max RSS of the bench process: {report.get('max_rss_mb')} MB")
 
 
@@ -457,6 +477,11 @@ def bench_command(
                        ] = "synth",
     cold_start: Annotated[bool, typer.Option("--cold-start/--no-cold-start",
                                              help="GPU: time a fresh process to its first swapped frame")] = False,
+    k_jobs: Annotated[str, typer.Option(help="K concurrent video jobs through the service executor, e.g. 1,2,4")
+                      ] = "",
+    sync_clients: Annotated[str, typer.Option(help="concurrent image-job clients, e.g. 1,8,32")] = "",
+    sync_requests: Annotated[int, typer.Option(help="image jobs each sync client sends")] = 4,
+    sync_slots: Annotated[int, typer.Option(help="executor worker threads for the sync-client rows")] = 2,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the full report here")] = None,
 ) -> None:
     """Benchmark transcode vs swap (CPU, GPU eager/CUDA-graph fp32/fp16, compiled) in one run; table + JSON."""
@@ -468,6 +493,8 @@ def bench_command(
         plain_ks = [int(k) for k in plain_workers.split(",") if k.strip()]
         e2e_ks = [int(k) for k in e2e_workers.split(",") if k.strip()]
         contents = [c.strip() for c in content.split(",") if c.strip()]
+        kjob_ks = [int(k) for k in k_jobs.split(",") if k.strip()]
+        client_ns = [int(c) for c in sync_clients.split(",") if c.strip()]
         if not contents or set(contents) - {"synth", "photo"}:
             raise ValueError(content)
     except ValueError:
@@ -477,7 +504,9 @@ def bench_command(
     reports = [run_bench(input_path=input, size=(w, h), seconds=seconds, workers=workers, batch_sizes=sizes,
                          device=device, devices=devices, preset=preset, crf=crf, cpu_frames=cpu_frames,
                          do_compile=compile, repeats=repeats, stages_table=stages and k == 0,
-                         plain_workers=plain_ks, e2e_workers=e2e_ks, content=c, cold=cold_start and k == 0)
+                         plain_workers=plain_ks, e2e_workers=e2e_ks, content=c, cold=cold_start and k == 0,
+                         k_jobs=kjob_ks if k == 0 else None, sync_clients=client_ns if k == 0 else None,
+                         sync_requests=sync_requests, sync_slots=sync_slots)
                for k, c in enumerate(contents if input is None else contents[:1])]
     report = reports[0]  # the first clip's report; the others (same rows, no face-work table) under other_clips
     if len(reports) > 1:

@@ -6,11 +6,13 @@ them for batches of frames: decode → detect → landmarks → select → swap 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -133,11 +135,33 @@ def make_recogniser(settings: SwapSettings, device: torch.device, shared: Embedd
     return ArcFaceRecogniser(resolve_model_file(get_spec("arcface"), settings.model_dir), device=device)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _serialised(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``method`` under its engine's lock: the nets' CUDA graphs replay on shared static buffers and the models
+    load lazily, so two threads must not be inside the engine at once (decode and encode around it still overlap)."""
+
+    @functools.wraps(method)
+    def locked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        engine = args[0]
+        assert isinstance(engine, SwapEngine)
+        with engine.lock:
+            return method(*args, **kwargs)
+
+    return locked
+
+
 class SwapEngine:
-    """Models and stages for one :class:`SwapSettings` on one device. Not thread-safe: one per worker."""
+    """Models and stages for one :class:`SwapSettings` on one device. Thread-safe: the forwards (``analyze``,
+    ``refine``, ``identify``, ``swap``, ``prepare_sources``, ``prepare_source``, ``reference_embeddings``,
+    ``warm_up``) run one at a time under :attr:`lock`, so K concurrent jobs can share one warm engine (one copy of the models, one graph set)."""
 
     def __init__(self, settings: SwapSettings | None = None, *, device: torch.device | None = None) -> None:
         self.settings = settings or SwapSettings()
+        #: held by every forward (see :func:`_serialised`); reentrant because stages call one another
+        self.lock = threading.RLock()
         self.device = device or resolve_device(self.settings.device)
         self.dtype = resolve_dtype(self.settings.dtype, self.device)
         #: the built-in swapper's options, taken from the settings once
@@ -209,6 +233,7 @@ class SwapEngine:
             self._identity = make_recogniser(self.settings, self.device, self._shared_arcface)
         return self._identity
 
+    @_serialised
     def warm_up(self, frame_size: tuple[int, int] | None = None) -> None:
         """Load every model the settings need and run the analysis nets on a bundled face at the batch sizes a job
         uses (the service's /readyz waits for this).
@@ -275,6 +300,7 @@ class SwapEngine:
     def to_tensor(self, rgb: np.ndarray) -> torch.Tensor:
         return to_tensor(rgb, self.device, self.dtype)
 
+    @_serialised
     def analyze(self, frames: torch.Tensor, sizes: Sequence[tuple[int, int]] | None = None, *,
                 recall: bool = True) -> list[list[Face]]:
         """Detect faces and their 468 landmarks in ``(B, 3, H, W)`` float ``[0, 1]`` frames.
@@ -298,10 +324,12 @@ class SwapEngine:
         # FaceMesh samples its crops with zeros outside the image: the padding changes nothing
         return self.mesh.landmarks(frames, faces) if any(faces) else faces
 
+    @_serialised
     def refine(self, frames: torch.Tensor, faces: list[list[Face]]) -> list[list[Face]]:
         """Landmarks only, seeded by faces from an earlier frame (tracking between detections)."""
         return self.mesh.landmarks(frames, faces) if any(faces) else faces
 
+    @_serialised
     def identify(self, frames: torch.Tensor, faces: list[list[Face]],
                  sizes: Sequence[tuple[int, int]] | None = None) -> list[list[Face]]:
         """Fill :attr:`Face.embedding` for every face: dlib 128-d (one host copy per frame with faces) or, with
@@ -325,6 +353,7 @@ class SwapEngine:
             raise InvalidOption(f"no embedding path for recogniser {type(identity).__name__}")
         return embed_faces(identity, frames, faces)
 
+    @_serialised
     def prepare_sources(self, images: Sequence[np.ndarray]) -> list[PreparedSource]:
         """Analyse each source image once: its largest face, texture, and the plug-in latent if any."""
         prepared = []
@@ -339,6 +368,7 @@ class SwapEngine:
             prepared.append(self.prepare_source(t, max(faces, key=lambda f: f.area)))
         return prepared
 
+    @_serialised
     def prepare_source(self, image: torch.Tensor, face: Face) -> PreparedSource:
         """One source from its image ``(1, 3, H, W)`` float ``[0, 1]`` and its analysed face (the largest)."""
         if self.settings.selector == "reference":
@@ -346,6 +376,7 @@ class SwapEngine:
         latent = self._swapper.prepare_source(image, face) if self._swapper is not None else None
         return PreparedSource(face=face, texture=prepare_source_texture(image, face), latent=latent)
 
+    @_serialised
     def reference_embeddings(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Identity embeddings of the largest face of each reference image."""
         refs = []
@@ -374,6 +405,7 @@ class SwapEngine:
         items = [(b, f, sources[s].texture) for b, row in enumerate(plan) for f, s in row]
         return working_crop_size(items, self.swap_options) if items else None
 
+    @_serialised
     def swap(self, frames: torch.Tensor, plan: Sequence[Sequence[tuple[Face, int]]],
              sources: Sequence[PreparedSource]) -> torch.Tensor:
         """Swap the planned faces of each frame; frames without a planned face come back unchanged."""

@@ -160,24 +160,47 @@ def batch_engine(worker_state: dict[str, Any], settings: SwapSettings) -> SwapEn
     from faceweave.pipeline.image_batch import forward_key
 
     key = forward_key(settings)
-    engines: dict[str, SwapEngine] = worker_state.get("engines", {})
-    for engine in engines.values():
-        if forward_key(engine.settings) == key:
-            return engine
-    return _engine_for(worker_state, settings)
+    warm = _engine_cache(worker_state).find(lambda engine: forward_key(engine.settings) == key)
+    return warm if warm is not None else _engine_for(worker_state, settings)
+
+
+class EngineCache:
+    """Warm engines by settings (at most ``limit`` kept), shared by every worker thread of one executor: K
+    concurrent jobs with the same model settings run on one :class:`SwapEngine` (its forwards serialise on the
+    engine's lock; see :class:`SwapEngine`), so the models and CUDA graphs are loaded once, not K times."""
+
+    def __init__(self, limit: int = 4) -> None:
+        self.limit = limit
+        self._engines: dict[str, SwapEngine] = {}
+        self._lock = threading.Lock()
+
+    def get(self, settings: SwapSettings) -> SwapEngine:
+        from faceweave.pipeline.engine import SwapEngine
+
+        key = settings.model_dump_json()
+        # held while an engine is built, so two workers asking at once build it once
+        with self._lock:
+            if key not in self._engines:
+                if len(self._engines) >= self.limit:
+                    self._engines.pop(next(iter(self._engines)))
+                self._engines[key] = SwapEngine(settings)
+            return self._engines[key]
+
+    def find(self, matches: Callable[[SwapEngine], bool]) -> SwapEngine | None:
+        """A warm engine that ``matches``, if any (the :sync batch path reuses one with the same forwards)."""
+        with self._lock:
+            return next((engine for engine in self._engines.values() if matches(engine)), None)
 
 
 def _engine_for(worker_state: dict[str, Any], settings: SwapSettings) -> SwapEngine:
-    """One warm engine per distinct settings per worker (at most 4 kept)."""
-    from faceweave.pipeline.engine import SwapEngine
+    """The warm engine for ``settings`` from the worker's :class:`EngineCache` (``worker_state["engines"]``; the
+    in-process executor gives all its workers the same one)."""
+    return _engine_cache(worker_state).get(settings)
 
-    cache: dict[str, SwapEngine] = worker_state.setdefault("engines", {})
-    key = settings.model_dump_json()
-    if key not in cache:
-        if len(cache) >= 4:
-            cache.pop(next(iter(cache)))
-        cache[key] = SwapEngine(settings)
-    return cache[key]
+
+def _engine_cache(worker_state: dict[str, Any]) -> EngineCache:
+    cache: EngineCache = worker_state.setdefault("engines", EngineCache())
+    return cache
 
 
 def warm_up(worker_state: dict[str, Any], settings: SwapSettings) -> None:
@@ -245,6 +268,7 @@ class InProcessExecutor:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._ready = [False] * slots
+        self._engines = EngineCache()  # one warm engine per model settings for all workers
 
     @property
     def ready(self) -> bool:
@@ -283,7 +307,7 @@ class InProcessExecutor:
 
     # --- worker loop ---------------------------------------------------------------------------------------
     def _worker(self, index: int) -> None:
-        worker_state: dict[str, Any] = {}
+        worker_state: dict[str, Any] = {"engines": self._engines}
         if self.setup is not None:
             try:
                 self.setup(worker_state)
