@@ -19,7 +19,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import av
@@ -27,7 +26,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from video_marking_cost import make_scaled_clip  # noqa: E402
+from video_marking_cost import make_scaled_clip, x264_cpu  # noqa: E402
 
 from faceweave.media.video.encode import _copy_frame, _luma_plane  # noqa: E402
 from faceweave.provenance import watermark as wm  # noqa: E402
@@ -84,23 +83,7 @@ def main() -> None:
             sides[v] = out
 
         def encode(frames: list[av.VideoFrame]) -> tuple[float, int, str]:
-            path = Path(tmp) / "e.mp4"
-            with av.open(str(path), "w") as out:
-                s = out.add_stream("libx264", rate=25)
-                s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-                s.options = {"crf": "20", "preset": "veryfast"}
-                s.thread_count = 1
-                c0 = time.process_time()
-                for k, f in enumerate(frames):
-                    f.pts = k
-                    for packet in s.encode(f):
-                        out.mux(packet)
-                for packet in s.encode():
-                    out.mux(packet)
-                cpu = time.process_time() - c0
-            with av.open(str(path)) as c:
-                types = "".join(" IPB"[int(f.pict_type)] for f in c.decode(video=0))
-            return cpu, path.stat().st_size, types
+            return x264_cpu(frames, Path(tmp) / "e.mp4")
 
         load0 = os.getloadavg()[0]
         encode(plain)  # the first x264 open in a process is slower

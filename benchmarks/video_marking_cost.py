@@ -70,6 +70,27 @@ def writer_step_ms(width: int, height: int, repeats: int = 50) -> dict[str, floa
             "mark_ms": round(1000 * statistics.median(mark_t), 3)}
 
 
+def x264_cpu(frames: list[av.VideoFrame], path: Path) -> tuple[float, int, str]:
+    """Encode ``frames`` with x264 (crf 20, veryfast, one thread) to ``path``: this process's CPU seconds for it, the
+    file's bytes and the frame types x264 chose (``I``/``P``/``B``, decoded in display order)."""
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+        s.options = {"crf": "20", "preset": "veryfast"}
+        s.thread_count = 1
+        c0 = time.process_time()
+        for k, f in enumerate(frames):
+            f.pts = k
+            for packet in s.encode(f):
+                out.mux(packet)
+        for packet in s.encode():
+            out.mux(packet)
+        cpu = time.process_time() - c0
+    with av.open(str(path)) as c:
+        types = "".join(" IPB"[int(f.pict_type)] if int(f.pict_type) < 4 else "?" for f in c.decode(video=0))
+    return cpu, path.stat().st_size, types
+
+
 def encode_cpu_ms(clip: Path, repeats: int, decoder_frame_types: bool = False) -> dict[str, object]:
     """x264's CPU time per frame (one encoder thread, so contention does not add spinning) and output size for the
     clip's frames as decoded and with the pattern in their luma, A/B pairs in alternating order; medians and the
@@ -95,23 +116,8 @@ def encode_cpu_ms(clip: Path, repeats: int, decoder_frame_types: bool = False) -
 
     def encode(frames: list[av.VideoFrame]) -> tuple[float, int, str]:
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "e.mp4"
-            with av.open(str(path), "w") as out:
-                s = out.add_stream("libx264", rate=25)
-                s.width, s.height, s.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
-                s.options = {"crf": "20", "preset": "veryfast"}
-                s.thread_count = 1
-                c0 = time.process_time()
-                for k, f in enumerate(frames):
-                    f.pts = k
-                    for packet in s.encode(f):
-                        out.mux(packet)
-                for packet in s.encode():
-                    out.mux(packet)
-                ms = (time.process_time() - c0) * 1000 / len(frames)
-            with av.open(str(path)) as c:  # the frame types x264 chose (decoded in display order)
-                types = "".join(" IPB"[int(f.pict_type)] if int(f.pict_type) < 4 else "?" for f in c.decode(video=0))
-            return ms, path.stat().st_size, types
+            cpu_s, size, types = x264_cpu(frames, Path(tmp) / "e.mp4")
+        return cpu_s * 1000 / len(frames), size, types
 
     encode(plain)  # x264's first open in the process is slower: not part of either side
     t: dict[bool, list[float]] = {True: [], False: []}

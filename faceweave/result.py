@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: per-segment counters that add up over the segments of one video (the local and the Ray executor's joins)
+SEGMENT_COUNTERS = ("frames_with_faces", "frames_swapped", "faces_swapped", "detections", "recall_passes",
+                    "scene_cuts", "tracks")
+
 
 @dataclass(frozen=True)
 class SwapResult:

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.slow
-
 def _rounding_slack(fps: float, plain: float) -> float:
     """How far fps/plain, both printed to 0.1, can be from the ratio the report computed unrounded (and printed
     to 0.001): on a slow, loaded machine fps is small and its rounding alone moves the ratio by percents."""
     return 0.05 / plain + 0.05 * fps / plain**2 + 6e-4
 
+
+@pytest.mark.slow
 def test_bench_cpu_report(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(

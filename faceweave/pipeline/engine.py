@@ -156,7 +156,8 @@ def _serialised(method: Callable[_P, _R]) -> Callable[_P, _R]:
 class SwapEngine:
     """Models and stages for one :class:`SwapSettings` on one device. Thread-safe: the forwards (``analyze``,
     ``refine``, ``identify``, ``swap``, ``prepare_sources``, ``prepare_source``, ``reference_embeddings``,
-    ``warm_up``) run one at a time under :attr:`lock`, so K concurrent jobs can share one warm engine (one copy of the models, one graph set)."""
+    ``warm_up``) run one at a time under :attr:`lock`, so K concurrent jobs can share one warm engine (one copy
+    of the models, one graph set)."""
 
     def __init__(self, settings: SwapSettings | None = None, *, device: torch.device | None = None) -> None:
         self.settings = settings or SwapSettings()

@@ -35,7 +35,7 @@ from faceweave.pipeline.video_faces import SCENE_CUT_THRESHOLD, VideoFaceProcess
 from faceweave.progress import Progress, ProgressCallback, no_progress
 from faceweave.provenance.c2pa import Ingredient
 from faceweave.provenance.mark import Marking, mark_video_output, video_output_mark
-from faceweave.result import SwapResult
+from faceweave.result import SEGMENT_COUNTERS, SwapResult
 from faceweave.settings import SwapSettings
 
 QUEUE_BATCHES = 3  # batches waiting between stages (bounded memory: ~3 × batch_size frames per queue)
@@ -351,8 +351,7 @@ def _swap_segments(
     t_wall = time.time()
     results = _run_checked(info, out_path, encoder, settings, factory, trim, work, fingerprint, live.segment_done,
                            segment_s, live.frames, mark)
-    stats: dict[str, Any] = {"frames": 0, "frames_with_faces": 0, "frames_swapped": 0, "faces_swapped": 0,
-                             "detections": 0, "recall_passes": 0, "scene_cuts": 0, "tracks": 0}
+    stats: dict[str, Any] = {"frames": 0, **dict.fromkeys(SEGMENT_COUNTERS, 0)}
     for r in results:
         for key in stats:
             stats[key] += int(r.stats.get(key, 0)) if key != "frames" else r.frames

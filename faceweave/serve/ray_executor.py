@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faceweave.errors import FaceweaveError
+from faceweave.result import SEGMENT_COUNTERS
 from faceweave.serve.errors import JobCancelled
 from faceweave.serve.executor import JobHook, ProgressHub, job_event
 from faceweave.serve.logging import job_context
@@ -383,8 +384,7 @@ class RayExecutor:
         if "error" in out:
             self._fail(job, out["error"]["type"], out["error"]["code"], out["error"]["message"])
             return
-        stats = {k: sum(int(r.stats.get(k, 0)) for r in done)
-                 for k in ("frames_with_faces", "frames_swapped", "faces_swapped", "detections", "tracks")}
+        stats = {k: sum(int(r.stats.get(k, 0)) for r in done) for k in SEGMENT_COUNTERS}
         stats.update(frames=sum(r.frames_done for r in done), segments=len(done), audio=out.get("audio"),
                      segment_attempts=sum(r.attempts for r in done))  # fmt: skip
         if self._finish_job(job, result_key, e={"bytes": out["bytes"], "faces": stats["faces_swapped"],

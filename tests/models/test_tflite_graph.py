@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from faceweave.analysis import detect as detect_module
 from faceweave.analysis.detect import FaceDetector
 from faceweave.models.blazeface import load_blazeface
 from faceweave.models.facemesh import INPUT_SIZE, load_facemesh
@@ -147,9 +148,11 @@ def test_warm_up_captures_every_shape_a_video_needs(device: torch.device, media:
         assert len({id(n.graph_pool) for n in nets}) == 1 and nets[0].graph_pool is not None
 
 
-def test_forward_batch_sizes_cover_every_miss_pattern(media: Any) -> None:
+def test_forward_batch_sizes_cover_every_miss_pattern(media: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # warm_up captures the nets at forward_batch_sizes: every size detect() really runs them at must be among them,
     # whatever number of frames in a batch has no face (each missing frame adds tiles and rotated retries).
+    # The graphs are a CUDA feature, and only the CPU splits a forward into chunks: here each forward runs whole.
+    monkeypatch.setattr(detect_module, "CPU_VIEW_CHUNK", 1 << 20)
     detector = FaceDetector()
     height, width, batch = 1080, 1920, 4  # 6 small-face tiles per frame: more views than the 4 retries
     face = torch.from_numpy(media.rgb("obama.jpg")).permute(2, 0, 1).float()[None] / 255
@@ -161,8 +164,9 @@ def test_forward_batch_sizes_cover_every_miss_pattern(media: Any) -> None:
         net.net.forward = lambda x, _n=name, _f=original: (seen[_n].add(int(x.shape[0])), _f(x))[1]
     for missing in range(batch + 1):
         frames = torch.stack([torch.zeros_like(frame) if k < missing else frame for k in range(batch)])
-        faces = detector.detect(frames)
-        assert [len(f) for f in faces] == [0] * missing + [1] * (batch - missing)
+        for tiles in (True, False):  # a video between its recall passes skips the tiles
+            faces = detector.detect(frames, tiles=tiles)
+            assert [len(f) for f in faces] == [0] * missing + [1] * (batch - missing)
     planned = detector.forward_batch_sizes(height, width, batch)
     for name, sizes in seen.items():
         assert {cuda_batch_bucket(n) for n in sizes} <= set(planned[name]), (name, sorted(sizes), planned[name])

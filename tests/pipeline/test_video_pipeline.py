@@ -292,9 +292,9 @@ MEMORY_SCRIPT = textwrap.dedent(
     from test_video_pipeline import TinyEngine
     from faceweave.pipeline.video import swap_video
     from faceweave.settings import SwapSettings
-    # c2pa=False: c2pa-python 0.38 reads the whole finished file into memory to sign it (≈2× the file size at the
-    # very end, docs/provenance.md); this test is about the stream, whose memory must not grow with the length.
-    settings = SwapSettings(preset="ultrafast", batch_size=8, detect_every=5, c2pa=False)
+    # C2PA on, as a user gets it: signing hashes the MP4 in 1 MB Merkle chunks (docs/provenance.md), so its memory
+    # does not grow with the file either
+    settings = SwapSettings(preset="ultrafast", batch_size=8, detect_every=5)
     res = swap_video([{source!r}], sys.argv[1], sys.argv[2], settings, engine=TinyEngine(settings))
     print(json.dumps({{"frames": res.frames, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
     """

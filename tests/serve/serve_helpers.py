@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 from asgi_lifespan import LifespanManager
 
+from faceweave.data import media_path
 from faceweave.serve.app import create_app
 from faceweave.serve.auth import create_api_key
 from faceweave.serve.deps import Service
@@ -76,3 +78,19 @@ async def wait_for_state(client: httpx.AsyncClient, job_id: str, headers: dict[s
             if r.json()["state"] in states:
                 return r.json()  # type: ignore[no-any-return]
             await anyio.sleep(0.05)
+
+
+def carphone_clip(path: Path, frames: int) -> Path:
+    """carphone's first ``frames`` frames (a real face, 176×144, 30 fps) as an H.264 MP4 at ``path``."""
+    import av
+
+    with av.open(str(media_path("carphone_pristine.mp4"))) as src, av.open(str(path), "w") as dst:
+        stream = dst.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 176, 144, "yuv420p"
+        stream.options = {"crf": "18", "preset": "ultrafast"}
+        for frame in itertools.islice(src.decode(video=0), frames):
+            for packet in stream.encode(frame.reformat(format="yuv420p")):
+                dst.mux(packet)
+        for packet in stream.encode():
+            dst.mux(packet)
+    return path

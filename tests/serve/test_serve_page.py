@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import uvicorn
 from PIL import Image
+from serve_helpers import carphone_clip
 
 from faceweave.data import media_path
 from faceweave.serve.app import create_app
@@ -38,22 +39,6 @@ READ_JOB = """() => {
   return [document.getElementById('job').dataset.state || '', bar.hasAttribute('value') ? bar.value : null,
           document.getElementById('job-detail').textContent];
 }"""
-
-
-def _short_clip(path: Path, frames: int = 48) -> Path:
-    """carphone's first ``frames`` frames: long enough for several frame batches, short enough for 2 CPU cores."""
-    import av
-
-    with av.open(str(media_path("carphone_pristine.mp4"))) as src, av.open(str(path), "w") as dst:
-        stream = dst.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 176, 144, "yuv420p"
-        stream.options = {"crf": "18", "preset": "ultrafast"}
-        for frame in itertools.islice(src.decode(video=0), frames):
-            for packet in stream.encode(frame.reformat(format="yuv420p")):
-                dst.mux(packet)
-        for packet in stream.encode():
-            dst.mux(packet)
-    return path
 
 
 class _StrictCSP:
@@ -81,7 +66,7 @@ def test_page_user_path(tmp_path: Path) -> None:
 
     shots = Path(os.environ.get("FACEWEAVE_PAGE_SHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    clip = _short_clip(tmp_path / "clip.mp4")
+    clip = carphone_clip(tmp_path / "clip.mp4", 48)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])

@@ -4,7 +4,6 @@ each job's output equals the output of the same job run alone."""
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import threading
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from serve_helpers import carphone_clip
 
 from faceweave.data import media_path
 from faceweave.pipeline import engine as engine_module
@@ -20,22 +20,6 @@ from faceweave.serve.storage import FsspecStorage
 from faceweave.serve.store import JobState, NewJob, SqlJobStore
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("av") is None, reason="needs PyAV for video jobs")
-
-
-def _clip(path: Path, frames: int = 12) -> Path:
-    """The first frames of carphone (a real face, 176x144)."""
-    import av
-
-    with av.open(str(media_path("carphone_pristine.mp4"))) as src, av.open(str(path), "w") as dst:
-        stream = dst.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 176, 144, "yuv420p"
-        stream.options = {"crf": "18", "preset": "ultrafast"}
-        for frame in itertools.islice(src.decode(video=0), frames):
-            for packet in stream.encode(frame.reformat(format="yuv420p")):
-                dst.mux(packet)
-        for packet in stream.encode():
-            dst.mux(packet)
-    return path
 
 
 def _frames(path: Path) -> list[np.ndarray]:
@@ -50,7 +34,7 @@ def _run(tmp: Path, n_jobs: int, slots: int) -> tuple[list[list[np.ndarray]], in
     jobs seen running at once."""
     store = SqlJobStore(f"sqlite:///{tmp / 'db.sqlite'}")
     storage = FsspecStorage(f"file://{tmp / 'media'}")
-    clip = _clip(tmp / "clip.mp4")
+    clip = carphone_clip(tmp / "clip.mp4", 12)
     ids = []
     # no watermark: its payload differs per job, and the outputs are compared bit for bit
     for i in range(n_jobs):
