@@ -35,7 +35,8 @@ from faceweave.data import media_path
 def _small_png(name: str, size: int) -> bytes:
     with Image.open(media_path(name)) as src:
         rgb = src.convert("RGB")
-    rgb.thumbnail((size, size))
+    scale = size / max(rgb.size)  # down or up: ``--size 1920`` sends 1080p-class targets
+    rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     rgb.save(buf, "PNG")
     return buf.getvalue()
@@ -78,13 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--key", default=os.environ.get("FACEWEAVE_KEY"), help="API key for --url")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=30.0, help="how long clients keep sending")
-    ap.add_argument("--size", type=int, default=256, help="longest side of the target image")
+    ap.add_argument("--size", type=int, default=256,
+                    help="longest side of the target image (the bundled faces scaled to it)")
     ap.add_argument("--sync-concurrency", type=int, default=2, help="server-side :sync slots (own server only)")
     ap.add_argument("--sync-batch", type=int, default=16, help="server-side :sync batch (1: off; own server only)")
     ap.add_argument("--device", default="auto", help="the server's device (own server only)")
     args = ap.parse_args(argv)
 
-    sources = [_small_png(n, args.size) for n in ("obama.jpg", "grace_hopper.jpg")]
+    sources = [_small_png(n, min(args.size, 512)) for n in ("obama.jpg", "grace_hopper.jpg")]
     targets = [_small_png(n, args.size) for n in ("astronaut.png", "obama2.jpg", "grace_hopper.jpg")]
     server = thread = svc = None
     tmp = tempfile.TemporaryDirectory(prefix="faceweave-load-")
