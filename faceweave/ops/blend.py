@@ -51,33 +51,53 @@ def feather_blend(fg: torch.Tensor, bg: torch.Tensor, mask: torch.Tensor) -> tor
     return bg + mask.to(bg.dtype) * (fg.to(bg.dtype) - bg)
 
 
-def _down_last(x: torch.Tensor) -> torch.Tensor:
-    """5-tap binomial blur along the last dim (replicate border) and keep every other sample: n → ceil(n/2)."""
-    n = (x.shape[-1] + 1) // 2
-    p = F.pad(x, (2, 2, 0, 0), mode="replicate")
-    end = 2 * (n - 1) + 1
-    taps = [p[..., k : k + end : 2] for k in range(5)]
+def _replicate_pad(x: torch.Tensor, dim: int, r: int) -> torch.Tensor:
+    """``x`` padded by ``r`` copies of its first and last slice along ``dim`` (a replicate border on any axis)."""
+    n = x.shape[dim]
+    first, last = x.narrow(dim, 0, 1), x.narrow(dim, n - 1, 1)
+    return torch.cat([first] * r + [x] + [last] * r, dim)
+
+
+def _every_other(x: torch.Tensor, dim: int, start: int, count: int) -> torch.Tensor:
+    """``count`` samples of ``x`` along ``dim`` (a non-negative axis), every other one from ``start`` (a view)."""
+    index = [slice(None)] * x.dim()
+    index[dim] = slice(start, start + 2 * (count - 1) + 1, 2)
+    return x[tuple(index)]
+
+
+def _down_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """5-tap binomial blur along ``dim`` (replicate border) and keep every other sample: n → ceil(n/2).
+
+    Along H the taps are row slices of the padded image (contiguous runs): no transposed copies."""
+    dim %= x.dim()
+    n = (x.shape[dim] + 1) // 2
+    p = _replicate_pad(x, dim, 2)
+    taps = [_every_other(p, dim, k, n) for k in range(5)]
     return (taps[0] + taps[4] + 4.0 * (taps[1] + taps[3]) + 6.0 * taps[2]) * (1.0 / 16.0)
 
 
-def _up_last(x: torch.Tensor, n: int) -> torch.Tensor:
-    """2× expansion along the last dim to length ``n`` (zero insertion + 5-tap binomial ×2, in polyphase form:
-    even outputs ``(x[i−1] + 6x[i] + x[i+1])/8``, odd outputs ``(x[i] + x[i+1])/2``; replicate border)."""
-    p = F.pad(x, (1, 1, 0, 0), mode="replicate")
-    even = (p[..., :-2] + p[..., 2:] + 6.0 * p[..., 1:-1]) * (1.0 / 8.0)
-    odd = (p[..., 1:-1] + p[..., 2:]) * 0.5
-    return torch.stack([even, odd], dim=-1).flatten(-2)[..., :n]
+def _up_axis(x: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    """2× expansion along ``dim`` to length ``n`` (zero insertion + 5-tap binomial ×2, in polyphase form: even
+    outputs ``(x[i−1] + 6x[i] + x[i+1])/8``, odd outputs ``(x[i] + x[i+1])/2``; replicate border)."""
+    dim %= x.dim()
+    length = x.shape[dim]
+    p = _replicate_pad(x, dim, 1)
+    left, mid, right = (p.narrow(dim, k, length) for k in range(3))
+    even = (left + right + 6.0 * mid) * (1.0 / 8.0)
+    odd = (mid + right) * 0.5
+    return torch.stack([even, odd], dim=dim + 1).flatten(dim, dim + 1).narrow(dim, 0, n)
 
 
 def _down(x: torch.Tensor) -> torch.Tensor:
-    """Gaussian pyramid step (5-tap binomial, replicate border): (N,1,H,W) → (N,1,ceil(H/2),ceil(W/2)).
-    Written with strided slices: 3–5× faster than depthwise ``conv2d`` on the CPU for a 5-tap kernel."""
-    return _down_last(_down_last(x).transpose(-1, -2)).transpose(-1, -2)
+    """Gaussian pyramid step (5-tap binomial, replicate border): (N,C,H,W) → (N,C,ceil(H/2),ceil(W/2)).
+    Written with strided slices, along W then H: 3–5× faster than depthwise ``conv2d`` on the CPU for a 5-tap
+    kernel, and working on rows for H (rather than on a transposed view) saves another quarter."""
+    return _down_axis(_down_axis(x, -1), -2)
 
 
 def _up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Expand one pyramid level to exactly ``size`` (N,1,h,w)."""
-    return _up_last(_up_last(x, size[1]).transpose(-1, -2), size[0]).transpose(-1, -2)
+    """Expand one pyramid level to exactly ``size`` (N,C,h,w), along W then H."""
+    return _up_axis(_up_axis(x, size[1], -1), size[0], -2)
 
 
 def pyramid_support_radius(levels: int) -> int:
@@ -109,22 +129,22 @@ def laplacian_pyramid_blend(fg: torch.Tensor, bg: torch.Tensor, mask: torch.Tens
     _check_blend_args(fg, bg, mask)
     if levels < 1:
         raise InvalidOption(f"levels must be >= 1, got {levels}", hint="use 3..6")
-    b, c, h, w = bg.shape
+    h, w = bg.shape[-2:]
     levels = min(int(levels), max(1, int(math.log2(max(min(h, w), 2)))))  # top level >= ~2 px
-    diff = (fg.to(bg.dtype) - bg).reshape(b * c, 1, h, w)
+    diff = fg.to(bg.dtype) - bg
     m = mask.to(bg.dtype)
     gauss: list[torch.Tensor] = [diff]
     masks: list[torch.Tensor] = [m]
     for _ in range(levels - 1):
         gauss.append(_down(gauss[-1]))
         masks.append(_down(masks[-1]))
-    # collapse from the top: the top band is the coarsest gaussian level
-    acc = gauss[-1] * masks[-1].repeat_interleave(c, dim=0)
+    # collapse from the top: the top band is the coarsest gaussian level (the masks broadcast over the channels)
+    acc = gauss[-1] * masks[-1]
     for k in range(levels - 2, -1, -1):
         size = (gauss[k].shape[-2], gauss[k].shape[-1])
         band = gauss[k] - _up(gauss[k + 1], size)
-        acc = _up(acc, size) + band * masks[k].repeat_interleave(c, dim=0)
-    return bg + acc.reshape(b, c, h, w)
+        acc = _up(acc, size) + band * masks[k]
+    return bg + acc
 
 
 def _neighbour_sum(x: torch.Tensor) -> torch.Tensor:
@@ -243,6 +263,7 @@ def poisson_blend(
 
 BlendMode = Literal["feather", "laplacian", "poisson"]
 _LAPLACIAN_FADE = 0.05
+_DETAIL_SIGMA = 1.5  # px, the blur of the lost detail's energy (paste_back_region's gate)
 
 
 def paste_back(
@@ -298,6 +319,7 @@ def paste_back_region(
     base: torch.Tensor | None = None,
     keep: torch.Tensor | None = None,
     detail_limit: float = math.inf,
+    support: tuple[int, int, int, int] | None = None,
 ) -> tuple[torch.Tensor | None, tuple[int, int, int, int]]:
     """:func:`paste_back` without copying whole frames: the blended box only, for the caller to write in place.
 
@@ -311,6 +333,10 @@ def paste_back_region(
             added to the foreground, with the gate ``g = (l² / (l² + E))²``, ``l = detail_limit`` and ``E`` the
             local energy of that lost detail (blurred, sigma 1.5 px): grain and pores (small ``E``) pass, the
             strong edges of what the crop replaced (a glasses rim) do not come back.
+        support: ``(y0, y1, x0, x1)`` crop rows and columns outside which every ``crop_mask`` is 0 (e.g. the face's
+            window in a crop with a margin), or None: only the footprint of that window (grown by the bilinear
+            reach and the detail gate's blur) is blended. The frame keeps its pixels elsewhere, as it does where
+            the warped mask is 0, and the pixels inside get what the whole crop gives (up to float rounding).
 
     Returns:
         ``(region, (x0, y0, x1, y1))``: ``region`` ``(B, C, y1 − y0, x1 − x0)`` is what
@@ -340,6 +366,17 @@ def paste_back_region(
     fc = transform_points(crop_to_frame, corners)
     lo = fc.amin(dim=(0, 1)).floor()
     hi = fc.amax(dim=(0, 1)).ceil()
+    if support is not None:
+        # a frame pixel's warped mask is non-zero only if a bilinear neighbour of its crop position is in the
+        # window: crop positions in [x0 − 1, x1] × [y0 − 1, y1]
+        sy0, sy1, sx0, sx1 = support
+        inner = torch.tensor([[sx0 - 1.0, sy0 - 1.0], [sx1, sy0 - 1.0], [sx1, sy1], [sx0 - 1.0, sy1]], device=M.device,
+                             dtype=wd).expand(crop.shape[0], 4, 2)
+        fi = transform_points(crop_to_frame, inner)
+        # the detail gate's blur (sigma 1.5: 5 px) must see what it sees in the whole footprint
+        grow = 1 + (math.ceil(3 * _DETAIL_SIGMA) if base is not None and keep is not None else 0)
+        lo = torch.maximum(lo, fi.amin(dim=(0, 1)).floor() - grow)
+        hi = torch.minimum(hi, fi.amax(dim=(0, 1)).ceil() + grow)
     box = torch.cat([lo, hi]).tolist()  # the one host sync (none when M is on the host)
     x0, y0, x1, y1 = int(box[0]), int(box[1]), int(box[2]) + 1, int(box[3]) + 1
     if blend == "laplacian":
@@ -364,7 +401,7 @@ def paste_back_region(
         if math.isfinite(detail_limit):
             # a gate on the local energy, not a clip: a clipped edge still shows as a faint line (looked at: the
             # target's glasses rims came back on a swapped face with a tanh clip at 0.03)
-            energy = gaussian_blur(lost.square().mean(1, keepdim=True), 1.5)
+            energy = gaussian_blur(lost.square().mean(1, keepdim=True), _DETAIL_SIGMA)
             lost = lost * (detail_limit**2 / (detail_limit**2 + energy)) ** 2
         fg = fg + warp_affine(keep, crop_to_box, size).to(frames.dtype) * lost
     if blend == "feather":

@@ -513,6 +513,11 @@ def swap_faces(
                                                      grain=magnification >= GRAIN_MIN_MAGNIFICATION)
 
     out = frames.clone()
+    # On the CPU, blend only the footprint of the masks' window (a crop's margin is about half its area); on a
+    # device, finding it would wait for the device
+    support = _mask_window(mask) if dev.type == "cpu" else None
+    if support is not None and (support[1] <= support[0] or support[3] <= support[2]):
+        return out  # every mask is 0: nothing to paste
     # Paste face by face in rounds (at most one face per frame each round) so overlapping faces compose.
     rounds = _paste_rounds(frame_of)
     for k_round, this_round in enumerate(rounds):
@@ -526,7 +531,7 @@ def swap_faces(
             # round 1 keeps the target's detail the crop lost (a later round's frame holds an earlier face already)
             base, keep = (targets, keeps) if k_round == 0 else (None, None)
             region, (x0, y0, x1, y1) = paste_back_region(out, f_idx, crops, masks, m[this_round], base=base, keep=keep,
-                                                         detail_limit=KEEP_DETAIL_LIMIT)
+                                                         detail_limit=KEEP_DETAIL_LIMIT, support=support)
             if region is not None:
                 out[f_idx, :, y0:y1, x0:x1] = region if keep is None else region.clamp(0, 1)
     return out
@@ -561,6 +566,16 @@ class MeshSwapper:
     def swap(self, frames: torch.Tensor, items: list[tuple[int, Face, SourceTexture]]) -> torch.Tensor:
         """See :func:`swap_faces`."""
         return swap_faces(frames, items, self.options, graphs=self.graphs)
+
+
+def _mask_window(mask: torch.Tensor) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the rows and columns of ``(F, 1, S, S)`` masks holding every non-zero value (empty,
+    ``y1 <= y0``, when all are 0). Reads the values: one device sync off the CPU."""
+    nonzero = (mask > 0).any(0).any(0)
+    rows, cols = nonzero.any(1).nonzero().flatten().tolist(), nonzero.any(0).nonzero().flatten().tolist()
+    if not rows:
+        return 0, 0, 0, 0
+    return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
 
 
 def _texture(source: SourceTexture, lab: bool) -> torch.Tensor:
