@@ -16,7 +16,8 @@ from faceweave.errors import ShapeError, check_shape
 from faceweave.ops.filters import gaussian_blur, normalised_blur
 
 __all__ = ["rgb_to_lab", "lab_to_rgb", "masked_mean_std", "transfer_colour_lab", "transfer_colour_lab_from_lab",
-           "luminance", "transfer_shading", "match_edge_colour", "match_fine_detail"]
+           "lab_transfer_coefficients", "luminance", "transfer_shading", "match_edge_colour", "edge_colour_correction",
+           "match_fine_detail"]
 
 # sRGB (linear) → XYZ, D65, as in OpenCV's documentation of cvtColor.
 _RGB2XYZ = (
@@ -184,14 +185,37 @@ def transfer_colour_lab_from_lab(
             raise ShapeError(f"a mask {tuple(m.shape[-2:])} may not be larger than its image {tuple(img.shape[-2:])}")
     wd = _work_dtype(src_lab.dtype)
     lab_s = src_lab.to(wd)
-    mu_s, sd_s = masked_mean_std(_resample_area(lab_s, src_mask), src_mask.to(wd))
-    mu_r, sd_r = masked_mean_std(rgb_to_lab(_resample_area(ref.to(wd), ref_mask)), ref_mask.to(wd))
-    gain = (sd_r / sd_s).clamp(1.0 / max_gain, max_gain)
-    # lab_s + strength·((lab_s − μ_s)·gain + μ_r − lab_s), as one per-channel affine map of lab_s
-    scale = 1.0 + strength * (gain - 1.0)
-    shift = strength * (mu_r - gain * mu_s)
+    scale, shift = lab_transfer_coefficients(_resample_area(lab_s, src_mask), rgb_to_lab(_resample_area(ref.to(wd),
+                                             ref_mask)), src_mask.to(wd), ref_mask.to(wd), strength=strength,
+                                             max_gain=max_gain)
     part = lab_s if region is None else lab_s[..., region[0], region[1]]
     return lab_to_rgb(torch.addcmul(shift, part, scale)).to(src_lab.dtype)
+
+
+def lab_transfer_coefficients(
+    src_lab: torch.Tensor,
+    ref_lab: torch.Tensor,
+    src_mask: torch.Tensor,
+    ref_mask: torch.Tensor,
+    *,
+    strength: float = 1.0,
+    max_gain: float = 4.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel affine map of :func:`transfer_colour_lab`, from images and masks of one size (e.g. both on a
+    mask grid, or on a part of it outside which the masks are 0): ``lab' = scale · lab + shift``.
+
+    Args:
+        src_lab, ref_lab: ``(B, 3, h, w)`` CIELAB (float32 or float64). src_mask, ref_mask: ``(B, 1, h, w)``
+            weights in ``[0, 1]``, their dtype. strength, max_gain: as :func:`transfer_colour_lab`.
+
+    Returns:
+        ``(scale, shift)``, ``(B, 3, 1, 1)`` each.
+    """
+    mu_s, sd_s = masked_mean_std(src_lab, src_mask)
+    mu_r, sd_r = masked_mean_std(ref_lab, ref_mask)
+    gain = (sd_r / sd_s).clamp(1.0 / max_gain, max_gain)
+    # lab_s + strength·((lab_s − μ_s)·gain + μ_r − lab_s), as one per-channel affine map of lab_s
+    return 1.0 + strength * (gain - 1.0), strength * (mu_r - gain * mu_s)
 
 
 def luminance(x: torch.Tensor) -> torch.Tensor:
@@ -282,13 +306,29 @@ def match_edge_colour(src: torch.Tensor, ref: torch.Tensor, ring: torch.Tensor, 
     wd = _work_dtype(src.dtype)
     s, r = src.to(wd), ref.to(wd)
     diff = _resample_area(r, ring) - _resample_area(s, ring)
-    corr = normalised_blur(diff, ring.to(wd), sigma) * weight.to(wd)
-    if lightness != 1.0:
-        # the correction's grey part (equal in R, G, B) is its luma, the weights summing to 1
-        corr = corr - (1.0 - lightness) * luminance(corr)
+    corr = edge_colour_correction(diff, ring.to(wd), weight.to(wd), sigma=sigma, lightness=lightness)
     if corr.shape[-2:] != s.shape[-2:]:
         corr = F.interpolate(corr, size=s.shape[-2:], mode="bilinear", align_corners=False)
     return (s + corr).clamp(0.0, 1.0).to(src.dtype)
+
+
+def edge_colour_correction(diff: torch.Tensor, ring: torch.Tensor, weight: torch.Tensor, *, sigma: float,
+                           lightness: float = 1.0) -> torch.Tensor:
+    """The correction :func:`match_edge_colour` adds, on the masks' grid, from the difference ``ref − src`` on that
+    grid (e.g. area-resampled from only the part of the images where they differ).
+
+    Args:
+        diff: ``(B, 3, h, w)`` RGB difference, float32/float64. ring, weight, sigma, lightness: as
+            :func:`match_edge_colour`, ``(B, 1, h, w)`` in ``diff``'s dtype.
+
+    Returns:
+        ``(B, 3, h, w)``, to add (upsampled to the images' size) to ``src``.
+    """
+    corr = normalised_blur(diff, ring, sigma) * weight
+    if lightness != 1.0:
+        # the correction's grey part (equal in R, G, B) is its luma, the weights summing to 1
+        corr = corr - (1.0 - lightness) * luminance(corr)
+    return corr
 
 
 def match_fine_detail(src: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, *, sigma: float,

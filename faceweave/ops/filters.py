@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from faceweave.errors import InvalidOption, check_shape
 
 __all__ = ["gaussian_kernel1d", "gaussian_blur", "gaussian_blur_traced", "normalised_blur", "max_filter", "min_filter",
-           "sliding_max"]
+           "sliding_max", "area_window"]
 
 
 def gaussian_kernel1d(
@@ -171,3 +171,18 @@ def sliding_max(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
 def min_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Square ``(2r+1)²`` min filter (``-max_filter(-x)``). Shapes as :func:`max_filter`."""
     return -max_filter(-x, radius)
+
+
+def area_window(n_in: int, n_out: int, lo: int, hi: int) -> tuple[int, int, int, int]:
+    """Where an area resampling (``F.interpolate(mode="area")``, i.e. adaptive average pooling) of one axis from
+    ``n_in`` to ``n_out`` samples can be cut: ``(a, b, c, d)`` such that input samples ``[lo, hi)`` lie in
+    ``[a, b)``, and resampling ``x[a:b]`` to ``d − c`` samples gives exactly outputs ``[c, d)`` of the whole axis.
+
+    Output ``i`` averages inputs ``floor(i·n_in/n_out)`` to ``ceil((i+1)·n_in/n_out) − 1``; with ``g = gcd(n_in,
+    n_out)`` that pattern repeats every ``n_in/g`` inputs (``n_out/g`` outputs) and no window crosses a period,
+    so the cut is at whole periods around ``[lo, hi)`` (an image 0 outside them needs only that part resampled).
+    """
+    g = math.gcd(n_in, n_out)
+    p, q = n_in // g, n_out // g
+    first, last = max(0, lo) // p, min(g, -(-min(hi, n_in) // p))
+    return first * p, max(first, last) * p, first * q, max(first, last) * q

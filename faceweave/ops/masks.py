@@ -32,7 +32,8 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def polygon_mask(poly: torch.Tensor, size: Sequence[int], *, subrows: int = 4, dilate: float = 0.0) -> torch.Tensor:
+def polygon_mask(poly: torch.Tensor, size: Sequence[int], *, subrows: int = 4, dilate: float = 0.0,
+                 window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """Anti-aliased fill of a polygon (even–odd rule), rasterised by scanlines on the device.
 
     Each pixel row is sampled by ``subrows`` horizontal scanlines; along a scanline the covered length of each
@@ -54,6 +55,9 @@ def polygon_mask(poly: torch.Tensor, size: Sequence[int], *, subrows: int = 4, d
         size: output ``(H, W)``.
         subrows: vertical supersampling factor (>= 1).
         dilate: growth in pixels (>= 0).
+        window: ``(y0, y1, x0, x1)`` rows and columns of the output that hold every polygon grown by ``dilate``
+            and a pixel: the scanlines are only run there (the rest is 0), which gives the same mask (up to float
+            rounding) for the window's share of the work. What lies outside it is cut off.
 
     Returns:
         ``(B, 1, H, W)`` coverage in ``[0, 1]``, dtype/device of ``poly``.
@@ -66,6 +70,15 @@ def polygon_mask(poly: torch.Tensor, size: Sequence[int], *, subrows: int = 4, d
     if not dilate >= 0:
         raise InvalidOption(f"dilate must be >= 0, got {dilate}", hint="a growth in pixels")
     h, w = int(size[0]), int(size[1])
+    if window is not None:
+        wy0, wy1, wx0, wx1 = max(0, window[0]), min(h, window[1]), max(0, window[2]), min(w, window[3])
+        out = poly.new_zeros(poly.shape[0], 1, h, w)
+        if wy1 > wy0 and wx1 > wx0:
+            # the window's own mask, its pixel (0, 0) at (x0, y0): exact shifts for the coordinates in float32
+            shift = torch.tensor([wx0, wy0], device=poly.device, dtype=_work_dtype(poly.dtype))
+            out[..., wy0:wy1, wx0:wx1] = polygon_mask(poly.to(shift.dtype) - shift, (wy1 - wy0, wx1 - wx0),
+                                                      subrows=subrows, dilate=dilate)
+        return out
     wd = _work_dtype(poly.dtype)
     dev = poly.device
     p0 = poly.to(wd)

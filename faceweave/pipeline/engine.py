@@ -421,7 +421,8 @@ class SwapEngine:
             # face) stay the target's own, bit for bit
             faces = [[f for f, _ in row] for row in plan]
             if isinstance(self._enhancer, DetailEnhancer):
-                out = self._enhancer.enhance(out, faces, before=frames)  # tests only its face windows
+                # tests only its face windows; writes into the swap's own output (not the caller's frames)
+                out = self._enhancer.enhance(out, faces, before=frames, inplace=out is not frames)
             else:
                 enhanced = self._enhancer.enhance(out, faces)
                 changed = (out != frames).any(1, keepdim=True)

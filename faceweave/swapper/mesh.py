@@ -25,16 +25,23 @@ from faceweave.device import to_device_async
 from faceweave.errors import InvalidOption
 from faceweave.models import topology
 from faceweave.models.tflite_graph import cuda_batch_bucket
-from faceweave.ops.blend import feather_blend, laplacian_pyramid_blend, paste_back_region, poisson_blend
+from faceweave.ops.blend import (
+    feather_blend,
+    laplacian_pyramid_blend,
+    paste_back_region,
+    poisson_blend,
+    pyramid_support_radius,
+)
 from faceweave.ops.colour import (
-    match_edge_colour,
+    edge_colour_correction,
+    lab_to_rgb,
+    lab_transfer_coefficients,
     match_fine_detail,
     rgb_to_lab,
-    transfer_colour_lab_from_lab,
     transfer_shading,
 )
 from faceweave.ops.crops import square_boxes as _square_box  # the crop geometry of faces (tests reach it here)
-from faceweave.ops.filters import gaussian_blur_traced
+from faceweave.ops.filters import area_window, gaussian_blur_traced
 from faceweave.ops.geometry import estimate_similarity, transform_points
 from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
 from faceweave.ops.occlusion import occlusion_mask
@@ -191,7 +198,8 @@ def _pad_polygons(polys: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, options: MeshSwapOptions,
-                  coverage: torch.Tensor, face_size: float) -> tuple[torch.Tensor, ...]:
+                  coverage: torch.Tensor, face_size: float, box: tuple[int, int, int, int] | None = None
+                  ) -> tuple[torch.Tensor, ...]:
     """Blend mask, colour-statistics (skin) mask, the grown eyes/brows/lips and the face eroded by :data:`EDGE_RING`,
     ``(F, 1, R, R)`` each, on a ``R = min(size, MASK_SIZE)`` grid spanning the ``size × size`` crop.
 
@@ -200,6 +208,8 @@ def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, option
         size: the crop's side.
         coverage: ``(F, 1, R, R)`` the warped texture's coverage, resampled to the mask grid.
         face_size: the faces' mean size in crop pixels (radii and feathering follow it).
+        box: ``(y0, y1, x0, x1)`` crop pixels holding every ``pts`` with :data:`TEXTURE_PAD` (the texture box), or
+            None: the outlines of ``pts`` are rasterised in its window of the grid only.
 
     Radii and sigmas are given in crop pixels and scaled to the grid (fractional radii are honoured); the eyes,
     brows and lips are grown from their outlines (:func:`polygon_mask` ``dilate``) rather than by a max filter,
@@ -215,14 +225,17 @@ def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, option
     def outline(p: torch.Tensor, idx: Sequence[int]) -> torch.Tensor:
         return p[:, _index(tuple(idx), p.device)]
 
-    face = polygon_mask(outline(g_pts, topology.FACE_OVAL), (res, res)) * coverage
+    # the texture box's pad (12 crop px) holds the features' growth (4) and a grid pixel (at most 3.2 crop px)
+    window = None if box is None else (math.floor(box[0] * sc), math.ceil(box[1] * sc) + 1,
+                                       math.floor(box[2] * sc), math.ceil(box[3] * sc) + 1)
+    face = polygon_mask(outline(g_pts, topology.FACE_OVAL), (res, res), window=window) * coverage
     # Colour statistics from skin only: eyes, brows and lips (grown by 2 + 2 crop pixels: the dilation and the
     # erosion of the skin mask) would bias the mean and std.
     features = [outline(g_pts, idx) for idx in (topology.LEFT_EYE, topology.RIGHT_EYE, topology.LEFT_EYEBROW,
                                                   topology.RIGHT_EYEBROW, topology.LIPS_OUTER)]
     n_feat = len(features)
     # statistics only: 2 scanlines per row are plenty (4 cost 23 ms per 8 faces at 160², 2 half that)
-    grown = polygon_mask(_pad_polygons(features).flatten(0, 1), (res, res), dilate=4 * sc, subrows=2)
+    grown = polygon_mask(_pad_polygons(features).flatten(0, 1), (res, res), dilate=4 * sc, subrows=2, window=window)
     grown = grown.view(-1, n_feat, res, res).sum(1, keepdim=True).clamp(0, 1)
     stats = erode_mask(face, 2 * sc) * (1 - grown)
 
@@ -370,13 +383,29 @@ def swap_in_crops(
         # coordinates stay float32 whatever the image dtype (see ops/warp.py)
         warped_in, cov_in = piecewise_affine_warp(texture, src_d, geo_in, _triangles(dev), (ry1 - ry0, rx1 - rx0),
                                                   max_blocks=max_blocks)
-        coverage = cov_in.new_zeros(cov_in.shape[0], 1, size, size)
-        coverage[..., ry0:ry1, rx0:rx1] = cov_in
 
     with record_function("swap.mask"):
         res = min(size, MASK_SIZE)
-        cov_small = coverage.float() if res == size else F.interpolate(coverage.float(), size=(res, res), mode="area")
-        mask, stats, features, inner_face = _region_masks(geo_d, tgt_d, size, options, cov_small, face_px)
+        # Outside the texture box the texture, its coverage and what the colour steps measure are 0: resample to the
+        # mask grid only the whole periods of the area resampling around the box (the same values, for about half
+        # the work), rows ay0:ay1 / columns ax0:ax1 of the crop onto gy0:gy1 / gx0:gx1 of the grid.
+        ay0, ay1, gy0, gy1 = area_window(size, res, ry0, ry1)
+        ax0, ax1, gx0, gx1 = area_window(size, res, rx0, rx1)
+        grid_win = (slice(gy0, gy1), slice(gx0, gx1))
+
+        def to_grid(x: torch.Tensor) -> torch.Tensor:
+            """Crop window ``ay0:ay1, ax0:ax1`` → grid window ``gy0:gy1, gx0:gx1`` (area)."""
+            return x if res == size else F.interpolate(x, size=(gy1 - gy0, gx1 - gx0), mode="area")
+
+        def in_window(x_box: torch.Tensor) -> torch.Tensor:
+            """A texture-box image in the crop window around it, 0 outside the box."""
+            out = x_box.new_zeros(*x_box.shape[:2], ay1 - ay0, ax1 - ax0)
+            out[..., ry0 - ay0 : ry1 - ay0, rx0 - ax0 : rx1 - ax0] = x_box
+            return out
+
+        cov_small = cov_in.new_zeros(cov_in.shape[0], 1, res, res, dtype=torch.float32)
+        cov_small[..., grid_win[0], grid_win[1]] = to_grid(in_window(cov_in.float()))
+        mask, stats, features, inner_face = _region_masks(geo_d, tgt_d, size, options, cov_small, face_px, box)
         if res != size:
             mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
             skin = F.interpolate(stats, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
@@ -393,35 +422,46 @@ def swap_in_crops(
     with record_function("swap.colour"):
         target_in, skin_in = target_crops[..., inner[0], inner[1]], skin[..., inner[0], inner[1]]
         if options.colour_transfer == "lab":
-            # statistics on the mask grid over the whole crop (outside the box the texture is 0, as a whole-crop
-            # warp gives), the transfer only inside the box
-            warped_lab = warped_in.new_zeros(warped_in.shape[0], 3, size, size)
-            warped_lab[..., ry0:ry1, rx0:rx1] = warped_in
-            warped_in = transfer_colour_lab_from_lab(warped_lab, target_crops, stats, stats, region=inner).to(dt)
+            # statistics on the mask grid (the skin lies inside the box), the transfer only inside the box
+            stats_win = stats[..., grid_win[0], grid_win[1]].float()
+            scale, shift = lab_transfer_coefficients(
+                to_grid(in_window(warped_in.float())),
+                rgb_to_lab(to_grid(target_crops[..., ay0:ay1, ax0:ax1].float())), stats_win, stats_win)
+            warped_in = lab_to_rgb(torch.addcmul(shift, warped_in.float(), scale)).to(dt)
             sigma = max(2.0, face_px * SHADING_SIGMA)
             # lighting lives at tens of pixels: estimate it at ≥ 4 px per blur sigma (16× less work at 512²)
             warped_in = transfer_shading(warped_in, target_in, skin_in, sigma=sigma,
                                          downscale=max(1, int(sigma // 4)))
         warped_in = _restore_grain(warped_in, target_in, skin_in, faces[0, -2:] if grain else None)
         warped_in = match_fine_detail(warped_in, target_in, skin_in, sigma=DETAIL_SIGMA, max_gain=DETAIL_MAX_GAIN)
+        warped_in = torch.where(cov_in > 0, warped_in, target_in).clamp(0, 1)
         warped = target_crops.clone()
-        warped[..., ry0:ry1, rx0:rx1] = torch.where(cov_in > 0, warped_in, target_in).clamp(0, 1)
+        warped[..., ry0:ry1, rx0:rx1] = warped_in
         if options.colour_transfer == "lab":
             # the face's edge takes the chroma of the target's skin around it (jaw, temples, forehead): measured on
-            # the skin of a ring inside the outline, fading out toward the middle
-            ramp = 1 - feather_mask(inner_face, EDGE_SIGMA * face_px * res / size)
-            warped = match_edge_colour(warped, target_crops, stats * (1 - inner_face.to(dt)), ramp.to(dt),
-                                       sigma=EDGE_SIGMA * face_px * res / size, lightness=0.0)
+            # the skin of a ring inside the outline, fading out toward the middle (ops.colour.match_edge_colour,
+            # with the difference to the target resampled from the box only: it is 0 elsewhere)
+            edge_sigma = EDGE_SIGMA * face_px * res / size
+            ramp = 1 - feather_mask(inner_face, edge_sigma)
+            diff = cov_small.new_zeros(cov_small.shape[0], 3, res, res)
+            diff[..., grid_win[0], grid_win[1]] = to_grid(in_window(target_in.float() - warped_in.float()))
+            corr = edge_colour_correction(diff, (stats * (1 - inner_face.to(dt))).float(), ramp.float(),
+                                          sigma=edge_sigma, lightness=0.0)
+            if res != size:
+                corr = F.interpolate(corr, size=(size, size), mode="bilinear", align_corners=False)
+            warped = (warped.float() + corr).clamp(0.0, 1.0).to(dt)
 
     with record_function("swap.blend"):
         if options.blend == "laplacian":
             levels = max(2, min(5, int(size).bit_length() - 5))
-            composite = laplacian_pyramid_blend(warped, target_crops, mask, levels=levels)
+            if dev.type == "cpu":
+                composite = _laplacian_blend_in_window(warped, target_crops, mask, levels)
+            else:  # the window would wait for the device (and a CUDA graph needs fixed shapes)
+                composite = laplacian_pyramid_blend(warped, target_crops, mask, levels=levels).clamp(0, 1)
         elif options.blend == "poisson":
-            composite = poisson_blend(warped, target_crops, (mask > 0.5).to(dt))
+            composite = poisson_blend(warped, target_crops, (mask > 0.5).to(dt)).clamp(0, 1)
         else:
-            composite = feather_blend(warped, target_crops, mask)
-        composite = composite.clamp(0, 1)
+            composite = feather_blend(warped, target_crops, mask).clamp(0, 1)
         if occ is not None:
             # the paste mask drops the occluders, so the frame keeps its own pixels there (not a resampled copy)
             keep = occ.to(dt)
@@ -429,6 +469,30 @@ def swap_in_crops(
             mask = mask * (1 - keep)
         keep_detail = (1 - features).to(dt)  # the paste-back keeps the target's detail but on eyes, brows and lips
     return composite, mask, keep_detail
+
+
+def _laplacian_blend_in_window(fg: torch.Tensor, bg: torch.Tensor, mask: torch.Tensor, levels: int) -> torch.Tensor:
+    """``laplacian_pyramid_blend(fg, bg, mask, levels).clamp(0, 1)`` computed on the window around the masks only
+    (reads ``mask``'s values: for the CPU).
+
+    Outside :func:`~faceweave.ops.blend.pyramid_support_radius` of the mask the blend is ``bg`` exactly; a window
+    that reaches that far (and a pyramid level further, for what its border's replicate padding changes) with its
+    origin on the coarsest level's grid samples every level where the whole crop does, so it gives the same values,
+    bit for bit, for the window's share of the work (the crop's margin is about a fifth of it).
+    """
+    size_y, size_x = mask.shape[-2:]
+    y0, y1, x0, x1 = _mask_window(mask)
+    if y1 <= y0:
+        return bg.clamp(0, 1)
+    grid = 2 ** (levels - 1)
+    reach = pyramid_support_radius(levels) + grid
+    y0, x0 = max(0, (y0 - reach) // grid * grid), max(0, (x0 - reach) // grid * grid)
+    y1, x1 = min(size_y, y1 + reach), min(size_x, x1 + reach)
+    win = (slice(y0, y1), slice(x0, x1))
+    out = bg.clamp(0, 1)
+    out[..., win[0], win[1]] = laplacian_pyramid_blend(fg[..., win[0], win[1]], bg[..., win[0], win[1]],
+                                                       mask[..., win[0], win[1]], levels=levels).clamp(0, 1)
+    return out
 
 
 def swap_faces(
