@@ -42,35 +42,34 @@ from faceweave.ops.colour import (
 )
 from faceweave.ops.crops import square_boxes as _square_box  # the crop geometry of faces (tests reach it here)
 from faceweave.ops.filters import area_window, gaussian_blur_traced
-from faceweave.ops.geometry import estimate_similarity, transform_points
+from faceweave.ops.geometry import transform_points
 from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
 from faceweave.ops.occlusion import occlusion_mask
 from faceweave.ops.warp import piecewise_affine_warp, triangle_blocks, warp_affine
 from faceweave.settings import BlendMode, ColourMode, SwapSettings
+from faceweave.swapper.geometry import CROP_MARGIN as CROP_MARGIN
+from faceweave.swapper.geometry import CROP_SIZES as CROP_SIZES
+from faceweave.swapper.geometry import GRAIN_MAX_SIGMA, GRAIN_MIN_MAGNIFICATION, block_capacity, face_size_in_crop
+from faceweave.swapper.geometry import MAX_CROP as MAX_CROP
+from faceweave.swapper.geometry import MIN_CROP as MIN_CROP
+from faceweave.swapper.geometry import TEXTURE_PAD as TEXTURE_PAD
+from faceweave.swapper.geometry import crop_matrix as _crop_matrix
+from faceweave.swapper.geometry import crop_size as _crop_size
+from faceweave.swapper.geometry import fixed_texture_box as fixed_texture_box
+from faceweave.swapper.geometry import grain_parameters as _grain_parameters
+from faceweave.swapper.geometry import magnification as _magnification
+from faceweave.swapper.geometry import output_geometry as output_geometry
+from faceweave.swapper.geometry import texture_box as _texture_box
 
 #: Side of the aligned source texture crop. 512 keeps the detail of typical portraits (inswapper works at 128).
 SOURCE_TEXTURE_SIZE = 512
-#: Largest working crop for a target face; bigger faces are processed downscaled, then pasted back.
-MAX_CROP = 512
-MIN_CROP = 96
 #: Side of the grid (over the working crop) on which the masks and the colour statistics are built: the masks are
 #: feathered over several pixels and the statistics are means over the skin, so a modest fixed grid gives the same
 #: result as the crop's native resolution for a fraction of the work (crops up to MASK_SIZE use their own size).
 MASK_SIZE = 160
-#: Margin around the face mesh's bounding box, as a fraction of its size.
-CROP_MARGIN = 0.3
-#: Pixels added around the meshes' box for the texture work: the grain filter (sigma ≤ 3) and the lighting blur's
-#: pooling read this far past the skin mask, which reaches the mesh outline.
-TEXTURE_PAD = 12
 #: Lighting transfer keeps the target's shading at scales above this fraction of the face size; finer shading is
 #: facial structure (identity), which must come from the source.
 SHADING_SIGMA = 0.4
-#: How much of the target's finest grain to put back on a magnified source texture (more hides blur, but also
-#: brings back a little of the target's identity).
-GRAIN_WEIGHT = 0.5
-#: Grain is restored only on faces magnified more than this, with a blur of at most this sigma (px).
-GRAIN_MIN_MAGNIFICATION = 1.25
-GRAIN_MAX_SIGMA = 3.0
 #: Edge colour match (ops.colour.match_edge_colour): the ring's depth inside the outline and the correction's sigma,
 #: fractions of the face size. Chroma only: with lightness too the face outline's shading (face shape) moved toward
 #: the target's (tune: colour_de 1.47 instead of 2.19, but identity distance to the source 0.453 instead of 0.428).
@@ -81,17 +80,6 @@ EDGE_SIGMA = 0.03
 DETAIL_SIGMA = 1.0
 DETAIL_MAX_GAIN = 3.0
 KEEP_DETAIL_LIMIT = 0.03
-
-# Points whose position carries expression more than identity: shape transfer moves them less.
-_EXPRESSIVE = sorted(set(topology.LIPS_INNER) | set(topology.LIPS_OUTER) | set(topology.LEFT_EYE)
-                     | set(topology.RIGHT_EYE))
-# Points for aligning the source mesh to the target's: every point that is neither expressive (lips, eyes) nor on
-# the outline (which shape transfer is there to change): 360 points. With a hand-picked 14 (eye corners, nose) the
-# fit followed FaceMesh's per-frame noise on those few points and moved the whole transferred shape with it: a
-# swapped video re-measured 1.05× the input's landmark jitter instead of 0.90× (carphone ×2, 120 frames, no
-# smoothing; 0.98× vs 0.82× with the tracker's smoothing).
-_ALIGN_POINTS = sorted(set(range(topology.NUM_LANDMARKS)) - set(_EXPRESSIVE) - set(topology.FACE_OVAL))
-
 
 @dataclass(frozen=True)
 class MeshSwapOptions:
@@ -141,18 +129,6 @@ class SourceTexture:
         return replace(self, image=self.image.to(device), points=self.points.cpu(), lab=lab)
 
 
-def _crop_matrix(box: torch.Tensor, size: int) -> torch.Tensor:
-    """``(F, 2, 3)`` frame→crop: the square ``box`` ``(F, 4)`` maps onto a ``size × size`` crop (pixel centres)."""
-    scale = size / box[:, 2]
-    m = torch.zeros(box.shape[0], 2, 3, dtype=box.dtype, device=box.device)
-    m[:, 0, 0] = scale
-    m[:, 1, 1] = scale
-    # x_crop + 0.5 = (x + 0.5 - x0) * scale
-    m[:, 0, 2] = (0.5 - box[:, 0]) * scale - 0.5
-    m[:, 1, 2] = (0.5 - box[:, 1]) * scale - 0.5
-    return m
-
-
 def prepare_source_texture(image: torch.Tensor, face: Face, size: int = SOURCE_TEXTURE_SIZE) -> SourceTexture:
     """Crop the source face once so every later warp samples a small, fixed-size texture.
 
@@ -167,27 +143,6 @@ def prepare_source_texture(image: torch.Tensor, face: Face, size: int = SOURCE_T
     crop = warp_affine(image.float(), m, (size, size), padding="border").to(image.dtype)
     return SourceTexture(image=crop, points=transform_points(m, pts)[0].cpu(), face=face, scale=float(m[0, 0, 0]),
                          lab=rgb_to_lab(crop.float()))
-
-
-def output_geometry(target: torch.Tensor, source: torch.Tensor, strength: float) -> torch.Tensor:
-    """The mesh the swapped face takes: the target's, moved ``strength`` of the way toward the source's shape.
-
-    Args:
-        target: ``(F, 468, 2)`` target landmarks (pixels).
-        source: ``(F, 468, 2)`` source landmarks (any frame; similarity-aligned to the target here).
-        strength: 0 keeps the target's geometry exactly; 1 takes the source's face shape (aligned).
-
-    Returns:
-        ``(F, 468, 2)``. Lips and eyes move at half strength so the target's expression stays.
-    """
-    if strength <= 0:
-        return target
-    idx = torch.as_tensor(_ALIGN_POINTS, device=target.device)
-    m = estimate_similarity(source[:, idx].float(), target[:, idx].float())
-    aligned = transform_points(m, source.float()).to(target.dtype)
-    w = torch.full((target.shape[1], 1), strength, dtype=target.dtype, device=target.device)
-    w[_EXPRESSIVE] = strength * 0.5
-    return target + w * (aligned - target)
 
 
 def _pad_polygons(polys: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -270,73 +225,11 @@ def _restore_grain(warped: torch.Tensor, target: torch.Tensor, skin: torch.Tenso
     return warped + grain[1].to(warped.dtype) * skin * detail
 
 
-def _grain_parameters(magnification: float) -> tuple[float, float]:
-    """``(sigma, weight)`` of :func:`_restore_grain` for a batch whose faces are magnified up to ``magnification``
-    (the largest target-face size over the source face's size in its own image's pixels); weight 0 below 1.25×."""
-    if magnification < GRAIN_MIN_MAGNIFICATION:
-        return 1.0, 0.0
-    return min(GRAIN_MAX_SIGMA, 0.5 * magnification), GRAIN_WEIGHT * min(1.0, (magnification - 1.0) / 2.0)
-
-
-def _magnification(src_pts: torch.Tensor, dst_pts: torch.Tensor, src_scale: torch.Tensor) -> float:
-    """Largest ratio of output face size to the source face's size in its own image (host tensors)."""
-    # the source face's size in its own image's pixels: the texture crop may already have magnified it
-    src_size = (src_pts.max(1).values - src_pts.min(1).values).max(1).values / src_scale
-    dst_size = (dst_pts.max(1).values - dst_pts.min(1).values).max(1).values
-    return float((dst_size / src_size.clamp(min=1)).max())
-
-
-def _texture_box(points: torch.Tensor, size: int) -> tuple[int, int, int, int]:
-    """``(y0, y1, x0, x1)``: the bounding box of every face's ``(F, N, 2)`` crop-pixel ``points`` (host), grown by
-    :data:`TEXTURE_PAD` and clipped to the ``size × size`` crop."""
-    lo = points.amin(dim=(0, 1)).floor() - TEXTURE_PAD
-    hi = points.amax(dim=(0, 1)).ceil() + TEXTURE_PAD + 1
-    x0, y0 = max(0, int(lo[0])), max(0, int(lo[1]))
-    x1, y1 = min(size, max(x0 + 1, int(hi[0]))), min(size, max(y0 + 1, int(hi[1])))
-    return y0, y1, x0, x1
-
-
-def face_size_in_crop(size: int) -> float:
-    """A face's size (the larger side of its mesh's bounding box) in a ``size`` crop: every crop is cut around its
-    face's mesh with :data:`CROP_MARGIN`, so this depends on the crop size alone."""
-    return size / (1 + 2 * CROP_MARGIN)
-
-
-@functools.lru_cache(maxsize=64)
-def fixed_texture_box(size: int) -> tuple[int, int, int, int]:
-    """The texture box that holds any face's mesh in a ``size`` crop (a square of :func:`face_size_in_crop` around
-    the crop's centre, grown like :func:`_texture_box`): its shape depends on ``size`` alone, as a CUDA graph
-    needs. Wider than a face's own box along x (faces are taller than wide)."""
-    centre, half = size / 2 - 0.5, face_size_in_crop(size) / 2
-    lo = max(0, math.floor(centre - half) - TEXTURE_PAD)
-    hi = min(size, max(lo + 1, math.ceil(centre + half) + TEXTURE_PAD + 1))
-    return lo, hi, lo, hi
-
-
-def block_capacity(size: int, faces: int) -> int:
-    """Rasteriser blocks (8 × 8 px) a CUDA graph of ``faces`` faces at crop ``size`` tests: the triangles' bounding
-    boxes overlap and cut blocks at their edges, so a face needs more blocks than its area holds. Real faces use
-    about half of this (tests/swapper/test_crop_graphs.py); a batch over it runs eagerly."""
-    y0, y1, x0, x1 = fixed_texture_box(size)
-    area_blocks = ((y1 - y0) // 8 + 1) * ((x1 - x0) // 8 + 1)
-    return faces * (3 * area_blocks + 4 * len(topology.TRIANGLES))
-
-
-def _crop_size(boxes: torch.Tensor) -> int:
-    """One working size for a batch: the largest face's native size, clamped, a multiple of 32."""
-    side = float(boxes[:, 2].max())
-    return int(min(MAX_CROP, max(MIN_CROP, 32 * round(side / 32))))
-
-
 def working_crop_size(items: Sequence[tuple[int, Face, SourceTexture]], options: MeshSwapOptions) -> int:
     """The crop size :func:`swap_faces` works at for ``items``: its largest face's (see ``SwapEngine.swap_key``)."""
     tgt = torch.stack([f.landmarks[:, :2] for _, f, _ in items]).to("cpu", torch.float32)  # type: ignore[index]
     src_pts = torch.stack([s.points for _, _, s in items]).to("cpu", torch.float32)
     return _crop_size(_square_box(output_geometry(tgt, src_pts, options.shape_transfer), CROP_MARGIN))
-
-
-#: Every crop size :func:`_crop_size` can pick (a CUDA-graph warm-up captures each).
-CROP_SIZES = tuple(range(MIN_CROP, MAX_CROP + 1, 32))
 
 
 def swap_in_crops(
@@ -358,7 +251,8 @@ def swap_in_crops(
         texture: ``(F, 3, T, T)`` each face's source texture: CIELAB float32 with ``colour_transfer="lab"``, else RGB
             in the crops' dtype.
         faces: ``(F, 12·468 + 2)`` float32: source points (texture pixels), output and target meshes (crop pixels),
-            each ``(468, 2)`` flattened, then the grain's sigma and weight (:func:`_grain_parameters`).
+            each ``(468, 2)`` flattened, then the grain's sigma and weight
+            (:func:`~faceweave.swapper.geometry.grain_parameters`).
         options: the swapper's options (all but ``shape_transfer`` matter here; ``blend="poisson"`` waits for the
             device).
         box: ``(y0, y1, x0, x1)`` the texture box, holding every output mesh plus :data:`TEXTURE_PAD`.
