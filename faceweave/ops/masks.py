@@ -74,10 +74,10 @@ def polygon_mask(poly: torch.Tensor, size: Sequence[int], *, subrows: int = 4, d
         wy0, wy1, wx0, wx1 = max(0, window[0]), min(h, window[1]), max(0, window[2]), min(w, window[3])
         out = poly.new_zeros(poly.shape[0], 1, h, w)
         if wy1 > wy0 and wx1 > wx0:
-            # the window's own mask, its pixel (0, 0) at (x0, y0): exact shifts for the coordinates in float32
-            shift = torch.tensor([wx0, wy0], device=poly.device, dtype=_work_dtype(poly.dtype))
-            out[..., wy0:wy1, wx0:wx1] = polygon_mask(poly.to(shift.dtype) - shift, (wy1 - wy0, wx1 - wx0),
-                                                      subrows=subrows, dilate=dilate)
+            # the window's own mask, its pixel (0, 0) at (x0, y0) (no tensor from host data: CUDA graphs)
+            p = poly.to(_work_dtype(poly.dtype))
+            shifted = torch.stack([p[..., 0] - wx0, p[..., 1] - wy0], -1)
+            out[..., wy0:wy1, wx0:wx1] = polygon_mask(shifted, (wy1 - wy0, wx1 - wx0), subrows=subrows, dilate=dilate)
         return out
     wd = _work_dtype(poly.dtype)
     dev = poly.device

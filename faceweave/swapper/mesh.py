@@ -241,6 +241,7 @@ def swap_in_crops(
     box: tuple[int, int, int, int],
     max_blocks: int | None = None,
     grain: bool = True,
+    read_masks: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The swap inside the face crops: warp the source texture onto the output mesh, build the masks, match colour,
     lighting and grain, and blend. Shapes and kernels depend only on the arguments' shapes, ``box`` and the options
@@ -258,6 +259,8 @@ def swap_in_crops(
         box: ``(y0, y1, x0, x1)`` the texture box, holding every output mesh plus :data:`TEXTURE_PAD`.
         max_blocks: the rasteriser's fixed block count (None: the exact count, one device sync).
         grain: restore the target's grain (False skips the step: the caller knows its weight is 0).
+        read_masks: the host may read the masks' values (free on the CPU; not in a CUDA graph): the Laplacian blend
+            then runs on the window around them only (the same values).
 
     Returns:
         ``(composite, mask, keep)``: ``(F, 3, S, S)`` blended crops (crops' dtype, ``[0, 1]``), ``(F, 1, S, S)`` the
@@ -348,9 +351,9 @@ def swap_in_crops(
     with record_function("swap.blend"):
         if options.blend == "laplacian":
             levels = max(2, min(5, int(size).bit_length() - 5))
-            if dev.type == "cpu":
+            if read_masks:
                 composite = _laplacian_blend_in_window(warped, target_crops, mask, levels)
-            else:  # the window would wait for the device (and a CUDA graph needs fixed shapes)
+            else:
                 composite = laplacian_pyramid_blend(warped, target_crops, mask, levels=levels).clamp(0, 1)
         elif options.blend == "poisson":
             composite = poisson_blend(warped, target_crops, (mask > 0.5).to(dt)).clamp(0, 1)
@@ -468,7 +471,8 @@ def swap_faces(
         composite, mask, keep_detail = (out[:n_faces] for out in graphs(tex_box, inputs)[:3])
     else:
         composite, mask, keep_detail = swap_in_crops(target_crops, tex, faces, options=options, box=tex_box,
-                                                     grain=magnification >= GRAIN_MIN_MAGNIFICATION)
+                                                     grain=magnification >= GRAIN_MIN_MAGNIFICATION,
+                                                     read_masks=dev.type == "cpu")
 
     out = frames.clone()
     # On the CPU, blend only the footprint of the masks' window (a crop's margin is about half its area); on a
