@@ -224,33 +224,35 @@ def rasterise_triangles(
     by = torch.div(local, ntx, rounding_mode="floor") * tile
     lo_f = lo.reshape(-1, 2)[flat_ids]
     hi_f = hi.reshape(-1, 2)[flat_ids]
-    offs = torch.arange(tile, device=dev, dtype=lo.dtype)
-    px = lo_f[:, 0, None, None] + bx[:, None, None].to(lo.dtype) + offs[None, None, :]  # (K,1,tile)
-    py = lo_f[:, 1, None, None] + by[:, None, None].to(lo.dtype) + offs[None, :, None]  # (K,tile,1)
+    offs = torch.arange(tile, device=dev, dtype=lo.dtype)[:, None]
+    # Blocks are the last axis (tile, tile, K): every full-size op below then runs along one long contiguous axis
+    # (with a block axis of 8 in the middle the broadcasts were 4-5x slower on the CPU); the values are the same.
+    px = (lo_f[:, 0] + bx.to(lo.dtype))[None, :] + offs  # (tile, K), x of each column of the block
+    py = (lo_f[:, 1] + by.to(lo.dtype))[None, :] + offs  # (tile, K), y of each row
     v0_f = v0.reshape(-1, 2)[flat_ids]
     ei = einv.reshape(-1, 2, 2)[flat_ids]
-    # Barycentric coords are affine in (x, y): split each into a column term (K,1,tile) and a row term
-    # (K,tile,1) so that only three full-size adds are needed per block.
-    dx = px - v0_f[:, 0, None, None]
-    dy = py - v0_f[:, 1, None, None]
-    c1, r1 = ei[:, 0, 0, None, None] * dx, ei[:, 0, 1, None, None] * dy
-    c2, r2 = ei[:, 1, 0, None, None] * dx, ei[:, 1, 1, None, None] * dy
-    l1 = c1 + r1
-    l2 = c2 + r2
-    l12 = (c1 + c2) + (r1 + r2)
+    # Barycentric coords are affine in (x, y): split each into a column term and a row term so that only three
+    # full-size adds are needed per block.
+    dx = px - v0_f[:, 0]
+    dy = py - v0_f[:, 1]
+    c1, r1 = ei[:, 0, 0] * dx, ei[:, 0, 1] * dy
+    c2, r2 = ei[:, 1, 0] * dx, ei[:, 1, 1] * dy
+    l1 = c1[None] + r1[:, None]  # (tile y, tile x, K)
+    l2 = c2[None] + r2[:, None]
+    l12 = (c1 + c2)[None] + (r1 + r2)[:, None]
     eps = 1e-5  # closes cracks between neighbours from rounding; a pixel on a shared edge may hit both
     inside = (l1 >= -eps) & (l2 >= -eps) & (l12 <= 1 + eps)
-    inside &= (px <= hi_f[:, 0, None, None]) & (py <= hi_f[:, 1, None, None])
+    inside &= (px <= hi_f[:, 0])[None] & (py <= hi_f[:, 1])[:, None]
     if in_use is not None:
-        inside &= in_use[:, None, None]
+        inside &= in_use
     batch_idx = torch.div(flat_ids, n_tri, rounding_mode="floor")
     tri_idx = flat_ids - batch_idx * n_tri
+    col = px.clamp(max=w - 1).long()
+    row = py.clamp(max=h - 1).long() * w + batch_idx * (h * w)
     # No boolean indexing (nonzero is slow and syncs): outside pixels scatter −1, which amax ignores; their
     # coordinates are clamped so the flat index stays on the right image row.
-    col = px.clamp(max=w - 1).long()
-    row = py.clamp(max=h - 1).long() * w + batch_idx[:, None, None] * (h * w)
-    lin = (row + col).reshape(-1)
-    val = torch.where(inside, tri_idx[:, None, None], torch.full_like(tri_idx[:, None, None], -1)).reshape(-1)
+    lin = (row[:, None] + col[None]).reshape(-1)
+    val = torch.where(inside, tri_idx, torch.full_like(tri_idx, -1)).reshape(-1)
     ids.view(-1).scatter_reduce_(0, lin, val, reduce="amax")
     return ids.view(bsz, h, w)
 
