@@ -35,8 +35,8 @@ from faceweave.stages import (
     Recogniser,
     Swapper,
 )
+from faceweave.swapper.geometry import CROP_SIZES
 from faceweave.swapper.mesh import (
-    CROP_SIZES,
     MeshSwapOptions,
     MeshSwapper,
     SourceTexture,

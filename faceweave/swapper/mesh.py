@@ -40,25 +40,26 @@ from faceweave.ops.colour import (
     rgb_to_lab,
     transfer_shading,
 )
-from faceweave.ops.crops import square_boxes as _square_box  # the crop geometry of faces (tests reach it here)
+from faceweave.ops.crops import square_boxes as _square_box
 from faceweave.ops.filters import area_window, gaussian_blur_traced
 from faceweave.ops.geometry import transform_points
 from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
 from faceweave.ops.occlusion import occlusion_mask
 from faceweave.ops.warp import piecewise_affine_warp, triangle_blocks, warp_affine
 from faceweave.settings import BlendMode, ColourMode, SwapSettings
-from faceweave.swapper.geometry import CROP_MARGIN as CROP_MARGIN
-from faceweave.swapper.geometry import CROP_SIZES as CROP_SIZES
-from faceweave.swapper.geometry import GRAIN_MAX_SIGMA, GRAIN_MIN_MAGNIFICATION, block_capacity, face_size_in_crop
-from faceweave.swapper.geometry import MAX_CROP as MAX_CROP
-from faceweave.swapper.geometry import MIN_CROP as MIN_CROP
-from faceweave.swapper.geometry import TEXTURE_PAD as TEXTURE_PAD
+from faceweave.swapper.geometry import (
+    CROP_MARGIN,
+    GRAIN_MAX_SIGMA,
+    GRAIN_MIN_MAGNIFICATION,
+    block_capacity,
+    face_size_in_crop,
+    fixed_texture_box,
+    output_geometry,
+)
 from faceweave.swapper.geometry import crop_matrix as _crop_matrix
 from faceweave.swapper.geometry import crop_size as _crop_size
-from faceweave.swapper.geometry import fixed_texture_box as fixed_texture_box
 from faceweave.swapper.geometry import grain_parameters as _grain_parameters
 from faceweave.swapper.geometry import magnification as _magnification
-from faceweave.swapper.geometry import output_geometry as output_geometry
 from faceweave.swapper.geometry import texture_box as _texture_box
 
 #: Side of the aligned source texture crop. 512 keeps the detail of typical portraits (inswapper works at 128).

@@ -18,11 +18,13 @@ from faceweave.enhance.detail import sharpen_faces
 from faceweave.models import topology
 from faceweave.ops.blend import laplacian_pyramid_blend, paste_back_region
 from faceweave.ops.colour import edge_colour_correction, match_edge_colour
+from faceweave.ops.crops import square_boxes
 from faceweave.ops.filters import area_window
+from faceweave.ops.geometry import transform_points
 from faceweave.ops.masks import feather_mask, polygon_mask
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.settings import SwapSettings
-from faceweave.swapper import mesh
+from faceweave.swapper import geometry, mesh
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +63,11 @@ def test_polygon_window_matches_the_whole_grid(scene: dict[str, Any]) -> None:
     for _, items in scene["rows"]:
         face = items[0][1]
         pts = face.landmarks[None, :, :2].float()
-        box = mesh._square_box(pts, mesh.CROP_MARGIN)
+        box = square_boxes(pts, geometry.CROP_MARGIN)
         size = 288
         grid = mesh.MASK_SIZE / size
-        crop_pts = mesh.transform_points(mesh._crop_matrix(box, size), pts)
-        y0, y1, x0, x1 = mesh._texture_box(crop_pts, size)
+        crop_pts = transform_points(geometry.crop_matrix(box, size), pts)
+        y0, y1, x0, x1 = geometry.texture_box(crop_pts, size)
         g = (crop_pts + 0.5) * grid - 0.5
         window = (int(y0 * grid), int(y1 * grid) + 2, int(x0 * grid), int(x1 * grid) + 2)
         for idx, dilate, subrows in ((topology.FACE_OVAL, 0.0, 4), (topology.LIPS_OUTER, 4 * grid, 2),

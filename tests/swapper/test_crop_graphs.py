@@ -12,11 +12,14 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from faceweave.models import topology
+from faceweave.ops.crops import square_boxes
 from faceweave.ops.filters import gaussian_blur, gaussian_blur_traced
+from faceweave.ops.geometry import transform_points
 from faceweave.ops.warp import rasterise_triangles, triangle_blocks
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.settings import SwapSettings
-from faceweave.swapper import mesh
+from faceweave.swapper import geometry, mesh
 
 # Ops that wait for the device (or make shapes depend on data), and tensors made from host data: a CUDA graph
 # cannot hold them.
@@ -69,28 +72,28 @@ def test_graph_path_matches_eager_path(scene: dict[str, Any], crop_size: int | N
     assert len(direct.calls) == 1, "the batch was not within the graph's block capacity"
     box, inputs = direct.calls[0]
     n_graph, size = inputs[0].shape[0], inputs[0].shape[-1]
-    assert n_graph == 8 and box == mesh.fixed_texture_box(size)
+    assert n_graph == 8 and box == geometry.fixed_texture_box(size)
     diff = (eager - graphed).abs()
     assert float(diff.max()) < 2 / 255 and float(diff.mean()) < 1e-4
     assert float((eager - scene["frames"]).abs().max()) > 0.2  # the faces really were swapped
 
 
 def test_block_capacity_holds_real_faces(scene: dict[str, Any]) -> None:
-    tri = torch.as_tensor(np.array(mesh.topology.TRIANGLES))
+    tri = torch.as_tensor(np.array(topology.TRIANGLES))
     src = scene["source"].points[None]
     for _, face, _ in scene["items"]:
-        geo = mesh.output_geometry(face.landmarks[None, :, :2].float(), src, 0.6)
-        box = mesh._square_box(geo, mesh.CROP_MARGIN)
-        for size in mesh.CROP_SIZES:
-            y0, y1, x0, x1 = mesh.fixed_texture_box(size)
-            pts = mesh.transform_points(mesh._crop_matrix(box, size), geo) - torch.tensor([x0, y0])
+        geo = geometry.output_geometry(face.landmarks[None, :, :2].float(), src, 0.6)
+        box = square_boxes(geo, geometry.CROP_MARGIN)
+        for size in geometry.CROP_SIZES:
+            y0, y1, x0, x1 = geometry.fixed_texture_box(size)
+            pts = transform_points(geometry.crop_matrix(box, size), geo) - torch.tensor([x0, y0])
             assert float(pts.min()) >= 0 and float(pts[..., 0].max()) < x1 - x0 and float(pts[..., 1].max()) < y1 - y0
             used = int(triangle_blocks(pts, tri, (y1 - y0, x1 - x0))[2].prod(-1).sum())
-            assert used < 0.6 * mesh.block_capacity(size, 1), (size, used)
+            assert used < 0.6 * geometry.block_capacity(size, 1), (size, used)
 
 
 def test_rasteriser_with_fixed_blocks_is_exact(scene: dict[str, Any]) -> None:
-    tri = torch.as_tensor(np.array(mesh.topology.TRIANGLES))
+    tri = torch.as_tensor(np.array(topology.TRIANGLES))
     pts = torch.stack([f.landmarks[:, :2].float() for _, f, _ in scene["items"]])
     pts = pts - pts.amin(dim=(0, 1)) + 2
     size = (int(pts[..., 1].max()) + 4, int(pts[..., 0].max()) + 4)
@@ -168,12 +171,12 @@ def test_warm_up_captures_every_swap_graph(media: type) -> None:
     frames_np = _frames(media.rgb("obama.jpg"), 8, (1080, 1920))
     engine.warm_up((1080, 1920))
     graphs = engine.crop_graphs
-    assert graphs is not None and not graphs.failed and len(graphs.captured) == len(mesh.CROP_SIZES)
+    assert graphs is not None and not graphs.failed and len(graphs.captured) == len(geometry.CROP_SIZES)
     sources = engine.prepare_sources([media.rgb("astronaut.png")])
     frames = torch.cat([engine.to_tensor(f) for f in frames_np])
     faces = engine.analyze(frames)
     out = engine.swap(frames, [engine.select(row, sources) for row in faces], sources)
-    assert len(graphs.captured) == len(mesh.CROP_SIZES)
+    assert len(graphs.captured) == len(geometry.CROP_SIZES)
     assert float((out.float() - frames.float()).abs().max()) > 0.2
 
 
@@ -194,4 +197,4 @@ def test_swap_warm_up_frames_smaller_than_the_face_image(media: type, monkeypatc
 
     monkeypatch.setattr("faceweave.pipeline.engine.swap_faces", counting)
     engine._warm_up_swap(image, face, (360, 640), [2])
-    assert calls == list(mesh.CROP_SIZES)
+    assert calls == list(geometry.CROP_SIZES)
