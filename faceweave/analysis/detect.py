@@ -183,8 +183,9 @@ class FaceDetector(nn.Module):
         if len(image_sizes) != batch or any(not (0 < h <= height and 0 < w <= width) for h, w in image_sizes):
             raise ShapeError(f"sizes must give 0 < (height, width) <= {(height, width)} for each of {batch} frames")
         upright = torch.zeros(1)
+        by_size = group_by_size(image_sizes)
         parts = []
-        for (h, w), index in group_by_size(image_sizes).items():
+        for (h, w), index in by_size.items():
             plan = [(self.short, [view_matrices(h, w, self.short.input_size, upright)]),
                     (self.full, [view_matrices(h, w, self.full.input_size, upright)])]
             # Small faces (group photos): tiles at every scale a face from min_face up can have, on every frame,
@@ -202,7 +203,7 @@ class FaceDetector(nn.Module):
         if self.rotation_retry and any(not faces for faces in results):
             angles = torch.tensor(RETRY_ANGLES)
             retry_parts = []
-            for (h, w), index in group_by_size(image_sizes).items():
+            for (h, w), index in by_size.items():
                 missing = [i for i in index if not results[i]]
                 if missing:
                     retry_plan = [(net, [view_matrices(h, w, net.input_size, angles)])
