@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu", help="the swap's device: cpu, cuda or cuda:N (the GPU A/B row)")
     parser.add_argument("--sizes", default="1280x720,1920x1080")
     parser.add_argument("--skip-swap", action="store_true", help="only the transcode rows")
     parser.add_argument("--json", type=Path, default=None)
@@ -177,7 +178,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    base = SwapSettings(video_codec="libx264", preset="veryfast", crf=20, device="cpu")
+    base = SwapSettings(video_codec="libx264", preset="veryfast", crf=20, device=args.device)
     encoder = EncoderSettings("libx264", crf=20, preset="veryfast")
     engine = None if args.skip_swap else SwapEngine(base)
     if engine is not None:
@@ -255,7 +256,7 @@ def main() -> None:
               f"{r['writer_step']['copy_ms']} + {r['writer_step']['mark_ms']} | "
               f"{r['load_before_after'][0]:.1f} → {r['load_before_after'][1]:.1f} |")
     if args.json:
-        args.json.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
+        args.json.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "device": args.device,
                                          "torch_threads": args.threads, "pyav": av.__version__, "results": rows},
                                         indent=2))
 
