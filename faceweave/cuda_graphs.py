@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from faceweave.device import engine_lock
+
 log = logging.getLogger(__name__)
 
 
@@ -100,7 +102,9 @@ class GraphCache:
     def _capture(self, inputs: Sequence[torch.Tensor]) -> CapturedCall:
         """Warm ``fn`` up on a side stream (cuDNN plans, allocator, cached constants), then capture it."""
         device = inputs[0].device
-        with torch.inference_mode():
+        # nothing else may run on the device while it captures (see faceweave.device.engine_lock): an engine's
+        # forwards already hold this lock; a cache used outside an engine takes it here
+        with engine_lock(device), torch.inference_mode():
             static_inputs = tuple(self._buffer(x) for x in inputs)
             side = _side_stream(device)
             side.wait_stream(torch.cuda.current_stream(device))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import threading
+
 import torch
 
 from faceweave.errors import DeviceUnavailable, InvalidOption
@@ -50,3 +53,30 @@ def to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda" and t.device.type == "cpu":
         t = t.pin_memory()
     return t.to(device, non_blocking=True)
+
+
+def engine_lock(device: torch.device) -> threading.RLock:
+    """The lock an engine's forwards hold (see :class:`~faceweave.pipeline.engine.SwapEngine`).
+
+    On CUDA it is one lock per device, shared by every engine on it: a CUDA-graph capture must not overlap another
+    thread's work on the device (two engines capturing at once, or one capturing while another ran, failed their
+    captures and a request with "operation not permitted when stream is capturing" on an H100, 2026-12-05), and the
+    forwards of two engines on one GPU gain nothing from running at once. Elsewhere each engine has its own lock.
+    """
+    if device.type != "cuda":
+        return threading.RLock()
+    return _cuda_lock(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.cache
+def _cuda_lock(index: int) -> threading.RLock:
+    # process-wide because the device and its capture state are: one per CUDA device index
+    return threading.RLock()
+
+
+@functools.cache
+def init_cuda_linalg(index: int) -> None:
+    """Load torch's CUDA linear-algebra library once, before any two threads can ask for it: its lazy loader is not
+    thread-safe (two :sync slots warping at once raised "lazy wrapper should be called at most once", H100)."""
+    with _cuda_lock(index):
+        torch.linalg.inv(torch.eye(3, dtype=torch.float64, device=torch.device("cuda", index)))

@@ -65,7 +65,8 @@ class SwapSettings(BaseModel):
 
     # --- compute -------------------------------------------------------------------------------------------
     device: DeviceName = "auto"
-    dtype: DTypeName = "auto"
+    dtype: DTypeName = Field("auto", description="precision of the swap, enhancer and plug-in nets (auto: float16 on "
+                             "CUDA, float32 elsewhere); the detector and FaceMesh always run in float32")
     batch_size: int = Field(8, ge=1, le=256)
     devices: str | None = Field(None, description="video segments across devices, e.g. '0,1' (GPUs) or 'cpu,cpu'")
     cuda_graphs: bool = Field(

@@ -7,7 +7,6 @@ them for batches of frames: decode → detect → landmarks → select → swap 
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from os import PathLike
@@ -21,7 +20,7 @@ from faceweave.analysis.face import Face
 from faceweave.analysis.identity import face_identity
 from faceweave.analysis.select import select_faces
 from faceweave.cuda_graphs import GraphCache
-from faceweave.device import resolve_device, resolve_dtype
+from faceweave.device import engine_lock, init_cuda_linalg, resolve_device, resolve_dtype
 from faceweave.enhance.detail import DetailEnhancer
 from faceweave.errors import InvalidOption, NoFaceInReference, NoFaceInSource
 from faceweave.models.tflite_graph import set_cuda_graphs
@@ -76,6 +75,16 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     """``(B, 3, H, W)`` float ``[0, 1]`` → ``(B, H, W, 3)`` uint8 on the host (rounded, one copy)."""
     return (frames.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
             .cpu().numpy())
+
+
+#: the analysis nets (detector, FaceMesh) run in float32 whatever ``settings.dtype`` says. In float16 the faces found in
+#: an image depended on what else was in its batch (cuDNN picks kernels by batch size, and their rounding moved a
+#: source's box by 3.7 px and its landmarks by 1.8 px on an H100: ``benchmarks/image_batch_parity.py --explain``),
+#: so a request's output depended on other users' requests batched with it (issue 18); float32 gave identical faces.
+#: It is not slower where it counts: the video path's analysis took 0.885 + 0.245 ms (fp32) against 0.574 + 0.342
+#: (fp16) per frame at batch 32 with graphs (H100, docs/benchmarks.md 0-21), and that stream is bound by its host
+#: thread, not the GPU.
+ANALYSIS_DTYPE = torch.float32
 
 
 def make_detector(settings: SwapSettings, device: torch.device, dtype: torch.dtype, pool: object = None
@@ -157,13 +166,17 @@ class SwapEngine:
     """Models and stages for one :class:`SwapSettings` on one device. Thread-safe: the forwards (``analyze``,
     ``refine``, ``identify``, ``swap``, ``prepare_sources``, ``prepare_source``, ``reference_embeddings``,
     ``warm_up``) run one at a time under :attr:`lock`, so K concurrent jobs can share one warm engine (one copy
-    of the models, one graph set)."""
+    of the models, one graph set). On CUDA the lock is the device's: engines of different settings on one GPU take
+    turns too, so no CUDA-graph capture overlaps other work on the device."""
 
     def __init__(self, settings: SwapSettings | None = None, *, device: torch.device | None = None) -> None:
         self.settings = settings or SwapSettings()
-        #: held by every forward (see :func:`_serialised`); reentrant because stages call one another
-        self.lock = threading.RLock()
         self.device = device or resolve_device(self.settings.device)
+        #: held by every forward (see :func:`_serialised`); reentrant because stages call one another. On CUDA it
+        #: is the device's, shared with every other engine there (:func:`~faceweave.device.engine_lock`)
+        self.lock = engine_lock(self.device)
+        if self.device.type == "cuda":
+            init_cuda_linalg(self.device.index if self.device.index is not None else torch.cuda.current_device())
         self.dtype = resolve_dtype(self.settings.dtype, self.device)
         #: the built-in swapper's options, taken from the settings once
         self.swap_options = MeshSwapOptions.from_settings(self.settings)
@@ -196,7 +209,7 @@ class SwapEngine:
     @property
     def detector(self) -> Detector:
         if self._detector is None:
-            self._detector = make_detector(self.settings, self.device, self.dtype, self._graph_pool())
+            self._detector = make_detector(self.settings, self.device, ANALYSIS_DTYPE, self._graph_pool())
         return self._detector
 
     def _graph_pool(self) -> object:
@@ -224,7 +237,7 @@ class SwapEngine:
     @property
     def mesh(self) -> Landmarker:
         if self._mesh is None:
-            self._mesh = make_landmarker(self.settings, self.device, self.dtype, self._graph_pool())
+            self._mesh = make_landmarker(self.settings, self.device, ANALYSIS_DTYPE, self._graph_pool())
         return self._mesh
 
     @property

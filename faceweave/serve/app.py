@@ -29,6 +29,7 @@ from faceweave.pipeline.batcher import WindowBatcher
 from faceweave.serve.auth import Authenticator
 from faceweave.serve.deps import Service
 from faceweave.serve.executor import (
+    EngineCache,
     Executor,
     InProcessExecutor,
     JobFunction,
@@ -121,7 +122,10 @@ def create_app(
             job_function=job_function, moderator=moderator,
             sync_slots=asyncio.Semaphore(settings.sync_concurrency),
         )  # fmt: skip
-        sync_states: list[dict[str, Any]] = [{} for _ in range(settings.sync_concurrency)]
+        # the :sync slots use the executor's warm engines (one engine per model settings in the process: one copy
+        # of the models and CUDA graphs, warmed once); with Ray the jobs run elsewhere and the slots share their own
+        engines = executor.engines if isinstance(executor, InProcessExecutor) else EngineCache()
+        sync_states: list[dict[str, Any]] = [{"engines": engines} for _ in range(settings.sync_concurrency)]
         if settings.sync_batch > 1 and job_function is run_swap:
             # one warm engine batches the :sync requests of concurrent clients; twice a batch may wait at once, so
             # the next batch forms while one runs (an injected job function runs each request alone, below)

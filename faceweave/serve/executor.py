@@ -271,6 +271,11 @@ class InProcessExecutor:
         self._engines = EngineCache()  # one warm engine per model settings for all workers
 
     @property
+    def engines(self) -> EngineCache:
+        """The warm engines of every worker (the API's :sync slots share them too)."""
+        return self._engines
+
+    @property
     def ready(self) -> bool:
         return all(self._ready)
 

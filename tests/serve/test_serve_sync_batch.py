@@ -59,3 +59,36 @@ async def test_sync_requests_of_concurrent_clients_run_as_one_batch(tmp_path: Pa
         files, data = swap_form([("s.jpg", media_bytes("obama.jpg"))], ("t.png", media_bytes("astronaut.png")))
         alone = await h.client.post("/v1/swaps:sync", files=files, data=data, headers=acme)
         assert alone.status_code == 200 and (batcher.batches, batcher.items) == (2, 5)
+
+
+async def test_unbatched_sync_slots_share_the_executors_engine(tmp_path: Path, media_bytes: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two :sync slots (sync_batch 1) answering at once use the executor's warm engine: one copy of the models (and,
+    on a GPU, of the CUDA graphs) in the process, not one per slot (issue 18)."""
+    from faceweave.pipeline import engine as engine_module
+
+    built: list[object] = []
+    real_init = engine_module.SwapEngine.__init__
+
+    def counting_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module.SwapEngine, "__init__", counting_init)
+    async with running_app(tmp_path, device="cpu", sync_batch=1, sync_concurrency=2) as h:
+        assert h.svc.sync_batcher is None
+        acme = h.headers("acme")
+        answers: list[Any] = [None, None]
+
+        async def send(k: int) -> None:
+            files, data = swap_form([("s.jpg", media_bytes("grace_hopper.jpg"))],
+                                    ("t.png", media_bytes("astronaut.png")))
+            answers[k] = await h.client.post("/v1/swaps:sync", files=files, data=data, headers=acme)
+
+        with anyio.fail_after(300):
+            async with anyio.create_task_group() as tg:
+                for k in range(2):
+                    tg.start_soon(send, k)
+        assert [a.status_code for a in answers] == [200, 200], [a.text[:200] for a in answers]
+        assert len(built) == 1
+        assert h.svc.executor.engines.find(lambda engine: engine is built[0]) is built[0]
