@@ -284,7 +284,7 @@ class SwapEngine:
             assert isinstance(mesh, FaceMesh)  # make_landmarker's
             with torch.inference_mode():  # FaceMesh: up to one face per frame of a batch
                 for n in buckets:
-                    mesh.net(torch.zeros(n, 3, INPUT_SIZE, INPUT_SIZE, device=self.device, dtype=self.dtype))
+                    mesh.net(torch.zeros(n, 3, INPUT_SIZE, INPUT_SIZE, device=self.device, dtype=ANALYSIS_DTYPE))
             if self.crop_graphs is not None and found[0]:
                 self._warm_up_swap(face, found[0][0], frame_size, buckets)
         self._warmed.add(frame_size)
