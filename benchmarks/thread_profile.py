@@ -75,6 +75,8 @@ def main() -> None:
     ap.add_argument("--all-threads", action="store_true",
                     help="sample every running thread, not only the one holding the GIL (on the CPU the torch ops "
                          "release the GIL: this shows where each thread computes)")
+    ap.add_argument("--idle", action="store_true",
+                    help="with --all-threads: sample waiting threads too (lock, GPU and queue waits show as wall time)")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", type=Path, default=None, help="also write the report here (and the raw stacks beside)")
     args = ap.parse_args()
@@ -91,7 +93,7 @@ def main() -> None:
         source = [media_path("astronaut.png")]
         swap_video(source, clip, tmp / "warm.mp4", settings.model_copy(update={"trim_end": "1"}), engine=engine)
         raw = (args.out.with_suffix(".raw.txt") if args.out else tmp / "spy.raw.txt")
-        mode = [] if args.all_threads else ["--gil"]
+        mode = (["--idle"] if args.idle else []) if args.all_threads else ["--gil"]
         proc = subprocess.Popen([spy, "record", "--pid", str(os.getpid()), *mode, "--threads", "--rate",
                                  str(args.rate), "--format", "raw", "--output", str(raw), "--nonblocking"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -105,7 +107,8 @@ def main() -> None:
                  f"batch {args.batch}, {args.dtype}, {args.content} clip",
                  f"stream timing (s): {result.stats.get('stream_timing')}"]
         if raw.exists():
-            lines.append("sampled: " + ("every running thread" if args.all_threads else "the GIL holder only"))
+            lines.append("sampled: " + (("every thread, waiting ones too" if args.idle else "every running thread")
+                                        if args.all_threads else "the GIL holder only"))
             lines += summarise(raw, wall + 1.0, args.rate, args.top)
         else:
             lines.append(f"py-spy wrote nothing: {err.decode(errors='replace')[-2000:]}")
