@@ -41,16 +41,20 @@ STAGES: list[tuple[str, str, str]] = [
     ("  decode (read_image)", "faceweave.media.image", "read_image"),
     ("  batcher.submit (window + forwards)", "faceweave.pipeline.batcher", "WindowBatcher.submit"),
     ("    swap_image_batch (batch thread)", "faceweave.pipeline.image_batch", "swap_image_batch"),
+    ("    swap_image_batch_on_device (batch thread)", "faceweave.pipeline.image_batch", "swap_image_batch_on_device"),
     ("      canvas (_stack)", "faceweave.pipeline.image_batch", "_stack"),
     ("      analyze", "faceweave.pipeline.engine", "SwapEngine.analyze"),
     ("      prepare_source", "faceweave.pipeline.engine", "SwapEngine.prepare_source"),
     ("      swap", "faceweave.pipeline.engine", "SwapEngine.swap"),
     ("      to_uint8", "faceweave.pipeline.image_batch", "to_uint8"),
-    ("  finish_image", "faceweave.pipeline.image", "finish_image"),
+    ("  to_host (request thread)", "faceweave.pipeline.image_batch", "DeviceOutcome.to_host"),
+    ("  finish_image (writes the file)", "faceweave.pipeline.image", "finish_image"),
+    ("  finished_image_bytes (in memory)", "faceweave.pipeline.image", "finished_image_bytes"),
     ("    ingredients (sha256 of inputs)", "faceweave.provenance.c2pa", "Ingredient.of_file"),
     ("    watermark", "faceweave.provenance.mark", "embed_watermark"),
     ("    encode", "faceweave.media.image", "encode_image"),
     ("    signing identity (key load)", "faceweave.provenance.mark", "signing_identity"),
+    ("    C2PA thumbnail", "faceweave.provenance.mark", "claim_thumbnail"),
     ("    C2PA sign", "faceweave.provenance.mark", "sign_bytes"),
     ("    atomic write", "faceweave.media.image", "atomic_write_bytes"),
 ]
@@ -171,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     wall = med("client wall")
     top = [lb for lb in labels if not lb.startswith(" ")]
+    labels = [lb for lb in labels if any(r.get(lb, 0.0) > 0 for r in rows)]  # found but never called: left out
     report = {
         "size": args.size, "format": args.format, "requests": len(rows), "target_bytes": len(target),
         "output_bytes": out_bytes, "client_wall_ms_median": round(wall, 1),
@@ -181,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": os.getloadavg(),
     }  # fmt: skip
     print(json.dumps(report, indent=2))
-    print("\n| stage | ms (median of %d) | share |\n|---|---|---|" % len(rows))
+    print(f"\n| stage | ms (median of {len(rows)}) | share |\n|---|---|---|")
     for lb in labels:
         depth = (len(lb) - len(lb.lstrip(" "))) // 2
         print(f"| {'&nbsp;&nbsp;' * depth}{lb.strip()} | {med(lb):.1f} | {med(lb) / wall:.0%} |")
