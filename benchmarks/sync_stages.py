@@ -5,7 +5,7 @@ sends ``--requests`` requests one after another from one client and prints, per 
 request (and a Markdown table). Stages nest: the indented ones are parts of the line above them; ``other`` is the
 rest of the client's wall time (HTTP, thread hops, the route's own code).
 
-    python benchmarks/sync_stages.py --size 1920 --requests 8 [--format png|jpg] [--device cpu]
+    python benchmarks/sync_stages.py --size 1920 --requests 8 [--target obama2.jpg] [--format png|jpg] [--device cpu]
 
 A stage whose function is not found in the tree (renamed, moved) is left out of the table, never guessed.
 """
@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=1920, help="longest side of the target (a bundled face scaled)")
     ap.add_argument("--requests", type=int, default=8, help="timed requests (after 2 untimed ones)")
+    ap.add_argument("--target", default="astronaut.png",
+                    help="bundled target face (astronaut.png: square, 1920²; obama2.jpg: 1920×1002 at --size 1920)")
     ap.add_argument("--format", choices=("png", "jpg"), default="png", help="the target's (and so the output's) format")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sync-batch", type=int, default=16)
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="faceweave-stages-")
     base, key, server, thread, _svc = _start_server(Path(tmp.name), 2, args.sync_batch, args.device)
     source = _image("obama.jpg", min(args.size, 512), "png")
-    target = _image("astronaut.png", args.size, args.format)
+    target = _image(args.target, args.size, args.format)
     ctype = "image/png" if args.format == "png" else "image/jpeg"
     files = [("sources", ("s.png", source, "image/png")), ("target", (f"t.{args.format}", target, ctype))]
     rows: list[dict[str, float]] = []
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     top = [lb for lb in labels if not lb.startswith(" ")]
     labels = [lb for lb in labels if any(r.get(lb, 0.0) > 0 for r in rows)]  # found but never called: left out
     report = {
-        "size": args.size, "format": args.format, "requests": len(rows), "target_bytes": len(target),
+        "target": args.target, "size": args.size, "format": args.format, "requests": len(rows), "target_bytes": len(target),
         "output_bytes": out_bytes, "client_wall_ms_median": round(wall, 1),
         "client_wall_ms_min": round(min(r["client wall"] for r in rows) * 1000, 1),
         "stages_ms_median": {lb.strip(): round(med(lb), 1) for lb in labels},
