@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     top = [lb for lb in labels if not lb.startswith(" ")]
     labels = [lb for lb in labels if any(r.get(lb, 0.0) > 0 for r in rows)]  # found but never called: left out
     report = {
-        "target": args.target, "size": args.size, "format": args.format, "requests": len(rows), "target_bytes": len(target),
-        "output_bytes": out_bytes, "client_wall_ms_median": round(wall, 1),
+        "target": args.target, "size": args.size, "format": args.format, "requests": len(rows),
+        "target_bytes": len(target), "output_bytes": out_bytes, "client_wall_ms_median": round(wall, 1),
         "client_wall_ms_min": round(min(r["client wall"] for r in rows) * 1000, 1),
         "stages_ms_median": {lb.strip(): round(med(lb), 1) for lb in labels},
         "other_ms_median": round(statistics.median(
