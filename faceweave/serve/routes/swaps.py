@@ -40,7 +40,7 @@ from faceweave.serve.urls import AddressPolicy, check_webhook
 from faceweave.settings import SwapSettings
 
 if TYPE_CHECKING:
-    from faceweave.pipeline.batcher import WindowBatcher
+    from faceweave.pipeline.batcher import Announcement, WindowBatcher
     from faceweave.pipeline.image_batch import DeviceOutcome, ImageJob
 
 log = logging.getLogger("faceweave.serve")
@@ -146,9 +146,8 @@ async def swap_sync(request: Request, svc: ServiceDep) -> Response:
     """Swap a small image and answer the image itself (no job is stored)."""
     principal = authenticate(request, svc)
     spool = svc.settings.work_dir / "sync" / uuid.uuid4().hex
-    batcher = svc.sync_batcher
-    if batcher is not None:
-        batcher.expect(1)  # a batch starting while this one uploads waits a moment (sync_batch_window_s) for it
+    # a batch starting while this request uploads waits a moment (sync_batch_window_s) for it, until it submits
+    announcement = svc.sync_batcher.announce() if svc.sync_batcher is not None else None
     try:
         inputs = await read_inputs(request, svc, spool, sync=True)
         settings = parse_settings(svc, inputs.form.one("settings"))
@@ -162,7 +161,8 @@ async def swap_sync(request: Request, svc: ServiceDep) -> Response:
         assert svc.sync_slots is not None
         async with svc.sync_slots:
             if svc.sync_batcher is not None:  # with the other clients' requests, as one batch
-                answer = await anyio.to_thread.run_sync(_run_sync_job, svc, principal, settings, inputs, spool, None)
+                answer = await anyio.to_thread.run_sync(_run_sync_job, svc, principal, settings, inputs, spool, None,
+                                                        announcement)  # fmt: skip
             else:
                 state = svc.sync_states.get_nowait()
                 try:
@@ -172,8 +172,8 @@ async def swap_sync(request: Request, svc: ServiceDep) -> Response:
                 finally:
                     svc.sync_states.put(state)
     finally:
-        if batcher is not None:
-            batcher.expect(-1)
+        if announcement is not None:
+            announcement.withdraw()  # (a no-op once submitted)
         shutil.rmtree(spool, ignore_errors=True)
     media = MEDIA_TYPES.get(answer.suffix, "application/octet-stream")
     return Response(answer.data, media_type=media, headers={"X-Faceweave-Faces-Swapped": str(answer.faces_swapped)})
@@ -314,7 +314,7 @@ class _SyncAnswer:
 
 def _run_sync_job(
     svc: Service, principal: Principal, settings: SwapSettings, inputs: Inputs, spool: Path,
-    state: dict[str, Any] | None,
+    state: dict[str, Any] | None, announcement: Announcement | None = None,
 ) -> _SyncAnswer:
     """Run a :sync request: in the next batch of :attr:`Service.sync_batcher` (``state`` None), else alone with the
     slot's ``state``. A job error (no face…) is raised here, for the route's error answer."""
@@ -328,7 +328,7 @@ def _run_sync_job(
     if state is None:
         assert svc.sync_batcher is not None
         answer = _batched_sync_job(svc.sync_batcher, sources, target, output, settings,
-                                   svc.settings.sync_png_compression)  # fmt: skip
+                                   svc.settings.sync_png_compression, announcement)  # fmt: skip
     else:
         now = time.time()
         job = Job(
@@ -345,16 +345,19 @@ def _run_sync_job(
 
 
 def _batched_sync_job(batcher: WindowBatcher[ImageJob, DeviceOutcome], sources: list[Path], target: Path,
-                      output: Path, settings: SwapSettings, png_compression: int) -> _SyncAnswer:
+                      output: Path, settings: SwapSettings, png_compression: int,
+                      announcement: Announcement | None = None) -> _SyncAnswer:
     """Read the images here, run the forwards in the next batch, convert and mark the result here: the batch's
     thread does only the forwards, so one batch's host work (the result's copy to the host, watermark, encode, C2PA)
     overlaps the next batch's forwards. The answer is encoded in memory (``output`` names its format; nothing is
-    written), at PNG level ``png_compression``."""
+    written), at PNG level ``png_compression``. ``announcement`` (the request's, from
+    :meth:`WindowBatcher.announce`) is withdrawn as the job is queued: while this thread marks and encodes, the next
+    batch does not wait for it."""
     from faceweave.pipeline.image import finished_image_bytes
     from faceweave.pipeline.image_batch import ImageFileJob, read_image_job
 
     batch_job, loaded = read_image_job(ImageFileJob(sources, target, output, settings))
-    got = batcher.submit(batch_job).to_host()  # submit raises the job's own error (no face…)
+    got = batcher.submit(batch_job, announcement).to_host()  # submit raises the job's own error (no face…)
     data = finished_image_bytes(got.image, sources, target, output, settings, like=loaded,
                                 png_compression=png_compression)  # fmt: skip
     return _SyncAnswer(data, output.suffix.lower(), got.swapped)
