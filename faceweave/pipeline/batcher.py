@@ -120,7 +120,7 @@ class WindowBatcher(Generic[T, R]):
 
 class Announcement:
     """A caller counted in its batcher's :attr:`WindowBatcher.expected` (from :meth:`WindowBatcher.announce`) until
-    it submits or :meth:`withdraw` s; withdrawing twice, or after submitting, does nothing."""
+    the batch that holds its item starts, or it :meth:`withdraw` s; withdrawing again after either does nothing."""
 
     def __init__(self, batcher: WindowBatcher[Any, Any]) -> None:
         self.batcher = batcher

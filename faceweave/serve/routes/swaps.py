@@ -146,7 +146,7 @@ async def swap_sync(request: Request, svc: ServiceDep) -> Response:
     """Swap a small image and answer the image itself (no job is stored)."""
     principal = authenticate(request, svc)
     spool = svc.settings.work_dir / "sync" / uuid.uuid4().hex
-    # a batch starting while this request uploads waits a moment (sync_batch_window_s) for it, until it submits
+    # a batch starting while this request uploads waits a moment (sync_batch_window_s) for it, until its batch runs
     announcement = svc.sync_batcher.announce() if svc.sync_batcher is not None else None
     try:
         inputs = await read_inputs(request, svc, spool, sync=True)
@@ -173,7 +173,7 @@ async def swap_sync(request: Request, svc: ServiceDep) -> Response:
                     svc.sync_states.put(state)
     finally:
         if announcement is not None:
-            announcement.withdraw()  # (a no-op once submitted)
+            announcement.withdraw()  # (a no-op once its batch started)
         shutil.rmtree(spool, ignore_errors=True)
     media = MEDIA_TYPES.get(answer.suffix, "application/octet-stream")
     return Response(answer.data, media_type=media, headers={"X-Faceweave-Faces-Swapped": str(answer.faces_swapped)})
@@ -351,8 +351,8 @@ def _batched_sync_job(batcher: WindowBatcher[ImageJob, DeviceOutcome], sources: 
     thread does only the forwards, so one batch's host work (the result's copy to the host, watermark, encode, C2PA)
     overlaps the next batch's forwards. The answer is encoded in memory (``output`` names its format; nothing is
     written), at PNG level ``png_compression``. ``announcement`` (the request's, from
-    :meth:`WindowBatcher.announce`) is withdrawn as the job is queued: while this thread marks and encodes, the next
-    batch does not wait for it."""
+    :meth:`WindowBatcher.announce`) is withdrawn when the job's batch starts: while this thread marks and encodes,
+    the next batch does not wait for it."""
     from faceweave.pipeline.image import finished_image_bytes
     from faceweave.pipeline.image_batch import ImageFileJob, read_image_job
 
