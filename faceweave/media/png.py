@@ -48,7 +48,8 @@ def encode_png(pixels: np.ndarray, level: int = 1, *, threads: int | None = None
     """PNG bytes of ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA uint8 ``pixels`` (no ancillary chunks).
 
     ``level``: zlib 0–9 (1 with the RLE strategy: the fastest). ``threads``: strips deflated at once (default: one
-    per CPU core; a strip has at least 64 rows). The bytes depend on the strip count, the pixels do not.
+    per CPU core this process may use; a strip has at least 64 rows). The bytes depend on the strip count, the
+    pixels do not.
     """
     if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or pixels.dtype != np.uint8:
         raise ShapeError(f"a PNG is written from (H, W, 3|4) uint8, got {pixels.shape} {pixels.dtype}")
@@ -56,7 +57,7 @@ def encode_png(pixels: np.ndarray, level: int = 1, *, threads: int | None = None
         raise ShapeError(f"zlib level must be 0-9, got {level}")
     pixels = np.ascontiguousarray(pixels)
     h, w, c = pixels.shape
-    n = max(1, min(threads or os.cpu_count() or 1, h // _MIN_STRIP_ROWS))
+    n = max(1, min(threads or _usable_cpus(), h // _MIN_STRIP_ROWS))
     cuts = [h * k // n for k in range(n + 1)]
     strategy = zlib.Z_RLE if level == 1 else zlib.Z_DEFAULT_STRATEGY
 
@@ -78,6 +79,11 @@ def encode_png(pixels: np.ndarray, level: int = 1, *, threads: int | None = None
     colour = 2 if c == 3 else 6
     header = struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0)
     return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")
+
+
+def _usable_cpus() -> int:
+    # the cores this process may run on (a container's or taskset's limit), not the host's count
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _adler32_combine(first: int, second: int, second_length: int) -> int:
