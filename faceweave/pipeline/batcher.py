@@ -14,7 +14,7 @@ import concurrent.futures as cf
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,7 +35,7 @@ class WindowBatcher(Generic[T, R]):
         self.expected = 0
         self.batches = 0
         self.items = 0
-        self._pending: list[tuple[T, cf.Future[R]]] = []
+        self._pending: list[tuple[T, cf.Future[R], Announcement | None]] = []
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -47,15 +47,30 @@ class WindowBatcher(Generic[T, R]):
             self.expected = max(0, self.expected + delta)
             self._cond.notify_all()
 
-    def submit(self, item: T) -> R:
-        """Run ``item`` in the next batch and return its result (or raise its exception)."""
+    def announce(self) -> Announcement:
+        """Count one caller in :attr:`expected` (as ``expect(1)``) until the batch that holds its item starts (or
+        :meth:`Announcement.withdraw`): unlike ``expect(1)`` … ``expect(-1)`` around the whole call, a caller whose
+        item already ran and who now works on its result no longer holds the next batch's window open."""
+        self.expect(1)
+        return Announcement(self)
+
+    def submit(self, item: T, announcement: Announcement | None = None) -> R:
+        """Run ``item`` in the next batch and return its result (or raise its exception). ``announcement``: the
+        caller's from :meth:`announce`, withdrawn when the batch that holds ``item`` starts."""
         future: cf.Future[R] = cf.Future()
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"{self.name} is closed")
-            self._pending.append((item, future))
+            self._pending.append((item, future, announcement))
             self._cond.notify_all()
         return future.result()
+
+    def _withdraw(self, announcement: Announcement) -> None:
+        # with self._cond held
+        if announcement.open:
+            announcement.open = False
+            self.expected = max(0, self.expected - 1)
+            self._cond.notify_all()
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Run what is waiting, then stop the thread."""
@@ -64,7 +79,7 @@ class WindowBatcher(Generic[T, R]):
             self._cond.notify_all()
         self._thread.join(timeout=timeout_s)
 
-    def _take(self) -> list[tuple[T, cf.Future[R]]] | None:
+    def _take(self) -> list[tuple[T, cf.Future[R], Announcement | None]] | None:
         with self._cond:
             while not self._pending and not self._closed:
                 self._cond.wait()
@@ -80,11 +95,14 @@ class WindowBatcher(Generic[T, R]):
                     self._cond.wait(left)
             cut = len(self._pending) if self.max_items <= 0 else self.max_items
             batch, self._pending = self._pending[:cut], self._pending[cut:]
+            for _, _, announcement in batch:
+                if announcement is not None:  # running now: its caller is no longer one to wait for
+                    self._withdraw(announcement)
             return batch
 
     def _loop(self) -> None:
         while (batch := self._take()) is not None:
-            items = [item for item, _ in batch]
+            items = [item for item, _, _ in batch]
             try:
                 results: Sequence[R | BaseException] = self.run(items)
                 if len(results) != len(items):
@@ -93,11 +111,24 @@ class WindowBatcher(Generic[T, R]):
                 results = [exc] * len(items)
             self.batches += 1
             self.items += len(items)
-            for (_, future), result in zip(batch, results, strict=True):
+            for (_, future, _), result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
                     future.set_exception(result)
                 else:
                     future.set_result(result)
 
 
-__all__ = ["WindowBatcher"]
+class Announcement:
+    """A caller counted in its batcher's :attr:`WindowBatcher.expected` (from :meth:`WindowBatcher.announce`) until
+    the batch that holds its item starts, or it :meth:`withdraw` s; withdrawing again after either does nothing."""
+
+    def __init__(self, batcher: WindowBatcher[Any, Any]) -> None:
+        self.batcher = batcher
+        self.open = True
+
+    def withdraw(self) -> None:
+        with self.batcher._cond:
+            self.batcher._withdraw(self)
+
+
+__all__ = ["Announcement", "WindowBatcher"]

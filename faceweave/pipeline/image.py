@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,10 @@ from faceweave.progress import Progress, ProgressCallback, no_progress
 from faceweave.provenance.metadata import provenance_tags
 from faceweave.result import SwapResult
 from faceweave.settings import SwapSettings
+
+if TYPE_CHECKING:
+    from faceweave.provenance.c2pa import Ingredient
+    from faceweave.provenance.mark import Marking
 
 # the provenance tags of an output (kept for callers of the old name; the source of truth is provenance.metadata)
 PROVENANCE = provenance_tags()
@@ -149,17 +154,40 @@ def finish_image(result: np.ndarray, swapped: int, found: int, sources: Sequence
     the sources and target as C2PA ingredients); the job's :class:`SwapResult` (``seconds`` from ``started``, a
     :func:`time.perf_counter` value). Shared by the one-image path and
     the batched one (:mod:`faceweave.pipeline.image_batch`), so both write the same bytes."""
+    from faceweave.provenance.mark import write_marked_image
+
+    labelled, marking, ingredients = _marking(result, sources, target, settings)
+    write_marked_image(output, labelled, marking, like=like, ingredients=ingredients)
+    return SwapResult(output=output, kind="image", faces_swapped=swapped, frames=1,
+                      seconds=time.perf_counter() - started, stats=face_count_stats(found, swapped, settings))
+
+
+def finished_image_bytes(result: np.ndarray, sources: Sequence[str | PathLike[str]], target: str | PathLike[str],
+                         output: Path, settings: SwapSettings, *, like: object,
+                         png_compression: int | None = None) -> bytes:
+    """What :func:`finish_image` writes, as bytes in ``output``'s format (its extension; nothing is written): the
+    swapped image ``(H, W, 3)`` uint8 RGB labelled (if asked) and marked the same way. ``png_compression``: see
+    :func:`faceweave.media.image.encode_image` (the :sync service answers at a fast level; the pixels and the
+    markings are the same at every level)."""
+    from faceweave.provenance.mark import encode_marked_image
+
+    labelled, marking, ingredients = _marking(result, sources, target, settings)
+    return encode_marked_image(labelled, output, marking, like=like, ingredients=ingredients,
+                               png_compression=png_compression)
+
+
+def _marking(result: np.ndarray, sources: Sequence[str | PathLike[str]], target: str | PathLike[str],
+             settings: SwapSettings) -> tuple[np.ndarray, Marking, list[Ingredient]]:
+    """The image to mark (labelled if asked), the job's :class:`Marking` and its C2PA ingredients."""
     if settings.provenance_label:
         from faceweave.media.label import draw_label
 
         result = draw_label(result)
     from faceweave.provenance.c2pa import Ingredient
-    from faceweave.provenance.mark import Marking, write_marked_image
+    from faceweave.provenance.mark import Marking
 
     ingredients = [Ingredient.of_file("source", s) for s in sources] + [Ingredient.of_file("target", target)]
-    write_marked_image(output, result, Marking.from_settings(settings), like=like, ingredients=ingredients)
-    return SwapResult(output=output, kind="image", faces_swapped=swapped, frames=1,
-                      seconds=time.perf_counter() - started, stats=face_count_stats(found, swapped, settings))
+    return result, Marking.from_settings(settings), ingredients
 
 
 def face_count_stats(found: int, swapped: int, settings: SwapSettings) -> dict[str, object]:

@@ -131,16 +131,46 @@ class ImageOutcome:
     found: int
 
 
+@dataclass(frozen=True)
+class DeviceOutcome:
+    """A job's result still on the engine's device: ``swapped_frame`` and ``target_frame`` ``(1, 3, h, w)`` float
+    ``[0, 1]`` (views of the batch's tensors, which they keep alive), the target ``(h, w, 3)`` uint8 RGB, faces
+    swapped and found. :meth:`to_host` makes the :class:`ImageOutcome` on the caller's thread: the :sync batch's
+    thread leaves that host work (the device→host copy, rounding, restoring the untouched pixels) to each request's
+    own thread, so it goes on to the next batch's forwards."""
+
+    swapped_frame: torch.Tensor
+    target_frame: torch.Tensor
+    target: np.ndarray
+    swapped: int
+    found: int
+
+    def to_host(self) -> ImageOutcome:
+        with torch.inference_mode():
+            image = to_uint8(self.swapped_frame)[0]
+            unchanged = (self.swapped_frame == self.target_frame).all(1)[0].cpu().numpy()
+        # untouched pixels stay bit-exact (the uint8 → float → uint8 round trip is exact, but say it in code)
+        np.copyto(image, self.target, where=unchanged[:, :, None])
+        return ImageOutcome(image=image, swapped=self.swapped, found=self.found)
+
+
 EngineFor = Callable[[SwapSettings], BatchEngine]
 
 
 def swap_image_batch(jobs: Sequence[ImageJob], engine_for: EngineFor) -> list[ImageOutcome | FaceweaveError]:
     """Swap every job, the jobs of one :func:`forward_key` in one batch on ``engine_for(settings)`` (the settings of
     the group's first job). Returns per job, in order, its outcome or the typed error it alone hit."""
+    return [o if isinstance(o, FaceweaveError) else o.to_host() for o in swap_image_batch_on_device(jobs, engine_for)]
+
+
+def swap_image_batch_on_device(jobs: Sequence[ImageJob], engine_for: EngineFor
+                               ) -> list[DeviceOutcome | FaceweaveError]:
+    """:func:`swap_image_batch` without the conversion to the host: per job, in order, its :class:`DeviceOutcome`
+    (convert it with :meth:`DeviceOutcome.to_host`, on any thread) or the typed error it alone hit."""
     groups: dict[str, list[int]] = {}
     for n, job in enumerate(jobs):
         groups.setdefault(forward_key(job.settings), []).append(n)
-    out: list[ImageOutcome | FaceweaveError | None] = [None] * len(jobs)
+    out: list[DeviceOutcome | FaceweaveError | None] = [None] * len(jobs)
     for members in groups.values():
         engine = engine_for(jobs[members[0]].settings)
         with torch.inference_mode():
@@ -149,7 +179,7 @@ def swap_image_batch(jobs: Sequence[ImageJob], engine_for: EngineFor) -> list[Im
     return [o for o in out if o is not None]
 
 
-def _swap_group(jobs: Sequence[ImageJob], engine: BatchEngine) -> list[ImageOutcome | FaceweaveError]:
+def _swap_group(jobs: Sequence[ImageJob], engine: BatchEngine) -> list[DeviceOutcome | FaceweaveError]:
     # distinct source images once (two jobs of one user with one selfie analyse it once)
     images: list[np.ndarray] = []
     seen: dict[bytes, int] = {}
@@ -225,19 +255,15 @@ def _swap_group(jobs: Sequence[ImageJob], engine: BatchEngine) -> list[ImageOutc
         index = torch.tensor(rows, device=frames.device)
         swapped[index] = engine.swap(frames[index], [plan[n] for n in rows], sources)
 
-    results: list[ImageOutcome | FaceweaveError] = []
+    results: list[DeviceOutcome | FaceweaveError] = []
     for n, job in enumerate(jobs):
         error = errors[n]
         if error is not None:
             results.append(error)
             continue
         h, w = target_sizes[n]
-        out = swapped[n : n + 1, :, :h, :w]
-        image = to_uint8(out)[0]
-        # untouched pixels stay bit-exact (the uint8 → float → uint8 round trip is exact, but say it in code)
-        unchanged = (out == frames[n : n + 1, :, :h, :w]).all(1)[0].cpu().numpy()
-        image[unchanged] = job.target[unchanged]
-        results.append(ImageOutcome(image=image, swapped=len(plan[n]), found=found[n]))
+        results.append(DeviceOutcome(swapped[n : n + 1, :, :h, :w], frames[n : n + 1, :, :h, :w], job.target,
+                                     swapped=len(plan[n]), found=found[n]))
     return results
 
 
@@ -289,8 +315,8 @@ def swap_image_files(jobs: Sequence[ImageFileJob], engine_for: EngineFor, *, thr
     """:func:`~faceweave.pipeline.image.swap_image_file` for many jobs as one batch (:func:`swap_image_batch`):
     read every job (a job whose files fail to read fails alone), swap, write each output with its own marking.
 
-    Reading (decode) and finishing (label, watermark, C2PA, encode, write) run on ``threads`` threads (default: one
-    per CPU core, at most one per job); only the forwards are one stream of work on the engine.
+    Reading (decode) and finishing (to the host, label, watermark, C2PA, encode, write) run on ``threads`` threads
+    (default: one per CPU core, at most one per job); only the forwards are one stream of work on the engine.
     """
     from faceweave.pipeline.image import finish_image
 
@@ -302,11 +328,12 @@ def swap_image_files(jobs: Sequence[ImageFileJob], engine_for: EngineFor, *, thr
         except FaceweaveError as exc:
             return exc
 
-    def finish(job: ImageFileJob, loaded: LoadedImage, outcome: ImageOutcome | FaceweaveError
+    def finish(job: ImageFileJob, loaded: LoadedImage, on_device: DeviceOutcome | FaceweaveError
                ) -> SwapResult | FaceweaveError:
-        if isinstance(outcome, FaceweaveError):
-            return outcome
+        if isinstance(on_device, FaceweaveError):
+            return on_device
         try:
+            outcome = on_device.to_host()
             return finish_image(outcome.image, outcome.swapped, outcome.found, job.sources, job.target, job.output,
                                 job.settings, like=loaded, started=t0)
         except FaceweaveError as exc:
@@ -316,7 +343,7 @@ def swap_image_files(jobs: Sequence[ImageFileJob], engine_for: EngineFor, *, thr
     with ThreadPoolExecutor(max(1, min(len(jobs), threads or os.cpu_count() or 1))) as pool:
         loads = list(pool.map(load, jobs))
         ok = [(job, got) for job, got in zip(jobs, loads, strict=True) if not isinstance(got, FaceweaveError)]
-        outcomes = iter(swap_image_batch([batch_job for _, (batch_job, _) in ok], engine_for))
+        outcomes = iter(swap_image_batch_on_device([batch_job for _, (batch_job, _) in ok], engine_for))
         finishing = [pool.submit(finish, job, got[1], next(outcomes)) for job, got in ok]
         finished = iter([f.result() for f in finishing])
         for got in loads:
@@ -324,5 +351,6 @@ def swap_image_files(jobs: Sequence[ImageFileJob], engine_for: EngineFor, *, thr
     return results
 
 
-__all__ = ["PER_JOB_FIELDS", "BatchEngine", "CountingEngine", "ImageFileJob", "ImageJob", "ImageOutcome",
-           "forward_key", "read_image_job", "swap_image_batch", "swap_image_files"]
+__all__ = ["PER_JOB_FIELDS", "BatchEngine", "CountingEngine", "DeviceOutcome", "ImageFileJob", "ImageJob",
+           "ImageOutcome", "forward_key", "read_image_job", "swap_image_batch", "swap_image_batch_on_device",
+           "swap_image_files"]

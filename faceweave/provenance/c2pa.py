@@ -3,7 +3,8 @@
 The manifest states one ``c2pa.actions`` entry — ``c2pa.created`` (or ``c2pa.edited`` when a target was edited) with
 ``digitalSourceType`` ``trainedAlgorithmicMedia`` and faceweave as the software agent — and an
 ``org.faceweave.ingredients`` assertion listing each input's role and SHA-256 (never its file name, and no
-thumbnail: a source face must not travel inside the output).
+thumbnail: a source face must not travel inside the output). The claim thumbnail — of the output itself — is made
+from the output's pixels by :func:`claim_thumbnail` for images (c2pa-rs would decode the encoded file again).
 
 Signing: ES256 (ECDSA P-256). The operator's key and certificate chain (PEM) come from the settings; with none, a
 local CA and a signer certificate are made on first use under faceweave's cache folder (``<cache>/c2pa``) and a
@@ -24,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from faceweave import __version__
-from faceweave.errors import DependencyMissing, InvalidOption
+from faceweave.errors import DependencyMissing, InvalidOption, OutputNotWritable
 from faceweave.provenance.metadata import TRAINED_ALGORITHMIC_MEDIA
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,8 @@ C2PA_MIME: dict[str, str] = {
 INGREDIENTS_LABEL = "org.faceweave.ingredients"
 MERKLE_CHUNK_KB = 1024  # BMFF Merkle-tree hash chunk: signing memory stays ~1 chunk, not ~1 file (measured)
 LOCAL_CN = "faceweave local signer (untrusted)"
+THUMBNAIL_LONG_EDGE = 1024  # c2pa-rs's default claim thumbnail: 1024 px long edge, JPEG quality 75
+THUMBNAIL_ID = "thumbnail.jpg"
 
 
 def _c2pa() -> Any:
@@ -172,13 +177,36 @@ def manifest_definition(ingredients: list[Ingredient], action: Literal["c2pa.cre
     }
 
 
+def claim_thumbnail(rgb: np.ndarray) -> bytes:
+    """The manifest's claim thumbnail of an image ``(H, W, 3)`` uint8 RGB: a JPEG of quality 75 at most 1024 px on
+    its long edge — the form c2pa-rs gives one it makes itself, made here from the pixels already in memory (c2pa-rs
+    decodes the encoded file again for it: a 1920² PNG's signature took 99 ms that way, 15 + 9 ms this way;
+    docs/scaling.md)."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = min(1.0, THUMBNAIL_LONG_EDGE / max(h, w))
+    small = rgb if scale >= 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                                interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(small[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 75])
+    if not ok:
+        raise OutputNotWritable("OpenCV failed to encode the C2PA thumbnail", hint="report this as a bug")
+    return buf.tobytes()
+
+
 def sign_bytes(data: bytes, mime: str, identity: SigningIdentity, ingredients: list[Ingredient],
-               action: Literal["c2pa.created", "c2pa.edited"] = "c2pa.edited", job_hash: str | None = None) -> bytes:
-    """Return ``data`` (an encoded image or MP4) with a signed C2PA manifest embedded."""
+               action: Literal["c2pa.created", "c2pa.edited"] = "c2pa.edited", job_hash: str | None = None,
+               thumbnail: bytes | None = None) -> bytes:
+    """Return ``data`` (an encoded image or MP4) with a signed C2PA manifest embedded. ``thumbnail``: the claim
+    thumbnail (a JPEG, :func:`claim_thumbnail`); None lets c2pa-rs make it from ``data``."""
     c2pa = _c2pa()
     info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.cert_chain, identity.private_key, None)
-    with c2pa.Signer.from_info(info) as signer, \
-            c2pa.Builder(json.dumps(manifest_definition(ingredients, action, job_hash))) as builder:
+    definition = manifest_definition(ingredients, action, job_hash)
+    if thumbnail is not None:
+        definition["thumbnail"] = {"format": "image/jpeg", "identifier": THUMBNAIL_ID}
+    with c2pa.Signer.from_info(info) as signer, c2pa.Builder(json.dumps(definition)) as builder:
+        if thumbnail is not None:
+            builder.add_resource(THUMBNAIL_ID, io.BytesIO(thumbnail))
         out = io.BytesIO()
         builder.sign(signer, mime, io.BytesIO(data), out)
     return out.getvalue()
@@ -269,6 +297,7 @@ __all__ = [
     "C2paReport",
     "Ingredient",
     "SigningIdentity",
+    "claim_thumbnail",
     "make_local_identity",
     "manifest_definition",
     "read_c2pa",

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faceweave.provenance.c2pa import C2PA_MIME, Ingredient, sign_bytes, sign_file, signing_identity
+from faceweave.provenance.c2pa import (
+    C2PA_MIME,
+    Ingredient,
+    claim_thumbnail,
+    sign_bytes,
+    sign_file,
+    signing_identity,
+)
 from faceweave.provenance.metadata import provenance_tags, read_video_marking, tag_video_file, video_tags, xmp_packet
 from faceweave.provenance.watermark import WatermarkPayload, embed_watermark
 from faceweave.settings import SwapSettings
@@ -49,30 +56,33 @@ class Marking:
 
 
 def encode_marked_image(rgb: np.ndarray, path: Path, marking: Marking, *, like: object = None,
-                        ingredients: Sequence[Ingredient] = ()) -> bytes:
+                        ingredients: Sequence[Ingredient] = (), png_compression: int | None = None) -> bytes:
     """The bytes of a marked image for ``path``'s format: watermarked ``(H, W, 3)`` uint8 RGB, provenance tags and
-    IPTC XMP, and — for PNG/JPEG/WebP/TIFF — a signed C2PA manifest over exactly those bytes."""
+    IPTC XMP, and — for PNG/JPEG/WebP/TIFF — a signed C2PA manifest over exactly those bytes, with a claim
+    thumbnail of the marked pixels. ``png_compression``: see :func:`faceweave.media.image.encode_image`."""
     from faceweave.media.image import IMAGE_EXTENSIONS, LoadedImage, encode_image
 
     if marking.watermark:
         rgb = embed_watermark(rgb, marking.payload)
     ext = path.suffix.lower()
     data = encode_image(rgb, IMAGE_EXTENSIONS[ext], like=like if isinstance(like, LoadedImage) else None,
-                        metadata=provenance_tags(marking.job_hash), xmp=xmp_packet())
+                        metadata=provenance_tags(marking.job_hash), xmp=xmp_packet(), png_compression=png_compression)
     if marking.c2pa and ext in C2PA_MIME:
         identity = signing_identity(marking.c2pa_cert, marking.c2pa_key)
-        data = sign_bytes(data, C2PA_MIME[ext], identity, list(ingredients), "c2pa.edited", marking.job_hash)
+        data = sign_bytes(data, C2PA_MIME[ext], identity, list(ingredients), "c2pa.edited", marking.job_hash,
+                          thumbnail=claim_thumbnail(rgb))
     return data
 
 
 def write_marked_image(path: Path | str, rgb: np.ndarray, marking: Marking, *, like: object = None,
-                       ingredients: Sequence[Ingredient] = ()) -> Path:
+                       ingredients: Sequence[Ingredient] = (), png_compression: int | None = None) -> Path:
     """:func:`encode_marked_image`, written atomically (see :func:`faceweave.media.image.write_image`)."""
     from faceweave.errors import OutputNotWritable
     from faceweave.media.image import atomic_write_bytes, check_output_path
 
     path = check_output_path(path, "image")
-    data = encode_marked_image(rgb, path, marking, like=like, ingredients=ingredients)
+    data = encode_marked_image(rgb, path, marking, like=like, ingredients=ingredients,
+                               png_compression=png_compression)
     try:
         atomic_write_bytes(path, data)
     except OSError as exc:

@@ -23,7 +23,7 @@ from faceweave.serve.store import Job, SqlJobStore
 
 if TYPE_CHECKING:  # torch comes with them: imported where a batch runs
     from faceweave.pipeline.batcher import WindowBatcher
-    from faceweave.pipeline.image_batch import ImageJob, ImageOutcome
+    from faceweave.pipeline.image_batch import DeviceOutcome, ImageJob
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Service:
     sync_states: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
     sync_slots: asyncio.Semaphore | None = None
     # :sync requests of concurrent clients as one batch (the real pipeline only; None: each on its own slot)
-    sync_batcher: WindowBatcher[ImageJob, ImageOutcome] | None = None
+    sync_batcher: WindowBatcher[ImageJob, DeviceOutcome] | None = None
     sync_ready: threading.Event = field(default_factory=threading.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 

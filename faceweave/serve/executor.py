@@ -36,7 +36,7 @@ from faceweave.settings import SwapSettings
 
 if TYPE_CHECKING:  # the engine (torch) loads in the worker, when a job first needs it
     from faceweave.pipeline.engine import SwapEngine
-    from faceweave.pipeline.image_batch import ImageJob, ImageOutcome
+    from faceweave.pipeline.image_batch import DeviceOutcome, ImageJob
     from faceweave.serve.urls import AddressPolicy
 
 log = logging.getLogger("faceweave.serve.executor")
@@ -145,13 +145,16 @@ def run_swap(ctx: JobContext) -> JobOutcome:
     return JobOutcome(result.output, result.kind, result.faces_swapped, dict(result.stats))
 
 
-def image_batch_runner(worker_state: dict[str, Any]) -> Callable[[list[ImageJob]], list[ImageOutcome | FaceweaveError]]:
+def image_batch_runner(worker_state: dict[str, Any]
+                       ) -> Callable[[list[ImageJob]], list[DeviceOutcome | FaceweaveError]]:
     """What a :sync batch runs: the model forwards of its jobs together
-    (:func:`~faceweave.pipeline.image_batch.swap_image_batch`) on ``worker_state``'s warm engines; per job its
-    outcome or its own error. Reading and writing the files stay with each request's thread."""
-    from faceweave.pipeline.image_batch import swap_image_batch
+    (:func:`~faceweave.pipeline.image_batch.swap_image_batch_on_device`) on ``worker_state``'s warm engines; per job
+    its outcome, still on the device, or its own error. Everything on the host — decoding, the conversion of the
+    result (:meth:`~faceweave.pipeline.image_batch.DeviceOutcome.to_host`), marking and encoding — stays with each
+    request's thread, so the batch's thread goes straight on to the next batch's forwards."""
+    from faceweave.pipeline.image_batch import swap_image_batch_on_device
 
-    return lambda jobs: swap_image_batch(jobs, lambda settings: batch_engine(worker_state, settings))
+    return lambda jobs: swap_image_batch_on_device(jobs, lambda settings: batch_engine(worker_state, settings))
 
 
 def batch_engine(worker_state: dict[str, Any], settings: SwapSettings) -> SwapEngine:

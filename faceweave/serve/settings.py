@@ -56,6 +56,8 @@ class ServiceSettings(BaseSettings):
                             "one warm engine (their model forwards together); 1: each alone, sync_concurrency at once")
     sync_batch_window_s: float = Field(0.005, ge=0, le=1, description=":sync batch: longest wait for requests "
                                        "already received (still uploading or being checked) to join it")
+    sync_png_compression: int = Field(1, ge=0, le=9, description=":sync answers a PNG target with a PNG at this zlib "
+                                      "level (1: fastest; the pixels and markings are the same at every level)")
     warmup: bool = Field(True, description="load the models at startup; /readyz answers 503 until done")
     device: str = Field("auto", description="device for every job (a job cannot pick another)")
     executor: Literal["inprocess", "ray"] = Field("inprocess", description="'ray': GPU actors of a Ray cluster")

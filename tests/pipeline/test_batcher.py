@@ -71,3 +71,30 @@ def test_window_waits_for_expected_callers_and_a_failed_batch_fails_all() -> Non
             bad[0].result(10)
         assert batcher.submit(5) == 5  # the thread survived
     batcher.close()
+
+
+def test_an_announced_caller_stops_being_expected_once_its_batch_runs() -> None:
+    # a :sync request is expected from its upload until its batch starts, not while it marks and encodes its
+    # result afterwards (it would hold the next batch's window open for nothing)
+    started, release = threading.Event(), threading.Event()
+
+    def run(items: list[int]) -> list[int | BaseException]:
+        started.set()
+        release.wait(10)
+        return items
+
+    batcher: WindowBatcher[int, int] = WindowBatcher(run, window_s=0.0, name="test batcher")
+    first, second = batcher.announce(), batcher.announce()
+    assert batcher.expected == 2
+    with ThreadPoolExecutor(1) as pool:
+        result = pool.submit(batcher.submit, 7, first)
+        assert started.wait(10)
+        assert batcher.expected == 1  # taken back as its batch started: only `second` is still coming
+        first.withdraw()  # after that: nothing more to take back
+        assert batcher.expected == 1
+        release.set()
+        assert result.result(10) == 7
+    second.withdraw()
+    second.withdraw()
+    assert batcher.expected == 0
+    batcher.close()

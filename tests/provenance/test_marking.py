@@ -147,3 +147,43 @@ def test_service_clients_cannot_turn_marking_off() -> None:
     # the operator's switch wins over whatever a settings object carries
     assert job_settings(ServiceSettings(watermark=False), SwapSettings(watermark=True)).watermark is False
     assert job_settings(ServiceSettings(), SwapSettings(c2pa=False)).c2pa is True
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_claim_thumbnail_is_made_from_the_marked_pixels(picture: np.ndarray, tmp_path: Path, ext: str) -> None:
+    # the manifest's claim thumbnail is faceweave's (claim_thumbnail of the watermarked pixels), not one c2pa-rs
+    # made by decoding the encoded file again: byte for byte the JPEG we hand it
+    import io
+
+    import c2pa
+    from PIL import Image
+
+    from faceweave.provenance.c2pa import THUMBNAIL_LONG_EDGE, claim_thumbnail
+    from faceweave.provenance.mark import encode_marked_image
+    from faceweave.provenance.watermark import embed_watermark
+
+    big = np.asarray(Image.fromarray(picture).resize((1200, 1500), Image.Resampling.BILINEAR))  # over 1024 px
+    marking = Marking(job_id="job-thumb")
+    data = encode_marked_image(big, tmp_path / f"out{ext}", marking)
+    mime = "image/png" if ext == ".png" else "image/jpeg"
+    with c2pa.Reader(mime, io.BytesIO(data)) as reader:
+        manifest = json.loads(reader.json())
+        active = manifest["manifests"][manifest["active_manifest"]]
+        thumb = io.BytesIO()
+        reader.resource_to_stream(active["thumbnail"]["identifier"], thumb)
+    assert active["thumbnail"]["format"] == "image/jpeg"
+    assert thumb.getvalue() == claim_thumbnail(embed_watermark(big, marking.payload))
+    with Image.open(thumb) as im:
+        assert im.format == "JPEG" and max(im.size) == THUMBNAIL_LONG_EDGE and im.size == (819, 1024)
+
+
+def test_png_compression_level_changes_bytes_not_pixels_nor_marks(picture: np.ndarray, tmp_path: Path) -> None:
+    # the :sync service answers PNGs at zlib level 1 (sync_png_compression): same pixels, same three markings
+    fast = write_marked_image(tmp_path / "fast.png", picture, Marking(job_id="job-png"), png_compression=1)
+    small = write_marked_image(tmp_path / "small.png", picture, Marking(job_id="job-png"), png_compression=9)
+    assert fast.read_bytes() != small.read_bytes()
+    assert np.array_equal(read_image(fast).rgb, read_image(small).rgb)
+    for path in (fast, small):
+        report = verify_file(path)
+        assert report.marked and report.metadata.synthetic and report.c2pa.status == "valid"
+        assert report.watermark.found and report.watermark.payload == Marking(job_id="job-png").payload

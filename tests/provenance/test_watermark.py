@@ -86,6 +86,20 @@ def test_video_frames_survive_h264_crf28() -> None:
     assert not any(detect_watermark(f).found for f in h264(frames)[::3])
 
 
+def test_rgb_path_is_the_saturating_sum_bit_for_bit(pictures: dict[str, np.ndarray]) -> None:
+    # the OpenCV pass must equal clip(rgb + rint(delta), 0, 255) exactly, saturated pixels included
+    rgb = pictures["obama2.jpg"].copy()
+    rgb[:40] = 255  # saturates upwards where the offset is positive
+    rgb[40:80] = 0  # and downwards where it is negative
+    delta = watermark_delta(*rgb.shape[:2], PAYLOAD)
+    ref = np.clip(rgb.astype(np.int16) + np.rint(delta).astype(np.int16)[:, :, None], 0, 255).astype(np.uint8)
+    out = embed_watermark(rgb, PAYLOAD, delta=delta)
+    assert out.dtype == np.uint8 and np.array_equal(out, ref)
+    assert np.array_equal(embed_watermark(rgb[:, ::-1], PAYLOAD, delta=delta),  # a non-contiguous view
+                          np.clip(rgb[:, ::-1].astype(np.int16) + np.rint(delta).astype(np.int16)[:, :, None], 0,
+                                  255).astype(np.uint8))
+
+
 def test_luma_and_torch_paths_match_the_rgb_path(pictures: dict[str, np.ndarray]) -> None:
     rgb = pictures["grace_hopper.jpg"]
     delta = watermark_delta(*rgb.shape[:2], PAYLOAD)

@@ -92,3 +92,49 @@ async def test_unbatched_sync_slots_share_the_executors_engine(tmp_path: Path, m
         assert [a.status_code for a in answers] == [200, 200], [a.text[:200] for a in answers]
         assert len(built) == 1
         assert h.svc.executor.engines.find(lambda engine: engine is built[0]) is built[0]
+
+
+async def test_sync_batch_thread_runs_only_the_forwards(tmp_path: Path, media_bytes: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # the batch's thread must not wait on host work: the result's device→host conversion, watermark, encode and
+    # C2PA run on the request's thread (overlapping the next batch's forwards); the answer is encoded in memory
+    # (nothing written to disk and read back) and still carries all three markings
+    import threading
+
+    import faceweave.media.image as media_image
+    import faceweave.pipeline.image as pipeline_image
+    import faceweave.pipeline.image_batch as image_batch
+    import faceweave.provenance.mark as mark
+    from faceweave.provenance.verify import verify_file
+
+    threads: dict[str, set[str]] = {}
+
+    def record(owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            threads.setdefault(name, set()).add(threading.current_thread().name)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapped)
+
+    record(image_batch, "swap_image_batch_on_device")  # bound when the app builds its batch runner: patch first
+    record(image_batch.DeviceOutcome, "to_host")
+    record(pipeline_image, "finished_image_bytes")
+    record(mark, "embed_watermark")
+    record(media_image, "encode_image")
+    record(mark, "sign_bytes")
+    record(media_image, "atomic_write_bytes")
+    async with running_app(tmp_path, device="cpu") as h:
+        files, data = swap_form([("s.jpg", media_bytes("obama.jpg"))], ("t.png", media_bytes("astronaut.png")))
+        answer = await h.client.post("/v1/swaps:sync", files=files, data=data, headers=h.headers())
+    assert answer.status_code == 200, answer.text[:300]
+    batch_thread = "faceweave-sync-batch"
+    assert threads.pop("swap_image_batch_on_device") == {batch_thread}
+    assert "atomic_write_bytes" not in threads  # in memory: no file written for the answer
+    assert set(threads) == {"to_host", "finished_image_bytes", "embed_watermark", "encode_image", "sign_bytes"}
+    for name, where in threads.items():
+        assert batch_thread not in where, f"{name} ran on the batch's thread"
+    (tmp_path / "answer.png").write_bytes(answer.content)
+    report = verify_file(tmp_path / "answer.png")
+    assert report.marked and report.metadata.synthetic and report.c2pa.status == "valid" and report.watermark.found

@@ -10,6 +10,7 @@ import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from faceweave.serve.errors import (
     ResultExpired,
     ResultNotReady,
 )
-from faceweave.serve.executor import URL_KEY_PREFIX, JobContext, JobOutcome, job_event, output_extension
+from faceweave.serve.executor import URL_KEY_PREFIX, JobContext, job_event, output_extension
 from faceweave.serve.inputs import Inputs, check_quotas, parse_settings, read_inputs
 from faceweave.serve.policy import ModerationRequest, check_consent, moderate
 from faceweave.serve.schemas import ERRORS, FORM_SCHEMA, SYNC_FORM_SCHEMA, JobList, JobOut, JobStateName
@@ -39,8 +40,8 @@ from faceweave.serve.urls import AddressPolicy, check_webhook
 from faceweave.settings import SwapSettings
 
 if TYPE_CHECKING:
-    from faceweave.pipeline.batcher import WindowBatcher
-    from faceweave.pipeline.image_batch import ImageJob, ImageOutcome
+    from faceweave.pipeline.batcher import Announcement, WindowBatcher
+    from faceweave.pipeline.image_batch import DeviceOutcome, ImageJob
 
 log = logging.getLogger("faceweave.serve")
 router = APIRouter(tags=["jobs"])
@@ -145,9 +146,8 @@ async def swap_sync(request: Request, svc: ServiceDep) -> Response:
     """Swap a small image and answer the image itself (no job is stored)."""
     principal = authenticate(request, svc)
     spool = svc.settings.work_dir / "sync" / uuid.uuid4().hex
-    batcher = svc.sync_batcher
-    if batcher is not None:
-        batcher.expect(1)  # a batch starting while this one uploads waits a moment (sync_batch_window_s) for it
+    # a batch starting while this request uploads waits a moment (sync_batch_window_s) for it, until its batch runs
+    announcement = svc.sync_batcher.announce() if svc.sync_batcher is not None else None
     try:
         inputs = await read_inputs(request, svc, spool, sync=True)
         settings = parse_settings(svc, inputs.form.one("settings"))
@@ -161,23 +161,22 @@ async def swap_sync(request: Request, svc: ServiceDep) -> Response:
         assert svc.sync_slots is not None
         async with svc.sync_slots:
             if svc.sync_batcher is not None:  # with the other clients' requests, as one batch
-                outcome, data = await anyio.to_thread.run_sync(
-                    _run_sync_job, svc, principal, settings, inputs, spool, None
-                )
+                answer = await anyio.to_thread.run_sync(_run_sync_job, svc, principal, settings, inputs, spool, None,
+                                                        announcement)  # fmt: skip
             else:
                 state = svc.sync_states.get_nowait()
                 try:
-                    outcome, data = await anyio.to_thread.run_sync(
+                    answer = await anyio.to_thread.run_sync(
                         _run_sync_job, svc, principal, settings, inputs, spool, state
                     )
                 finally:
                     svc.sync_states.put(state)
     finally:
-        if batcher is not None:
-            batcher.expect(-1)
+        if announcement is not None:
+            announcement.withdraw()  # (a no-op once its batch started)
         shutil.rmtree(spool, ignore_errors=True)
-    media = MEDIA_TYPES.get(outcome.output.suffix.lower(), "application/octet-stream")
-    return Response(data, media_type=media, headers={"X-Faceweave-Faces-Swapped": str(outcome.faces_swapped)})
+    media = MEDIA_TYPES.get(answer.suffix, "application/octet-stream")
+    return Response(answer.data, media_type=media, headers={"X-Faceweave-Faces-Swapped": str(answer.faces_swapped)})
 
 
 @router.get("/v1/swaps", response_model=JobList, responses=ERRORS)
@@ -304,22 +303,23 @@ async def _send(request: Request, svc: Service, key: str, filename: str, etag: s
     return StreamingResponse(_iterate(svc, key, start, end), status_code=206, media_type=media, headers=headers)
 
 
+@dataclass(frozen=True)
+class _SyncAnswer:
+    """What a :sync request answers: the image's bytes, its extension (``.png``…) and the faces swapped."""
+
+    data: bytes
+    suffix: str
+    faces_swapped: int
+
+
 def _run_sync_job(
     svc: Service, principal: Principal, settings: SwapSettings, inputs: Inputs, spool: Path,
-    state: dict[str, Any] | None,
-) -> tuple[Any, bytes]:
+    state: dict[str, Any] | None, announcement: Announcement | None = None,
+) -> _SyncAnswer:
     """Run a :sync request: in the next batch of :attr:`Service.sync_batcher` (``state`` None), else alone with the
     slot's ``state``. A job error (no face…) is raised here, for the route's error answer."""
     assert inputs.target is not None
     target_path, info = inputs.target
-    now = time.time()
-    job = Job(
-        id="sync", tenant=principal.tenant, state=JobState.running, media_kind="image", created_at=now,
-        updated_at=now, started_at=now, finished_at=None, settings=settings.model_dump(mode="json"),
-        source_keys=[], target_key="", result_key=None, result_bytes=0, stored_bytes=0, frames_done=0,
-        frames_total=1, fps=0.0, eta_s=None, stage="", faces_swapped=None, error_type=None, error_code=None,
-        error_message=None, attempts=1, webhook_url=None, expired=False,
-    )  # fmt: skip
     target = spool / f"target.{info.extension}"
     target_path.rename(target)
     output = spool / f"result{output_extension('image', target)}"
@@ -327,27 +327,40 @@ def _run_sync_job(
     sources = [p for p, _ in inputs.sources]
     if state is None:
         assert svc.sync_batcher is not None
-        outcome = _batched_sync_job(svc.sync_batcher, sources, target, output, settings)
+        answer = _batched_sync_job(svc.sync_batcher, sources, target, output, settings,
+                                   svc.settings.sync_png_compression, announcement)  # fmt: skip
     else:
+        now = time.time()
+        job = Job(
+            id="sync", tenant=principal.tenant, state=JobState.running, media_kind="image", created_at=now,
+            updated_at=now, started_at=now, finished_at=None, settings=settings.model_dump(mode="json"),
+            source_keys=[], target_key="", result_key=None, result_bytes=0, stored_bytes=0, frames_done=0,
+            frames_total=1, fps=0.0, eta_s=None, stage="", faces_swapped=None, error_type=None, error_code=None,
+            error_message=None, attempts=1, webhook_url=None, expired=False,
+        )  # fmt: skip
         outcome = svc.job_function(JobContext(job, settings, sources, target, output, spool, lambda _: None, state))
+        answer = _SyncAnswer(outcome.output.read_bytes(), outcome.output.suffix.lower(), outcome.faces_swapped)
     svc.metrics.stage_seconds.labels("sync").observe(time.perf_counter() - t0)
-    return outcome, outcome.output.read_bytes()
+    return answer
 
 
-def _batched_sync_job(batcher: WindowBatcher[ImageJob, ImageOutcome], sources: list[Path], target: Path,
-                      output: Path, settings: SwapSettings) -> JobOutcome:
-    """Read the images here, run the forwards in the next batch, write the output here: the batch's thread does
-    only the forwards, so one batch's encoding (watermark, C2PA) overlaps the next batch's forwards."""
-    from faceweave.pipeline.image import finish_image
+def _batched_sync_job(batcher: WindowBatcher[ImageJob, DeviceOutcome], sources: list[Path], target: Path,
+                      output: Path, settings: SwapSettings, png_compression: int,
+                      announcement: Announcement | None = None) -> _SyncAnswer:
+    """Read the images here, run the forwards in the next batch, convert and mark the result here: the batch's
+    thread does only the forwards, so one batch's host work (the result's copy to the host, watermark, encode, C2PA)
+    overlaps the next batch's forwards. The answer is encoded in memory (``output`` names its format; nothing is
+    written), at PNG level ``png_compression``. ``announcement`` (the request's, from
+    :meth:`WindowBatcher.announce`) is withdrawn when the job's batch starts: while this thread marks and encodes,
+    the next batch does not wait for it."""
+    from faceweave.pipeline.image import finished_image_bytes
     from faceweave.pipeline.image_batch import ImageFileJob, read_image_job
 
-    t0 = time.perf_counter()
-    file_job = ImageFileJob(sources, target, output, settings)
-    batch_job, loaded = read_image_job(file_job)
-    got = batcher.submit(batch_job)  # raises the job's own error (no face…)
-    result = finish_image(got.image, got.swapped, got.found, file_job.sources, file_job.target, file_job.output,
-                          file_job.settings, like=loaded, started=t0)
-    return JobOutcome(result.output, result.kind, result.faces_swapped, dict(result.stats))
+    batch_job, loaded = read_image_job(ImageFileJob(sources, target, output, settings))
+    got = batcher.submit(batch_job, announcement).to_host()  # submit raises the job's own error (no face…)
+    data = finished_image_bytes(got.image, sources, target, output, settings, like=loaded,
+                                png_compression=png_compression)  # fmt: skip
+    return _SyncAnswer(data, output.suffix.lower(), got.swapped)
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
