@@ -32,10 +32,10 @@ def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def _grey_frames(path: Path, count: int = 16) -> list[np.ndarray]:
-    """Every 2nd of the first ``2 * count`` frames as grey (what ``faceweave verify`` reads)."""
+def _rgb_frames(path: Path, count: int = 16) -> list[np.ndarray]:
+    """Every 2nd of the first ``2 * count`` frames as RGB (what ``faceweave verify`` reads: the mark is in Cr)."""
     with av.open(str(path)) as c:
-        return [f.to_ndarray(format="gray") for _, f in zip(range(2 * count), c.decode(video=0), strict=False)][::2]
+        return [f.to_ndarray(format="rgb24") for _, f in zip(range(2 * count), c.decode(video=0), strict=False)][::2]
 
 
 @pytest.mark.parametrize("ext", [".mp4", ".mov", ".mkv", ".webm"])
@@ -47,10 +47,10 @@ def test_video_writer_marks_every_container(tmp_path: Path, ext: str) -> None:
     mark_video_output(out, marking)
     meta = read_video_marking(out)
     assert meta.synthetic and meta.tags.get("faceweave:job") == marking.job_hash
-    wm = detect_watermark(_grey_frames(out))
+    wm = detect_watermark(_rgb_frames(out))
     # at 176x144 (2-pixel cells) the sync is found but the 64 payload bits are not always all read back; the payload
     # is checked on 720p below. A payload read back must be this one.
-    assert wm.found and wm.payload in (None, marking.payload)
+    assert wm.found and wm.plane == "chroma" and wm.payload in (None, marking.payload)
     if ext in (".mp4", ".mov"):
         assert mp4_moov_first(out)
         c2pa = read_c2pa(out)
@@ -66,7 +66,7 @@ def test_switches_off_leave_pixels_alone(tmp_path: Path) -> None:
     marking = Marking(watermark=False, c2pa=False)
     transcode(media_path("carphone_pristine.mp4"), marked, enc, mark=video_output_mark(marking))
     mark_video_output(marked, marking)
-    assert [f.tobytes() for f in _grey_frames(plain)] == [f.tobytes() for f in _grey_frames(marked)]
+    assert [f.tobytes() for f in _rgb_frames(plain)] == [f.tobytes() for f in _rgb_frames(marked)]
     report = verify_file(marked)
     assert report.metadata.synthetic and not report.watermark.found and report.c2pa.status == "absent"
     assert not verify_file(plain).marked  # nothing marks an output but the mark
@@ -81,7 +81,7 @@ def test_segment_join_is_marked_and_faststart(tmp_path: Path) -> None:
                            trim=Trim(end_s=2.0), mark=video_output_mark(marking))
     assert len(results) >= 1
     assert mp4_moov_first(out) and read_video_marking(out).synthetic
-    wm = detect_watermark(_grey_frames(out))
+    wm = detect_watermark(_rgb_frames(out))
     assert wm.found and wm.payload == marking.payload
 
 
