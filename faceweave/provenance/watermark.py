@@ -35,8 +35,8 @@ from __future__ import annotations
 import binascii
 import hashlib
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import cv2
