@@ -63,8 +63,12 @@ AMPLITUDE = 3.2  # peak chip amplitude in 8-bit levels; bilinear smoothing makes
 # Video frames carry the pattern in Cr (the V plane) instead: x264's frame-type decision (lookahead) looks at the luma
 # only, so a chroma mark leaves its I/P/B choices as they would be unmarked (a luma one of any detectable strength
 # turns an all-P encode of smooth moving content into P+B, +10-13 % x264 CPU: docs/provenance.md).
-CHROMA_CELLS_PER_SHORT_SIDE = 80  # half the luma count: the chroma planes of 4:2:0 video are half the resolution;
-CHROMA_MIN_CELL = 4.0  # 160 (and 2-pixel cells at 176x144) lost 480p frames to H.264 crf 28 (z ≈ 4)
+# 4:2:0 chroma planes have half the resolution and codecs quantise them coarser: bigger cells than the luma's.
+# Measured (carphone / bigbuckbunny at 480p, crf 28, single frames): 160 cells lost the mark (z ≈ 4); 80 found it
+# everywhere but read the payload from 70 % / 78 %; 64: 100 % / 85 %, +13 % x264 bits at crf 20 on the face clip at
+# 1080p (80: +17 %; 48: 100 % / 98 %, +9 %, but coarser colour blotches, 23 px at 1080p: visibility not measured).
+CHROMA_CELLS_PER_SHORT_SIDE = 64
+CHROMA_MIN_CELL = 4.0  # 2 V samples per cell in 4:2:0
 CHROMA_AMPLITUDE = 3.0  # peak chip amplitude in 8-bit V levels: PSNR ≈ 41 dB in RGB, like the luma mark
 NEIGHBOUR_TRIES = 8  # offsets next to the sync peak read when the payload fails there
 Z_FOUND = 6.0  # sync z-score that calls a mark found (unmarked media peaks at 3–5 over every offset and size)

@@ -149,3 +149,52 @@ def test_demo_outputs_all_verify_as_marked(tmp_path: Path) -> None:
     for path in outputs:
         report = verify_file(path)
         assert report.marked and report.c2pa.status == "valid" and report.watermark.found, path.name
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p", "yuv420p10le"])
+def test_writer_marks_cr_and_leaves_the_luma_alone(tmp_path: Path, pix_fmt: str) -> None:
+    """The writer's mark is in the V plane only: the Y plane x264's lookahead decides frame types from is the
+    unmarked one, bit for bit (lossless FFV1, so the decoded planes are the ones sent), whatever the subsampling and
+    depth; the mark is found in Cr with this output's payload."""
+    lossless = EncoderSettings(codec="ffv1", pix_fmt=pix_fmt)
+    src, marking = media_path("bigbuckbunny.mp4"), Marking(job_id=f"cr-{pix_fmt}", c2pa=False)
+    planes = {}
+    for marked in (False, True):
+        out = tmp_path / f"{marked}.mkv"
+        transcode(src, out, lossless, trim=Trim(end_s=0.4), mark=video_output_mark(marking) if marked else None)
+        with av.open(str(out)) as c:
+            frames = list(c.decode(video=0))
+        planes[marked] = [[bytes(p) for p in f.planes] for f in frames]
+        if marked:
+            wm = detect_watermark([f.to_ndarray(format="rgb24") for f in frames])
+    assert len(planes[True]) == len(planes[False]) >= 8
+    assert all(a[0] == b[0] for a, b in zip(planes[True], planes[False], strict=True))  # Y untouched
+    assert all(a[1] == b[1] for a, b in zip(planes[True], planes[False], strict=True))  # U untouched
+    assert all(a[2] != b[2] for a, b in zip(planes[True], planes[False], strict=True))  # V marked
+    assert wm.found and wm.plane == "chroma" and wm.payload == marking.payload
+
+
+def test_videos_marked_in_the_luma_still_verify(tmp_path: Path) -> None:
+    """Videos written before the chroma mark carry the pattern in the luma: ``faceweave verify`` still finds it and
+    reads their payload."""
+    from faceweave.provenance.watermark import LumaMarker
+
+    payload = WatermarkPayload.for_job("luma-era")
+    out = tmp_path / "old.mp4"
+    with av.open(str(media_path("bigbuckbunny.mp4"))) as c, av.open(str(out), "w") as o:
+        s = o.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 1280, 720, "yuv420p"
+        s.options = {"crf": "20", "preset": "veryfast"}
+        marker = LumaMarker(720, 1280, payload)
+        for i, f in zip(range(32), c.decode(video=0), strict=False):
+            g = f.reformat(format="yuv420p")
+            g = av.VideoFrame.from_ndarray(g.to_ndarray(), format="yuv420p")  # a frame of our own to write into
+            y = np.frombuffer(g.planes[0], np.uint8).reshape(720, g.planes[0].line_size)[:, :1280]
+            marker.apply(y)
+            g.pts = i
+            for p in s.encode(g):
+                o.mux(p)
+        for p in s.encode():
+            o.mux(p)
+    report = verify_file(out)
+    assert report.watermark.found and report.watermark.plane == "luma" and report.watermark.payload == payload
