@@ -8,6 +8,9 @@ and prints per variant: the frame types, the B-frame count, the size ratio and t
 
     python benchmarks/marking_frame_types.py --clip carphone-full --size 1920x1080 --frames 24 --repeats 4 \\
         --variant 1,160,0 --variant 0.5,160,0 --variant 1,100,0 --variant 1,240,0 --variant 1,160,0.5
+
+The variants are luma patterns (what the video writer added until branch i24-x264); ``--variant cr`` is the writer's
+mark now, in the V plane (:class:`ChromaMarker`), which x264's luma-only lookahead does not see.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from video_marking_cost import make_scaled_clip, x264_cpu  # noqa: E402
 
-from faceweave.media.video.encode import _copy_frame, _luma_plane  # noqa: E402
+from faceweave.media.video.encode import _copy_frame, _luma_plane, _plane  # noqa: E402
 from faceweave.provenance import watermark as wm  # noqa: E402
 
 PAYLOAD = wm.WatermarkPayload.for_job("benchmark-job")
@@ -59,10 +62,13 @@ def main() -> None:
     p.add_argument("--size", default="1920x1080")
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--repeats", type=int, default=4)
-    p.add_argument("--variant", action="append", default=[], help="amp,cells_per_short_side,smooth_cells[,stripes]")
+    p.add_argument("--variant", action="append", default=[],
+                   help="amp,cells_per_short_side,smooth_cells[,stripes] (a luma pattern), or cr (the writer's mark "
+                        "in the V plane)")
     args = p.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
-    variants = [tuple(float(x) for x in v.split(",")) for v in (args.variant or ["1,160,0"])]
+    variants: list[tuple[float, ...] | str] = [v if v == "cr" else tuple(float(x) for x in v.split(","))
+                                               for v in (args.variant or ["1,160,0"])]
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "in.mp4"
         make_scaled_clip("bigbuckbunny.mp4" if args.clip == "bigbuckbunny" else "carphone_pristine.mp4", clip,
@@ -73,8 +79,17 @@ def main() -> None:
             f.pict_type = av.video.frame.PictureType.NONE  # as the writer sends them: x264 decides
         sides: dict[object, list[av.VideoFrame]] = {"unmarked": plain}
         for v in variants:
-            d = variant_delta(h, w, v[0], int(v[1]), v[2], v[3] if len(v) > 3 else 0.0)
             out = []
+            if v == "cr":
+                cv = plain[0].planes[2]
+                marker = wm.ChromaMarker(h, w, PAYLOAD, (cv.height, cv.width))
+                for f in plain:
+                    g = _copy_frame(f)
+                    marker.apply(_plane(g, 2))
+                    out.append(g)
+                sides[v] = out
+                continue
+            d = variant_delta(h, w, v[0], int(v[1]), v[2], v[3] if len(v) > 3 else 0.0)
             for f in plain:
                 g = _copy_frame(f)
                 y = _luma_plane(g)

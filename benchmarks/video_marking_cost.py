@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import torch
@@ -46,23 +47,34 @@ from faceweave.provenance.mark import Marking, video_output_mark  # noqa: E402
 from faceweave.settings import SwapSettings  # noqa: E402
 
 
-def writer_step_ms(width: int, height: int, repeats: int = 50) -> dict[str, float]:
-    """The writer's added per-frame work alone, median ms: copy a decoded frame, add the pattern to its Y plane."""
+def frame_marker(frame: av.VideoFrame, plane: str = "chroma") -> tuple[Any, int]:
+    """The marker the writer uses for frames like ``frame`` (``plane="chroma"``: :class:`ChromaMarker` on the V plane)
+    or the luma marker it used before (``"luma"``: :class:`LumaMarker` on Y), and the plane index it marks."""
+    from faceweave.provenance.watermark import ChromaMarker, LumaMarker
+
+    payload = Marking().payload
+    if plane == "luma":
+        return LumaMarker(frame.height, frame.width, payload), 0
+    v = frame.planes[2]
+    return ChromaMarker(frame.height, frame.width, payload, (v.height, v.width)), 2
+
+
+def writer_step_ms(width: int, height: int, repeats: int = 50, plane: str = "chroma") -> dict[str, float]:
+    """The writer's added per-frame work alone, median ms: copy a decoded frame, add the pattern to its plane."""
     import numpy as np
 
-    from faceweave.media.video.encode import _copy_frame, _luma_plane
-    from faceweave.provenance.watermark import LumaMarker
+    from faceweave.media.video.encode import _copy_frame, _plane
 
     rng = np.random.default_rng(0)
     src = av.VideoFrame.from_ndarray(rng.integers(0, 256, (height, width, 3), np.uint8), format="rgb24")
     src = src.reformat(format="yuv420p")
-    marker = LumaMarker(height, width, Marking().payload)
+    marker, index = frame_marker(src, plane)
     copy_t, mark_t = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         frame = _copy_frame(src)
         t1 = time.perf_counter()
-        marker.apply(_luma_plane(frame))
+        marker.apply(_plane(frame, index))
         t2 = time.perf_counter()
         copy_t.append(t1 - t0)
         mark_t.append(t2 - t1)
@@ -91,24 +103,25 @@ def x264_cpu(frames: list[av.VideoFrame], path: Path) -> tuple[float, int, str]:
     return cpu, path.stat().st_size, types
 
 
-def encode_cpu_ms(clip: Path, repeats: int, decoder_frame_types: bool = False) -> dict[str, object]:
+def encode_cpu_ms(clip: Path, repeats: int, decoder_frame_types: bool = False, plane: str = "chroma"
+                  ) -> dict[str, object]:
     """x264's CPU time per frame (one encoder thread, so contention does not add spinning) and output size for the
     clip's frames as decoded and with the pattern in their luma, A/B pairs in alternating order; medians and the
     pair-ratio median. What marking costs the encoder: the pattern is detail x264 has to code.
 
     Both sides go to the encoder with no picture type, as :class:`VideoWriter` sends them. ``decoder_frame_types``
     keeps the decoder's I/P types on the unmarked side only (what this function did before): libx264 then obeys
-    them — all P, no B-frame decision — and the unmarked side is ~30 % cheaper for that reason alone."""
-    from faceweave.media.video.encode import _copy_frame, _luma_plane
-    from faceweave.provenance.watermark import LumaMarker
+    them — all P, no B-frame decision — and the unmarked side is ~30 % cheaper for that reason alone. ``plane``: the
+    writer's chroma mark, or ``"luma"``: the luma mark it wrote before."""
+    from faceweave.media.video.encode import _copy_frame, _plane
 
     with av.open(str(clip)) as c:
         plain = [f.reformat(format="yuv420p") for f in c.decode(video=0)]
-    marker = LumaMarker(plain[0].height, plain[0].width, Marking().payload)
+    marker, index = frame_marker(plain[0], plane)
     marked = []
     for f in plain:
         g = _copy_frame(f)  # a new frame: its picture type is NONE
-        marker.apply(_luma_plane(g))
+        marker.apply(_plane(g, index))
         marked.append(g)
     if not decoder_frame_types:
         for f in plain:
@@ -172,6 +185,9 @@ def main() -> None:
     parser.add_argument("--clip", choices=("carphone", "carphone-full", "bigbuckbunny"), default="carphone",
                         help="carphone upscaled and letterboxed (the face clip), carphone scaled to fill the frame, "
                              "or bigbuckbunny scaled")
+    parser.add_argument("--plane", choices=("chroma", "luma"), default="chroma",
+                        help="--encoder-only: the writer's mark (chroma, the V plane) or the luma mark it wrote "
+                             "before this change")
     parser.add_argument("--decoder-frame-types", action="store_true",
                         help="--encoder-only: keep the decoder's picture types on the unmarked side (the old, "
                              "biased measurement)")
@@ -196,8 +212,9 @@ def main() -> None:
             step = writer_step_ms(w, h)
             if args.encoder_only:
                 load0 = os.getloadavg()[0]
-                enc_ms = encode_cpu_ms(clip, args.repeats, args.decoder_frame_types)
-                print(json.dumps({"clip": args.clip, "size": f"{w}x{h}", "x264_one_thread_cpu_per_frame": enc_ms,
+                enc_ms = encode_cpu_ms(clip, args.repeats, args.decoder_frame_types, args.plane)
+                print(json.dumps({"clip": args.clip, "size": f"{w}x{h}", "plane": args.plane,
+                                  "x264_one_thread_cpu_per_frame": enc_ms,
                                   "load_before_after": [load0, os.getloadavg()[0]]}), flush=True)
                 continue
             load0 = os.getloadavg()[0]

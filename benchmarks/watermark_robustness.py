@@ -4,7 +4,9 @@
     python benchmarks/watermark_robustness.py --device cuda --json wm.json
 
 Pictures: the bundled stills (faceweave/data/media: the same files as ../shared/media) and every 10th frame of the
-two bundled clips. Each is marked with a job payload and put through each upload transformation (JPEG q70, WebP
+two bundled clips. Stills are marked as images are (the luma), clip frames as the video writer marks them (the
+pattern in Cr, the V plane of their yuv420p frames; ``--video-plane luma``: in the luma, as before). Each is marked
+with a job payload and put through each upload transformation (JPEG q70, WebP
 q80, resize to 50 %, a 90 % crop, H.264 crf 28 — for clip frames the whole marked clip is re-encoded, then every
 5th frame is checked on its own; and the two clips scaled to 1080p, 720p and 480p, marked, re-encoded, every frame
 checked on its own). *Detected* means found with the right payload's sync (``found``); *payload* means the 64-bit
@@ -30,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from faceweave.data import media_path  # noqa: E402
 from faceweave.media.image import read_image  # noqa: E402
+from faceweave.media.video.encode import _plane  # noqa: E402
 from faceweave.provenance.watermark import (  # noqa: E402
+    ChromaMarker,
     LumaMarker,
     WatermarkPayload,
     detect_watermark,
@@ -53,11 +57,27 @@ def _clip(name: str, limit: int = 60) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for _, f in zip(range(limit), c.decode(video=0), strict=False)]
 
 
+def writer_marked(frames: list[np.ndarray], plane: str = "chroma") -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """RGB frames as the video writer marks them, and unmarked: each goes to yuv420p (as the encoder gets it), the
+    writer's pattern is added to its V plane (``plane="luma"``: to its Y plane, what the writer did before), and it
+    comes back as RGB, as a decoder shows it. Returns ``(marked, unmarked)``: the same round trip, with and without."""
+    h, w = frames[0].shape[:2]
+    yuv = [av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
+           for f in frames]
+    v = yuv[0].planes[2]
+    marker = (LumaMarker(h, w, PAYLOAD) if plane == "luma" else ChromaMarker(h, w, PAYLOAD, (v.height, v.width)))
+    index = 0 if plane == "luma" else 2
+    plain = [f.to_ndarray(format="rgb24") for f in yuv]
+    for f in yuv:
+        marker.apply(_plane(f, index))
+    return [f.to_ndarray(format="rgb24") for f in yuv], plain
+
+
 def _rate(results: list[bool]) -> str:
     return f"{sum(results)}/{len(results)} ({100 * np.mean(results):.0f} %)" if results else "-"
 
 
-def robustness() -> dict[str, dict[str, object]]:
+def robustness(video_plane: str = "chroma") -> dict[str, dict[str, object]]:
     rows: dict[str, dict[str, list[bool]]] = {}
     psnrs: list[float] = []
 
@@ -76,9 +96,7 @@ def robustness() -> dict[str, dict[str, object]]:
             record("stills", t, fn(marked), fn(rgb))
         record("stills", "h264_crf28", h264([marked])[0], h264([rgb])[0])
     for name in CLIPS:
-        frames = _clip(name)
-        delta = watermark_delta(*frames[0].shape[:2], PAYLOAD)
-        marked = [embed_watermark(f, PAYLOAD, delta=delta) for f in frames]
+        marked, frames = writer_marked(_clip(name), video_plane)
         group = f"{name} ({frames[0].shape[1]}x{frames[0].shape[0]})"
         for k in range(0, len(frames), 10):
             psnrs.append(psnr(frames[k], marked[k]))
@@ -97,10 +115,10 @@ def robustness() -> dict[str, dict[str, object]]:
     for name in CLIPS:
         frames = _clip(name, 40)
         for h, w in RESOLUTIONS:
-            scaled = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA if h < f.shape[0] else cv2.INTER_CUBIC)
-                      for f in frames]
-            delta = watermark_delta(h, w, PAYLOAD)
-            enc = h264([embed_watermark(f, PAYLOAD, delta=delta) for f in scaled])
+            marked, scaled = writer_marked(
+                [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA if h < f.shape[0] else cv2.INTER_CUBIC)
+                 for f in frames], video_plane)
+            enc = h264(marked)
             enc0 = h264(scaled)
             for k in range(len(enc)):
                 record(f"{name} scaled to {w}x{h}", "h264_crf28, single frames", enc[k], enc0[k])
@@ -131,7 +149,12 @@ def timing(device: str, repeats: int = 20) -> dict[str, float]:
     out["embed, luma plane uint8, CPU (ms)"] = best(lambda: embed_watermark_luma(rgb[..., 0], delta))
     marker = LumaMarker(1080, 1920, PAYLOAD)
     y = np.ascontiguousarray(rgb[..., 0])
-    out["embed, LumaMarker in place (the video writer's step), CPU (ms)"] = best(lambda: marker.apply(y))
+    out["embed, LumaMarker in place (the video writer's step before the chroma mark), CPU (ms)"] = best(
+        lambda: marker.apply(y))
+    chroma = ChromaMarker(1080, 1920, PAYLOAD, (540, 960))
+    v = np.ascontiguousarray(rgb[::2, ::2, 2])
+    out["embed, ChromaMarker in place on the V plane (the video writer's step), CPU (ms)"] = best(
+        lambda: chroma.apply(v))
     frames = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].to(device, torch.float32) / 255
     d = torch.from_numpy(delta).to(device)
     out[f"embed, (1,3,H,W) float32 on {device} (ms)"] = best(lambda: embed_watermark_torch(frames.clone(), d))
@@ -144,11 +167,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="device of the torch embedding path (cpu, cuda, cuda:N)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--skip-robustness", action="store_true", help="only time (e.g. on the GPU box)")
+    parser.add_argument("--video-plane", choices=("chroma", "luma"), default="chroma",
+                        help="how clip frames are marked: as the video writer does (chroma: the V plane), or in the "
+                             "luma (what the writer did before)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     report: dict[str, object] = {}
     if not args.skip_robustness:
-        table = robustness()
+        table = robustness(args.video_plane)
         report["robustness"] = table
         print("| pictures / transformation | detected | payload decoded | false positives (unmarked) |")
         print("|---|---|---|---|")

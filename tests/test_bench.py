@@ -50,6 +50,6 @@ def test_bench_cpu_report(tmp_path: Path) -> None:
     assert e2e["ratio_to_best_plain"] == pytest.approx(e2e["fps"] / best, abs=_rounding_slack(e2e["fps"], best))
     assert "| cpu_fp32 | 2 |" in proc.stdout  # the printed table has the measured row
     marking = report["marking_ms_per_1080p_frame"]  # the issue-24 bench row: the watermark's cost per frame
-    assert marking["video_luma_cpu"] > 0 and marking["image_rgb_cpu"] > 0 and marking["pattern_once_per_video"] > 0
+    assert marking["video_chroma_cpu"] > 0 and marking["image_rgb_cpu"] > 0 and marking["pattern_once_per_video"] > 0
     assert "frame_float32_gpu" not in marking  # --device cpu: no GPU row
-    assert "| video_luma_cpu |" in proc.stdout
+    assert "| video_chroma_cpu |" in proc.stdout

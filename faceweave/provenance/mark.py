@@ -104,7 +104,7 @@ def mark_video_output(path: Path | str, marking: Marking, ingredients: Sequence[
 
     The pixels cannot be marked after encoding: a writer of frames marks them itself, by opening its
     :class:`~faceweave.media.video.encode.VideoWriter` with ``mark=video_output_mark(marking)`` (or, with its own
-    encoder, :class:`~faceweave.provenance.watermark.LumaMarker` on each frame's Y plane). ``swap_video`` calls this
+    encoder, :class:`~faceweave.provenance.watermark.ChromaMarker` on each frame's V plane). ``swap_video`` calls this
     after its writer or segment join; the live mode calls it on a recording it has closed.
     """
     path = Path(path)

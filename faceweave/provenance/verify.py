@@ -42,8 +42,8 @@ def _video_frames(path: Path, count: int) -> list[np.ndarray]:
     frames: list[np.ndarray] = []
     with av.open(str(path)) as c:
         for i, frame in enumerate(c.decode(video=0)):
-            if i % 2 == 0:
-                frames.append(frame.to_ndarray(format="gray"))
+            if i % 2 == 0:  # colour: the writer's mark is in Cr (older videos': in the luma)
+                frames.append(frame.to_ndarray(format="rgb24"))
             if len(frames) >= count:
                 break
     return frames

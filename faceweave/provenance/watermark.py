@@ -24,7 +24,10 @@ the noise (z ≥ 6; unmarked pictures peak at 3–5 over all offsets and sizes t
 is about ``n_tests · Q(6) ≈ 5·10⁻⁵``). The payload is reported only when its CRC and scheme also check: the sync
 (512 chips in one correlation) still survives where the 64-bit payload starts to fail (176×144 after crf 28).
 
-Video frames carry the same static pattern in every frame, so a detector can add the folds of many frames.
+Video frames carry the same static pattern in every frame, so a detector can add the folds of many frames. The video
+writer puts it in Cr (the V plane: :class:`ChromaMarker`, cells of ``max(4, short_side / 64)`` pixels) rather than in
+the luma: x264 chooses frame types from the luma alone, and a static luma pattern turned its all-P encodes of smooth
+moving content into P+B (+10-13 % encode time). The detector looks in the luma and, for colour input, in Cr.
 
 Conventions: images are ``(H, W, 3)`` uint8 RGB, torch frames ``(B, 3, H, W)`` float RGB in ``[0, 1]``, luma planes
 ``(H, W)`` uint8 (limited or full range: the pattern is small and additive, either works).
@@ -35,6 +38,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,10 +63,21 @@ CONV_POLYS = (0o133, 0o165, 0o171)  # rate 1/3 read 100 % of 120 480p crf-28 fra
 N_CODED = len(CONV_POLYS) * (N_BITS + CONV_K - 1)  # 210 coded bits (6 zero tail bits end the trellis in state 0)
 N_PAYLOAD_CHIPS = TILE * TILE // 2  # 512 chips: each coded bit gets 2 or 3, spread over the tile
 AMPLITUDE = 3.2  # peak chip amplitude in 8-bit levels; bilinear smoothing makes the RMS ≈ 2.2 → PSNR ≈ 41 dB
+# Video frames carry the pattern in Cr (the V plane) instead: x264's frame-type decision (lookahead) looks at the luma
+# only, so a chroma mark leaves its I/P/B choices as they would be unmarked (a luma one of any detectable strength
+# turns an all-P encode of smooth moving content into P+B, +10-13 % x264 CPU: docs/provenance.md).
+# 4:2:0 chroma planes have half the resolution and codecs quantise them coarser: bigger cells than the luma's.
+# Measured (carphone / bigbuckbunny at 480p, crf 28, single frames): 160 cells lost the mark (z ≈ 4); 80 found it
+# everywhere but read the payload from 70 % / 78 %; 64: 100 % / 85 %, +13 % x264 bits at crf 20 on the face clip at
+# 1080p (80: +17 %; 48: 100 % / 98 %, +9 %, but coarser colour blotches, 23 px at 1080p: visibility not measured).
+CHROMA_CELLS_PER_SHORT_SIDE = 64
+CHROMA_MIN_CELL = 4.0  # 2 V samples per cell in 4:2:0
+CHROMA_AMPLITUDE = 3.0  # peak chip amplitude in 8-bit V levels: PSNR ≈ 41 dB in RGB, like the luma mark
 NEIGHBOUR_TRIES = 8  # offsets next to the sync peak read when the payload fails there
 Z_FOUND = 6.0  # sync z-score that calls a mark found (unmarked media peaks at 3–5 over every offset and size)
 
 _RNG_SEED = 0x5EED_FACE
+_CR_WEIGHTS = np.array([[0.5, -0.4187, -0.0813]], np.float32)
 
 
 def _layout() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -191,8 +206,13 @@ def job_hash(job_id: str) -> int:
 
 # --------------------------------------------------------------------------------------------- embedding
 def cell_size(height: int, width: int) -> float:
-    """Pixels per cell for a ``height × width`` picture: the pattern scales with the picture."""
+    """Pixels per cell of the luma mark for a ``height × width`` picture: the pattern scales with the picture."""
     return max(MIN_CELL, min(height, width) / CELLS_PER_SHORT_SIDE)
+
+
+def chroma_cell_size(height: int, width: int) -> float:
+    """Picture pixels (luma samples) per cell of the chroma mark (video frames) for a ``height × width`` picture."""
+    return max(CHROMA_MIN_CELL, min(height, width) / CHROMA_CELLS_PER_SHORT_SIDE)
 
 
 def _tile_chips(payload: WatermarkPayload) -> np.ndarray:
@@ -203,19 +223,37 @@ def _tile_chips(payload: WatermarkPayload) -> np.ndarray:
     return chips.reshape(TILE, TILE)
 
 
+def _pattern(height: int, width: int, payload: WatermarkPayload, c: float, amplitude: float,
+             plane: tuple[int, int] | None = None) -> np.ndarray:
+    """The tiled pattern of cell ``c`` picture pixels over a ``height × width`` picture, sampled on a plane of
+    ``plane = (rows, cols)`` samples spread over the picture (default: one per pixel). ``(rows, cols)`` float32."""
+    ph, pw = plane or (height, width)
+    gh, gw = math.ceil(height / c) + 2, math.ceil(width / c) + 2
+    tile = _tile_chips(payload)
+    grid = np.tile(tile, (gh // TILE + 1, gw // TILE + 1))[:gh, :gw] * np.float32(amplitude)
+    # sample centre (x + 0.5) sits at picture x' = (x + 0.5) * width / pw, i.e. at grid coordinate x' / c - 0.5
+    # (cell centres at integers)
+    sx, sy = width / pw / c, height / ph / c
+    m = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]], np.float64)
+    return cv2.warpAffine(grid, m, (pw, ph), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
 def watermark_delta(height: int, width: int, payload: WatermarkPayload, amplitude: float = AMPLITUDE) -> np.ndarray:
     """The luma offset that marks a ``height × width`` picture: ``(H, W)`` float32, in 8-bit levels (about ±3).
 
     Compute it once per video (it depends only on the size and the payload) and add it to every frame.
     """
-    c = cell_size(height, width)
-    gh, gw = math.ceil(height / c) + 2, math.ceil(width / c) + 2
-    tile = _tile_chips(payload)
-    grid = np.tile(tile, (gh // TILE + 1, gw // TILE + 1))[:gh, :gw] * np.float32(amplitude)
-    # destination pixel centre (x + 0.5) sits at grid coordinate (x + 0.5) / c - 0.5 (cell centres at integers)
-    m = np.array([[1 / c, 0, 0.5 / c - 0.5], [0, 1 / c, 0.5 / c - 0.5]], np.float64)
-    return cv2.warpAffine(grid, m, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REFLECT)
+    return _pattern(height, width, payload, cell_size(height, width), amplitude)
+
+
+def chroma_delta(height: int, width: int, payload: WatermarkPayload, plane: tuple[int, int],
+                 amplitude: float = CHROMA_AMPLITUDE) -> np.ndarray:
+    """The Cr (V plane) offset that marks a video frame of ``height × width`` pixels whose V plane has
+    ``plane = (rows, cols)`` samples (``((H + 1) // 2, (W + 1) // 2)`` for 4:2:0): ``plane``-shaped float32, in 8-bit
+    levels (about ±3). Its cells are :func:`chroma_cell_size` picture pixels, so the pattern is the same on the
+    picture whatever the chroma subsampling."""
+    return _pattern(height, width, payload, chroma_cell_size(height, width), amplitude, plane)
 
 
 def embed_watermark(rgb: np.ndarray, payload: WatermarkPayload, *, delta: np.ndarray | None = None) -> np.ndarray:
@@ -244,32 +282,51 @@ def embed_watermark_luma(y: np.ndarray, delta: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-class LumaMarker:
-    """Adds one payload's pattern to the luma plane of video frames of one size, in place (the video encoder's
-    per-frame step). The pattern is computed once; each frame then costs two saturating OpenCV passes (about
-    0.7 ms per 1080p frame on one dev-VM core, against 2 ms for :func:`embed_watermark_luma`'s int16 round trip).
+class _PlaneMarker:
+    """Adds a precomputed offset to one plane of video frames, in place, with saturation (two OpenCV passes)."""
+
+    def __init__(self, delta: np.ndarray, bits: int) -> None:
+        d = np.rint(delta * float(1 << (bits - 8)))
+        dtype = np.uint8 if bits <= 8 else np.uint16
+        # one of the two is 0 at every pixel, so add-then-subtract with saturation is exactly clip(y + d)
+        self._pos: np.ndarray[Any, np.dtype[np.unsignedinteger[Any]]] = np.clip(d, 0, None).astype(dtype)
+        self._neg: np.ndarray[Any, np.dtype[np.unsignedinteger[Any]]] = np.clip(-d, 0, None).astype(dtype)
+        self._max = (1 << bits) - 1
+        self.shape: tuple[int, ...] = d.shape
+
+    def apply(self, y: np.ndarray) -> None:
+        """Mark ``y`` in place: the plane, ``(rows, cols)`` uint8 (or uint16 for deeper planes), rows may be strided."""
+        if y.shape != self.shape or y.dtype != self._pos.dtype:
+            raise ShapeError(f"plane must be {self.shape} {self._pos.dtype}, got {y.shape} {y.dtype}")
+        cv2.add(y, self._pos, dst=y)
+        cv2.subtract(y, self._neg, dst=y)
+        if self._max not in (255, 65535):  # 10/12-bit samples in 16-bit words: OpenCV saturates at 65535
+            np.minimum(y, self._max, out=y)
+
+
+class LumaMarker(_PlaneMarker):
+    """Adds one payload's pattern to the luma plane of video frames of one size, in place (the video writer's step
+    until it moved to :class:`ChromaMarker`; still found by the detector). The pattern is computed once; each frame
+    then costs two saturating OpenCV passes (about 0.1 ms per 1080p frame on one dev-VM core, against 2 ms for
+    :func:`embed_watermark_luma`'s int16 round trip).
 
     ``bits``: the plane's sample depth (8; 10 or 12 for ``…p10le``/``…p12le`` planes stored as uint16), the pattern
     scaled to it so the mark is the same strength in every output format.
     """
 
     def __init__(self, height: int, width: int, payload: WatermarkPayload, bits: int = 8) -> None:
-        d = np.rint(watermark_delta(height, width, payload) * float(1 << (bits - 8)))
-        dtype = np.uint8 if bits <= 8 else np.uint16
-        # one of the two is 0 at every pixel, so add-then-subtract with saturation is exactly clip(y + d)
-        self._pos: np.ndarray[Any, np.dtype[np.unsignedinteger[Any]]] = np.clip(d, 0, None).astype(dtype)
-        self._neg: np.ndarray[Any, np.dtype[np.unsignedinteger[Any]]] = np.clip(-d, 0, None).astype(dtype)
-        self._max = (1 << bits) - 1
-        self.shape = (height, width)
+        super().__init__(watermark_delta(height, width, payload), bits)
 
-    def apply(self, y: np.ndarray) -> None:
-        """Mark ``y`` in place: ``(H, W)`` uint8 (or uint16 for deeper planes), rows may be strided."""
-        if y.shape != self.shape or y.dtype != self._pos.dtype:
-            raise ShapeError(f"luma plane must be {self.shape} {self._pos.dtype}, got {y.shape} {y.dtype}")
-        cv2.add(y, self._pos, dst=y)
-        cv2.subtract(y, self._neg, dst=y)
-        if self._max not in (255, 65535):  # 10/12-bit samples in 16-bit words: OpenCV saturates at 65535
-            np.minimum(y, self._max, out=y)
+
+class ChromaMarker(_PlaneMarker):
+    """Adds one payload's pattern to the V (Cr) plane of video frames of one size, in place: what the video writer
+    does (0.03 ms per 1080p 4:2:0 frame). The Y plane stays bit-identical, so x264's lookahead (luma only) chooses
+    the frame types it would choose unmarked. ``plane``: the V plane's ``(rows, cols)``; ``bits`` as for
+    :class:`LumaMarker`."""
+
+    def __init__(self, height: int, width: int, payload: WatermarkPayload, plane: tuple[int, int],
+                 bits: int = 8) -> None:
+        super().__init__(chroma_delta(height, width, payload, plane), bits)
 
 
 def embed_watermark_torch(frames: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -296,10 +353,11 @@ class WatermarkResult:
     payload: WatermarkPayload | None
     bit_agreement: float
     cell: float
+    plane: str = "luma"  # where the best peak is: "luma" (images, videos before the chroma mark) or "chroma"
 
     def to_dict(self) -> dict[str, object]:
         return {"found": self.found, "confidence": round(self.confidence, 6), "score": round(self.score, 2),
-                "bit_agreement": round(self.bit_agreement, 3),
+                "bit_agreement": round(self.bit_agreement, 3), "plane": self.plane,
                 "payload": self.payload.to_dict() if self.payload is not None else None}
 
 
@@ -307,6 +365,11 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     if rgb.ndim == 2:
         return rgb.astype(np.float32)
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def _chroma(rgb: np.ndarray) -> np.ndarray:
+    """Cr of ``(H, W, 3)`` uint8 RGB (BT.601 weights; a V offset moves it alike under BT.709), ``(H, W)`` float32."""
+    return cv2.transform(np.ascontiguousarray(rgb, dtype=np.float32), _CR_WEIGHTS)
 
 
 def _whiten(y: np.ndarray) -> np.ndarray:
@@ -351,20 +414,21 @@ def _kernels() -> tuple[np.ndarray, np.ndarray]:
 _SYNC_F, _CHIP_F = _kernels()
 
 
-def _candidate_cells(height: int, width: int) -> list[float]:
-    """Cell sizes to try: as written for this picture, or for a bigger one that was cropped (to 90 % or 80 %: same
-    cell in pixels) and/or resized (to ½, ¾ or ⅔: the cell shrinks with it)."""
+def _candidate_cells(height: int, width: int, cell: Callable[[int, int], float] = cell_size) -> list[float]:
+    """Cell sizes to try: as ``cell`` (:func:`cell_size` or :func:`chroma_cell_size`) draws them for this picture,
+    or for a bigger one that was cropped (to 90 % or 80 %: same cell in pixels) and/or resized (to ½, ¾ or ⅔: the
+    cell shrinks with it)."""
     out: list[float] = []
     for scale in (1.0, 0.5, 0.75, 2.0 / 3.0):
         for crop in (1.0, 0.9, 0.8):
             before = scale * crop
-            c = cell_size(round(height / before), round(width / before)) * scale
+            c = cell(round(height / before), round(width / before)) * scale
             if all(abs(c - o) / o > 0.01 for o in out):
                 out.append(c)
     return out
 
 
-def _decode(fold: np.ndarray, c: float, n_tests: int) -> WatermarkResult:
+def _decode(fold: np.ndarray, c: float, n_tests: int, plane: str = "luma") -> WatermarkResult:
     n = TILE * SAMPLES
     f = np.fft.rfft2(fold)
     corr = np.fft.irfft2(f * np.conj(_SYNC_F), s=(n, n))
@@ -394,31 +458,36 @@ def _decode(fold: np.ndarray, c: float, n_tests: int) -> WatermarkResult:
     p_noise = min(1.0, n_tests * 0.5 * math.erfc(z / math.sqrt(2.0)))
     return WatermarkResult(found=found, confidence=(1.0 - p_noise) if found else 0.0, score=z,
                            payload=payload if found and ok else None,
-                           bit_agreement=agree, cell=c)
+                           bit_agreement=agree, cell=c, plane=plane)
 
 
 def detect_watermark(images: np.ndarray | list[np.ndarray]) -> WatermarkResult:
-    """Look for faceweave's mark in one image or in several frames of one video (their evidence adds up).
+    """Look for faceweave's mark in one image or in several frames of one video (their evidence adds up): in the
+    luma (images; videos written before the chroma mark) and, for colour input, in Cr (videos).
 
     Args:
-        images: ``(H, W, 3)`` uint8 RGB, ``(H, W)`` luma, or a list of either (all one size: video frames).
+        images: ``(H, W, 3)`` uint8 RGB, ``(H, W)`` luma (the luma mark only), or a list of either (all one size:
+            video frames).
 
     Returns:
-        :class:`WatermarkResult` of the best candidate cell size (``found`` False for unmarked media).
+        :class:`WatermarkResult` of the best plane and candidate cell size (``found`` False for unmarked media).
     """
-    frames = images if isinstance(images, list) else [images]
+    frames = [np.asarray(f) for f in (images if isinstance(images, list) else [images])]
     if not frames:
         raise ShapeError("detect_watermark needs at least one image")
-    lumas = [_luma(np.asarray(f)) for f in frames]
-    h, w = lumas[0].shape
-    cells = _candidate_cells(h, w)
-    n_tests = len(cells) * (TILE * SAMPLES) ** 2
+    planes: list[tuple[str, list[np.ndarray], Callable[[int, int], float]]] = [
+        ("luma", [_luma(f) for f in frames], cell_size)]
+    if all(f.ndim == 3 for f in frames):
+        planes.append(("chroma", [_chroma(f) for f in frames], chroma_cell_size))
+    h, w = planes[0][1][0].shape
+    tries = [(name, ys, c) for name, ys, fn in planes for c in _candidate_cells(h, w, fn)]
+    n_tests = len(tries) * (TILE * SAMPLES) ** 2  # the false-alarm chance counts every plane and cell size tried
     best: WatermarkResult | None = None
-    for c in cells:
-        folds = [fd for fd in (_fold(y, c) for y in lumas) if fd is not None]
+    for name, ys, c in tries:
+        folds = [fd for fd in (_fold(y, c) for y in ys) if fd is not None]
         if not folds:
             continue
-        res = _decode(np.sum(folds, axis=0), c, n_tests)
+        res = _decode(np.sum(folds, axis=0), c, n_tests, name)
         if best is None or (res.found, res.score) > (best.found, best.score):
             best = res
     if best is None:
@@ -433,10 +502,13 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 __all__ = [
+    "ChromaMarker",
     "LumaMarker",
     "WatermarkPayload",
     "WatermarkResult",
     "cell_size",
+    "chroma_cell_size",
+    "chroma_delta",
     "conv_encode",
     "detect_watermark",
     "embed_watermark",

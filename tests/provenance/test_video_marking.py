@@ -32,10 +32,10 @@ def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def _grey_frames(path: Path, count: int = 16) -> list[np.ndarray]:
-    """Every 2nd of the first ``2 * count`` frames as grey (what ``faceweave verify`` reads)."""
+def _rgb_frames(path: Path, count: int = 16) -> list[np.ndarray]:
+    """Every 2nd of the first ``2 * count`` frames as RGB (what ``faceweave verify`` reads: the mark is in Cr)."""
     with av.open(str(path)) as c:
-        return [f.to_ndarray(format="gray") for _, f in zip(range(2 * count), c.decode(video=0), strict=False)][::2]
+        return [f.to_ndarray(format="rgb24") for _, f in zip(range(2 * count), c.decode(video=0), strict=False)][::2]
 
 
 @pytest.mark.parametrize("ext", [".mp4", ".mov", ".mkv", ".webm"])
@@ -47,10 +47,10 @@ def test_video_writer_marks_every_container(tmp_path: Path, ext: str) -> None:
     mark_video_output(out, marking)
     meta = read_video_marking(out)
     assert meta.synthetic and meta.tags.get("faceweave:job") == marking.job_hash
-    wm = detect_watermark(_grey_frames(out))
+    wm = detect_watermark(_rgb_frames(out))
     # at 176x144 (2-pixel cells) the sync is found but the 64 payload bits are not always all read back; the payload
     # is checked on 720p below. A payload read back must be this one.
-    assert wm.found and wm.payload in (None, marking.payload)
+    assert wm.found and wm.plane == "chroma" and wm.payload in (None, marking.payload)
     if ext in (".mp4", ".mov"):
         assert mp4_moov_first(out)
         c2pa = read_c2pa(out)
@@ -66,7 +66,7 @@ def test_switches_off_leave_pixels_alone(tmp_path: Path) -> None:
     marking = Marking(watermark=False, c2pa=False)
     transcode(media_path("carphone_pristine.mp4"), marked, enc, mark=video_output_mark(marking))
     mark_video_output(marked, marking)
-    assert [f.tobytes() for f in _grey_frames(plain)] == [f.tobytes() for f in _grey_frames(marked)]
+    assert [f.tobytes() for f in _rgb_frames(plain)] == [f.tobytes() for f in _rgb_frames(marked)]
     report = verify_file(marked)
     assert report.metadata.synthetic and not report.watermark.found and report.c2pa.status == "absent"
     assert not verify_file(plain).marked  # nothing marks an output but the mark
@@ -81,7 +81,7 @@ def test_segment_join_is_marked_and_faststart(tmp_path: Path) -> None:
                            trim=Trim(end_s=2.0), mark=video_output_mark(marking))
     assert len(results) >= 1
     assert mp4_moov_first(out) and read_video_marking(out).synthetic
-    wm = detect_watermark(_grey_frames(out))
+    wm = detect_watermark(_rgb_frames(out))
     assert wm.found and wm.payload == marking.payload
 
 
@@ -149,3 +149,52 @@ def test_demo_outputs_all_verify_as_marked(tmp_path: Path) -> None:
     for path in outputs:
         report = verify_file(path)
         assert report.marked and report.c2pa.status == "valid" and report.watermark.found, path.name
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p", "yuv420p10le"])
+def test_writer_marks_cr_and_leaves_the_luma_alone(tmp_path: Path, pix_fmt: str) -> None:
+    """The writer's mark is in the V plane only: the Y plane x264's lookahead decides frame types from is the
+    unmarked one, bit for bit (lossless FFV1, so the decoded planes are the ones sent), whatever the subsampling and
+    depth; the mark is found in Cr with this output's payload."""
+    lossless = EncoderSettings(codec="ffv1", pix_fmt=pix_fmt)
+    src, marking = media_path("bigbuckbunny.mp4"), Marking(job_id=f"cr-{pix_fmt}", c2pa=False)
+    planes = {}
+    for marked in (False, True):
+        out = tmp_path / f"{marked}.mkv"
+        transcode(src, out, lossless, trim=Trim(end_s=0.4), mark=video_output_mark(marking) if marked else None)
+        with av.open(str(out)) as c:
+            frames = list(c.decode(video=0))
+        planes[marked] = [[bytes(p) for p in f.planes] for f in frames]
+        if marked:
+            wm = detect_watermark([f.to_ndarray(format="rgb24") for f in frames])
+    assert len(planes[True]) == len(planes[False]) >= 8
+    assert all(a[0] == b[0] for a, b in zip(planes[True], planes[False], strict=True))  # Y untouched
+    assert all(a[1] == b[1] for a, b in zip(planes[True], planes[False], strict=True))  # U untouched
+    assert all(a[2] != b[2] for a, b in zip(planes[True], planes[False], strict=True))  # V marked
+    assert wm.found and wm.plane == "chroma" and wm.payload == marking.payload
+
+
+def test_videos_marked_in_the_luma_still_verify(tmp_path: Path) -> None:
+    """Videos written before the chroma mark carry the pattern in the luma: ``faceweave verify`` still finds it and
+    reads their payload."""
+    from faceweave.provenance.watermark import LumaMarker
+
+    payload = WatermarkPayload.for_job("luma-era")
+    out = tmp_path / "old.mp4"
+    with av.open(str(media_path("bigbuckbunny.mp4"))) as c, av.open(str(out), "w") as o:
+        s = o.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 1280, 720, "yuv420p"
+        s.options = {"crf": "20", "preset": "veryfast"}
+        marker = LumaMarker(720, 1280, payload)
+        for i, f in zip(range(32), c.decode(video=0), strict=False):
+            g = f.reformat(format="yuv420p")
+            g = av.VideoFrame.from_ndarray(g.to_ndarray(), format="yuv420p")  # a frame of our own to write into
+            y = np.frombuffer(g.planes[0], np.uint8).reshape(720, g.planes[0].line_size)[:, :1280]
+            marker.apply(y)
+            g.pts = i
+            for p in s.encode(g):
+                o.mux(p)
+        for p in s.encode():
+            o.mux(p)
+    report = verify_file(out)
+    assert report.watermark.found and report.watermark.plane == "luma" and report.watermark.payload == payload

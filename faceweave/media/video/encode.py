@@ -26,7 +26,7 @@ from faceweave.media.video.frames import DecodeStats, FrameBatch, FrameReader, _
 from faceweave.media.video.probe import _SWS_COLORSPACE, VideoInfo, probe_video
 from faceweave.media.video.trim import Trim, _trim_shift
 from faceweave.provenance.metadata import video_container_options
-from faceweave.provenance.watermark import LumaMarker, WatermarkPayload
+from faceweave.provenance.watermark import ChromaMarker, WatermarkPayload
 
 CONTAINER_OF_EXTENSION = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 WEBM_VIDEO_CODECS = ("libvpx-vp9", "libsvtav1", "libvpx")
@@ -72,7 +72,7 @@ class OutputMark:
     """What a finished video carries besides its pictures (picklable: segment workers get it).
 
     ``tags``: container tags (:func:`faceweave.provenance.metadata.video_tags`); ``watermark``: the payload whose
-    pattern every frame's luma gets (None: no watermark). The writer of a final output also opens MP4/MOV with
+    pattern every frame's Cr (V plane) gets (None: no watermark). The writer of a final output also opens MP4/MOV with
     ``+faststart``; C2PA is signed over the finished file (:func:`faceweave.provenance.mark.mark_video_output`).
     """
 
@@ -165,7 +165,7 @@ class VideoWriter:
         self.frames_written = 0
         self._audio: _AudioPump | None = None
         self._last_pts: int | None = None
-        self._marker: LumaMarker | None = None
+        self._marker: ChromaMarker | None = None
         container_name = CONTAINER_OF_EXTENSION[self.output.suffix.lower()]
         options = {} if intermediate else video_container_options(self.output)
         try:
@@ -176,7 +176,7 @@ class VideoWriter:
             if mark is not None and not intermediate:
                 self.container.metadata.update(mark.tags)
             if mark is not None and mark.watermark is not None:
-                self._marker = _luma_marker(info, encoder.pix_fmt, mark.watermark)
+                self._marker = _chroma_marker(info, encoder.pix_fmt, mark.watermark)
             self.stream = self._add_video_stream()
             if audio and info.has_audio:
                 self._audio = _AudioPump(self.container, info, trim or Trim(), float(pts_shift * info.time_base),
@@ -257,7 +257,7 @@ class VideoWriter:
             else:
                 frame = item  # the decoded frame itself
             if self._marker is not None:
-                self._marker.apply(_luma_plane(frame))
+                self._marker.apply(_plane(frame, 2))
             frame.pts = int(p) - self.pts_shift
             frame.time_base = tb
             frame.pict_type = _PICT_NONE  # a decoded I/P/B type would force the encoder's decision
@@ -297,23 +297,31 @@ class VideoWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def _luma_marker(info: VideoInfo, pix_fmt: str, payload: WatermarkPayload) -> LumaMarker:
-    fmt = av.VideoFormat(pix_fmt)
-    bits = fmt.components[0].bits
-    if fmt.is_rgb or fmt.components[0].plane != 0 or bits not in (8, 10, 12) or (bits > 8 and
-                                                                                  not pix_fmt.endswith("le")):
+def _chroma_marker(info: VideoInfo, pix_fmt: str, payload: WatermarkPayload) -> ChromaMarker:
+    """The writer's marker: the pattern in the V plane (Cr), so x264's luma-only lookahead chooses the frame types it
+    would choose unmarked (a luma pattern made it pick B-frames on smooth moving content: docs/provenance.md)."""
+    fmt = av.VideoFormat(pix_fmt, info.width, info.height)
+    comps = fmt.components
+    bits = comps[0].bits
+    if (fmt.is_rgb or len(comps) < 3 or [c.plane for c in comps[:3]] != [0, 1, 2] or bits not in (8, 10, 12)
+            or (bits > 8 and not pix_fmt.endswith("le"))):
         raise InvalidOption(f"the watermark cannot mark {pix_fmt} frames",
                             hint="use a planar YUV pix_fmt (yuv420p, yuv444p, yuv420p10le…)")
-    return LumaMarker(info.height, info.width, payload, bits)
+    return ChromaMarker(info.height, info.width, payload, (comps[2].height, comps[2].width), bits)
 
 
-def _luma_plane(frame: Any) -> np.ndarray:
-    """``(H, W)`` writable view of a frame's Y plane (uint16 for 10/12-bit little-endian planes)."""
-    plane = frame.planes[0]
+def _plane(frame: Any, index: int) -> np.ndarray:
+    """``(rows, cols)`` writable view of a frame's plane ``index`` (uint16 for 10/12-bit little-endian planes)."""
+    plane = frame.planes[index]
     dtype = np.uint8 if frame.format.components[0].bits <= 8 else np.dtype("<u2")
     item = np.dtype(dtype).itemsize
     rows = np.frombuffer(plane, dtype)[: plane.height * plane.line_size // item]
     return rows.reshape(plane.height, plane.line_size // item)[:, : plane.width]
+
+
+def _luma_plane(frame: Any) -> np.ndarray:
+    """``(H, W)`` writable view of a frame's Y plane (uint16 for 10/12-bit little-endian planes)."""
+    return _plane(frame, 0)
 
 
 def _copy_frame(src: Any) -> Any:
