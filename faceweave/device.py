@@ -80,14 +80,3 @@ def init_cuda_linalg(index: int) -> None:
     thread-safe (two :sync slots warping at once raised "lazy wrapper should be called at most once", H100)."""
     with _cuda_lock(index):
         torch.linalg.inv(torch.eye(3, dtype=torch.float64, device=torch.device("cuda", index)))
-
-
-@functools.cache
-def _swap_stream_of(index: int) -> torch.cuda.Stream:
-    return torch.cuda.Stream(device=index)
-
-
-def swap_stream(device: torch.device) -> torch.cuda.Stream:
-    """The CUDA stream a video's swap stage runs on, one per device for the process: a stream per job would keep a
-    cuBLAS workspace per stream for the life of the process (32 MiB each on Hopper)."""
-    return _swap_stream_of(device.index if device.index is not None else torch.cuda.current_device())

@@ -224,9 +224,7 @@ class SwapEngine:
         ``cuda_graphs``, except for the Poisson blend, which waits for the device; else None (eager)."""
         if (self._swap_graphs is None and self.device.type == "cuda" and self.settings.cuda_graphs
                 and self.settings.swapper == "mesh" and self.settings.blend != "poisson"):
-            # a pool of their own: the video's swap stage replays them on its own stream while the analysis nets
-            # replay theirs on the planning thread's, and a shared pool is only safe for replays on one stream
-            self._swap_graphs = crop_graphs(self.swap_options, torch.cuda.graph_pool_handle())
+            self._swap_graphs = crop_graphs(self.swap_options, self._graph_pool())
         return self._swap_graphs
 
     @property

@@ -14,7 +14,6 @@ import torch
 from faceweave.analysis.face import Face
 from faceweave.analysis.identity import same_person_distance
 from faceweave.analysis.track import FaceTracker, Track, scene_change_score
-from faceweave.device import swap_stream
 from faceweave.errors import NoMatchingFace
 from faceweave.media.video.frames import FrameBatch
 from faceweave.pipeline.engine import PreparedSource, SwapEngine
@@ -35,8 +34,6 @@ class _PlannedBatch:
     rgb: torch.Tensor | None
     index: list[int]
     plans: list[list[tuple[Face, int]]]
-    #: on CUDA, recorded on the planning thread's stream once the batch's device work is queued
-    ready: torch.cuda.Event | None = None
 
 
 class VideoFaceProcessor:
@@ -224,31 +221,10 @@ class VideoFaceProcessor:
             plans.append([(f, tr.source_index) for tr, f in pairs if tr.selected])
         self.stats["tracks"] = self.tracker.tracks_started - self._tracks_before
         idx = [k for k in range(b_count) if plans[k]]
-        ready = None
-        if engine.device.type == "cuda":
-            ready = torch.cuda.Event()
-            ready.record(torch.cuda.current_stream(engine.device))
-        return _PlannedBatch(batch, frames_yuv, as_float(idx) if idx else None, idx, [plans[k] for k in idx], ready)
+        return _PlannedBatch(batch, frames_yuv, as_float(idx) if idx else None, idx, [plans[k] for k in idx])
 
     def finish_batch(self, planned: _PlannedBatch) -> FrameBatch | np.ndarray:
-        """Second half, independent of other batches: swap the planned faces, back to planes, label.
-
-        On CUDA it runs on the device's swap stream (:func:`~faceweave.device.swap_stream`), after the planning
-        thread's work for the batch: the planning thread's host syncs (detections leaving the device) then wait for
-        its own kernels only, not for the swap's queued ones (H100 profile of a 1080p job, 2026-12-05: the GIL was
-        held 17 % of the wall time and the planning thread spent its time blocked in small copies and launches)."""
-        if planned.ready is None:
-            return self._finish(planned)
-        stream = swap_stream(self.engine.device)
-        stream.wait_event(planned.ready)
-        # tensors made on the planning thread's stream and used on this one: not reused before this work is done
-        planned.yuv.packed.record_stream(stream)
-        if planned.rgb is not None:
-            planned.rgb.record_stream(stream)
-        with torch.cuda.stream(stream):
-            return self._finish(planned)
-
-    def _finish(self, planned: _PlannedBatch) -> FrameBatch | np.ndarray:
+        """Second half, independent of other batches: swap the planned faces, back to planes, label."""
         batch, settings = planned.batch, self.settings
         out = batch
         if planned.index:
