@@ -13,7 +13,6 @@ swapped frame, and per thread the faceweave functions (inclusive) and leaves whe
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from faceweave.bench_clips import _MARK
 from faceweave.data import media_path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from thread_profile import summarise  # noqa: E402  (a sibling script, not a package)
+from thread_profile import find_py_spy, summarise  # noqa: E402  (a sibling script, not a package)
 
 
 def main() -> None:
@@ -39,9 +38,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--out", type=Path, default=None, help="also write the report here (and the raw stacks beside)")
     args = ap.parse_args()
-    spy = shutil.which("py-spy")
-    if spy is None:
-        raise SystemExit("py-spy is not installed (pip install py-spy)")
+    spy = find_py_spy()
     width, height = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)

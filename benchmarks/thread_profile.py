@@ -63,6 +63,14 @@ def summarise(raw: Path, wall_s: float, rate: int, top: int) -> list[str]:
     return out
 
 
+def find_py_spy() -> str:
+    """The py-spy binary, or exit with how to install it."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("py-spy is not installed (pip install py-spy)")
+    return spy
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -80,9 +88,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", type=Path, default=None, help="also write the report here (and the raw stacks beside)")
     args = ap.parse_args()
-    spy = shutil.which("py-spy")
-    if spy is None:
-        raise SystemExit("py-spy is not installed (pip install py-spy)")
+    spy = find_py_spy()
     w, h = (int(v) for v in args.size.split("x"))
     settings = SwapSettings(device=args.device, dtype=args.dtype, batch_size=args.batch, workers=1)
     with tempfile.TemporaryDirectory() as tmp_dir:
