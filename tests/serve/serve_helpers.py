@@ -94,3 +94,19 @@ def carphone_clip(path: Path, frames: int) -> Path:
         for packet in stream.encode():
             dst.mux(packet)
     return path
+
+
+def count_engines_built(monkeypatch: Any) -> list[Any]:
+    """Patch :class:`SwapEngine` so that every engine built from now on (for the test's duration) is appended to the
+    returned list: how many copies of the models a service made."""
+    from faceweave.pipeline import engine as engine_module
+
+    built: list[Any] = []
+    real_init = engine_module.SwapEngine.__init__
+
+    def counting_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module.SwapEngine, "__init__", counting_init)
+    return built

@@ -7,14 +7,12 @@ import importlib.util
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from serve_helpers import carphone_clip
+from serve_helpers import carphone_clip, count_engines_built
 
 from faceweave.data import media_path
-from faceweave.pipeline import engine as engine_module
 from faceweave.serve.executor import InProcessExecutor, ProgressHub, run_swap
 from faceweave.serve.storage import FsspecStorage
 from faceweave.serve.store import JobState, NewJob, SqlJobStore
@@ -74,14 +72,7 @@ def test_concurrent_jobs_share_one_engine_and_match_jobs_run_alone(tmp_path: Pat
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     (alone,), _ = _run(tmp_path / "alone", 1, 1)
 
-    built: list[Any] = []
-    real_init = engine_module.SwapEngine.__init__
-
-    def counting_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        built.append(self)
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(engine_module.SwapEngine, "__init__", counting_init)
+    built = count_engines_built(monkeypatch)
     outs, most = _run(tmp_path / "two", 2, 2)
     assert most == 2, "the two jobs did not run at once"
     assert len(built) == 1, f"{len(built)} engines built for two concurrent jobs with the same settings"

@@ -11,7 +11,7 @@ import anyio
 import numpy as np
 import pytest
 from PIL import Image
-from serve_helpers import running_app, swap_form
+from serve_helpers import count_engines_built, running_app, swap_form
 
 pytestmark = pytest.mark.anyio
 
@@ -65,16 +65,7 @@ async def test_unbatched_sync_slots_share_the_executors_engine(tmp_path: Path, m
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Two :sync slots (sync_batch 1) answering at once use the executor's warm engine: one copy of the models (and,
     on a GPU, of the CUDA graphs) in the process, not one per slot (issue 18)."""
-    from faceweave.pipeline import engine as engine_module
-
-    built: list[object] = []
-    real_init = engine_module.SwapEngine.__init__
-
-    def counting_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        built.append(self)
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(engine_module.SwapEngine, "__init__", counting_init)
+    built = count_engines_built(monkeypatch)
     async with running_app(tmp_path, device="cpu", sync_batch=1, sync_concurrency=2) as h:
         assert h.svc.sync_batcher is None
         acme = h.headers("acme")
