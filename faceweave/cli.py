@@ -195,7 +195,7 @@ def swap(
     pixel_boost: Annotated[int | None, typer.Option(help="128-px swappers: k×k tiles (1, 2, 4)")] = None,
     model_dir: Annotated[str | None, typer.Option(help="plug-in model folder (default $FACEWEAVE_MODELS)")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, float16, bfloat16")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, float16, bfloat16: the swap and plug-in nets (detection and landmarks always run in float32)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="frames per device batch (video); images per batch (batch of images)")] = None,
     devices: Annotated[str | None, typer.Option(help="video: split segments across devices, e.g. 0,1")] = None,
     cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", help="GPU: replay the analysis nets and the swap from CUDA graphs")] = None,
