@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from faceweave.device import engine_lock
+from faceweave.device import cuda_index, engine_lock
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,7 @@ def _side_stream(device: torch.device) -> torch.cuda.Stream:
     """One warm-up stream per device for every capture. cuBLAS keeps a workspace (32 MiB on Hopper) for each stream
     it has run on, for the life of the process: with a new stream per capture, 544 MB (17 × 32 MiB) was still
     allocated after the engine that had captured its graphs was gone (H200, 2026-12-03)."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return _stream_of(index)
+    return _stream_of(cuda_index(device))
 
 
 @functools.cache

@@ -55,6 +55,11 @@ def to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device, non_blocking=True)
 
 
+def cuda_index(device: torch.device) -> int:
+    """The index of a CUDA ``device`` (``cuda`` without one: the current device)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def engine_lock(device: torch.device) -> threading.RLock:
     """The lock an engine's forwards hold (see :class:`~faceweave.pipeline.engine.SwapEngine`).
 
@@ -65,7 +70,7 @@ def engine_lock(device: torch.device) -> threading.RLock:
     """
     if device.type != "cuda":
         return threading.RLock()
-    return _cuda_lock(device.index if device.index is not None else torch.cuda.current_device())
+    return _cuda_lock(cuda_index(device))
 
 
 @functools.cache
@@ -74,9 +79,15 @@ def _cuda_lock(index: int) -> threading.RLock:
     return threading.RLock()
 
 
+def init_cuda_linalg(device: torch.device) -> None:
+    """On CUDA, load torch's linear-algebra library once per device, before any two threads can ask for it: its lazy
+    loader is not thread-safe (two :sync slots warping at once raised "lazy wrapper should be called at most once",
+    H100). Nothing elsewhere."""
+    if device.type == "cuda":
+        _load_cuda_linalg(cuda_index(device))
+
+
 @functools.cache
-def init_cuda_linalg(index: int) -> None:
-    """Load torch's CUDA linear-algebra library once, before any two threads can ask for it: its lazy loader is not
-    thread-safe (two :sync slots warping at once raised "lazy wrapper should be called at most once", H100)."""
+def _load_cuda_linalg(index: int) -> None:
     with _cuda_lock(index):
         torch.linalg.inv(torch.eye(3, dtype=torch.float64, device=torch.device("cuda", index)))

@@ -175,8 +175,7 @@ class SwapEngine:
         #: held by every forward (see :func:`_serialised`); reentrant because stages call one another. On CUDA it
         #: is the device's, shared with every other engine there (:func:`~faceweave.device.engine_lock`)
         self.lock = engine_lock(self.device)
-        if self.device.type == "cuda":
-            init_cuda_linalg(self.device.index if self.device.index is not None else torch.cuda.current_device())
+        init_cuda_linalg(self.device)
         self.dtype = resolve_dtype(self.settings.dtype, self.device)
         #: the built-in swapper's options, taken from the settings once
         self.swap_options = MeshSwapOptions.from_settings(self.settings)

@@ -319,11 +319,6 @@ def _plane(frame: Any, index: int) -> np.ndarray:
     return rows.reshape(plane.height, plane.line_size // item)[:, : plane.width]
 
 
-def _luma_plane(frame: Any) -> np.ndarray:
-    """``(H, W)`` writable view of a frame's Y plane (uint16 for 10/12-bit little-endian planes)."""
-    return _plane(frame, 0)
-
-
 def _copy_frame(src: Any) -> Any:
     """A new frame of ``src``'s format, size, planes and colour tags (the copy is ours to write into)."""
     dst: Any = av.VideoFrame(src.width, src.height, src.format.name)
