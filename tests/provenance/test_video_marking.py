@@ -198,3 +198,26 @@ def test_videos_marked_in_the_luma_still_verify(tmp_path: Path) -> None:
             o.mux(p)
     report = verify_file(out)
     assert report.watermark.found and report.watermark.plane == "luma" and report.watermark.payload == payload
+
+
+def test_writer_marks_rebuilt_frames_in_place_and_decoded_frames_as_copies(tmp_path: Path) -> None:
+    """A frame the pipeline rebuilt (:meth:`FrameBatch.replaced`) is the batch's own: the writer marks it in place
+    (no full-frame copy on the encoder's path); a decoded frame may be one of the decoder's reference pictures, so
+    the writer marks a copy and the decoded frame's planes stay as they were."""
+    from faceweave.media.video.encode import VideoWriter
+    from faceweave.media.video.frames import FrameReader
+
+    info = probe_video(media_path("carphone_pristine.mp4"))
+    with FrameReader(info, batch_size=4) as reader:
+        batch = next(iter(reader))
+    rebuilt = batch.replaced([1, 3], batch.packed(index=[1, 3]))
+    assert rebuilt.owned == frozenset({1, 3}) and batch.owned == frozenset()
+    before = [np.array(f.planes[2], copy=True) for f in rebuilt.yuv]
+    writer = VideoWriter(tmp_path / "o.mp4", info, EncoderSettings(), audio=False,
+                         mark=video_output_mark(Marking(job_id="owned")))
+    try:
+        writer.write(rebuilt)
+    finally:
+        writer.abort()
+    changed = [not np.array_equal(np.asarray(f.planes[2]), b) for f, b in zip(rebuilt.yuv, before, strict=True)]
+    assert changed == [False, True, False, True]

@@ -220,8 +220,9 @@ class VideoWriter:
         ``(B, H, W, 3)`` uint8 RGB frames (converted on the CPU with the stream's matrix and range). ``pts``:
         ``(B,)`` in the input time base (default for a :class:`FrameBatch`: its own)."""
         yuv: list[Any] | np.ndarray
+        owned: frozenset[int] = frozenset()
         if isinstance(frames, FrameBatch):
-            yuv = frames.yuv
+            yuv, owned = frames.yuv, frames.owned
             if pts is None:
                 pts = frames.pts
             if len(yuv) and (yuv[0].width, yuv[0].height) != (self.info.width, self.info.height):
@@ -243,7 +244,7 @@ class VideoWriter:
         cs = _SWS_COLORSPACE.get(self.info.colour_matrix, 5)
         rng = 2 if self.info.full_range else 1
         pix_fmt = self.encoder.pix_fmt
-        for item, p in zip(yuv, pts, strict=True):
+        for k, (item, p) in enumerate(zip(yuv, pts, strict=True)):
             if isinstance(item, np.ndarray):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(item), format="rgb24")
                 frame = frame.reformat(format=pix_fmt, dst_colorspace=cs, dst_color_range=rng)
@@ -251,8 +252,9 @@ class VideoWriter:
             elif item.format.name != pix_fmt:  # e.g. a 10-bit or 4:4:4 output: one swscale pass, colour kept
                 frame = item.reformat(format=pix_fmt, src_colorspace=cs, dst_colorspace=cs, src_color_range=rng,
                                       dst_color_range=rng)
-            elif self._marker is not None:
-                # a decoded frame may still be one of the decoder's reference pictures: mark a copy, never it
+            elif self._marker is not None and k not in owned:
+                # a decoded frame may still be one of the decoder's reference pictures: mark a copy, never it (a
+                # frame the pipeline rebuilt is its own: marked in place, which saves a full-frame copy)
                 frame = _copy_frame(item)
             else:
                 frame = item  # the decoded frame itself

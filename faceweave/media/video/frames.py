@@ -62,7 +62,8 @@ class FrameBatch:
     The frames go to :class:`VideoWriter` as they are: a frame nobody replaced is encoded without any conversion.
     ``frames`` gives ``(B, H, W, 3)`` uint8 RGB (converted on the CPU on first use) for code that wants RGB;
     :meth:`packed` gives the planes as one ``(B, N)`` uint8 array for a single copy to a device, and
-    :meth:`replaced` builds the output batch from the frames a stage changed.
+    :meth:`replaced` builds the output batch from the frames a stage changed. ``owned``: indices of frames that are
+    this batch's own new frames (from :meth:`replaced`), not the decoder's: a writer may change them in place.
     """
 
     yuv: list[Any]
@@ -71,6 +72,7 @@ class FrameBatch:
     first_index: int
     matrix: str = "bt601"
     full_range: bool = False
+    owned: frozenset[int] = frozenset()
     _rgb: np.ndarray | None = field(default=None, repr=False, compare=False)
     _staged: Any = field(default=None, repr=False, compare=False)  # packed planes, see stage()
 
@@ -161,7 +163,8 @@ class FrameBatch:
             frame = yuv420_frame(r[:ny].reshape(h, w), r[ny : ny + nc].reshape(hc, wc), r[ny + nc :].reshape(hc, wc))
             _copy_tags(self.yuv[k], frame)
             yuv[k] = frame
-        return FrameBatch(yuv, self.pts, self.times, self.first_index, self.matrix, self.full_range)
+        return FrameBatch(yuv, self.pts, self.times, self.first_index, self.matrix, self.full_range,
+                          owned=self.owned | frozenset(index))
 
 
 @dataclass
