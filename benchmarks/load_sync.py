@@ -32,13 +32,14 @@ from PIL import Image
 from faceweave.data import media_path
 
 
-def _small_png(name: str, size: int) -> bytes:
+def _scaled_image(name: str, size: int, fmt: str = "png") -> bytes:
+    """A bundled face scaled so its longest side is ``size``, encoded as PNG or JPEG (quality 90)."""
     with Image.open(media_path(name)) as src:
         rgb = src.convert("RGB")
     scale = size / max(rgb.size)  # down or up: ``--size 1920`` sends 1080p-class targets
     rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
-    rgb.save(buf, "PNG")
+    rgb.save(buf, "PNG") if fmt == "png" else rgb.save(buf, "JPEG", quality=90)
     return buf.getvalue()
 
 
@@ -81,13 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=30.0, help="how long clients keep sending")
     ap.add_argument("--size", type=int, default=256,
                     help="longest side of the target image (the bundled faces scaled to it)")
+    ap.add_argument("--format", choices=("png", "jpg"), default="png",
+                    help="the targets' format (the answer comes back in it): jpg for the 1080p JPEG case")
+    ap.add_argument("--targets", default="astronaut.png,obama2.jpg,grace_hopper.jpg",
+                    help="bundled faces the clients send as targets, in turn (obama2.jpg alone at --size 1920: "
+                         "1920×1002, a 1080p-class photo)")
     ap.add_argument("--sync-concurrency", type=int, default=2, help="server-side :sync slots (own server only)")
     ap.add_argument("--sync-batch", type=int, default=16, help="server-side :sync batch (1: off; own server only)")
     ap.add_argument("--device", default="auto", help="the server's device (own server only)")
     args = ap.parse_args(argv)
 
-    sources = [_small_png(n, min(args.size, 512)) for n in ("obama.jpg", "grace_hopper.jpg")]
-    targets = [_small_png(n, args.size) for n in ("astronaut.png", "obama2.jpg", "grace_hopper.jpg")]
+    sources = [_scaled_image(n, min(args.size, 512)) for n in ("obama.jpg", "grace_hopper.jpg")]
+    targets = [_scaled_image(n, args.size, args.format) for n in args.targets.split(",")]
+    target_type = "image/png" if args.format == "png" else "image/jpeg"
     server = thread = svc = None
     tmp = tempfile.TemporaryDirectory(prefix="faceweave-load-")
     if args.url:
@@ -107,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         source, target = sources[k % len(sources)], targets[k % len(targets)]
         with httpx.Client(base_url=base, timeout=120, headers={"Authorization": f"Bearer {key}"}) as c:
             while time.monotonic() < stop_at:
-                files = [("sources", ("s.png", source, "image/png")), ("target", ("t.png", target, "image/png"))]
+                files = [("sources", ("s.png", source, "image/png")),
+                         ("target", (f"t.{args.format}", target, target_type))]
                 t0 = time.perf_counter()
                 try:
                     r = c.post("/v1/swaps:sync", files=files, data={"consent": "true"})
@@ -142,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 1) if lat else None
 
     report = {
-        "clients": args.clients, "seconds": round(wall, 1), "image": f"{args.size}px", "ok": len(lat),
-        "errors": errors, "throughput_rps": round(len(lat) / wall, 2), "p50_ms": pct(0.50), "p95_ms": pct(0.95),
+        "clients": args.clients, "seconds": round(wall, 1), "image": f"{args.size}px {args.format}",
+        "targets": args.targets, "ok": len(lat), "errors": errors, "throughput_rps": round(len(lat) / wall, 2),
+        "p50_ms": pct(0.50), "p95_ms": pct(0.95),
         "p99_ms": pct(0.99),
         "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else None,
         "server_sync_slots": None if args.url else args.sync_concurrency,
@@ -151,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(), "load_average": os.getloadavg(),
     }  # fmt: skip
     print(json.dumps(report, indent=2))
-    print(f"| {args.clients} | {args.size}px | {report['seconds']} s | {report['ok']} | {sum(errors.values())} | "
+    print(f"| {args.clients} | {args.size}px {args.format} | {report['seconds']} s | {report['ok']} | "
+          f"{sum(errors.values())} | "
           f"{report['throughput_rps']} | {report['p50_ms']} | {report['p95_ms']} | {report['p99_ms']} | "
           f"{mean_batch} |")  # fmt: skip
     return 0 if lat and not errors else 1
