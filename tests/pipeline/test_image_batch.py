@@ -140,3 +140,22 @@ def test_files_batch_writes_what_the_one_image_path_writes(media: type, tmp_path
         assert meta["faceweave:synthetic"] == "true" and set(meta) == set(read_image_metadata(single.output))
         if got.output.suffix == ".png":  # lossless: the pixels themselves
             close(read_image(got.output).rgb, read_image(single.output).rgb)
+
+
+def test_to_host_keeps_untouched_pixels_bit_exact(media: type, device: torch.device, dtype: torch.dtype) -> None:
+    """A pixel the swap left alone comes back as the target's byte (to_host skips the mask only where every byte
+    value survives the float round trip on that device and dtype); a changed pixel comes back rounded."""
+    from faceweave.pipeline.engine import to_tensor
+    from faceweave.pipeline.image_batch import DeviceOutcome, uint8_round_trip_exact
+
+    target = media.rgb("obama2.jpg")
+    assert uint8_round_trip_exact(device, dtype)
+    frame = to_tensor(target, device, dtype)
+    swapped = frame.clone()
+    swapped[:, :, 100:180, 200:300] = swapped[:, :, 100:180, 200:300] * 0.5 + 0.25
+    out = DeviceOutcome(swapped, frame, target, swapped=1, found=1).to_host()
+    changed = np.zeros(target.shape[:2], bool)
+    changed[100:180, 200:300] = True
+    np.testing.assert_array_equal(out.image[~changed], target[~changed])
+    expected = np.clip(np.round(target[changed].astype(np.float64) * 0.5 + 63.75), 0, 255)
+    assert np.abs(out.image[changed].astype(np.float64) - expected).max() <= 2  # dtype rounding
