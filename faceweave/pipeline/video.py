@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from faceweave.errors import NoFaceInTarget
-from faceweave.media.video.encode import EncodeThread, OutputMark, VideoWriter, resolve_encoder
+from faceweave.media.video.encode import EncodeThread, OutputMark, VideoWriter, resolve_encoder, video_chroma_marker
 from faceweave.media.video.frames import FrameBatch, FrameReader
 from faceweave.media.video.probe import VideoInfo, probe_video
 from faceweave.media.video.segments import SegmentResult, run_segments, segment_timing
@@ -258,10 +258,15 @@ def _swap_stream(
     mark: OutputMark | None = None,
 ) -> dict[str, Any]:
     """Single process: decode thread → queue → face stages (this thread) → queue → encode thread."""
-    processor = VideoFaceProcessor(engine, prepared, refs, settings)
+    # the frames with faces get the watermark on the device, in the swap thread; the encoder thread (the stream's
+    # bound at 1080p on a GPU) marks only the others. The writer and the processor share the one marker.
+    marker = (video_chroma_marker(info, encoder.pix_fmt, mark.watermark)
+              if mark is not None and mark.watermark is not None and encoder.pix_fmt == "yuv420p" else None)
+    processor = VideoFaceProcessor(engine, prepared, refs, settings, marker=marker)
 
     def open_writer(first_pts: int) -> VideoWriter:
-        return VideoWriter(out_path, info, encoder, trim=trim, pts_shift=_trim_shift(info, trim, first_pts), mark=mark)
+        return VideoWriter(out_path, info, encoder, trim=trim, pts_shift=_trim_shift(info, trim, first_pts), mark=mark,
+                           marker=marker)
 
     encode = EncodeThread(open_writer, QUEUE_BATCHES)
     timing = _StreamTiming()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ from faceweave.errors import NoMatchingFace
 from faceweave.media.video.frames import FrameBatch
 from faceweave.pipeline.engine import PreparedSource, SwapEngine
 from faceweave.settings import SwapSettings
+
+if TYPE_CHECKING:
+    from faceweave.provenance.watermark import ChromaMarker
 
 #: A video's detections scan the small-face tiles at least once every this many frames (1 s at 30 fps), so a face
 #: too small for the whole-frame view that enters mid-shot is found within this many frames.
@@ -51,8 +54,13 @@ class VideoFaceProcessor:
         sources: Sequence[PreparedSource],
         reference: Sequence[torch.Tensor] | None = None,
         settings: SwapSettings | None = None,
+        *,
+        marker: ChromaMarker | None = None,
     ) -> None:
         self.engine = engine
+        # the writer's watermark, put into the frames this processor swaps on the device (off the encoder's thread);
+        # not with the visible label, whose frames go back through RGB and are marked by the writer
+        self.marker = marker if not (settings or engine.settings).provenance_label else None
         # the job's settings (detect_every, smoothing, selector…); an engine reused across jobs may carry others
         self.settings: SwapSettings = settings or engine.settings
         self.sources = list(sources)
@@ -232,7 +240,9 @@ class VideoFaceProcessor:
             swapped = self.engine.swap(planned.rgb, planned.plans, self.sources)
             # back to planes on the device (untouched pixels keep theirs exactly), one device→host copy
             packed = planned.yuv.encode(swapped, planned.index, before=planned.rgb)
-            out = batch.replaced(planned.index, packed.cpu().numpy())
+            if self.marker is not None:  # the V plane is the last quarter-size part of each packed row
+                self.marker.apply_torch(packed[:, packed.shape[1] - self.marker.shape[0] * self.marker.shape[1]:])
+            out = batch.replaced(planned.index, packed.cpu().numpy(), marked=self.marker is not None)
             self.stats["frames_swapped"] += len(planned.index)
             self.stats["faces_swapped"] += sum(len(row) for row in planned.plans)
         self.stats["frames"] += len(batch)

@@ -293,6 +293,8 @@ class _PlaneMarker:
         self._neg: np.ndarray[Any, np.dtype[np.unsignedinteger[Any]]] = np.clip(-d, 0, None).astype(dtype)
         self._max = (1 << bits) - 1
         self.shape: tuple[int, ...] = d.shape
+        self._delta = d.astype(np.int16) if bits <= 8 else None  # the offsets, for apply_torch
+        self._on_device: dict[Any, torch.Tensor] = {}  # apply_torch's offsets, moved once per device
 
     def apply(self, y: np.ndarray) -> None:
         """Mark ``y`` in place: the plane, ``(rows, cols)`` uint8 (or uint16 for deeper planes), rows may be strided."""
@@ -302,6 +304,22 @@ class _PlaneMarker:
         cv2.subtract(y, self._neg, dst=y)
         if self._max not in (255, 65535):  # 10/12-bit samples in 16-bit words: OpenCV saturates at 65535
             np.minimum(y, self._max, out=y)
+
+    def apply_torch(self, planes: torch.Tensor) -> None:
+        """Mark 8-bit planes on their device, in place, with the same bytes as :meth:`apply`: ``planes`` ``(B,
+        rows * cols)`` uint8, each row one plane flattened (e.g. the V part of packed ``yuv420p`` frames). The video
+        path marks the frames it swapped this way before their one copy to the host, so the encoder's thread (the
+        stream's bound) does not."""
+        import torch
+
+        if self._delta is None:
+            raise ShapeError("apply_torch marks 8-bit planes only")
+        if planes.dtype != torch.uint8 or planes.ndim != 2 or planes.shape[1] != self._delta.size:
+            raise ShapeError(f"planes must be (B, {self._delta.size}) uint8, got {tuple(planes.shape)} {planes.dtype}")
+        delta = self._on_device.get(planes.device)
+        if delta is None:
+            delta = self._on_device[planes.device] = torch.from_numpy(self._delta.reshape(1, -1)).to(planes.device)
+        planes.copy_((planes.to(torch.int16) + delta).clamp_(0, 255))
 
 
 class LumaMarker(_PlaneMarker):

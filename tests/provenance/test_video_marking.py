@@ -13,9 +13,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from faceweave.data import media_path
 from faceweave.media.video import EncoderSettings, Trim, run_segments, transcode
+from faceweave.media.video.frames import FrameBatch
 from faceweave.media.video.probe import probe_video
 from faceweave.provenance.c2pa import read_c2pa
 from faceweave.provenance.mark import Marking, mark_video_output, video_output_mark
@@ -221,3 +224,42 @@ def test_writer_marks_rebuilt_frames_in_place_and_decoded_frames_as_copies(tmp_p
         writer.abort()
     changed = [not np.array_equal(np.asarray(f.planes[2]), b) for f, b in zip(rebuilt.yuv, before, strict=True)]
     assert changed == [False, True, False, True]
+
+
+def test_frames_marked_on_the_device_equal_the_writers_mark(device: torch.device, tmp_path: Path) -> None:
+    """The stream marks the frames it swapped on the device (``ChromaMarker.apply_torch`` in the swap thread) and
+    the writer marks only the rest: every frame gets the same bytes as the writer's own mark would give, once."""
+    from faceweave.media.video.encode import VideoWriter, video_chroma_marker
+    from faceweave.media.video.frames import FrameReader
+    from faceweave.pipeline.engine import SwapEngine
+    from faceweave.pipeline.video_faces import VideoFaceProcessor
+    from faceweave.settings import SwapSettings
+
+    info = probe_video(media_path("carphone_pristine.mp4"))
+    marker = video_chroma_marker(info, "yuv420p", WatermarkPayload.for_job("device-mark"))
+    engine = SwapEngine(SwapSettings(device=device.type, dtype="float32", batch_size=4))
+    sources = engine.prepare_sources([np.asarray(Image.open(media_path("obama.jpg")).convert("RGB"))])
+    with FrameReader(info, batch_size=4) as reader:
+        batch = next(iter(reader))
+    on_device = VideoFaceProcessor(engine, sources, marker=marker).process_batch(batch)
+    plain = VideoFaceProcessor(engine, sources).process_batch(batch)
+    assert isinstance(on_device, FrameBatch) and isinstance(plain, FrameBatch)
+    assert on_device.marked == plain.owned and len(plain.owned) >= 2  # the swapped frames, marked once
+    for k in range(len(batch)):
+        y, u, v = (np.array(p, copy=True) for p in plain.planes(k))
+        if k in plain.owned:
+            marker.apply(v)
+        got = on_device.planes(k)
+        np.testing.assert_array_equal(got[0], y)
+        np.testing.assert_array_equal(got[1], u)
+        if k in plain.owned:
+            np.testing.assert_array_equal(got[2], v)
+    # the writer leaves the device-marked frames alone and marks the others (copies of the decoder's)
+    before = [np.array(f.planes[2], copy=True) for f in on_device.yuv]
+    writer = VideoWriter(tmp_path / "o.mp4", info, EncoderSettings(), audio=False, marker=marker)
+    try:
+        writer.write(on_device)
+    finally:
+        writer.abort()
+    for k, f in enumerate(on_device.yuv):
+        np.testing.assert_array_equal(np.asarray(f.planes[2]), before[k])

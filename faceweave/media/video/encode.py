@@ -143,6 +143,8 @@ class VideoWriter:
     Call :meth:`close` to finish (flush, rename into place) or :meth:`abort` to drop everything.
     ``mark``: tags and watermark of the output. ``intermediate``: a segment file to be joined later (no tags and
     no ``+faststart``, which would rewrite the file once more for nothing; the watermark still goes in).
+    ``marker``: the watermark's :class:`ChromaMarker` when the caller made it (:func:`video_chroma_marker`, to mark
+    some frames on the device itself: those come in :attr:`FrameBatch.marked`); by default made from ``mark``.
     """
 
     def __init__(
@@ -156,6 +158,7 @@ class VideoWriter:
         pts_shift: int = 0,
         mark: OutputMark | None = None,
         intermediate: bool = False,
+        marker: ChromaMarker | None = None,
     ) -> None:
         self.output = check_output_path(output, "video")
         self.info = info
@@ -175,8 +178,10 @@ class VideoWriter:
         try:
             if mark is not None and not intermediate:
                 self.container.metadata.update(mark.tags)
-            if mark is not None and mark.watermark is not None:
-                self._marker = _chroma_marker(info, encoder.pix_fmt, mark.watermark)
+            if marker is not None:
+                self._marker = marker
+            elif mark is not None and mark.watermark is not None:
+                self._marker = video_chroma_marker(info, encoder.pix_fmt, mark.watermark)
             self.stream = self._add_video_stream()
             if audio and info.has_audio:
                 self._audio = _AudioPump(self.container, info, trim or Trim(), float(pts_shift * info.time_base),
@@ -221,8 +226,9 @@ class VideoWriter:
         ``(B,)`` in the input time base (default for a :class:`FrameBatch`: its own)."""
         yuv: list[Any] | np.ndarray
         owned: frozenset[int] = frozenset()
+        marked: frozenset[int] = frozenset()
         if isinstance(frames, FrameBatch):
-            yuv, owned = frames.yuv, frames.owned
+            yuv, owned, marked = frames.yuv, frames.owned, frames.marked
             if pts is None:
                 pts = frames.pts
             if len(yuv) and (yuv[0].width, yuv[0].height) != (self.info.width, self.info.height):
@@ -252,13 +258,13 @@ class VideoWriter:
             elif item.format.name != pix_fmt:  # e.g. a 10-bit or 4:4:4 output: one swscale pass, colour kept
                 frame = item.reformat(format=pix_fmt, src_colorspace=cs, dst_colorspace=cs, src_color_range=rng,
                                       dst_color_range=rng)
-            elif self._marker is not None and k not in owned:
+            elif self._marker is not None and k not in owned and k not in marked:
                 # a decoded frame may still be one of the decoder's reference pictures: mark a copy, never it (a
                 # frame the pipeline rebuilt is its own: marked in place, which saves a full-frame copy)
                 frame = _copy_frame(item)
             else:
                 frame = item  # the decoded frame itself
-            if self._marker is not None:
+            if self._marker is not None and k not in marked:
                 self._marker.apply(_plane(frame, 2))
             frame.pts = int(p) - self.pts_shift
             frame.time_base = tb
@@ -299,7 +305,7 @@ class VideoWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def _chroma_marker(info: VideoInfo, pix_fmt: str, payload: WatermarkPayload) -> ChromaMarker:
+def video_chroma_marker(info: VideoInfo, pix_fmt: str, payload: WatermarkPayload) -> ChromaMarker:
     """The writer's marker: the pattern in the V plane (Cr), so x264's luma-only lookahead chooses the frame types it
     would choose unmarked (a luma pattern made it pick B-frames on smooth moving content: docs/provenance.md)."""
     fmt = av.VideoFormat(pix_fmt, info.width, info.height)

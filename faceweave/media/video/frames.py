@@ -64,6 +64,8 @@ class FrameBatch:
     :meth:`packed` gives the planes as one ``(B, N)`` uint8 array for a single copy to a device, and
     :meth:`replaced` builds the output batch from the frames a stage changed. ``owned``: indices of frames that are
     this batch's own new frames (from :meth:`replaced`), not the decoder's: a writer may change them in place.
+    ``marked``: indices of frames that already carry the writer's watermark (marked on the device before the copy
+    back, see :meth:`~faceweave.provenance.watermark.ChromaMarker.apply_torch`): the writer must not mark them again.
     """
 
     yuv: list[Any]
@@ -73,6 +75,7 @@ class FrameBatch:
     matrix: str = "bt601"
     full_range: bool = False
     owned: frozenset[int] = frozenset()
+    marked: frozenset[int] = frozenset()
     _rgb: np.ndarray | None = field(default=None, repr=False, compare=False)
     _staged: Any = field(default=None, repr=False, compare=False)  # packed planes, see stage()
 
@@ -146,10 +149,10 @@ class FrameBatch:
         self._staged = host
         return host
 
-    def replaced(self, index: list[int], packed: np.ndarray) -> FrameBatch:
+    def replaced(self, index: list[int], packed: np.ndarray, *, marked: bool = False) -> FrameBatch:
         """A batch with frames ``index`` rebuilt from ``packed`` rows ``(len(index), N)`` uint8 (the layout of
         :meth:`packed`; colour tags copied from the frames they replace); every other frame is the same decoded
-        frame, untouched."""
+        frame, untouched. ``marked``: the rows already carry the writer's watermark (see :attr:`marked`)."""
         h, w = self.height, self.width
         ny, hc, wc = h * w, (h + 1) // 2, (w + 1) // 2
         nc = hc * wc
@@ -164,7 +167,8 @@ class FrameBatch:
             _copy_tags(self.yuv[k], frame)
             yuv[k] = frame
         return FrameBatch(yuv, self.pts, self.times, self.first_index, self.matrix, self.full_range,
-                          owned=self.owned | frozenset(index))
+                          owned=self.owned | frozenset(index),
+                          marked=self.marked | frozenset(index) if marked else self.marked - frozenset(index))
 
 
 @dataclass
