@@ -65,6 +65,14 @@ class BackgroundWarmUp:
         elif self.state == "pending":
             self.state = "stopped"
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for the warm-up to end by itself; whether it has (False: still running, or
+        never started)."""
+        if self._thread is None:
+            return False
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
