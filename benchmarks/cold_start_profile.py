@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--size", default="1920x1080")
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--warm-up", default="auto", choices=("auto", "full", "deferred"),
+                    help="swap_video(warm_up=…): auto is what `faceweave swap` does (GPU: deferred)")
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--out", type=Path, default=None, help="also write the report here (and the raw stacks beside)")
@@ -45,7 +47,7 @@ def main() -> None:
         clip = synthesize_video(tmp / "clip.mp4", width=width, height=height, seconds=args.seconds)
         raw = args.out.with_suffix(".raw.txt") if args.out else tmp / "cold.raw.txt"
         child = [sys.executable, "-m", "faceweave.bench_clips", str(media_path("astronaut.png")), str(clip),
-                 str(tmp / "out.mp4"), args.device, args.dtype, str(args.batch), str(args.seconds)]
+                 str(tmp / "out.mp4"), args.device, args.dtype, str(args.batch), str(args.seconds), args.warm_up]
         t0 = time.time()
         proc = subprocess.run([spy, "record", "--idle", "--threads", "--rate", str(args.rate), "--format", "raw",
                                "--output", str(raw), "--", *child], capture_output=True, text=True, check=False)

@@ -10,6 +10,7 @@ shuffled is no face any more), panned and zoomed slowly (Ken Burns), with one wh
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -114,35 +115,73 @@ def synthesize_photo_video(path: Path, *, width: int, height: int, seconds: floa
 
 # --- cold start ----------------------------------------------------------------------------------------------
 _MARK = "FACEWEAVE_FIRST_FRAME_WALL="
+_PHASES = "FACEWEAVE_COLD_PHASES="
+
+#: the cold child's phases, in order: (key in ``cold_start()["phases"]``, what was done by then)
+COLD_PHASES = (
+    ("imports_s", "imports done (torch, faceweave.pipeline.video)"),
+    ("engine_s", "engine built, models loaded"),
+    ("warm_up_s", "warm-up before the first frame done"),
+    ("first_frame_s", "first swapped frame (first progress report with frames done)"),
+    ("background_warm_up_s", "background warm-up ended (deferred warm-up only)"),
+    ("job_end_s", "swap_video returned (output written)"),
+    ("process_s", "child process exited"),
+)
 
 
 def cold_start(source: Path, clip: Path, output: Path, *, device: str, dtype: str, batch_size: int,
-               trim_end: str = "3", timeout_s: float = 300.0) -> dict[str, Any]:
+               trim_end: str = "3", warm_up: str = "auto", timeout_s: float = 300.0) -> dict[str, Any]:
     """Seconds from starting a fresh ``python`` process that runs :func:`~faceweave.swap_video` on ``clip`` to its
     first swapped frame (the first progress report with frames done), and to the job's end.
 
     The clock starts in this process just before the child is spawned, so interpreter start, ``import torch``,
-    model loading, warm-up and graph captures are all inside the figure."""
+    model loading, warm-up and graph captures are all inside the figure. ``phases``: seconds since that start at
+    which each of :data:`COLD_PHASES` was reached (None: not reached, e.g. no background warm-up); ``warm_up``: the
+    child's ``swap_video(warm_up=…)`` (``auto``, as ``faceweave swap`` runs, ``full`` or ``deferred``) and what it
+    did (``warm_up_mode``, and the background warm-up's state and steps)."""
     cmd = [sys.executable, "-m", "faceweave.bench_clips", str(source), str(clip), str(output), device, dtype,
-           str(batch_size), trim_end]
+           str(batch_size), trim_end, warm_up]
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=dict(os.environ))
     t_end = time.time()
-    first = next((float(line[len(_MARK):]) for line in proc.stdout.splitlines() if line.startswith(_MARK)), None)
+    lines = proc.stdout.splitlines()
+    first = next((float(line[len(_MARK):]) for line in lines if line.startswith(_MARK)), None)
+    child: dict[str, Any] = next((json.loads(line[len(_PHASES):]) for line in lines if line.startswith(_PHASES)),
+                                 {})
+    walls: dict[str, Any] = child.get("walls", {})
+    phases: dict[str, float | None] = {key: None if walls.get(key) is None else round(float(walls[key]) - t0, 2)
+                                       for key, _ in COLD_PHASES}
+    phases["process_s"] = round(t_end - t0, 2)
     out: dict[str, Any] = {"first_frame_s": None if first is None else round(first - t0, 2),
-                           "process_s": round(t_end - t0, 2), "returncode": proc.returncode}
+                           "process_s": phases["process_s"], "returncode": proc.returncode, "warm_up": warm_up,
+                           "warm_up_mode": child.get("mode"), "background": child.get("background"),
+                           "phases": phases}
     if proc.returncode:
         out["error"] = proc.stderr.strip().splitlines()[-1:] or ["?"]
     return out
 
 
+def format_cold_start(row: dict[str, Any]) -> str:
+    """One line: each phase's seconds since the process was spawned (see :func:`cold_start`)."""
+    phases = row.get("phases", {})
+    parts = [f"{key[:-2].replace('_', ' ')} {'–' if phases.get(key) is None else f'{phases[key]:.2f}'}"
+             for key, _ in COLD_PHASES]
+    bg = row.get("background") or {}
+    extra = f", background {bg.get('state')} after {bg.get('steps')} steps" if bg else ""
+    err = f", error {row['error']}" if row.get("error") else ""
+    return (f"warm-up {row.get('warm_up')} ({row.get('warm_up_mode')}){extra}: " + ", ".join(parts)
+            + f" s since spawn{err}")
+
+
 def _child(argv: list[str]) -> None:
-    """The cold-start child: one ``swap_video`` call; prints the wall time of its first swapped frame."""
-    source, clip, output, device, dtype, batch, trim_end = argv
-    from faceweave.pipeline.video import swap_video
+    """The cold-start child: one ``swap_video`` call; prints the wall time of its first swapped frame, and at the
+    end the wall times of its phases (from the job's ``stats["warm_up"]``)."""
+    source, clip, output, device, dtype, batch, trim_end, warm_up = argv
+    from faceweave.pipeline.video import swap_video  # torch and the pipeline: what `faceweave swap` imports
     from faceweave.progress import Progress
     from faceweave.settings import SwapSettings
 
+    t_imports = time.time()
     seen: list[float] = []
 
     def progress(p: Progress) -> None:
@@ -152,7 +191,19 @@ def _child(argv: list[str]) -> None:
 
     settings = SwapSettings(device=device, dtype=dtype, batch_size=int(batch), workers=1,  # type: ignore[arg-type]
                             trim_end=trim_end)
-    swap_video([source], clip, output, settings, progress=progress)
+    t_call = time.time()
+    result = swap_video([source], clip, output, settings, progress=progress, warm_up=warm_up)  # type: ignore[arg-type]
+    t_done = time.time()
+    warm = result.stats.get("warm_up", {})
+    background = warm.get("background")
+
+    def at(offset: float | None) -> float | None:  # swap_video's offsets are from its own start, ~t_call
+        return None if offset is None else t_call + offset
+
+    walls = {"imports_s": t_imports, "engine_s": at(warm.get("engine_s")), "warm_up_s": at(warm.get("critical_s")),
+             "first_frame_s": seen[0] if seen else None,
+             "background_warm_up_s": at(background.get("end_s")) if background else None, "job_end_s": t_done}
+    print(_PHASES + json.dumps({"walls": walls, "mode": warm.get("mode"), "background": background}), flush=True)
 
 
 if __name__ == "__main__":

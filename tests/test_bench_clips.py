@@ -58,3 +58,25 @@ def test_photo_clip_fills_the_frame_and_shows_one_face(tmp_path: Path) -> None:
     detector = FaceDetector()
     for f in (frames[0], frames[15], frames[-1]):
         assert len(detector.detect(image_to_frames(f))[0]) == 1  # the one face, no face in the mosaic
+
+
+@pytest.mark.slow
+def test_cold_start_reports_its_phases_in_order(tmp_path: Path) -> None:
+    """The cold-start probe (a fresh process) reports when each phase ended, in order, before the process exits; a
+    deferred warm-up reports its background thread (here on the CPU, where ``warm_up="deferred"`` is opt-in)."""
+    from faceweave.bench_clips import COLD_PHASES, cold_start, format_cold_start
+    from faceweave.data import media_path
+
+    clip = synthesize_video(tmp_path / "clip.mp4", width=320, height=240, seconds=1.0)
+    row = cold_start(media_path("astronaut.png"), clip, tmp_path / "out.mp4", device="cpu", dtype="float32",
+                     batch_size=8, trim_end="1", warm_up="deferred")
+    assert row["returncode"] == 0, row
+    assert row["warm_up_mode"] == "deferred" and row["background"]["state"] in ("done", "stopped")
+    phases = row["phases"]
+    assert list(phases) == [k for k, _ in COLD_PHASES]
+    order = [phases[k] for k in ("imports_s", "engine_s", "warm_up_s", "first_frame_s", "job_end_s", "process_s")]
+    assert all(v is not None and v > 0 for v in order), phases
+    assert order == sorted(order), phases
+    assert phases["first_frame_s"] == row["first_frame_s"]
+    assert phases["warm_up_s"] <= phases["background_warm_up_s"] <= phases["job_end_s"]  # type: ignore[operator]
+    assert "first frame" in format_cold_start(row)

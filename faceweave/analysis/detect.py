@@ -25,7 +25,7 @@ Coordinates returned are ``(x, y)`` pixels of the input frame with pixel centres
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,17 +136,25 @@ class FaceDetector(nn.Module):
         return {name: sorted({cuda_batch_bucket(n) for n in sizes if n}) for name, sizes in
                 (("short", short), ("full", full))}
 
-    @torch.inference_mode()
     def warm_up(self, height: int, width: int, batch: int) -> None:
         """Run each net once at every size of :meth:`forward_batch_sizes`, so that on a GPU all their CUDA graphs are
         captured before the first frame (a job's memory then does not depend on when a video first loses a face).
         Nothing to do on the CPU."""
+        for _ in self.warm_up_steps(height, width, batch):
+            pass
+
+    def warm_up_steps(self, height: int, width: int, batch: int) -> Generator[str, None, None]:
+        """:meth:`warm_up` one forward at a time (at most one CUDA-graph capture each), naming each after it ran, so
+        that a caller can let other work use the device between them (``SwapEngine.warm_up_steps``)."""
         if self.device.type != "cuda":
             return
         for name, sizes in self.forward_batch_sizes(height, width, batch).items():
             net = self.short if name == "short" else self.full
             for n in sizes:
-                net(torch.zeros(n, 3, net.input_size, net.input_size, device=self.device, dtype=self.dtype))
+                # inference mode per forward, not across the yield: it is the calling thread's state
+                with torch.inference_mode():
+                    net(torch.zeros(n, 3, net.input_size, net.input_size, device=self.device, dtype=self.dtype))
+                yield f"detector {name} x{n}"
 
     @torch.inference_mode()
     def detect(self, frames: torch.Tensor, *, min_score: float | None = None,

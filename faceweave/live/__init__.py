@@ -8,7 +8,24 @@ sessions, their frames batched) and :mod:`~faceweave.live.webrtc` (the browser's
 
 from __future__ import annotations
 
-from faceweave.live.mailbox import LiveStats, Mailbox
-from faceweave.live.session import LiveSession, run_live
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from faceweave.live.mailbox import LiveStats, Mailbox
+    from faceweave.live.session import LiveSession, run_live
 
 __all__ = ["LiveSession", "LiveStats", "Mailbox", "run_live"]
+
+
+def __getattr__(name: str) -> Any:
+    # loaded on first use: every `faceweave` command imports faceweave.live.cli (mounted into the CLI), and the
+    # session's media stack is not needed by `faceweave swap` before its first frame
+    if name in ("LiveStats", "Mailbox"):
+        from faceweave.live import mailbox
+
+        return getattr(mailbox, name)
+    if name in ("LiveSession", "run_live"):
+        from faceweave.live import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

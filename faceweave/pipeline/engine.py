@@ -7,7 +7,7 @@ them for batches of frames: decode → detect → landmarks → select → swap 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
@@ -247,6 +247,17 @@ class SwapEngine:
         return self._identity
 
     @_serialised
+    def load_models(self) -> None:
+        """Load every model the settings need, without running any (they load on first use otherwise): the
+        detector, FaceMesh, the recogniser when ``selector="reference"``, the built-in swapper and its graph cache
+        (plug-in swappers and enhancers load in the constructor)."""
+        _ = self.detector, self.mesh
+        if self.settings.selector == "reference":
+            _ = self.identity
+        if self._swapper is None:
+            _ = self.mesh_swapper
+
+    @_serialised
     def warm_up(self, frame_size: tuple[int, int] | None = None) -> None:
         """Load every model the settings need and run the analysis nets on a bundled face at the batch sizes a job
         uses (the service's /readyz waits for this).
@@ -261,15 +272,27 @@ class SwapEngine:
         GPU memory does not depend on its content or length (frames with several faces each can still add one).
         The built-in swapper's graphs (:attr:`crop_graphs`) are captured likewise: every crop size, for every padded
         face count up to one face per frame.
+
+        The same steps as :meth:`warm_up_steps`, all under the lock at once (a video job on the GPU may instead run
+        them in the background while it streams: :class:`~faceweave.pipeline.warm_up.BackgroundWarmUp`).
         """
+        for _ in self.warm_up_steps(frame_size):
+            pass
+
+    def warm_up_steps(self, frame_size: tuple[int, int] | None = None) -> Generator[str, None, None]:
+        """:meth:`warm_up` one step at a time: each ``next()`` runs one forward or one swap (at most a few CUDA-graph
+        captures) and yields its name; the last one marks ``frame_size`` warm. The caller holds :attr:`lock` around
+        each ``next()`` (``warm_up`` around all of them), so another thread's batches can run between steps."""
         from faceweave.data import media_path
         from faceweave.media.image import read_image
 
         if frame_size in self._warmed:  # an engine serves many jobs: warm once per frame size
             return
         face = self.to_tensor(read_image(media_path("astronaut.png")).rgb)
+        found: list[list[Face]] = []
         for count in sorted({1, 2, 4, self.settings.batch_size} & set(range(1, self.settings.batch_size + 1))):
             found = self.analyze(face.expand(count, -1, -1, -1))
+            yield f"analysis x{count}"
         if frame_size is not None and self.device.type == "cuda":
             from faceweave.analysis.detect import FaceDetector
             from faceweave.analysis.landmarks import FaceMesh
@@ -277,22 +300,31 @@ class SwapEngine:
             from faceweave.models.tflite_graph import cuda_batch_bucket
 
             if isinstance(self.detector, FaceDetector):  # the ONNX detector plug-ins capture no graphs
-                self.detector.warm_up(*frame_size, self.settings.batch_size)
+                yield from self.detector.warm_up_steps(*frame_size, self.settings.batch_size)
             buckets = sorted({cuda_batch_bucket(k) for k in range(1, self.settings.batch_size + 1)})
             mesh = self.mesh
             assert isinstance(mesh, FaceMesh)  # make_landmarker's
-            with torch.inference_mode():  # FaceMesh: up to one face per frame of a batch
-                for n in buckets:
+            for n in buckets:  # FaceMesh: up to one face per frame of a batch
+                with torch.inference_mode():  # per step: inference mode is the calling thread's, not the generator's
                     mesh.net(torch.zeros(n, 3, INPUT_SIZE, INPUT_SIZE, device=self.device, dtype=ANALYSIS_DTYPE))
+                yield f"facemesh x{n}"
             if self.crop_graphs is not None and found[0]:
-                self._warm_up_swap(face, found[0][0], frame_size, buckets)
+                yield from self._warm_up_swap_steps(face, found[0][0], frame_size, buckets)
         self._warmed.add(frame_size)
 
     def _warm_up_swap(self, image: torch.Tensor, face: Face, frame_size: tuple[int, int], counts: Sequence[int]
                       ) -> None:
-        """Capture the swap's graphs (every crop size, each face count in ``counts``) on frames of ``frame_size``
-        with the bundled face at opposite corners: the paste then covers the whole frame, the most memory a batch's
-        paste can take, so the peak is reached here and not whenever a video first has faces far apart."""
+        """Capture the swap's graphs (every crop size, each face count in ``counts``): :meth:`_warm_up_swap_steps`
+        at once."""
+        for _ in self._warm_up_swap_steps(image, face, frame_size, counts):
+            pass
+
+    def _warm_up_swap_steps(self, image: torch.Tensor, face: Face, frame_size: tuple[int, int],
+                            counts: Sequence[int]) -> Generator[str, None, None]:
+        """Capture the swap's graphs (every crop size, each face count in ``counts``, one swap per step) on frames of
+        ``frame_size`` with the bundled face at opposite corners: the paste then covers the whole frame, the most
+        memory a batch's paste can take, so the peak is reached here and not whenever a video first has faces far
+        apart."""
         height, width = frame_size
         h, w = min(image.shape[-2], height), min(image.shape[-1], width)
         n = max(counts)
@@ -308,6 +340,7 @@ class SwapEngine:
             items = [(k, faces[k], source) for k in range(count)]
             for size in CROP_SIZES:
                 swap_faces(frames[:count], items, self.swap_options, graphs=self.crop_graphs, crop_size=size)
+                yield f"swap x{count} crop {size}"
 
     # --- stages -------------------------------------------------------------------------------------------
     def to_tensor(self, rgb: np.ndarray) -> torch.Tensor:

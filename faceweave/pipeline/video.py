@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from faceweave.media.video.segments import SegmentResult, run_segments, segment_
 from faceweave.media.video.trim import _trim_shift, trim_from_settings
 from faceweave.pipeline.engine import PreparedSource, SwapEngine, job_references
 from faceweave.pipeline.video_faces import SCENE_CUT_THRESHOLD, VideoFaceProcessor
+from faceweave.pipeline.warm_up import BackgroundWarmUp
 from faceweave.progress import Progress, ProgressCallback, no_progress
 from faceweave.provenance.c2pa import Ingredient
 from faceweave.provenance.mark import Marking, mark_video_output, video_output_mark
@@ -57,6 +58,31 @@ def make_segment_processor(
         if frame_size is not None:
             warm_gpu_engine(engine, frame_size)
     return VideoFaceProcessor(engine, [s.to(engine.device) for s in sources], reference)
+
+
+#: how a video job warms its engine up (:func:`swap_video`'s ``warm_up``): ``full``: :meth:`SwapEngine.warm_up` for the
+#: frame size before the first frame; ``deferred``: only the models load before it, the first batches capture the
+#: graphs they use, and the rest of the same warm-up runs in the background while the video streams
+#: (:class:`~faceweave.pipeline.warm_up.BackgroundWarmUp`); ``auto``: ``deferred`` for a GPU job that owns its engine
+#: and streams in one process (``faceweave swap``), ``full`` for a GPU job on an engine it was given (the service's
+#: shared engine) or run in segments, nothing on the CPU (no graphs to capture).
+WarmUp = Literal["auto", "full", "deferred"]
+
+
+def warm_up_plan(requested: WarmUp, engine: object, *, owned: bool, streaming: bool) -> Literal["full", "deferred",
+                                                                                                 "none"]:
+    """What ``requested`` means for this job (see :data:`WarmUp`). ``owned``: :func:`swap_video` made the engine (no
+    other job shares it, and it is dropped with the job); ``streaming``: the single-process stream, where the
+    background warm-up runs beside the batches (segments keep the full warm-up: each worker's engine warms once for
+    a long job, and the in-process segment runner has no first-batch hook). Engines other than
+    :class:`SwapEngine` (test stand-ins) have nothing to warm."""
+    if not isinstance(engine, SwapEngine):
+        return "none"
+    if requested == "auto":
+        if engine.device.type != "cuda":
+            return "none"
+        return "deferred" if owned and streaming else "full"
+    return "deferred" if requested == "deferred" and streaming else "full"
 
 
 def warm_gpu_engine(engine: SwapEngine, frame_size: tuple[int, int]) -> None:
@@ -135,6 +161,7 @@ def swap_video(
     engine: SwapEngine | None = None,
     reference: str | PathLike[str] | None = None,
     segment_s: float | None = None,
+    warm_up: WarmUp = "auto",
 ) -> SwapResult:
     """Swap faces of ``sources`` into the video ``target``, writing ``output`` atomically (audio kept).
 
@@ -149,6 +176,8 @@ def swap_video(
             rerun loses at most one segment's work (the service's setting); None: one segment per worker.
         engine: an existing engine to reuse (single-process path); default: a new one for ``settings``.
         reference: reference image for ``selector="reference"`` (default: the sources).
+        warm_up: when the engine's warm-up runs (:data:`WarmUp`); the job's stats say what ran and when
+            (``stats["warm_up"]``).
 
     Raises:
         NoFaceInTarget: no frame of the video had a face (nothing is written).
@@ -165,10 +194,20 @@ def swap_video(
     total = _expected_frames(info)
     progress(Progress(stage="prepare", frames_done=0, frames_total=total))
 
+    owned = engine is None
     if engine is None:
         engine = SwapEngine(settings)
-    if settings.workers <= 1:  # with several workers each warms its own engine (make_segment_processor)
-        warm_gpu_engine(engine, (info.height, info.width))
+    streaming = settings.workers <= 1 and work_dir is None
+    plan = warm_up_plan(warm_up, engine, owned=owned, streaming=streaming)
+    frame_size = (info.height, info.width)
+    if isinstance(engine, SwapEngine):
+        engine.load_models()
+    warm: dict[str, Any] = {"mode": plan, "engine_s": round(time.perf_counter() - t_start, 3)}
+    # with several workers each warms its own engine (make_segment_processor)
+    if plan == "full" and settings.workers <= 1:
+        engine.warm_up(frame_size)
+    background = BackgroundWarmUp(engine, frame_size) if plan == "deferred" else None
+    warm["critical_s"] = round(time.perf_counter() - t_start, 3)
     prepared = engine.prepare_sources(src_images)
     refs = job_references(engine, settings, reference, src_images)
 
@@ -183,8 +222,15 @@ def swap_video(
             stats = _swap_segments(info, out_path, encoder, settings, engine, prepared, refs, trim, work_dir,
                                    progress, total, segment_s, mark)
         else:
-            stats = _swap_stream(info, out_path, encoder, settings, engine, prepared, refs, trim, progress, total,
-                                 t_start, mark)
+            try:
+                stats = _swap_stream(info, out_path, encoder, settings, engine, prepared, refs, trim, progress,
+                                     total, t_start, mark, background)
+            finally:  # the job is over: no capture after it, whatever the background warm-up had left
+                if background is not None:
+                    background.stop()
+    if background is not None:
+        warm["background"] = background.summary(t_start)
+    stats["warm_up"] = warm
     ingredients = [Ingredient.of_file("source", s) for s in sources] + [Ingredient.of_file("target", target)]
     mark_video_output(out_path, marking, ingredients)
     seconds = time.perf_counter() - t_start
@@ -256,8 +302,10 @@ def _swap_stream(
     total: int | None,
     t_start: float,
     mark: OutputMark | None = None,
+    background: BackgroundWarmUp | None = None,
 ) -> dict[str, Any]:
-    """Single process: decode thread → queue → face stages (this thread) → queue → encode thread."""
+    """Single process: decode thread → queue → face stages (this thread) → queue → encode thread. ``background``:
+    started once the first swapped frames are with the encoder (the caller stops it)."""
     # the frames with faces get the watermark on the device, in the swap thread; the encoder thread (the stream's
     # bound at 1080p on a GPU) marks only the others. The writer and the processor share the one marker.
     marker = (video_chroma_marker(info, encoder.pix_fmt, mark.watermark)
@@ -298,6 +346,8 @@ def _swap_stream(
                 if pending is not None:
                     timing.deliver(encode, pending)
                     _report(progress, processor.stats["frames"], total, t_start)
+                    if background is not None:  # the first frames are out: warm the rest up between batches
+                        background.start()
                 pending = (swapper.submit(timing.timed, processor.finish_batch, planned), batch.pts)
             if pending is not None:
                 timing.deliver(encode, pending)

@@ -7,17 +7,20 @@ The lead mounts these into the main CLI: ``serve_command`` as the ``serve`` comm
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from faceweave.serve.settings import ServiceSettings
+if TYPE_CHECKING:  # pydantic-settings loads with the service, not with every `faceweave` command (the CLI mounts this)
+    from faceweave.serve.settings import ServiceSettings
 
 serve_app = typer.Typer(help="The faceweave job service.", no_args_is_help=True, add_completion=False)
 keys_app = typer.Typer(help="API keys (stored hashed; printed once).", no_args_is_help=True)
 
 
 def _settings(env_file: Path | None, **overrides: object) -> ServiceSettings:
+    from faceweave.serve.settings import ServiceSettings
+
     values: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if env_file is not None:
         values["_env_file"] = env_file
