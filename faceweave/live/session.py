@@ -107,6 +107,7 @@ def run_live(
     a slow engine with it); ``on_start`` is called when frames start to flow.
     """
     from faceweave.live.sinks import open_sink
+    from faceweave.live.threads import live_torch_threads, torch_threads
     from faceweave.media.image import read_image
     from faceweave.pipeline.engine import SwapEngine, job_references
     from faceweave.pipeline.video import VideoFaceProcessor, gpu_host_threads, warm_gpu_engine
@@ -131,7 +132,8 @@ def run_live(
         session = LiveSession(process, mailbox, sink, stats, stop or threading.Event(),
                               swapped=lambda: int(processor.stats["frames_swapped"]))
         try:
-            with gpu_host_threads(engine.device):
+            # the engine runs on this thread: on the CPU it leaves a core to the capture thread's decoding
+            with gpu_host_threads(engine.device), torch_threads(live_torch_threads(engine.device)):
                 capture.start()
                 if on_start is not None:
                     on_start()
