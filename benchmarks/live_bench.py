@@ -32,6 +32,7 @@ from faceweave.live.session import LiveSession, prime
 from faceweave.live.shared import SharedEngine
 from faceweave.live.sinks import FileSink
 from faceweave.live.sources import CaptureThread, LiveFrame, open_source
+from faceweave.live.threads import torch_threads
 from faceweave.media.image import read_image
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.video import VideoFaceProcessor, gpu_host_threads, warm_gpu_engine
@@ -126,8 +127,8 @@ def main() -> None:
     ap.add_argument("--enhancer", default="none", help="'none' (the live default) or 'detail'")
     ap.add_argument("--window-ms", type=float, default=None, help="batching window (default: 2 on CUDA, 0 on CPU)")
     ap.add_argument("--engine-threads", type=int, default=None,
-                    help="torch threads of the shared engine's thread (default: live_torch_threads, all cores but "
-                         "one on the CPU)")
+                    help="torch threads of the shared engine's thread and the sessions' (default: live_torch_threads, "
+                         "all cores but one on the CPU)")
     ap.add_argument("--input", type=Path, default=None, help="a video file instead of the rescaled carphone clip")
     ap.add_argument("--output-dir", type=Path, default=None, help="write each session's output here (default: none)")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary here")
@@ -149,7 +150,8 @@ def main() -> None:
         setup_s = time.perf_counter() - t0
         if args.output_dir:
             args.output_dir.mkdir(parents=True, exist_ok=True)
-        with gpu_host_threads(engine.device):
+        # the sessions' threads (frame conversions) take the engine thread's count too
+        with gpu_host_threads(engine.device), torch_threads(shared.torch_threads):
             runs = [run_sessions(shared, settings, Path(clip), int(n), args.output_dir)
                     for n in args.sessions.split(",")]
         shared.close()
