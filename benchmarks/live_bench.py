@@ -150,8 +150,9 @@ def main() -> None:
         setup_s = time.perf_counter() - t0
         if args.output_dir:
             args.output_dir.mkdir(parents=True, exist_ok=True)
-        # the sessions' threads (frame conversions) take the engine thread's count too
-        with gpu_host_threads(engine.device), torch_threads(shared.torch_threads):
+        # on the CPU the sessions' threads (frame conversions) take the engine thread's count too
+        cpu_threads = shared.torch_threads if engine.device.type == "cpu" else None
+        with gpu_host_threads(engine.device), torch_threads(cpu_threads):
             runs = [run_sessions(shared, settings, Path(clip), int(n), args.output_dir)
                     for n in args.sessions.split(",")]
         shared.close()
