@@ -32,6 +32,7 @@ from faceweave.live.session import LiveSession, prime
 from faceweave.live.shared import SharedEngine
 from faceweave.live.sinks import FileSink
 from faceweave.live.sources import CaptureThread, LiveFrame, open_source
+from faceweave.live.threads import torch_threads
 from faceweave.media.image import read_image
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.video import VideoFaceProcessor, gpu_host_threads, warm_gpu_engine
@@ -125,6 +126,9 @@ def main() -> None:
     ap.add_argument("--detect-every", type=int, default=None)
     ap.add_argument("--enhancer", default="none", help="'none' (the live default) or 'detail'")
     ap.add_argument("--window-ms", type=float, default=None, help="batching window (default: 2 on CUDA, 0 on CPU)")
+    ap.add_argument("--engine-threads", type=int, default=None,
+                    help="torch threads of the shared engine's thread and the sessions' (default: live_torch_threads, "
+                         "all cores but one on the CPU)")
     ap.add_argument("--input", type=Path, default=None, help="a video file instead of the rescaled carphone clip")
     ap.add_argument("--output-dir", type=Path, default=None, help="write each session's output here (default: none)")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary here")
@@ -140,12 +144,15 @@ def main() -> None:
         t0 = time.perf_counter()
         engine = SwapEngine(settings)
         warm_gpu_engine(engine, (height, width))
-        shared = SharedEngine(engine, window_s=None if args.window_ms is None else args.window_ms / 1000)
+        shared = SharedEngine(engine, window_s=None if args.window_ms is None else args.window_ms / 1000,
+                              torch_threads=args.engine_threads)
         shared.call(lambda eng: prime(eng, eng.prepare_sources([read_image(media_path("obama.jpg")).rgb])))
         setup_s = time.perf_counter() - t0
         if args.output_dir:
             args.output_dir.mkdir(parents=True, exist_ok=True)
-        with gpu_host_threads(engine.device):
+        # on the CPU the sessions' threads (frame conversions) take the engine thread's count too
+        cpu_threads = shared.torch_threads if engine.device.type == "cpu" else None
+        with gpu_host_threads(engine.device), torch_threads(cpu_threads):
             runs = [run_sessions(shared, settings, Path(clip), int(n), args.output_dir)
                     for n in args.sessions.split(",")]
         shared.close()
@@ -154,6 +161,7 @@ def main() -> None:
         "bench": "live", "size": f"{width}x{height}", "fps_in": args.fps, "seconds": args.seconds,
         "device": str(engine.device), "device_name": device_name, "dtype": str(engine.dtype).replace("torch.", ""),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "engine_torch_threads": shared.torch_threads,
         "load_avg_1m": round(os.getloadavg()[0], 2), "detect_every": settings.detect_every,
         "enhancer": settings.enhancer, "window_ms": shared.window_s * 1000, "setup_s": round(setup_s, 2),
         "runs": runs,

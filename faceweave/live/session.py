@@ -77,12 +77,17 @@ def prime(engine: Any, prepared: Sequence[Any]) -> None:
     for lazy model loading and first-call set-up (seconds on a CPU: it would show as the session's worst latency)."""
     from faceweave.data import media_path
     from faceweave.media.image import read_image
+    from faceweave.models.tflite_graph import CPU_TRACE_AFTER
     from faceweave.pipeline.engine import to_tensor
 
     frame = to_tensor(read_image(media_path("astronaut.png")).rgb, engine.device, engine.dtype)
-    faces = engine.analyze(frame)
+    # on the CPU the analysis nets are traced at their CPU_TRACE_AFTER-th call and profiled at the next: done here
+    passes = CPU_TRACE_AFTER + 2 if engine.device.type == "cpu" else 1
+    for _ in range(passes):
+        faces = engine.analyze(frame)
+        if faces[0]:
+            engine.refine(frame, faces)
     if faces[0]:
-        engine.refine(frame, faces)
         engine.swap(frame, [[(faces[0][0], 0)]], prepared[:1])
 
 
@@ -107,6 +112,7 @@ def run_live(
     a slow engine with it); ``on_start`` is called when frames start to flow.
     """
     from faceweave.live.sinks import open_sink
+    from faceweave.live.threads import live_torch_threads, torch_threads
     from faceweave.media.image import read_image
     from faceweave.pipeline.engine import SwapEngine, job_references
     from faceweave.pipeline.video import VideoFaceProcessor, gpu_host_threads, warm_gpu_engine
@@ -131,7 +137,8 @@ def run_live(
         session = LiveSession(process, mailbox, sink, stats, stop or threading.Event(),
                               swapped=lambda: int(processor.stats["frames_swapped"]))
         try:
-            with gpu_host_threads(engine.device):
+            # the engine runs on this thread: on the CPU it leaves a core to the capture thread's decoding
+            with gpu_host_threads(engine.device), torch_threads(live_torch_threads(engine.device)):
                 capture.start()
                 if on_start is not None:
                     on_start()

@@ -7,7 +7,9 @@ dispatcher thread takes every call waiting, groups those of one stage and one fr
 one batch (``analyze``, ``refine`` and ``swap``; the sources of a swap batch are concatenated and each plan's
 source indices shifted). On a GPU, per-call overhead, not the arithmetic, bounds one frame's cost, so a batch of k
 sessions' frames costs far less than k calls; the dispatcher then waits up to ``window_s`` (default 2 ms on CUDA,
-0 on the CPU, where batching saves nothing) for the other active sessions' calls before it runs.
+0 on the CPU, where batching saves nothing) for the other active sessions' calls before it runs. On the CPU the
+engine's thread runs torch on every core but one (:func:`~faceweave.live.threads.live_torch_threads`): the
+sessions' capture threads decode on the one left.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 
 from faceweave.analysis.face import Face
+from faceweave.live.threads import live_torch_threads
 from faceweave.pipeline.batcher import WindowBatcher
 from faceweave.pipeline.engine import PreparedSource, SwapEngine
 
@@ -48,9 +51,14 @@ class SharedEngine:
     :attr:`batches` counts the batched calls and :attr:`batched_frames` the frames they held (so
     ``batched_frames / batches`` is the mean batch). The thread and its window are a
     :class:`~faceweave.pipeline.batcher.WindowBatcher` (each active session is a call expected).
+
+    ``torch_threads``: torch intra-op threads of the engine's thread (default
+    :func:`~faceweave.live.threads.live_torch_threads`: all cores but one on the CPU, unchanged on a GPU); set on that
+    thread only, the process default is left as it was. :attr:`torch_threads` is the count it runs with.
     """
 
-    def __init__(self, engine: SwapEngine, *, window_s: float | None = None) -> None:
+    def __init__(self, engine: SwapEngine, *, window_s: float | None = None, torch_threads: int | None = None
+                 ) -> None:
         self.engine = engine
         self.device, self.dtype, self.settings = engine.device, engine.dtype, engine.settings
         self.window_s = (0.002 if engine.device.type == "cuda" else 0.0) if window_s is None else window_s
@@ -58,6 +66,15 @@ class SharedEngine:
         self.batched_frames = 0
         self._batcher: WindowBatcher[_Call, Any] = WindowBatcher(self._run, window_s=self.window_s,
                                                                  name="the shared live engine")
+        threads = live_torch_threads(self.device) if torch_threads is None else torch_threads
+        if threads is not None:
+            # A thread takes the process default at its first use of torch and keeps its own count from then on
+            # (so the engine's thread uses torch once before setting it); setting it also sets the process default,
+            # which the calling thread then puts back.
+            before = torch.get_num_threads()
+            self.call(lambda _engine: _pin_threads(threads))
+            torch.set_num_threads(before)
+        self.torch_threads: int = self.call(lambda _engine: torch.get_num_threads())
 
     # --- sessions ------------------------------------------------------------------------------------------
     @property
@@ -148,6 +165,11 @@ class SharedEngine:
             sources.extend(call_sources)
         out = engine.swap(batch, plan, sources)
         return list(torch.split(out, counts)) if len(group) > 1 else [out]
+
+
+def _pin_threads(count: int) -> None:
+    torch.get_num_threads()  # this thread's first use of torch: it takes the process default now, not later
+    torch.set_num_threads(count)
 
 
 def _split_list(rows: list[Any], counts: list[int]) -> list[list[Any]]:
