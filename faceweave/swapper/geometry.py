@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from faceweave.cuda_graphs import device_constant
 from faceweave.models import topology
 from faceweave.ops.geometry import estimate_similarity, transform_points
 
@@ -66,12 +67,19 @@ def output_geometry(target: torch.Tensor, source: torch.Tensor, strength: float)
     """
     if strength <= 0:
         return target
-    idx = torch.as_tensor(_ALIGN_POINTS, device=target.device)
+    idx = device_constant(tuple(_ALIGN_POINTS), target.device, torch.long)
     m = estimate_similarity(source[:, idx].float(), target[:, idx].float())
     aligned = transform_points(m, source.float()).to(target.dtype)
-    w = torch.full((target.shape[1], 1), strength, dtype=target.dtype, device=target.device)
+    return target + _shape_weights(target.shape[1], strength, target.device, target.dtype) * (aligned - target)
+
+
+@functools.lru_cache(maxsize=16)
+def _shape_weights(points: int, strength: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(points, 1)`` :func:`output_geometry`'s per-point strength (half on lips and eyes), made once per strength:
+    a list index per call cost a live frame more host time than the weighting itself. Read only."""
+    w = torch.full((points, 1), strength, dtype=dtype)
     w[_EXPRESSIVE] = strength * 0.5
-    return target + w * (aligned - target)
+    return w.to(device)
 
 
 def grain_parameters(magnification: float) -> tuple[float, float]:
