@@ -17,6 +17,7 @@ moved ``paste_back`` output by up to 0.23).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Literal
 
@@ -61,17 +62,27 @@ def affine_grid(theta: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     a base grid it first materialises: on CPU that took 5 ms per 480p frame of the video swap, ~4× this.
     """
     check_shape(theta, ["N", "2", "3"], "theta")
-    h, w = int(size[0]), int(size[1])
-    xs = (torch.arange(w, device=theta.device, dtype=theta.dtype) * 2 + 1) / w - 1  # pixel centres, normalised
-    ys = (torch.arange(h, device=theta.device, dtype=theta.dtype) * 2 + 1) / h - 1
-    col = theta[:, None, None, :, 0] * xs[None, None, :, None]  # (N, 1, w, 2): x's contribution to (gx, gy)
-    row = theta[:, None, None, :, 1] * ys[None, :, None, None]  # (N, h, 1, 2)
-    return (col + theta[:, None, None, :, 2]) + row
+    xs, ys = _grid_axes(int(size[0]), int(size[1]), theta.device, theta.dtype)
+    coef = theta.transpose(1, 2)[:, None, None]  # (N, 1, 1, 3, 2): the x, y and 1 terms of (gx, gy)
+    col = coef[..., 0, :] * xs  # (N, 1, w, 2): x's contribution to (gx, gy)
+    row = coef[..., 1, :] * ys  # (N, h, 1, 2)
+    return (col + coef[..., 2, :]) + row
 
 
-def affine_theta(M: torch.Tensor, src_size: Sequence[int], dst_size: Sequence[int]) -> torch.Tensor:  # noqa: N803
+@functools.lru_cache(maxsize=64)
+def _grid_axes(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`affine_grid`'s normalised pixel centres, ``(1, 1, w, 1)`` along x and ``(1, h, 1, 1)`` along y, made
+    once per size (a live frame builds several grids of the same few sizes; each op costs its dispatch). Read only."""
+    xs = (torch.arange(w, device=device, dtype=dtype) * 2 + 1) / w - 1
+    ys = (torch.arange(h, device=device, dtype=dtype) * 2 + 1) / h - 1
+    return xs.view(1, 1, w, 1), ys.view(1, h, 1, 1)
+
+
+def affine_theta(M: torch.Tensor, src_size: Sequence[int], dst_size: Sequence[int], *,  # noqa: N803
+                 inverted: bool = False) -> torch.Tensor:
     """``grid_sample``'s ``(B, 2, 3)`` theta (normalised dst → normalised src, ``align_corners=False``) for a warp
-    by ``M`` (``(B, 2, 3)`` src→dst pixel coordinates) from a ``src_size`` to a ``dst_size`` image (``(h, w)``).
+    by ``M`` (``(B, 2, 3)`` src→dst pixel coordinates; dst→src with ``inverted``) from a ``src_size`` to a
+    ``dst_size`` image (``(h, w)``).
 
     Closed form in three ops on ``M``'s device (float32 for half inputs): with ``M⁻¹ = [L | t]`` and the
     pixel↔normalised maps diagonal, ``theta = S · (M⁻¹ · R) + O`` for per-size constants ``S``, ``R``, ``O``
@@ -85,7 +96,7 @@ def affine_theta(M: torch.Tensor, src_size: Sequence[int], dst_size: Sequence[in
     right = device_constant(((w / 2, 0.0, w / 2 - 0.5), (0.0, h / 2, h / 2 - 0.5), (0.0, 0.0, 1.0)), M.device, wd)
     scale = device_constant(((2.0 / src_w,), (2.0 / src_h,)), M.device, wd)
     offset = device_constant(((0.0, 0.0, 1.0 / src_w - 1.0), (0.0, 0.0, 1.0 / src_h - 1.0)), M.device, wd)
-    return torch.addcmul(offset, scale, invert_affine(M.to(wd)) @ right)
+    return torch.addcmul(offset, scale, (M.to(wd) if inverted else invert_affine(M.to(wd))) @ right)
 
 
 def warp_affine(
@@ -95,6 +106,7 @@ def warp_affine(
     *,
     mode: Literal["bilinear", "nearest"] = "bilinear",
     padding: Literal["zeros", "border", "reflection"] = "zeros",
+    inverted: bool = False,
 ) -> torch.Tensor:
     """Warp images with an affine map, like ``cv2.warpAffine(img, M, (w, h), flags=INTER_LINEAR)``.
 
@@ -108,6 +120,8 @@ def warp_affine(
         size: output ``(h, w)``.
         mode: ``"bilinear"`` or ``"nearest"``.
         padding: ``"zeros"``, ``"border"`` or ``"reflection"``.
+        inverted: ``M`` maps output pixel coords → input pixel coords instead (``WARP_INVERSE_MAP``; a caller that
+            has that map saves an inversion).
 
     Returns:
         ``(B, C, h, w)``, same device and dtype as ``img``.
@@ -125,7 +139,7 @@ def warp_affine(
     # The matrices are computed where M is: from host matrices (the geometry of a batch usually lives there) a
     # device image gets one asynchronous copy of theta; building them on the device would wait for it (small
     # tensors made from host data, a 3×3 inverse) three times per call.
-    theta = to_device_async(affine_theta(M, (img.shape[-2], img.shape[-1]), (h, w)), img.device)
+    theta = to_device_async(affine_theta(M, (img.shape[-2], img.shape[-1]), (h, w), inverted=inverted), img.device)
     grid = affine_grid(theta[:, :2, :], (h, w))
     out = F.grid_sample(img.to(wd), grid, mode=mode, padding_mode=padding, align_corners=False)
     return out.to(img.dtype)

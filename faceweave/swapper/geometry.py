@@ -45,13 +45,11 @@ _ALIGN_POINTS = sorted(set(range(topology.NUM_LANDMARKS)) - set(_EXPRESSIVE) - s
 def crop_matrix(box: torch.Tensor, size: int) -> torch.Tensor:
     """``(F, 2, 3)`` frame→crop: the square ``box`` ``(F, 4)`` maps onto a ``size × size`` crop (pixel centres)."""
     scale = size / box[:, 2]
-    m = torch.zeros(box.shape[0], 2, 3, dtype=box.dtype, device=box.device)
-    m[:, 0, 0] = scale
-    m[:, 1, 1] = scale
-    # x_crop + 0.5 = (x + 0.5 - x0) * scale
-    m[:, 0, 2] = (0.5 - box[:, 0]) * scale - 0.5
-    m[:, 1, 2] = (0.5 - box[:, 1]) * scale - 0.5
-    return m
+    # x_crop + 0.5 = (x + 0.5 - x0) * scale; one stack, not a zeros tensor filled item by item (a live frame's
+    # geometry is dispatch-bound: issue 20)
+    t = (0.5 - box[:, :2]) * scale[:, None] - 0.5
+    zero = torch.zeros_like(scale)
+    return torch.stack([scale, zero, t[:, 0], zero, scale, t[:, 1]], 1).view(-1, 2, 3)
 
 
 def output_geometry(target: torch.Tensor, source: torch.Tensor, strength: float) -> torch.Tensor:
