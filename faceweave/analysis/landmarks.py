@@ -149,14 +149,15 @@ class FaceMesh(nn.Module):
         if self.iris_net is not None:
             _, iris = iris_landmarks(self.iris_net, frames, frame_index, points)
             keypoints = mesh_keypoints(points, iris[:, :, IRIS_CENTRE])
-        scores = torch.sigmoid(logits)
+        # host tensors: one list each, not two ops per face to read a value
+        scores, roll_values = torch.sigmoid(logits).tolist(), new_rolls.tolist()
         out: list[list[Face]] = [[] for _ in faces]
         for n, (i, face) in enumerate(flat):
             changes: dict[str, object] = {}
             if iris is not None:
                 changes["extra"] = {**face.extra, "iris": iris[n].clone()}
-            out[i].append(face.with_(landmarks=points[n].clone(), landmark_score=float(scores[n]),
-                                     keypoints=keypoints[n].clone(), roll=float(new_rolls[n]), **changes))
+            out[i].append(face.with_(landmarks=points[n].clone(), landmark_score=scores[n],
+                                     keypoints=keypoints[n].clone(), roll=roll_values[n], **changes))
         return out
 
     @staticmethod

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from faceweave.errors import InvalidOption, ShapeError, check_shape
 from faceweave.ops.filters import gaussian_blur
-from faceweave.ops.geometry import invert_affine, transform_points
+from faceweave.ops.geometry import compose_affine, invert_affine, transform_points
 from faceweave.ops.warp import warp_affine
 
 __all__ = ["feather_blend", "laplacian_pyramid_blend", "pyramid_support_radius", "poisson_blend", "paste_back",
@@ -389,14 +389,13 @@ def paste_back_region(
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, big_w), min(y1, big_h)
     if x1 <= x0 or y1 <= y0:
         return None, (x0, y0, x1, y1)
-    # box pixel → frame pixel (+ x0, y0) → crop pixel (M): the map the box's warp samples with, not inverted again
-    box_to_crop = M.to(wd) @ torch.tensor([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]], device=M.device,
-                                          dtype=wd)  # where M is: warp_affine copies theta once, asynchronously
+    shift = torch.tensor([[1.0, 0.0, -x0], [0.0, 1.0, -y0]], device=M.device, dtype=wd).expand_as(crop_to_frame)
+    crop_to_box = compose_affine(shift, crop_to_frame)  # where M is: warp_affine copies it once, asynchronously
     size = (y1 - y0, x1 - x0)
     # crop, mask (and base, keep) share the map: ONE grid and grid_sample for all of them (channels are sampled
     # independently, so each gets what its own warp gives), each cast back to its own dtype as its own warp did
     parts = [crop, crop_mask] + ([base, keep] if base is not None and keep is not None else [])
-    warped = warp_affine(torch.cat([x.to(wd) for x in parts], 1), box_to_crop, size, inverted=True)
+    warped = warp_affine(torch.cat([x.to(wd) for x in parts], 1), crop_to_box, size)
     fg_w, m_w, *detail = warped.split([x.shape[1] for x in parts], 1)
     fg = fg_w.to(crop.dtype).to(frames.dtype)
     # bilinear weights are convex, so only rounding can leave [0, 1]; no clamp at 0 (kink exactly where mask = 0)

@@ -78,11 +78,9 @@ def _grid_axes(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tupl
     return xs.view(1, 1, w, 1), ys.view(1, h, 1, 1)
 
 
-def affine_theta(M: torch.Tensor, src_size: Sequence[int], dst_size: Sequence[int], *,  # noqa: N803
-                 inverted: bool = False) -> torch.Tensor:
+def affine_theta(M: torch.Tensor, src_size: Sequence[int], dst_size: Sequence[int]) -> torch.Tensor:  # noqa: N803
     """``grid_sample``'s ``(B, 2, 3)`` theta (normalised dst → normalised src, ``align_corners=False``) for a warp
-    by ``M`` (``(B, 2, 3)`` src→dst pixel coordinates; dst→src with ``inverted``) from a ``src_size`` to a
-    ``dst_size`` image (``(h, w)``).
+    by ``M`` (``(B, 2, 3)`` src→dst pixel coordinates) from a ``src_size`` to a ``dst_size`` image (``(h, w)``).
 
     Closed form in three ops on ``M``'s device (float32 for half inputs): with ``M⁻¹ = [L | t]`` and the
     pixel↔normalised maps diagonal, ``theta = S · (M⁻¹ · R) + O`` for per-size constants ``S``, ``R``, ``O``
@@ -96,7 +94,7 @@ def affine_theta(M: torch.Tensor, src_size: Sequence[int], dst_size: Sequence[in
     right = device_constant(((w / 2, 0.0, w / 2 - 0.5), (0.0, h / 2, h / 2 - 0.5), (0.0, 0.0, 1.0)), M.device, wd)
     scale = device_constant(((2.0 / src_w,), (2.0 / src_h,)), M.device, wd)
     offset = device_constant(((0.0, 0.0, 1.0 / src_w - 1.0), (0.0, 0.0, 1.0 / src_h - 1.0)), M.device, wd)
-    return torch.addcmul(offset, scale, (M.to(wd) if inverted else invert_affine(M.to(wd))) @ right)
+    return torch.addcmul(offset, scale, invert_affine(M.to(wd)) @ right)
 
 
 def warp_affine(
@@ -106,7 +104,6 @@ def warp_affine(
     *,
     mode: Literal["bilinear", "nearest"] = "bilinear",
     padding: Literal["zeros", "border", "reflection"] = "zeros",
-    inverted: bool = False,
 ) -> torch.Tensor:
     """Warp images with an affine map, like ``cv2.warpAffine(img, M, (w, h), flags=INTER_LINEAR)``.
 
@@ -120,8 +117,6 @@ def warp_affine(
         size: output ``(h, w)``.
         mode: ``"bilinear"`` or ``"nearest"``.
         padding: ``"zeros"``, ``"border"`` or ``"reflection"``.
-        inverted: ``M`` maps output pixel coords → input pixel coords instead (``WARP_INVERSE_MAP``; a caller that
-            has that map saves an inversion).
 
     Returns:
         ``(B, C, h, w)``, same device and dtype as ``img``.
@@ -139,7 +134,7 @@ def warp_affine(
     # The matrices are computed where M is: from host matrices (the geometry of a batch usually lives there) a
     # device image gets one asynchronous copy of theta; building them on the device would wait for it (small
     # tensors made from host data, a 3×3 inverse) three times per call.
-    theta = to_device_async(affine_theta(M, (img.shape[-2], img.shape[-1]), (h, w), inverted=inverted), img.device)
+    theta = to_device_async(affine_theta(M, (img.shape[-2], img.shape[-1]), (h, w)), img.device)
     grid = affine_grid(theta[:, :2, :], (h, w))
     out = F.grid_sample(img.to(wd), grid, mode=mode, padding_mode=padding, align_corners=False)
     return out.to(img.dtype)
