@@ -5,7 +5,6 @@ Convention: images are ``(B, C, H, W)`` floating tensors; the filters follow the
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -31,13 +30,6 @@ def gaussian_kernel1d(
     xs = torch.arange(-r, r + 1, device=device, dtype=torch.float64)
     k = torch.exp(-0.5 * (xs / sigma) ** 2)
     return (k / k.sum()).to(dtype or torch.float32)
-
-
-@functools.lru_cache(maxsize=64)
-def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """:func:`gaussian_kernel1d` made once per sigma, device and dtype (eight ops, kernel launches on a GPU, per blur
-    otherwise; the live swap blurs with the same few sigmas every frame). Read only."""
-    return gaussian_kernel1d(sigma, device=device, dtype=dtype)
 
 
 def _separable(x: torch.Tensor, k: torch.Tensor, padding_mode: str) -> torch.Tensor:
@@ -84,7 +76,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float, *, padding: str = "replicate") 
     check_shape(x, ["B", "C", "H", "W"], "x")
     if padding not in ("replicate", "reflect", "zeros"):
         raise InvalidOption(f"unknown padding {padding!r}", hint="use replicate, reflect or zeros")
-    k = _gaussian_kernel(float(sigma), x.device, x.dtype)
+    k = gaussian_kernel1d(sigma, device=x.device, dtype=x.dtype)
     if padding == "reflect" and k.numel() // 2 >= min(x.shape[-2:]):
         padding = "replicate"  # reflect cannot pad by more than the image size
     return _separable(x, k, padding)

@@ -24,7 +24,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from faceweave.cuda_graphs import device_constant
 from faceweave.device import to_device_async
 from faceweave.errors import InvalidOption, ShapeError, check_shape
 from faceweave.ops.geometry import invert_affine
@@ -84,17 +83,26 @@ def affine_theta(M: torch.Tensor, src_size: Sequence[int], dst_size: Sequence[in
 
     Closed form in three ops on ``M``'s device (float32 for half inputs): with ``M⁻¹ = [L | t]`` and the
     pixel↔normalised maps diagonal, ``theta = S · (M⁻¹ · R) + O`` for per-size constants ``S``, ``R``, ``O``
-    (made once per size, see :func:`~faceweave.cuda_graphs.device_constant`). A live frame's geometry is a few
+    (made once per size). A live frame's geometry is a few
     such tiny ops, and each one's dispatch, not its arithmetic, is what it costs (issue 20).
     """
     (src_h, src_w), (h, w) = (int(v) for v in src_size), (int(v) for v in dst_size)
     wd = _work_dtype(M.dtype)
     # normalised dst → dst pixels (x = (x_n + 1)·w/2 − 0.5, exact in float32), then M⁻¹, then src pixels →
     # normalised src (x_n = (2x + 1)/W − 1: a row scale and an offset)
-    right = device_constant(((w / 2, 0.0, w / 2 - 0.5), (0.0, h / 2, h / 2 - 0.5), (0.0, 0.0, 1.0)), M.device, wd)
-    scale = device_constant(((2.0 / src_w,), (2.0 / src_h,)), M.device, wd)
-    offset = device_constant(((0.0, 0.0, 1.0 / src_w - 1.0), (0.0, 0.0, 1.0 / src_h - 1.0)), M.device, wd)
+    right, scale, offset = _theta_constants(src_h, src_w, h, w, M.device, wd)
     return torch.addcmul(offset, scale, invert_affine(M.to(wd)) @ right)
+
+
+@functools.lru_cache(maxsize=64)
+def _theta_constants(src_h: int, src_w: int, h: int, w: int, device: torch.device, dtype: torch.dtype
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`affine_theta`'s ``R``, ``S``, ``O``. Their own cache, not device_constant's: a paste box's size changes
+    every frame, and churning that shared cache would drop constants that captured CUDA graphs still read."""
+    right = torch.tensor(((w / 2, 0.0, w / 2 - 0.5), (0.0, h / 2, h / 2 - 0.5), (0.0, 0.0, 1.0)), dtype=dtype)
+    scale = torch.tensor(((2.0 / src_w,), (2.0 / src_h,)), dtype=dtype)
+    offset = torch.tensor(((0.0, 0.0, 1.0 / src_w - 1.0), (0.0, 0.0, 1.0 / src_h - 1.0)), dtype=dtype)
+    return right.to(device), scale.to(device), offset.to(device)
 
 
 def warp_affine(

@@ -30,7 +30,7 @@ HOST_READS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select
               "aten::repeat_interleave"}
 
 #: Top-level aten ops of swap_faces outside swap_in_crops (what runs eagerly on CUDA), per call with one face. This
-#: tree: 405 (the CPU path, which also finds the masks' window: 26 of them); before issue 20's cuts: 760.
+#: tree: 413 (the CPU path, which also finds the masks' window: 26 of them); before issue 20's cuts: 760.
 SWAP_EAGER_OPS = 430
 
 
