@@ -14,6 +14,7 @@ from torch import nn
 
 from faceweave.analysis.detect import image_to_frames
 from faceweave.analysis.face import Face
+from faceweave.cuda_graphs import device_constant
 from faceweave.errors import ShapeError, check_shape
 from faceweave.models.facemesh import INPUT_SIZE, FaceMeshNet, load_facemesh
 from faceweave.models.iris import IRIS_CENTRE, IrisLandmarks, iris_landmarks, load_iris
@@ -62,8 +63,9 @@ def mesh_keypoints(points: torch.Tensor, iris_centres: torch.Tensor | None = Non
     if iris_centres is not None:
         eye_a, eye_b = iris_centres[..., 0, :2].to(xy.dtype), iris_centres[..., 1, :2].to(xy.dtype)
     else:
-        eye_a = xy[..., list(RIGHT_EYE), :].mean(dim=-2)
-        eye_b = xy[..., list(LEFT_EYE), :].mean(dim=-2)
+        # cached index tensors: a list index is made into a tensor on every call
+        eye_a = xy[..., device_constant(tuple(RIGHT_EYE), xy.device, torch.long), :].mean(dim=-2)
+        eye_b = xy[..., device_constant(tuple(LEFT_EYE), xy.device, torch.long), :].mean(dim=-2)
     mouth_a = (xy[..., MOUTH_RIGHT, :] + xy[..., MOUTH_RIGHT_INNER, :]) / 2
     mouth_b = (xy[..., MOUTH_LEFT, :] + xy[..., MOUTH_LEFT_INNER, :]) / 2
     nose = (xy[..., NOSE_TIP, :] + xy[..., NOSE_TIP_UPPER, :]) / 2
@@ -97,7 +99,9 @@ class FaceMesh(nn.Module):
         matrices = crop_matrices(centres, sizes, rolls, INPUT_SIZE)
         crops = sample_crops(frames, frame_index, matrices, INPUT_SIZE)
         raw, logits = self.net(crops)
-        raw, logits = raw.float().cpu(), logits.float().cpu()
+        # one device→host copy (one sync on a GPU) for the points and the logits
+        host = torch.cat([raw.flatten(1), logits.reshape(-1, 1).to(raw.dtype)], 1).float().cpu()
+        raw, logits = host[:, :-1].view(raw.shape), host[:, -1]
         linear, offset = matrices[:, :, :2], matrices[:, :, 2]
         xy = torch.einsum("nij,npj->npi", linear, raw[..., :2]) + offset[:, None, :] - 0.5
         z = raw[..., 2:] * (sizes / INPUT_SIZE)[:, None, None]
@@ -145,14 +149,15 @@ class FaceMesh(nn.Module):
         if self.iris_net is not None:
             _, iris = iris_landmarks(self.iris_net, frames, frame_index, points)
             keypoints = mesh_keypoints(points, iris[:, :, IRIS_CENTRE])
-        scores = torch.sigmoid(logits)
+        # host tensors: one list each, not two ops per face to read a value
+        scores, roll_values = torch.sigmoid(logits).tolist(), new_rolls.tolist()
         out: list[list[Face]] = [[] for _ in faces]
         for n, (i, face) in enumerate(flat):
             changes: dict[str, object] = {}
             if iris is not None:
                 changes["extra"] = {**face.extra, "iris": iris[n].clone()}
-            out[i].append(face.with_(landmarks=points[n].clone(), landmark_score=float(scores[n]),
-                                     keypoints=keypoints[n].clone(), roll=float(new_rolls[n]), **changes))
+            out[i].append(face.with_(landmarks=points[n].clone(), landmark_score=scores[n],
+                                     keypoints=keypoints[n].clone(), roll=roll_values[n], **changes))
         return out
 
     @staticmethod

@@ -392,18 +392,23 @@ def paste_back_region(
     shift = torch.tensor([[1.0, 0.0, -x0], [0.0, 1.0, -y0]], device=M.device, dtype=wd).expand_as(crop_to_frame)
     crop_to_box = compose_affine(shift, crop_to_frame)  # where M is: warp_affine copies it once, asynchronously
     size = (y1 - y0, x1 - x0)
-    fg = warp_affine(crop, crop_to_box, size).to(frames.dtype)
+    # crop, mask (and base, keep) share the map: ONE grid and grid_sample for all of them (channels are sampled
+    # independently, so each gets what its own warp gives), each cast back to its own dtype as its own warp did
+    parts = [crop, crop_mask] + ([base, keep] if base is not None and keep is not None else [])
+    warped = warp_affine(torch.cat([x.to(wd) for x in parts], 1), crop_to_box, size)
+    fg_w, m_w, *detail = warped.split([x.shape[1] for x in parts], 1)
+    fg = fg_w.to(crop.dtype).to(frames.dtype)
     # bilinear weights are convex, so only rounding can leave [0, 1]; no clamp at 0 (kink exactly where mask = 0)
-    m = warp_affine(crop_mask, crop_to_box, size).clamp(max=1.0).to(frames.dtype)
+    m = m_w.to(crop_mask.dtype).clamp(max=1.0).to(frames.dtype)
     bg = frames[frame_index.to(frames.device), :, y0:y1, x0:x1]
     if base is not None and keep is not None:
-        lost = bg - warp_affine(base, crop_to_box, size).to(frames.dtype)
+        lost = bg - detail[0].to(base.dtype).to(frames.dtype)
         if math.isfinite(detail_limit):
             # a gate on the local energy, not a clip: a clipped edge still shows as a faint line (looked at: the
             # target's glasses rims came back on a swapped face with a tanh clip at 0.03)
             energy = gaussian_blur(lost.square().mean(1, keepdim=True), _DETAIL_SIGMA)
             lost = lost * (detail_limit**2 / (detail_limit**2 + energy)) ** 2
-        fg = fg + warp_affine(keep, crop_to_box, size).to(frames.dtype) * lost
+        fg = fg + detail[1].to(keep.dtype).to(frames.dtype) * lost
     if blend == "feather":
         region = feather_blend(fg, bg, m)
     elif blend == "laplacian":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from faceweave.cuda_graphs import device_constant
 from faceweave.device import to_device_async
 from faceweave.ops.warp import affine_grid
 
@@ -130,13 +131,18 @@ def sample_crops(frames: torch.Tensor, frame_index: torch.Tensor, crop_to_frame:
     """
     _, _, height, width = frames.shape
     n = crop_to_frame.shape[0]
-    to_norm = torch.tensor([[2.0 / width, 0.0, -1.0], [0.0, 2.0 / height, -1.0]])
-    from_norm = torch.tensor([[crop / 2.0, 0.0, crop / 2.0], [0.0, crop / 2.0, crop / 2.0], [0.0, 0.0, 1.0]])
-    full = torch.cat([crop_to_frame, torch.tensor([[[0.0, 0.0, 1.0]]]).expand(n, 1, 3)], dim=1)
+    # normalised crop → crop → frame → normalised frame, ``S · (M · R) + O`` with per-size constants (the frame's
+    # normalisation is a row scale and an offset): two ops where building and chaining 3×3 matrices took a dozen
+    host = crop_to_frame.device
+    from_norm = device_constant(((crop / 2.0, 0.0, crop / 2.0), (0.0, crop / 2.0, crop / 2.0), (0.0, 0.0, 1.0)),
+                                host, torch.float32)
+    scale = device_constant(((2.0 / width,), (2.0 / height,)), host, torch.float32)
+    offset = device_constant(((0.0, 0.0, -1.0), (0.0, 0.0, -1.0)), host, torch.float32)
+    theta = torch.addcmul(offset, scale, crop_to_frame.float() @ from_norm)
     # host matrices and indices reach the device in asynchronous copies: a plain copy would wait for the GPU
-    theta = to_device_async((to_norm @ full @ from_norm).to(frames.dtype), frames.device)
+    theta = to_device_async(theta.to(frames.dtype), frames.device)
     grid = affine_grid(theta, (crop, crop))
-    if frame_index.shape[0] == frames.shape[0] and bool((frame_index.cpu() == torch.arange(n)).all()):
+    if frame_index.shape[0] == frames.shape[0] and frame_index.tolist() == list(range(n)):
         source = frames  # one crop per frame, in order: no gathered copy of whole frames
     else:
         source = frames.index_select(0, to_device_async(frame_index, frames.device))

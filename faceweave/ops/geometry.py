@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from faceweave.cuda_graphs import device_constant
 from faceweave.errors import ShapeError, check_shape
 
 __all__ = ["estimate_similarity", "estimate_affine", "invert_affine", "transform_points", "compose_affine"]
@@ -123,10 +124,16 @@ def invert_affine(M: torch.Tensor) -> torch.Tensor:  # noqa: N803 (M is the conv
     """
     check_shape(M, ["B", "2", "3"], "M")
     wd = _work_dtype(M.dtype)
-    m = M.to(wd)
-    inv = _inv2x2(m[:, :, :2])
-    t = -(inv @ m[:, :, 2:])
-    return torch.cat([inv, t], dim=-1).to(M.dtype)
+    f = M.to(wd).reshape(-1, 6)  # a, b, tx, c, d, ty
+    # [[a, b, tx], [c, d, ty]]⁻¹ = [[d, −b, b·ty − d·tx], [−c, a, c·tx − a·ty]] / (a·d − b·c), in a dozen ops on
+    # the batch (a live frame inverts several of these; each op's dispatch is what it costs, see affine_theta)
+    dev = f.device
+    q = f[:, device_constant((1, 4, 3, 0, 0, 1), dev, torch.long)] * f[:, device_constant((5, 2, 2, 5, 4, 3), dev,
+                                                                                           torch.long)]
+    v = torch.cat([f, q[:, 0::2] - q[:, 1::2]], 1)  # a, b, tx, c, d, ty, b·ty − d·tx, c·tx − a·ty, det
+    sign = device_constant((1, -1, 1, -1, 1, 1), dev, wd)
+    inv = v[:, device_constant((4, 1, 6, 3, 0, 7), dev, torch.long)] * sign / v[:, 8:]
+    return inv.view(-1, 2, 3).to(M.dtype)
 
 
 def transform_points(M: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:  # noqa: N803

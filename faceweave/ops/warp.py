@@ -17,6 +17,7 @@ moved ``paste_back`` output by up to 0.23).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Literal
 
@@ -27,8 +28,8 @@ from faceweave.device import to_device_async
 from faceweave.errors import InvalidOption, ShapeError, check_shape
 from faceweave.ops.geometry import invert_affine
 
-__all__ = ["affine_grid", "warp_affine", "pixel_to_normalised", "rasterise_triangles", "triangle_blocks",
-           "piecewise_affine_warp"]
+__all__ = ["affine_grid", "affine_theta", "warp_affine", "pixel_to_normalised", "rasterise_triangles",
+           "triangle_blocks", "piecewise_affine_warp"]
 
 _PADDING = {"zeros": "zeros", "border": "border", "reflection": "reflection"}
 
@@ -60,18 +61,48 @@ def affine_grid(theta: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     a base grid it first materialises: on CPU that took 5 ms per 480p frame of the video swap, ~4× this.
     """
     check_shape(theta, ["N", "2", "3"], "theta")
-    h, w = int(size[0]), int(size[1])
-    xs = (torch.arange(w, device=theta.device, dtype=theta.dtype) * 2 + 1) / w - 1  # pixel centres, normalised
-    ys = (torch.arange(h, device=theta.device, dtype=theta.dtype) * 2 + 1) / h - 1
-    col = theta[:, None, None, :, 0] * xs[None, None, :, None]  # (N, 1, w, 2): x's contribution to (gx, gy)
-    row = theta[:, None, None, :, 1] * ys[None, :, None, None]  # (N, h, 1, 2)
-    return (col + theta[:, None, None, :, 2]) + row
+    xs, ys = _grid_axes(int(size[0]), int(size[1]), theta.device, theta.dtype)
+    coef = theta.transpose(1, 2)[:, None, None]  # (N, 1, 1, 3, 2): the x, y and 1 terms of (gx, gy)
+    col = coef[..., 0, :] * xs  # (N, 1, w, 2): x's contribution to (gx, gy)
+    row = coef[..., 1, :] * ys  # (N, h, 1, 2)
+    return (col + coef[..., 2, :]) + row
 
 
-def _to3x3(m: torch.Tensor) -> torch.Tensor:
-    bottom = torch.zeros(m.shape[0], 1, 3, device=m.device, dtype=m.dtype)
-    bottom[:, 0, 2] = 1.0
-    return torch.cat([m, bottom], dim=1)
+@functools.lru_cache(maxsize=64)
+def _grid_axes(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`affine_grid`'s normalised pixel centres, ``(1, 1, w, 1)`` along x and ``(1, h, 1, 1)`` along y, made
+    once per size (a live frame builds several grids of the same few sizes; each op costs its dispatch). Read only."""
+    xs = (torch.arange(w, device=device, dtype=dtype) * 2 + 1) / w - 1
+    ys = (torch.arange(h, device=device, dtype=dtype) * 2 + 1) / h - 1
+    return xs.view(1, 1, w, 1), ys.view(1, h, 1, 1)
+
+
+def affine_theta(M: torch.Tensor, src_size: Sequence[int], dst_size: Sequence[int]) -> torch.Tensor:  # noqa: N803
+    """``grid_sample``'s ``(B, 2, 3)`` theta (normalised dst → normalised src, ``align_corners=False``) for a warp
+    by ``M`` (``(B, 2, 3)`` src→dst pixel coordinates) from a ``src_size`` to a ``dst_size`` image (``(h, w)``).
+
+    Closed form in three ops on ``M``'s device (float32 for half inputs): with ``M⁻¹ = [L | t]`` and the
+    pixel↔normalised maps diagonal, ``theta = S · (M⁻¹ · R) + O`` for per-size constants ``S``, ``R``, ``O``
+    (made once per size). A live frame's geometry is a few
+    such tiny ops, and each one's dispatch, not its arithmetic, is what it costs (issue 20).
+    """
+    (src_h, src_w), (h, w) = (int(v) for v in src_size), (int(v) for v in dst_size)
+    wd = _work_dtype(M.dtype)
+    # normalised dst → dst pixels (x = (x_n + 1)·w/2 − 0.5, exact in float32), then M⁻¹, then src pixels →
+    # normalised src (x_n = (2x + 1)/W − 1: a row scale and an offset)
+    right, scale, offset = _theta_constants(src_h, src_w, h, w, M.device, wd)
+    return torch.addcmul(offset, scale, invert_affine(M.to(wd)) @ right)
+
+
+@functools.lru_cache(maxsize=64)
+def _theta_constants(src_h: int, src_w: int, h: int, w: int, device: torch.device, dtype: torch.dtype
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`affine_theta`'s ``R``, ``S``, ``O``. Their own cache, not device_constant's: a paste box's size changes
+    every frame, and churning that shared cache would drop constants that captured CUDA graphs still read."""
+    right = torch.tensor(((w / 2, 0.0, w / 2 - 0.5), (0.0, h / 2, h / 2 - 0.5), (0.0, 0.0, 1.0)), dtype=dtype)
+    scale = torch.tensor(((2.0 / src_w,), (2.0 / src_h,)), dtype=dtype)
+    offset = torch.tensor(((0.0, 0.0, 1.0 / src_w - 1.0), (0.0, 0.0, 1.0 / src_h - 1.0)), dtype=dtype)
+    return right.to(device), scale.to(device), offset.to(device)
 
 
 def warp_affine(
@@ -111,11 +142,7 @@ def warp_affine(
     # The matrices are computed where M is: from host matrices (the geometry of a batch usually lives there) a
     # device image gets one asynchronous copy of theta; building them on the device would wait for it (small
     # tensors made from host data, a 3×3 inverse) three times per call.
-    dst_to_src = invert_affine(M.to(wd))
-    n_src = pixel_to_normalised((img.shape[-2], img.shape[-1]), device=M.device, dtype=wd)
-    n_dst_inv = torch.linalg.inv(pixel_to_normalised((h, w), device=M.device, dtype=torch.float64)).to(wd)
-    theta = n_src @ _to3x3(dst_to_src) @ n_dst_inv  # normalised dst → normalised src
-    theta = to_device_async(theta, img.device)
+    theta = to_device_async(affine_theta(M, (img.shape[-2], img.shape[-1]), (h, w)), img.device)
     grid = affine_grid(theta[:, :2, :], (h, w))
     out = F.grid_sample(img.to(wd), grid, mode=mode, padding_mode=padding, align_corners=False)
     return out.to(img.dtype)

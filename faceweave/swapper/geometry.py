@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from faceweave.cuda_graphs import device_constant
 from faceweave.models import topology
 from faceweave.ops.geometry import estimate_similarity, transform_points
 
@@ -44,13 +45,11 @@ _ALIGN_POINTS = sorted(set(range(topology.NUM_LANDMARKS)) - set(_EXPRESSIVE) - s
 def crop_matrix(box: torch.Tensor, size: int) -> torch.Tensor:
     """``(F, 2, 3)`` frame→crop: the square ``box`` ``(F, 4)`` maps onto a ``size × size`` crop (pixel centres)."""
     scale = size / box[:, 2]
-    m = torch.zeros(box.shape[0], 2, 3, dtype=box.dtype, device=box.device)
-    m[:, 0, 0] = scale
-    m[:, 1, 1] = scale
-    # x_crop + 0.5 = (x + 0.5 - x0) * scale
-    m[:, 0, 2] = (0.5 - box[:, 0]) * scale - 0.5
-    m[:, 1, 2] = (0.5 - box[:, 1]) * scale - 0.5
-    return m
+    # x_crop + 0.5 = (x + 0.5 - x0) * scale; one stack, not a zeros tensor filled item by item (a live frame's
+    # geometry is dispatch-bound: issue 20)
+    t = (0.5 - box[:, :2]) * scale[:, None] - 0.5
+    zero = torch.zeros_like(scale)
+    return torch.stack([scale, zero, t[:, 0], zero, scale, t[:, 1]], 1).view(-1, 2, 3)
 
 
 def output_geometry(target: torch.Tensor, source: torch.Tensor, strength: float) -> torch.Tensor:
@@ -66,12 +65,19 @@ def output_geometry(target: torch.Tensor, source: torch.Tensor, strength: float)
     """
     if strength <= 0:
         return target
-    idx = torch.as_tensor(_ALIGN_POINTS, device=target.device)
+    idx = device_constant(tuple(_ALIGN_POINTS), target.device, torch.long)
     m = estimate_similarity(source[:, idx].float(), target[:, idx].float())
     aligned = transform_points(m, source.float()).to(target.dtype)
-    w = torch.full((target.shape[1], 1), strength, dtype=target.dtype, device=target.device)
+    return target + _shape_weights(target.shape[1], strength, target.device, target.dtype) * (aligned - target)
+
+
+@functools.lru_cache(maxsize=16)
+def _shape_weights(points: int, strength: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(points, 1)`` :func:`output_geometry`'s per-point strength (half on lips and eyes), made once per strength:
+    a list index per call cost a live frame more host time than the weighting itself. Read only."""
+    w = torch.full((points, 1), strength, dtype=dtype)
     w[_EXPRESSIVE] = strength * 0.5
-    return target + w * (aligned - target)
+    return w.to(device)
 
 
 def grain_parameters(magnification: float) -> tuple[float, float]:
