@@ -192,6 +192,10 @@ def _chroma_trend(lum: torch.Tensor, ab: torch.Tensor, weights: torch.Tensor) ->
     m_ab = (weights * ab).sum((-2, -1), keepdim=True) / wsum
     cov = (weights * d_l * (ab - m_ab)).sum((-2, -1), keepdim=True) / wsum
     beta = cov / var.clamp(min=1e-6)
+    # only the greying part: chroma shrinking toward neutral with the lightness (a capture's crushed shadows); a
+    # real shadow on evenly lit skin is as saturated or more, and there the line stays flat
+    u = m_ab / m_ab.norm(dim=1, keepdim=True).clamp(min=1e-6)
+    beta = (beta * u).sum(1, keepdim=True).clamp(min=0) * u
     sd_l = var.clamp(min=1e-6).sqrt()
     return beta * torch.maximum(torch.minimum(d_l, TREND_RANGE * sd_l), -TREND_RANGE * sd_l)
 
