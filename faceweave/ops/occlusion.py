@@ -14,13 +14,16 @@ statistics, not by a fixed skin colour):
 
 The tests are applied twice (hysteresis): pixels passing the thresholds are *strong*, pixels passing
 :data:`WEAK` × the thresholds are *weak*, and only the weak pixels connected (a flood, :func:`_flood`) to a seed
-are occluders. Seeds are strong pixels in the band along the face mask's border (hands, objects and hair enter
-from outside the face) or inside a strong blob thick enough to survive an erosion of :data:`BLOB_RADIUS` of the
-face (a patch). Eye sockets, nasolabial folds and wrinkles are faint or thin inner shading: unconnected, they are
-dropped. The mesh says where eyes, brows and lips are: they are never seeds, and a flood enters them only through a
-flat surface, a colour that is not redder than the skin (the lips are) or a ridge :data:`FEATURE_RIDGE` × darker
-than a hair strand's threshold (brows and lashes are dark ridges): a hand over the mouth is kept, the lips are not
-called occluders. The skin statistics are robust (weighted median and MAD), and taken twice, the second time
+are occluders. Seeds are strong pixels in the band along the face mask's border (hands, objects and hair enter from
+outside the face) whose component crosses the outline (reaches :data:`CROSS_DEPTH` of the face inward with strong
+pixels: a shadow or a crushed dark edge runs along the outline instead), or inside a strong blob thick enough to
+survive an erosion of :data:`BLOB_RADIUS` of the face (a patch). Chroma is judged against the skin's own chroma at
+the pixel's lightness (:func:`_chroma_trend`): a gamma-crushed exposure greys its shadows. Eye sockets, nasolabial
+folds and wrinkles are faint or thin inner shading: unconnected, they are dropped. The mesh says where eyes, brows
+and lips are: they are never seeds, and a flood enters them only through a flat surface, a colour that is not redder
+than the skin (the lips are) or a ridge :data:`FEATURE_RIDGE` × darker than a hair strand's threshold (brows and
+lashes are dark ridges): a hand over the mouth is kept, the lips are not called occluders.
+The skin statistics are robust (weighted median and MAD), and taken twice, the second time
 without the pixels the first pass calls outliers, so an occluder or hair inside the statistics region does not widen
 the spread that should reject it (with a mean and std, the astronaut's fringe made the lightness spread 21 L units
 and dark hair strands passed as skin).
@@ -49,6 +52,8 @@ LIGHT_Z = 7.0
 SHADING_SCALE = 0.06
 #: A pixel is "flat" when its local log-std is this many skin spreads below the skin's mean log-std.
 TEXTURE_Z = 2.5
+#: The chroma-on-lightness line of the skin (:func:`_chroma_trend`) is not extrapolated beyond this many spreads.
+TREND_RANGE = 2.0
 #: Soft ramp width of each test (in the same units).
 RAMP = 1.0
 #: Hysteresis: the flood from the seeds runs through pixels passing the tests at WEAK × the thresholds.
@@ -59,6 +64,9 @@ RIDGE_L = 18.0
 FEATURE_RIDGE = 2.0
 #: The face's border band where occluders enter (fraction of the face size), and the erosion a seed blob survives.
 BORDER_BAND = 0.04
+#: A border seed counts only when its strong component reaches this deep into the face (fraction of the face
+#: size): an occluder crosses the outline and enters; a shadow or a crushed dark edge runs along it.
+CROSS_DEPTH = 0.10
 BLOB_RADIUS = 0.04
 #: The flood's grid and step count (a strand from the hairline to an eye is ~0.5 face = 80 grid pixels).
 FLOOD_GRID = 160
@@ -118,14 +126,17 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
     w = skin.float()
     tex = _local_log_std(lab[:, :1] / 100.0, max(1, round(face_px / 100)))
     shading = gaussian_blur(lab[:, :1], max(1.0, face_px * SHADING_SCALE))
-    lab = torch.cat([lab[:, :1] - shading, lab[:, 1:]], 1)  # lightness relative to the local shading
+    lum = lab[:, :1]
+    lab = torch.cat([lum - shading, lab[:, 1:]], 1)  # lightness relative to the local shading
 
     def z_scores(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        mu, sd = weighted_median_mad(lab, weights)
+        # chroma is judged against the skin's own chroma at the pixel's lightness
+        rel = torch.cat([lab[:, :1], lab[:, 1:] - _chroma_trend(lum, lab[:, 1:], weights)], 1)
+        mu, sd = weighted_median_mad(rel, weights)
         # floors (L relative to shading, a, b): shadowed skin at the jaw and the eyelids shifts its chroma by
         # ~6–10 units on evenly lit faces whose MAD is ~1.5; an object's or hair's colour differs by ≥ 12
         sd = torch.maximum(sd, torch.tensor([2.5, 3.0, 3.0], device=sd.device).view(1, 3, 1, 1))
-        z = (lab - mu) / sd
+        z = (rel - mu) / sd
         chroma = torch.sqrt(z[:, 1:2] ** 2 + z[:, 2:3] ** 2)
         t_mu, t_sd = weighted_median_mad(tex, weights)
         flat = (t_mu - tex) / t_sd.clamp(min=0.1)
@@ -157,10 +168,36 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
     band = reg - erode_mask(reg, max(1.0, face_px * BORDER_BAND))
     strong_b = (strong > 0.5).float()
     blob = dilate_mask(erode_mask(strong_b, face_px * BLOB_RADIUS), face_px * BLOB_RADIUS)
-    seeds = torch.maximum(strong_b * band, blob * strong_b)
-    occ = _flood(seeds, (weak > 0.5).float(), face_px)
+    # a border seed must cross the outline: its component (a flood through weak pixels from the band) has strong
+    # pixels deeper than CROSS_DEPTH; those seed, and the flood below brings back the border part
+    deep = erode_mask(reg, max(1.0, face_px * CROSS_DEPTH))
+    weak_b = (weak > 0.5).float()
+    crossing = _flood(strong_b * band, weak_b, face_px) * deep * strong_b
+    seeds = torch.maximum(crossing, blob * strong_b)
+    occ = _flood(seeds, weak_b, face_px)
     occ = gaussian_blur(max_filter(occ, GROW), 0.7).clamp(0, 1) * reg
     return occ.to(target.dtype)
+
+
+def _chroma_trend(lum: torch.Tensor, ab: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The part of the chroma ``ab`` ``(B, 2, H, W)`` that the skin's lightness explains: a weighted least-squares
+    line of each chroma channel on ``lum`` ``(B, 1, H, W)`` over the skin ``weights``, evaluated at each pixel's
+    lightness (clamped to the skin's range, TREND_RANGE spreads around its mean) minus its value at the skin's mean
+    lightness. A gamma-crushed exposure greys the shadows in step with their lightness, and the skin's own shadows
+    show it; on an evenly lit face the line is nearly flat and a dark, grey strand stays a chroma outlier."""
+    wsum = weights.sum((-2, -1), keepdim=True).clamp(min=1e-6)
+    m_l = (weights * lum).sum((-2, -1), keepdim=True) / wsum
+    d_l = lum - m_l
+    var = (weights * d_l * d_l).sum((-2, -1), keepdim=True) / wsum
+    m_ab = (weights * ab).sum((-2, -1), keepdim=True) / wsum
+    cov = (weights * d_l * (ab - m_ab)).sum((-2, -1), keepdim=True) / wsum
+    beta = cov / var.clamp(min=1e-6)
+    # only the greying part: chroma shrinking toward neutral with the lightness (a capture's crushed shadows); a
+    # real shadow on evenly lit skin is as saturated or more, and there the line stays flat
+    u = m_ab / m_ab.norm(dim=1, keepdim=True).clamp(min=1e-6)
+    beta = (beta * u).sum(1, keepdim=True).clamp(min=0) * u
+    sd_l = var.clamp(min=1e-6).sqrt()
+    return beta * torch.maximum(torch.minimum(d_l, TREND_RANGE * sd_l), -TREND_RANGE * sd_l)
 
 
 def _dark_ridge(lum: torch.Tensor, d: int) -> torch.Tensor:
