@@ -12,27 +12,10 @@ import torch
 from faceweave.analysis import detect as detect_module
 from faceweave.analysis.detect import FaceDetector
 from faceweave.models.blazeface import load_blazeface
-from faceweave.models.facemesh import INPUT_SIZE, load_facemesh
+from faceweave.models.facemesh import load_facemesh
 from faceweave.models.tflite_graph import GraphNet, cuda_batch_bucket, set_cuda_graphs
-from faceweave.ops.crops import crop_matrices, sample_crops
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.settings import SwapSettings
-
-FACES = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg")
-
-
-@pytest.fixture(scope="module")
-def crops(media: Any) -> torch.Tensor:
-    """``(4, 3, 192, 192)`` float32 ``[0, 1]`` upright crops (1.5× the box) of the four bundled faces."""
-    detector = FaceDetector()
-    out = []
-    for name in FACES:
-        frames = torch.from_numpy(media.rgb(name)).permute(2, 0, 1)[None].float() / 255
-        face = detector.detect(frames)[0][0]
-        m = crop_matrices(((face.box[:2] + face.box[2:]) / 2)[None], (face.box[2:] - face.box[:2]).amax()[None] * 1.5,
-                          torch.tensor([face.roll]), INPUT_SIZE)
-        out.append(sample_crops(frames, torch.zeros(1, dtype=torch.int64), m, INPUT_SIZE)[0])
-    return torch.stack(out)
 
 
 def _pair(device: torch.device, dtype: torch.dtype) -> tuple[GraphNet, GraphNet]:
@@ -80,7 +63,7 @@ def test_outputs_usable_outside_inference_mode(device: torch.device, crops: torc
 def test_two_threads_get_their_own_results(device: torch.device, crops: torch.Tensor) -> None:
     # The video pipeline swaps batch n in one thread while it analyses batch n+1 in another.
     graphed, eager = _pair(device, torch.float32)
-    inputs = [crops[k : k + 1].to(device) * 2 - 1 for k in range(len(FACES))]
+    inputs = [crops[k : k + 1].to(device) * 2 - 1 for k in range(len(crops))]
     with torch.inference_mode():
         expected = [eager(x)[0] for x in inputs]
     errors: list[str] = []
