@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from video_marking_cost import make_scaled_clip, x264_cpu  # noqa: E402
 
-from faceweave.media.video.encode import _copy_frame, _plane  # noqa: E402
+from faceweave.media.video.encode import copy_video_frame, frame_plane  # noqa: E402
 from faceweave.provenance import watermark as wm  # noqa: E402
 
 PAYLOAD = wm.WatermarkPayload.for_job("benchmark-job")
@@ -84,15 +84,15 @@ def main() -> None:
                 cv = plain[0].planes[2]
                 marker = wm.ChromaMarker(h, w, PAYLOAD, (cv.height, cv.width))
                 for f in plain:
-                    g = _copy_frame(f)
-                    marker.apply(_plane(g, 2))
+                    g = copy_video_frame(f)
+                    marker.apply(frame_plane(g, 2))
                     out.append(g)
                 sides[v] = out
                 continue
             d = variant_delta(h, w, v[0], int(v[1]), v[2], v[3] if len(v) > 3 else 0.0)
             for f in plain:
-                g = _copy_frame(f)
-                y = _plane(g, 0)
+                g = copy_video_frame(f)
+                y = frame_plane(g, 0)
                 y[:] = np.clip(y.astype(np.int16) + d, 0, 255).astype(np.uint8)
                 out.append(g)
             sides[v] = out

@@ -64,7 +64,7 @@ def writer_step_ms(width: int, height: int, repeats: int = 50, plane: str = "chr
     """The writer's added per-frame work alone, median ms: copy a decoded frame, add the pattern to its plane."""
     import numpy as np
 
-    from faceweave.media.video.encode import _copy_frame, _plane
+    from faceweave.media.video.encode import copy_video_frame, frame_plane
 
     rng = np.random.default_rng(0)
     src = av.VideoFrame.from_ndarray(rng.integers(0, 256, (height, width, 3), np.uint8), format="rgb24")
@@ -73,9 +73,9 @@ def writer_step_ms(width: int, height: int, repeats: int = 50, plane: str = "chr
     copy_t, mark_t = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        frame = _copy_frame(src)
+        frame = copy_video_frame(src)
         t1 = time.perf_counter()
-        marker.apply(_plane(frame, index))
+        marker.apply(frame_plane(frame, index))
         t2 = time.perf_counter()
         copy_t.append(t1 - t0)
         mark_t.append(t2 - t1)
@@ -114,15 +114,15 @@ def encode_cpu_ms(clip: Path, repeats: int, decoder_frame_types: bool = False, p
     keeps the decoder's I/P types on the unmarked side only (what this function did before): libx264 then obeys
     them — all P, no B-frame decision — and the unmarked side is ~30 % cheaper for that reason alone. ``plane``: the
     writer's chroma mark, or ``"luma"``: the luma mark it wrote before."""
-    from faceweave.media.video.encode import _copy_frame, _plane
+    from faceweave.media.video.encode import copy_video_frame, frame_plane
 
     with av.open(str(clip)) as c:
         plain = [f.reformat(format="yuv420p") for f in c.decode(video=0)]
     marker, index = frame_marker(plain[0], plane)
     marked = []
     for f in plain:
-        g = _copy_frame(f)  # a new frame: its picture type is NONE
-        marker.apply(_plane(g, index))
+        g = copy_video_frame(f)  # a new frame: its picture type is NONE
+        marker.apply(frame_plane(g, index))
         marked.append(g)
     if not decoder_frame_types:
         for f in plain:

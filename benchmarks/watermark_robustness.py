@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from faceweave.data import media_path  # noqa: E402
 from faceweave.media.image import read_image  # noqa: E402
-from faceweave.media.video.encode import _plane  # noqa: E402
+from faceweave.media.video.encode import frame_plane  # noqa: E402
 from faceweave.provenance.watermark import (  # noqa: E402
     ChromaMarker,
     LumaMarker,
@@ -69,7 +69,7 @@ def writer_marked(frames: list[np.ndarray], plane: str = "chroma") -> tuple[list
     index = 0 if plane == "luma" else 2
     plain = [f.to_ndarray(format="rgb24") for f in yuv]
     for f in yuv:
-        marker.apply(_plane(f, index))
+        marker.apply(frame_plane(f, index))
     return [f.to_ndarray(format="rgb24") for f in yuv], plain
 
 

@@ -1,6 +1,8 @@
 """Live outputs: a video file (:class:`~faceweave.media.video.encode.VideoWriter`: atomic, valid after Ctrl-C),
 a network stream URL (rtmp → FLV, rtsp → RTSP, srt/udp/tcp → MPEG-TS; x264 ``zerolatency``), or a virtual camera
-(pyvirtualcam, where the host has one).
+(pyvirtualcam, where the host has one). With a :class:`~faceweave.provenance.mark.Marking` every output carries the
+invisible watermark in every frame (:class:`LiveFrameMarker`; the browser's WebRTC track too), and the file its tags
+and C2PA as any video output.
 
 Each sink takes what the engine hands out — a one-frame :class:`~faceweave.media.video.frames.FrameBatch`, or
 ``(1, H, W, 3)`` uint8 RGB when a visible label was drawn — with the frame's time in seconds since the session
@@ -19,10 +21,17 @@ import numpy as np
 
 from faceweave import __version__
 from faceweave.errors import DependencyMissing, OutputNotWritable
-from faceweave.media.video.encode import EncoderSettings, VideoWriter, resolve_encoder
+from faceweave.media.video.encode import (
+    EncoderSettings,
+    VideoWriter,
+    copy_video_frame,
+    frame_plane,
+    resolve_encoder,
+)
 from faceweave.media.video.frames import FrameBatch
 from faceweave.media.video.probe import VideoInfo
 from faceweave.provenance.mark import Marking, mark_video_output, video_output_mark
+from faceweave.provenance.watermark import ChromaMarker
 
 TIME_BASE = Fraction(1, 1000)  # live output timestamps in milliseconds (frames come on the clock, not a grid)
 PROVENANCE = {"comment": "faceweave:synthetic=true", "encoder": f"faceweave {__version__}"}
@@ -49,6 +58,44 @@ def live_video_info(path: Path, width: int, height: int, fps: float) -> VideoInf
                      coded_height=height, rotation=0, fps=float(rate), average_rate=rate, time_base=TIME_BASE,
                      frames=None, duration_s=0.0, start_pts=0, start_time_s=0.0, pix_fmt="yuv420p", color_range=1,
                      has_audio=False)
+
+
+class LiveFrameMarker:
+    """The watermark on the frames a live output sends that has no :class:`VideoWriter` of its own (a stream, the
+    virtual camera, the browser's WebRTC track): the same pattern in Cr as a video file's
+    (:class:`~faceweave.provenance.watermark.ChromaMarker`, the session's payload, made for each frame size met), so
+    ``faceweave verify`` finds it in a recording of any of them. Without a marking, or with ``watermark`` off, frames
+    pass as they are."""
+
+    def __init__(self, marking: Marking | None) -> None:
+        self.marking = marking if marking is not None and marking.watermark else None
+        self._markers: dict[tuple[int, int], ChromaMarker] = {}
+
+    @property
+    def active(self) -> bool:
+        return self.marking is not None
+
+    def frame(self, frames: FrameBatch | np.ndarray) -> Any:
+        """Frame 0 of what the engine handed out (a :class:`FrameBatch`, or ``(1, H, W, 3)`` uint8 RGB with a visible
+        label) as a ``yuv420p`` ``av.VideoFrame``, marked. A decoded frame is marked on a copy: the decoder may still
+        reference it."""
+        if isinstance(frames, FrameBatch):
+            frame = frames.yuv[0]
+            if self.marking is None or 0 in frames.marked:
+                return frame
+            if 0 not in frames.owned:
+                frame = copy_video_frame(frame)
+        else:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[0]), format="rgb24").reformat(
+                format="yuv420p")
+            if self.marking is None:
+                return frame
+        h, w = int(frame.height), int(frame.width)
+        marker = self._markers.get((h, w))
+        if marker is None:
+            marker = self._markers[(h, w)] = ChromaMarker(h, w, self.marking.payload, ((h + 1) // 2, (w + 1) // 2))
+        marker.apply(frame_plane(frame, 2))
+        return frame
 
 
 class FileSink:
@@ -82,7 +129,8 @@ class FileSink:
 class StreamSink:
     """A network stream (the muxer picked from the URL's scheme), H.264 tuned for latency."""
 
-    def __init__(self, url: str, width: int, height: int, fps: float) -> None:
+    def __init__(self, url: str, width: int, height: int, fps: float, marking: Marking | None = None) -> None:
+        self.marker = LiveFrameMarker(marking)
         scheme = url.split("://", 1)[0].lower()
         fmt = STREAM_FORMATS.get(scheme, "mpegts")
         try:
@@ -90,7 +138,7 @@ class StreamSink:
         except (av.error.FFmpegError, OSError) as exc:
             raise OutputNotWritable(f"cannot open the output stream {url!r}: {exc}",
                                     hint="check the URL and that the receiving server is up") from None
-        self.container.metadata.update(PROVENANCE)
+        self.container.metadata.update(video_output_mark(marking).tags if marking is not None else PROVENANCE)
         stream: Any = self.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = stream.codec_context.time_base = TIME_BASE
@@ -99,9 +147,7 @@ class StreamSink:
         self._last: int | None = None
 
     def write(self, frames: FrameBatch | np.ndarray, time_s: float) -> None:
-        frame = (frames.yuv[0] if isinstance(frames, FrameBatch)
-                 else av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[0]), format="rgb24").reformat(
-                     format="yuv420p"))
+        frame = self.marker.frame(frames)
         self._last = _pts(time_s, self._last)
         frame.pts, frame.time_base = self._last, TIME_BASE
         for packet in self.stream.encode(frame):
@@ -121,7 +167,9 @@ class StreamSink:
 class VirtualCameraSink:
     """A virtual camera through pyvirtualcam (v4l2loopback on Linux, OBS's camera elsewhere)."""
 
-    def __init__(self, device: str | None, width: int, height: int, fps: float) -> None:
+    def __init__(self, device: str | None, width: int, height: int, fps: float, marking: Marking | None = None
+                 ) -> None:
+        self.marker = LiveFrameMarker(marking)
         try:
             import pyvirtualcam
         except ImportError:
@@ -135,7 +183,10 @@ class VirtualCameraSink:
                                     hint="on Linux: sudo modprobe v4l2loopback") from None
 
     def write(self, frames: FrameBatch | np.ndarray, time_s: float) -> None:
-        rgb = frames.frames[0] if isinstance(frames, FrameBatch) else frames[0]
+        if not self.marker.active:
+            rgb = frames.frames[0] if isinstance(frames, FrameBatch) else frames[0]
+        else:  # marked in Cr like every other output, then to RGB for the camera
+            rgb = self.marker.frame(frames).to_ndarray(format="rgb24")
         self.cam.send(np.ascontiguousarray(rgb))
 
     def close(self) -> None:
@@ -151,10 +202,10 @@ def open_sink(spec: str, width: int, height: int, fps: float, marking: Marking |
     whose extension picks the container (.mp4, .mkv, .mov, .webm)."""
     if spec == "virtualcam" or spec.startswith("virtualcam:"):
         device = spec.partition(":")[2] or None
-        return VirtualCameraSink(device, width, height, fps)
+        return VirtualCameraSink(device, width, height, fps, marking=marking)
     if "://" in spec:
-        return StreamSink(spec, width, height, fps)
+        return StreamSink(spec, width, height, fps, marking=marking)
     return FileSink(Path(spec), width, height, fps, marking=marking)
 
 
-__all__ = ["FileSink", "LiveSink", "StreamSink", "VirtualCameraSink", "live_video_info", "open_sink"]
+__all__ = ["FileSink", "LiveFrameMarker", "LiveSink", "StreamSink", "VirtualCameraSink", "live_video_info", "open_sink"]

@@ -19,14 +19,15 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-import av
 import numpy as np
 
 from faceweave.errors import DependencyMissing
 from faceweave.live.mailbox import LiveStats, Mailbox
 from faceweave.live.session import FrameProcess, LiveSession
+from faceweave.live.sinks import LiveFrameMarker
 from faceweave.live.sources import LiveFrame, _yuv420
 from faceweave.media.video.frames import FrameBatch
+from faceweave.provenance.mark import Marking
 
 try:
     from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -67,14 +68,12 @@ class SwappedTrack(MediaStreamTrack):  # type: ignore[misc]
 class _TrackSink:
     """A :class:`~faceweave.live.sinks.LiveSink` that hands frames to :class:`SwappedTrack` on the event loop."""
 
-    def __init__(self, track: SwappedTrack, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, track: SwappedTrack, loop: asyncio.AbstractEventLoop, marking: Marking | None = None) -> None:
         self.track, self.loop = track, loop
+        self.marker = LiveFrameMarker(marking)  # the browser gets the invisible watermark too
 
     def write(self, frames: FrameBatch | np.ndarray, time_s: float) -> None:
-        if isinstance(frames, FrameBatch):
-            frame = frames.yuv[0]
-        else:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[0]), format="rgb24")
+        frame = self.marker.frame(frames)
         frame.pts, frame.time_base = int(round(time_s / RTP_TIME_BASE)), RTP_TIME_BASE
         with contextlib.suppress(RuntimeError):  # the loop closed under a finishing session
             self.loop.call_soon_threadsafe(self.track.offer, frame)
@@ -90,8 +89,9 @@ class WebRtcSession:
 
     def __init__(self, session_id: str, process: FrameProcess, *, on_frame: Callable[[float], None] | None = None,
                  on_input: Callable[[bool], None] | None = None,
-                 on_end: Callable[[WebRtcSession], None] | None = None) -> None:
+                 on_end: Callable[[WebRtcSession], None] | None = None, marking: Marking | None = None) -> None:
         self.id = session_id
+        self.marking = marking
         self.process, self.on_frame, self.on_input, self.on_end = process, on_frame, on_input, on_end
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # host candidates only: no STUN lookups
         self.mailbox: Mailbox[LiveFrame] = Mailbox()
@@ -126,8 +126,8 @@ class WebRtcSession:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=sdp_type))
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
-        session = LiveSession(self.process, self.mailbox, _TrackSink(self.track, self._loop), self.stats, self.stop,
-                              on_frame=self.on_frame)
+        sink = _TrackSink(self.track, self._loop, self.marking)
+        session = LiveSession(self.process, self.mailbox, sink, self.stats, self.stop, on_frame=self.on_frame)
         self._worker = threading.Thread(target=self._work, args=(session,), name=f"faceweave-live-{self.id[:8]}",
                                         daemon=True)
         self._worker.start()

@@ -132,7 +132,7 @@ def test_video_writers_chroma_mark_after_h264_crf28(size: tuple[int, int]) -> No
     """The video writer's mark (the pattern in the V plane of yuv420p frames): the face clip scaled as a swap written
     at that size would be, marked, re-encoded at crf 28: found in every single frame, never a wrong payload, the
     payload read from most frames at 720p and above; PSNR ≥ 40 dB; nothing found in the unmarked re-encode."""
-    from faceweave.media.video.encode import _plane
+    from faceweave.media.video.encode import frame_plane
     from faceweave.provenance.watermark import ChromaMarker
 
     h, w = size
@@ -141,7 +141,7 @@ def test_video_writers_chroma_mark_after_h264_crf28(size: tuple[int, int]) -> No
     plain = [f.to_ndarray(format="rgb24") for f in yuv]
     marker = ChromaMarker(h, w, PAYLOAD, (h // 2, w // 2))
     for f in yuv:
-        marker.apply(_plane(f, 2))
+        marker.apply(frame_plane(f, 2))
     marked = [f.to_ndarray(format="rgb24") for f in yuv]
     assert min(psnr(a, b) for a, b in zip(plain, marked, strict=True)) >= 40.0
     results = [detect_watermark(f) for f in h264(marked)]

@@ -261,11 +261,11 @@ class VideoWriter:
             elif self._marker is not None and k not in owned and k not in marked:
                 # a decoded frame may still be one of the decoder's reference pictures: mark a copy, never it (a
                 # frame the pipeline rebuilt is its own: marked in place, which saves a full-frame copy)
-                frame = _copy_frame(item)
+                frame = copy_video_frame(item)
             else:
                 frame = item  # the decoded frame itself
             if self._marker is not None and k not in marked:
-                self._marker.apply(_plane(frame, 2))
+                self._marker.apply(frame_plane(frame, 2))
             frame.pts = int(p) - self.pts_shift
             frame.time_base = tb
             frame.pict_type = _PICT_NONE  # a decoded I/P/B type would force the encoder's decision
@@ -318,7 +318,7 @@ def video_chroma_marker(info: VideoInfo, pix_fmt: str, payload: WatermarkPayload
     return ChromaMarker(info.height, info.width, payload, (comps[2].height, comps[2].width), bits)
 
 
-def _plane(frame: Any, index: int) -> np.ndarray:
+def frame_plane(frame: Any, index: int) -> np.ndarray:
     """``(rows, cols)`` writable view of a frame's plane ``index`` (uint16 for 10/12-bit little-endian planes)."""
     plane = frame.planes[index]
     dtype = np.uint8 if frame.format.components[0].bits <= 8 else np.dtype("<u2")
@@ -327,7 +327,7 @@ def _plane(frame: Any, index: int) -> np.ndarray:
     return rows.reshape(plane.height, plane.line_size // item)[:, : plane.width]
 
 
-def _copy_frame(src: Any) -> Any:
+def copy_video_frame(src: Any) -> Any:
     """A new frame of ``src``'s format, size, planes and colour tags (the copy is ours to write into)."""
     dst: Any = av.VideoFrame(src.width, src.height, src.format.name)
     for a, b in zip(src.planes, dst.planes, strict=True):

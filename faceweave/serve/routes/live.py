@@ -237,6 +237,7 @@ async def _start_session(svc: Service, hub: LiveHub, sid: str, source: Path, set
     from faceweave.media.image import read_image
     from faceweave.pipeline.engine import SwapEngine
     from faceweave.pipeline.video import VideoFaceProcessor
+    from faceweave.provenance.mark import Marking
 
     shared = await hub.engine()
     rgb = await anyio.to_thread.run_sync(lambda: read_image(source, max_pixels=settings.max_pixels).rgb)
@@ -257,6 +258,7 @@ async def _start_session(svc: Service, hub: LiveHub, sid: str, source: Path, set
         if dropped:
             metrics.live_frames.labels("dropped").inc()
 
-    return WebRtcSession(sid, processor.process_batch, on_frame=on_frame, on_input=on_input, on_end=hub.ended)
+    return WebRtcSession(sid, processor.process_batch, on_frame=on_frame, on_input=on_input, on_end=hub.ended,
+                         marking=Marking.from_settings(settings, job_id=sid))
 
 
