@@ -14,6 +14,7 @@ import concurrent.futures as cf
 import contextlib
 import functools
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,14 @@ import numpy as np
 import torch
 
 from faceweave.errors import NoFaceInTarget
-from faceweave.media.video.encode import EncodeThread, OutputMark, VideoWriter, resolve_encoder, video_chroma_marker
+from faceweave.media.video.encode import (
+    EncodeThread,
+    OutputMark,
+    VideoWriter,
+    encoder_available,
+    resolve_encoder,
+    video_chroma_marker,
+)
 from faceweave.media.video.frames import FrameBatch, FrameReader
 from faceweave.media.video.probe import VideoInfo, probe_video
 from faceweave.media.video.segments import SegmentResult, run_segments, segment_timing
@@ -187,7 +195,15 @@ def swap_video(
 
     t_start = time.perf_counter()
     out_path = check_output_path(Path(output), "video")
-    encoder = resolve_encoder(settings.video_codec, settings.crf, settings.preset, settings.pix_fmt, out_path)
+    nvenc_probe: threading.Thread | None = None
+    if settings.video_codec is None:
+        # the automatic codec opens NVENC to see whether it works: 1.0 s on an H100 box that has none (cold-start
+        # profile, docs/benchmarks.md §0-24), so it runs beside the reading and model loading below; it cannot fail
+        nvenc_probe = threading.Thread(target=encoder_available, args=("h264_nvenc",), name="faceweave-nvenc-probe",
+                                       daemon=True)
+        nvenc_probe.start()
+    else:  # a codec the user named is checked before anything else (a usage error, at once)
+        encoder = resolve_encoder(settings.video_codec, settings.crf, settings.preset, settings.pix_fmt, out_path)
     src_images = [read_image(Path(s), max_pixels=settings.max_pixels).rgb for s in sources]
     info = probe_video(Path(target), max_duration_s=settings.max_duration_s, max_pixels=settings.max_pixels)
     trim = trim_from_settings(settings.trim_start, settings.trim_end, info)
@@ -208,6 +224,9 @@ def swap_video(
         engine.warm_up(frame_size)
     background = BackgroundWarmUp(engine, frame_size) if plan == "deferred" else None
     warm["critical_s"] = round(time.perf_counter() - t_start, 3)
+    if nvenc_probe is not None:
+        nvenc_probe.join()  # its answer is cached: resolve_encoder reads it
+        encoder = resolve_encoder(None, settings.crf, settings.preset, settings.pix_fmt, out_path)
     prepared = engine.prepare_sources(src_images)
     refs = job_references(engine, settings, reference, src_images)
 
