@@ -124,6 +124,8 @@ def device_constant(values: tuple[Any, ...], device: torch.device, dtype: torch.
     """A small constant tensor (nested tuples of numbers) made once per device and dtype. Read only.
 
     Making it per call is a host→device copy that waits for the GPU, and cannot happen inside a graph capture.
+    Fixed values only (matrices, index lists, crop sizes of the nets): a captured graph reads these tensors by
+    address, so a value that varies with the input (an image's size) must not churn this bounded cache.
     """
     return torch.tensor(values, dtype=dtype).to(device)
 

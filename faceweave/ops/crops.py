@@ -8,6 +8,8 @@ pixel-centre coordinate + 0.5), unlike :mod:`faceweave.ops.geometry`'s pixel-cen
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -117,6 +119,14 @@ def crop_matrices(centres: torch.Tensor, sizes: torch.Tensor, rolls: torch.Tenso
 
 
 
+@functools.lru_cache(maxsize=64)
+def _frame_scale(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """:func:`sample_crops`' row scale to the frame's normalised coordinates, ``(2, 1)`` float32. Not in
+    :func:`~faceweave.cuda_graphs.device_constant`'s cache: images come in every size, and churning that shared,
+    bounded cache would drop constants that captured CUDA graphs still read (the colour conversions')."""
+    return torch.tensor(((2.0 / width,), (2.0 / height,)), dtype=torch.float32).to(device)
+
+
 def sample_crops(frames: torch.Tensor, frame_index: torch.Tensor, crop_to_frame: torch.Tensor,
                  crop: int) -> torch.Tensor:
     """Sample ``crop``² patches (zeros outside the frame) with ONE ``grid_sample``.
@@ -134,9 +144,10 @@ def sample_crops(frames: torch.Tensor, frame_index: torch.Tensor, crop_to_frame:
     # normalised crop → crop → frame → normalised frame, ``S · (M · R) + O`` with per-size constants (the frame's
     # normalisation is a row scale and an offset): two ops where building and chaining 3×3 matrices took a dozen
     host = crop_to_frame.device
+    # crop sizes are the nets' fixed inputs; the frame's size is any image's, so its scale has a cache of its own
     from_norm = device_constant(((crop / 2.0, 0.0, crop / 2.0), (0.0, crop / 2.0, crop / 2.0), (0.0, 0.0, 1.0)),
                                 host, torch.float32)
-    scale = device_constant(((2.0 / width,), (2.0 / height,)), host, torch.float32)
+    scale = _frame_scale(height, width, host)
     offset = device_constant(((0.0, 0.0, -1.0), (0.0, 0.0, -1.0)), host, torch.float32)
     theta = torch.addcmul(offset, scale, crop_to_frame.float() @ from_norm)
     # host matrices and indices reach the device in asynchronous copies: a plain copy would wait for the GPU
