@@ -58,11 +58,11 @@ class VideoFaceProcessor:
         marker: ChromaMarker | None = None,
     ) -> None:
         self.engine = engine
-        # the writer's watermark, put into the frames this processor swaps on the device (off the encoder's thread);
-        # not with the visible label, whose frames go back through RGB and are marked by the writer
-        self.marker = marker if not (settings or engine.settings).provenance_label else None
         # the job's settings (detect_every, smoothing, selector…); an engine reused across jobs may carry others
         self.settings: SwapSettings = settings or engine.settings
+        # the writer's watermark, put into the frames this processor swaps on the device (off the encoder's thread);
+        # not with the visible label, whose frames go back through RGB and are marked by the writer
+        self.marker = marker if not self.settings.provenance_label else None
         self.sources = list(sources)
         self.reference = list(reference) if reference is not None else None
         self.tracker = FaceTracker(identity_threshold=same_person_distance(self.settings.recogniser),

@@ -73,10 +73,6 @@ class BackgroundWarmUp:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def summary(self, origin: float) -> dict[str, Any]:
         """State, steps done, error, and when it started and ended in seconds after ``origin`` (perf_counter)."""
 
