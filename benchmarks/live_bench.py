@@ -66,18 +66,20 @@ def make_clip(dst: Path, width: int, height: int, fps: int, seconds: float) -> P
     return dst
 
 
-def run_sessions(shared: SharedEngine, settings: SwapSettings, clip: Path, count: int, out_dir: Path | None
-                 ) -> dict[str, Any]:
+def run_sessions(shared: SharedEngine, settings: SwapSettings, clip: Path, count: int, out_dir: Path | None,
+                 defer_detection: bool = True) -> dict[str, Any]:
     prepared = shared.prepare_sources([read_image(media_path("obama.jpg")).rgb])
     sessions, threads, captures = [], [], []
     for k in range(count):
         source = open_source(str(clip))
-        processor = VideoFaceProcessor(cast(SwapEngine, shared), prepared, None, settings)
+        processor = VideoFaceProcessor(cast(SwapEngine, shared), prepared, None, settings,
+                                       defer_detection=defer_detection)
         sink = FileSink(out_dir / f"live_{count}_{k}.mp4", source.width, source.height, source.fps) if out_dir \
             else NullSink()
         stats, box = LiveStats(), Mailbox[LiveFrame]()
         session = LiveSession(processor.process_batch, box, sink, stats,
-                              swapped=lambda p=processor: int(p.stats["frames_swapped"]))
+                              swapped=lambda p=processor: int(p.stats["frames_swapped"]),
+                              after_output=processor.detect_pending)
         captures.append((CaptureThread(source, box, stats), source, sink))
         sessions.append(session)
         threads.append(threading.Thread(target=session.run, daemon=True))
@@ -124,6 +126,10 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--detect-every", type=int, default=None)
+    ap.add_argument("--detection", default="deferred",
+                    help="comma-separated: 'deferred' (the live default: a tracked frame's due detection runs after "
+                         "the frame went out) and/or 'inline' (it runs on the frame, as in a video job); each session "
+                         "count is run once per mode, in turn")
     ap.add_argument("--enhancer", default="none", help="'none' (the live default) or 'detail'")
     ap.add_argument("--window-ms", type=float, default=None, help="batching window (default: 2 on CUDA, 0 on CPU)")
     ap.add_argument("--engine-threads", type=int, default=None,
@@ -153,8 +159,9 @@ def main() -> None:
         # on the CPU the sessions' threads (frame conversions) take the engine thread's count too
         cpu_threads = shared.torch_threads if engine.device.type == "cpu" else None
         with gpu_host_threads(engine.device), torch_threads(cpu_threads):
-            runs = [run_sessions(shared, settings, Path(clip), int(n), args.output_dir)
-                    for n in args.sessions.split(",")]
+            runs = [{"detection": mode, **run_sessions(shared, settings, Path(clip), int(n), args.output_dir,
+                                                       defer_detection=mode == "deferred")}
+                    for n in args.sessions.split(",") for mode in args.detection.split(",")]
         shared.close()
     device_name = torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else platform.processor()
     summary = {

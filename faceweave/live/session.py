@@ -49,6 +49,8 @@ class LiveSession:
     stop: threading.Event = field(default_factory=threading.Event)
     on_frame: Callable[[float], None] | None = None
     swapped: Callable[[], int] | None = None  # frames swapped so far (the processor's count)
+    # work put off until the frame went out (the processor's deferred detection), run before the next frame
+    after_output: Callable[[], None] | None = None
 
     def run(self) -> LiveStats:
         """The engine loop (on the caller's thread). Returns the stats, with ``ended_at`` set."""
@@ -66,6 +68,8 @@ class LiveSession:
                     self.stats.frames_swapped = self.swapped()
                 if self.on_frame is not None:
                     self.on_frame(latency)
+                if self.after_output is not None:
+                    self.after_output()
         finally:
             self.stats.dropped = self.mailbox.dropped
             self.stats.ended_at = time.perf_counter()
@@ -126,7 +130,7 @@ def run_live(
     try:
         warm_gpu_engine(engine, (source.height, source.width))
         prime(engine, prepared)
-        processor = VideoFaceProcessor(engine, prepared, refs, settings)
+        processor = VideoFaceProcessor(engine, prepared, refs, settings, defer_detection=True)
         process: FrameProcess = processor.process_batch
         if process_wrapper is not None:
             process = process_wrapper(process)
@@ -135,7 +139,8 @@ def run_live(
         mailbox: Mailbox[LiveFrame] = Mailbox()
         capture = CaptureThread(source, mailbox, stats)
         session = LiveSession(process, mailbox, sink, stats, stop or threading.Event(),
-                              swapped=lambda: int(processor.stats["frames_swapped"]))
+                              swapped=lambda: int(processor.stats["frames_swapped"]),
+                              after_output=processor.detect_pending)
         try:
             # the engine runs on this thread: on the CPU it leaves a core to the capture thread's decoding
             with gpu_host_threads(engine.device), torch_threads(live_torch_threads(engine.device)):

@@ -85,14 +85,17 @@ class _TrackSink:
 
 class WebRtcSession:
     """One browser peer. Build it, then ``await answer(sdp, type)``; ``on_frame(latency_s)`` and
-    ``on_input(dropped_now)`` feed the service's metrics; ``on_end(session)`` runs once when it ends."""
+    ``on_input(dropped_now)`` feed the service's metrics; ``on_end(session)`` runs once when it ends;
+    ``after_output()`` runs after each frame went back (the processor's deferred detection)."""
 
     def __init__(self, session_id: str, process: FrameProcess, *, on_frame: Callable[[float], None] | None = None,
+                 after_output: Callable[[], None] | None = None,
                  on_input: Callable[[bool], None] | None = None,
                  on_end: Callable[[WebRtcSession], None] | None = None, marking: Marking | None = None) -> None:
         self.id = session_id
         self.marking = marking
         self.process, self.on_frame, self.on_input, self.on_end = process, on_frame, on_input, on_end
+        self.after_output = after_output
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # host candidates only: no STUN lookups
         self.mailbox: Mailbox[LiveFrame] = Mailbox()
         self.stats = LiveStats()
@@ -127,7 +130,8 @@ class WebRtcSession:
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         sink = _TrackSink(self.track, self._loop, self.marking)
-        session = LiveSession(self.process, self.mailbox, sink, self.stats, self.stop, on_frame=self.on_frame)
+        session = LiveSession(self.process, self.mailbox, sink, self.stats, self.stop, on_frame=self.on_frame,
+                              after_output=self.after_output)
         self._worker = threading.Thread(target=self._work, args=(session,), name=f"faceweave-live-{self.id[:8]}",
                                         daemon=True)
         self._worker.start()

@@ -39,6 +39,15 @@ class _PlannedBatch:
     plans: list[list[tuple[Face, int]]]
 
 
+@dataclass(frozen=True)
+class _PendingDetection:
+    """A detection put off until after its frame went out (``defer_detection``): the frame, ``(1, 3, H, W)`` float
+    RGB ``[0, 1]`` on the engine's device, and whether it is a recall pass (the small-face tiles)."""
+
+    frame: torch.Tensor
+    recall: bool
+
+
 class VideoFaceProcessor:
     """Turns :class:`FrameBatch` es into swapped ``(B, H, W, 3)`` uint8 RGB frames, keeping tracks across calls.
 
@@ -46,6 +55,12 @@ class VideoFaceProcessor:
         engine: a :class:`~faceweave.pipeline.engine.SwapEngine` (or anything with the same methods).
         sources: prepared once per job with ``engine.prepare_sources``.
         reference: identity embeddings for ``selector="reference"``.
+        defer_detection: live mode. A one-frame batch whose periodic detection is due while its faces are tracked
+            is swapped as a tracked frame, and the detection of that frame waits for :meth:`detect_pending`, which
+            the live session calls once the frame went to the output (so a detection frame costs no more latency
+            than a tracked one: at 720p on a GPU, detection and its recall tiles were most of the slowest frames).
+            Its faces then seed the next frame's landmarks, and tracks start and end there as on a detection frame.
+            Frames with no tracked face and scene cuts still detect at once (the face is swapped on that frame).
     """
 
     def __init__(
@@ -56,8 +71,12 @@ class VideoFaceProcessor:
         settings: SwapSettings | None = None,
         *,
         marker: ChromaMarker | None = None,
+        defer_detection: bool = False,
     ) -> None:
         self.engine = engine
+        self.defer_detection = defer_detection
+        self._pending: _PendingDetection | None = None  # a detection put off past its frame's output
+        self._detected_seeds: list[Face] | None = None  # its faces: the next frame's seeds
         # the job's settings (detect_every, smoothing, selector…); an engine reused across jobs may carry others
         self.settings: SwapSettings = settings or engine.settings
         # the writer's watermark, put into the frames this processor swaps on the device (off the encoder's thread);
@@ -137,6 +156,8 @@ class VideoFaceProcessor:
         """First half, in frame order (it updates the tracks): scene cuts, detection or tracking, selection."""
         engine, settings = self.engine, self.settings
         b_count = len(batch)
+        if self._pending is not None:  # the caller did not run it after the last frame: it comes before this one
+            self.detect_pending()
         # One host→device copy per batch: packed Y/U/V uint8 (pinned for CUDA); every stage then indexes the copy.
         frames_yuv = batch.to_device(engine.device)
         thumbs = frames_yuv.luma_thumbnails().cpu().numpy()  # (B, 36, 64) grey, from the luma plane on the device
@@ -156,6 +177,12 @@ class VideoFaceProcessor:
             recall_flags.append(detect_flags[-1] and (
                 cut or self._crowded or self._frames_since_recall + 1 >= RECALL_EVERY))
             self._frames_since_recall = 0 if recall_flags[-1] else self._frames_since_recall + 1
+
+        # live: the frame's due detection waits until it went out (see defer_detection); tracks carry this frame
+        defer = (self.defer_detection and b_count == 1 and detect_flags[0] and not cut_flags[0]
+                 and bool(self.tracker.seeds()))
+        if defer:
+            detect_flags[0] = False
 
         rgb_cache: list[torch.Tensor] = []
 
@@ -196,6 +223,10 @@ class VideoFaceProcessor:
         # inside FaceMesh's crop margin. The track update and smoothing then go frame by frame, in time order.
         seeds_at: dict[int, list[Face]] = {}
         last_seeds = list(self.tracker.seeds())
+        # after a deferred detection, this batch's first frame is seeded by its faces and treated as a detection
+        seeded_by_detection = self._detected_seeds is not None and 0 not in detected
+        if self._detected_seeds is not None:
+            last_seeds, self._detected_seeds = self._detected_seeds, None
         for m in range(b_count):
             if m in detected:
                 last_seeds = detected[m]
@@ -216,7 +247,7 @@ class VideoFaceProcessor:
                 pairs = self.tracker.update(detected[m], t, detected=True)
             elif m in seeds_at:
                 refined = [f for f in refined_at[m] if f.landmark_score is None or f.landmark_score >= 0.5]
-                pairs = self.tracker.update(refined, t, detected=False)
+                pairs = self.tracker.update(refined, t, detected=seeded_by_detection and m == 0)
                 if len(refined) < len(seeds_at[m]):
                     self._frames_since_detect = 10**9  # lost a face: detect again at the next batch
             else:
@@ -228,8 +259,23 @@ class VideoFaceProcessor:
                 self.stats["frames_with_faces"] += 1
             plans.append([(f, tr.source_index) for tr, f in pairs if tr.selected])
         self.stats["tracks"] = self.tracker.tracks_started - self._tracks_before
+        if defer:
+            self._pending = _PendingDetection(as_float(slice(0, 1)), recall_flags[0])
         idx = [k for k in range(b_count) if plans[k]]
         return _PlannedBatch(batch, frames_yuv, as_float(idx) if idx else None, idx, [plans[k] for k in idx])
+
+    def detect_pending(self) -> None:
+        """Run the detection that :meth:`plan_batch` put off (``defer_detection``), if any; its faces seed the next
+        frame. The live session calls it after handing the frame to the output."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        faces = self.engine.analyze(pending.frame, recall=pending.recall)[0]
+        if pending.recall:
+            self._crowded = _tile_only(faces)
+            self.stats["recall_passes"] += 1
+        self.stats["detections"] += 1
+        self._detected_seeds = faces
 
     def finish_batch(self, planned: _PlannedBatch) -> FrameBatch | np.ndarray:
         """Second half, independent of other batches: swap the planned faces, back to planes, label."""

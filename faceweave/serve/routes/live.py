@@ -246,7 +246,7 @@ async def _start_session(svc: Service, hub: LiveHub, sid: str, source: Path, set
     if settings.selector == "reference":
         refs = await anyio.to_thread.run_sync(shared.reference_embeddings, [rgb])
     # the processor calls only the engine methods SharedEngine has (it is a SwapEngine to the processor's types)
-    processor = VideoFaceProcessor(cast(SwapEngine, shared), prepared, refs, settings)
+    processor = VideoFaceProcessor(cast(SwapEngine, shared), prepared, refs, settings, defer_detection=True)
     metrics = svc.metrics
 
     def on_frame(latency_s: float) -> None:
@@ -258,7 +258,8 @@ async def _start_session(svc: Service, hub: LiveHub, sid: str, source: Path, set
         if dropped:
             metrics.live_frames.labels("dropped").inc()
 
-    return WebRtcSession(sid, processor.process_batch, on_frame=on_frame, on_input=on_input, on_end=hub.ended,
+    return WebRtcSession(sid, processor.process_batch, after_output=processor.detect_pending,
+                         on_frame=on_frame, on_input=on_input, on_end=hub.ended,
                          marking=Marking.from_settings(settings, job_id=sid))
 
 
