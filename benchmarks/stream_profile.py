@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from faceweave.bench import synthesize_video
+from faceweave.bench_clips import synthesize_photo_video
 from faceweave.data import media_path
 from faceweave.media.image import read_image
 from faceweave.media.video.frames import FrameReader
@@ -56,6 +57,10 @@ def main() -> None:
     ap.add_argument("--dtype", default="float16")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--out", type=Path, default=None, help="also write the report here")
+    ap.add_argument("--content", choices=("synth", "photo"), default="synth",
+                    help="the bench's clips: a face on black, or photographic content over the whole frame")
+    ap.add_argument("--no-cprofile", action="store_true",
+                    help="run the job without cProfile (for an outside sampler such as py-spy: it sees every thread)")
     ap.add_argument("--plan-only", action="store_true",
                     help="profile only the planning half (decode → detect/track), alone in its thread: its cost "
                          "without the swap and encoder threads competing for the GIL")
@@ -65,13 +70,15 @@ def main() -> None:
     lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        clip = synthesize_video(tmp / "in.mp4", width=w, height=h, seconds=args.seconds)
+        make = synthesize_photo_video if args.content == "photo" else synthesize_video
+        clip = make(tmp / "in.mp4", width=w, height=h, seconds=args.seconds)
         engine = SwapEngine(settings)
         source = [media_path("astronaut.png")]
         swap_video(source, clip, tmp / "warm.mp4", settings.model_copy(update={"trim_end": "1"}), engine=engine)
         prof = cProfile.Profile()
         t0 = time.perf_counter()
-        prof.enable()
+        if not args.no_cprofile:
+            prof.enable()
         if args.plan_only:
             frames, stats = plan_only(engine, source, clip, settings)
         else:
@@ -83,7 +90,7 @@ def main() -> None:
     lines.append(f"{what}: {frames} frames in {wall:.2f} s = {frames / wall:.1f} fps, {1000 * wall / frames:.2f} ms "
                  f"per frame on {engine.device}, batch {args.batch}, {args.dtype}")
     lines.append(f"stream timing (s): {stats}")
-    for key in ("tottime", "cumulative"):
+    for key in () if args.no_cprofile else ("tottime", "cumulative"):
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats(key).print_stats(args.top)
         lines.append(f"--- main thread, by {key} ---")
