@@ -11,9 +11,12 @@ them with one launch. What a replay needs, and what :class:`GraphCache` provides
 * outputs copied out after the replay, so results outlive the next replay, and a lock, because the video
   pipeline's two threads may replay the same graph.
 
-Graphs may share one memory pool (``torch.cuda.graph_pool_handle()``) with other caches of the same engine: safe
-because replays copy their outputs out at once and run one after another on one stream; the pool then holds the
-largest graph's intermediates instead of their sum.
+Graphs may share one memory pool (:class:`GraphPool`) with other caches of the same engine: safe because replays
+copy their outputs out at once and never run at the same time on the device; the pool then holds the largest
+graph's intermediates instead of their sum. Replays may come from threads on different CUDA streams (the video
+stream swaps on a stream of its own while it detects on another): a replay on a stream other than the last one of
+its pool, or of its cache (whose static inputs are shared across keys), first makes its stream wait for the work
+queued on that one (:class:`StreamOrder`, a device-side wait), and a capture waits for the whole device.
 """
 
 from __future__ import annotations
@@ -32,6 +35,32 @@ from faceweave.device import cuda_index, engine_lock
 log = logging.getLogger(__name__)
 
 
+class StreamOrder:
+    """Keeps work on shared device memory (a graph pool, static buffers) in one order across CUDA streams: each user
+    calls :meth:`follow` before it queues work there; on a stream other than the last one, the current stream first
+    waits (on the device, the host does not block) for everything queued on the last one so far."""
+
+    def __init__(self) -> None:
+        self._last: torch.cuda.Stream | None = None
+        self._lock = threading.Lock()
+
+    def follow(self, device: torch.device) -> None:
+        stream = torch.cuda.current_stream(device)
+        with self._lock:
+            if self._last is not None and self._last != stream:
+                stream.wait_stream(self._last)
+            self._last = stream
+
+
+class GraphPool:
+    """A CUDA-graph memory pool shared by several :class:`GraphCache` s (``handle``), and the :class:`StreamOrder`
+    of their replays: graphs of one pool may share intermediate memory, so two of them must never run at once."""
+
+    def __init__(self) -> None:
+        self.handle = torch.cuda.graph_pool_handle()
+        self.order = StreamOrder()
+
+
 @dataclass
 class CapturedCall:
     """One CUDA graph of the cached function: replays read ``static_inputs`` and write ``static_outputs`` (the same
@@ -48,12 +77,13 @@ class GraphCache:
     Args:
         fn: a function of CUDA tensors whose kernels depend only on the key and the inputs' shapes, with no host
             synchronisation and no host→device copies (tensor constants it needs must already be on the device).
-        pool: graph memory pool shared with other caches, or None for a private pool per graph.
+        pool: a :class:`GraphPool` shared with other caches, or None for a private pool per graph.
     """
 
-    def __init__(self, fn: Callable[..., tuple[torch.Tensor, ...]], pool: Any = None) -> None:
+    def __init__(self, fn: Callable[..., tuple[torch.Tensor, ...]], pool: GraphPool | None = None) -> None:
         self.fn = fn
         self.pool = pool
+        self._order = StreamOrder()  # this cache's static buffers (its graphs' pool has its own order)
         self.captured: dict[Hashable, CapturedCall] = {}
         self.failed: dict[Hashable, str] = {}  # keys whose capture raised: run eagerly, with the reason
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
@@ -76,6 +106,10 @@ class GraphCache:
                     log.warning("CUDA-graph capture failed for %s (%s); running it eagerly", key, self.failed[key])
             if entry is None:
                 return tuple(self.fn(*inputs))
+            device = inputs[0].device
+            self._order.follow(device)
+            if self.pool is not None:
+                self.pool.order.follow(device)
             with torch.inference_mode():
                 for buffer, x in zip(entry.static_inputs, inputs, strict=True):
                     buffer.copy_(x)
@@ -105,6 +139,8 @@ class GraphCache:
         # nothing else may run on the device while it captures (see faceweave.device.engine_lock): an engine's
         # forwards already hold this lock; a cache used outside an engine takes it here
         with engine_lock(device), torch.inference_mode():
+            # work of other streams may still read this cache's buffers or the pool's memory: let it finish first
+            torch.cuda.synchronize(device)
             static_inputs = tuple(self._buffer(x) for x in inputs)
             side = _side_stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
@@ -114,7 +150,8 @@ class GraphCache:
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             # thread_local: the video pipeline's other thread may launch work while this one captures
-            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+            pool = None if self.pool is None else self.pool.handle
+            with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
                 static_outputs = tuple(self.fn(*static_inputs))
         return CapturedCall(graph, static_inputs, static_outputs)
 

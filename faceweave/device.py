@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
 from faceweave.errors import DeviceUnavailable, InvalidOption
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -53,6 +58,45 @@ def to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda" and t.device.type == "cpu":
         t = t.pin_memory()
     return t.to(device, non_blocking=True)
+
+
+def worker_stream(device: torch.device, role: str) -> torch.cuda.Stream | None:
+    """A CUDA stream of its own for one pipeline thread's ``role`` (e.g. the video stream's swap thread), so that its
+    syncs wait for its own work only, not for the other threads' queued kernels; None off CUDA. One per device and
+    role for the process: cuBLAS keeps a workspace for every stream it ran on until the process ends."""
+    if device.type != "cuda":
+        return None
+    return _role_stream(cuda_index(device), role)
+
+
+@functools.cache
+def _role_stream(index: int, role: str) -> torch.cuda.Stream:
+    return torch.cuda.Stream(device=index)
+
+
+def run_on_stream(stream: torch.cuda.Stream | None, ready: torch.cuda.Event | None, fn: Callable[[_T], _R],
+                  arg: _T) -> _R:
+    """``fn(arg)`` with ``stream`` current (None: as is), once the work recorded in ``ready`` on another stream is
+    done on the device (a device-side wait). Waits for ``stream`` before it returns, also on error: ``arg``'s device
+    tensors were allocated on the other stream, and once the caller frees them their memory may be reused there."""
+    if stream is None:
+        return fn(arg)
+    with torch.cuda.stream(stream):
+        if ready is not None:
+            stream.wait_event(ready)
+        try:
+            return fn(arg)
+        finally:
+            stream.synchronize()
+
+
+def record_ready(device: torch.device) -> torch.cuda.Event | None:
+    """An event recorded now on ``device``'s current stream (for :func:`run_on_stream`); None off CUDA."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return event
 
 
 def cuda_index(device: torch.device) -> int:

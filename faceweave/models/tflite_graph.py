@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceweave.cuda_graphs import CapturedCall, GraphCache
+from faceweave.cuda_graphs import CapturedCall, GraphCache, GraphPool
 
 # NHWC axis -> NCHW axis for rank-4 tensors.
 _NHWC_TO_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
@@ -156,8 +156,8 @@ class GraphNet(nn.Module):
     Attributes:
         cuda_graphs: on CUDA, replay forwards from CUDA graphs (default True); False runs every op eagerly.
         graphs: the :class:`~faceweave.cuda_graphs.GraphCache` of :meth:`run`, one graph per input shape.
-        graph_pool: its memory pool handle (``torch.cuda.graph_pool_handle()``), shared by the graphs of every net
-            of one engine, or None for a private pool per graph.
+        graph_pool: its :class:`~faceweave.cuda_graphs.GraphPool`, shared by the graphs of the nets of one engine's
+            stage, or None for a private pool per graph.
         cpu_trace: on the CPU, replay forwards from a TorchScript trace of the eager ops (default True; see
             :meth:`run`); False runs every op eagerly. traced: those traces, one per input shape.
     """
@@ -251,11 +251,11 @@ class GraphNet(nn.Module):
         return self.graphs.captured
 
     @property
-    def graph_pool(self) -> Any:
+    def graph_pool(self) -> GraphPool | None:
         return self.graphs.pool
 
     @graph_pool.setter
-    def graph_pool(self, pool: Any) -> None:
+    def graph_pool(self, pool: GraphPool | None) -> None:
         self.graphs.pool = pool
 
     def replay(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -390,9 +390,9 @@ def _activation_(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
-def set_cuda_graphs(module: nn.Module, enabled: bool, pool: Any = None) -> None:
+def set_cuda_graphs(module: nn.Module, enabled: bool, pool: GraphPool | None = None) -> None:
     """Turn CUDA-graph replay on or off for every :class:`GraphNet` inside ``module`` (off drops captured graphs);
-    ``pool`` (a ``torch.cuda.graph_pool_handle()``) is shared by the graphs they capture from now on."""
+    ``pool`` (a :class:`~faceweave.cuda_graphs.GraphPool`) is shared by the graphs they capture from now on."""
     for sub in module.modules():
         if isinstance(sub, GraphNet):
             sub.cuda_graphs, sub.graph_pool = enabled, pool

@@ -19,7 +19,7 @@ import torch
 from faceweave.analysis.face import Face
 from faceweave.analysis.identity import face_identity
 from faceweave.analysis.select import select_faces
-from faceweave.cuda_graphs import GraphCache
+from faceweave.cuda_graphs import GraphCache, GraphPool
 from faceweave.device import engine_lock, init_cuda_linalg, resolve_device, resolve_dtype
 from faceweave.enhance.detail import DetailEnhancer
 from faceweave.errors import InvalidOption, NoFaceInReference, NoFaceInSource
@@ -87,7 +87,7 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
 ANALYSIS_DTYPE = torch.float32
 
 
-def make_detector(settings: SwapSettings, device: torch.device, dtype: torch.dtype, pool: object = None
+def make_detector(settings: SwapSettings, device: torch.device, dtype: torch.dtype, pool: GraphPool | None = None
                   ) -> Detector:
     """The detector of ``settings.detector``: ``blazeface`` (built-in, CUDA graphs per ``settings.cuda_graphs``
     in ``pool``), or an ONNX detector: ``retinaface`` → the embedded MobileNet0.25; ``retinaface_r50`` → a user's
@@ -116,7 +116,7 @@ def make_detector(settings: SwapSettings, device: torch.device, dtype: torch.dty
     return ScrfdDetector(path, device, dtype, size=spec.contract.size[0])
 
 
-def make_landmarker(settings: SwapSettings, device: torch.device, dtype: torch.dtype, pool: object = None
+def make_landmarker(settings: SwapSettings, device: torch.device, dtype: torch.dtype, pool: GraphPool | None = None
                     ) -> Landmarker:
     """FaceMesh, with CUDA graphs per ``settings.cuda_graphs`` (in ``pool``)."""
     from faceweave.analysis.landmarks import FaceMesh
@@ -183,7 +183,7 @@ class SwapEngine:
         self._mesh: Landmarker | None = None
         self._identity: Recogniser | None = None
         self._mesh_swapper: MeshSwapper | None = None
-        self._pool: object = None
+        self._pools: dict[str, GraphPool] = {}
         self._swap_graphs: GraphCache | None = None
         self._warmed: set[tuple[int, int] | None] = set()  # frame sizes warm_up has run for (None: no frame size)
         # a plug-in swapper (None: the built-in one) and the ArcFace session it holds, if the identity stage can
@@ -208,14 +208,16 @@ class SwapEngine:
     @property
     def detector(self) -> Detector:
         if self._detector is None:
-            self._detector = make_detector(self.settings, self.device, ANALYSIS_DTYPE, self._graph_pool())
+            self._detector = make_detector(self.settings, self.device, ANALYSIS_DTYPE, self._graph_pool("analysis"))
         return self._detector
 
-    def _graph_pool(self) -> object:
-        """One CUDA-graph memory pool for all of this engine's nets (None off CUDA or without graphs)."""
-        if self._pool is None and self.device.type == "cuda" and self.settings.cuda_graphs:
-            self._pool = torch.cuda.graph_pool_handle()
-        return self._pool
+    def _graph_pool(self, stage: str) -> GraphPool | None:
+        """The CUDA-graph memory pool of a stage's nets (None off CUDA or without graphs): one for the analysis
+        (detector, FaceMesh) and one for the swap, so that the video stream's two threads, each on its own CUDA
+        stream, replay their graphs at the same time (graphs of one pool take turns: see GraphPool)."""
+        if stage not in self._pools and self.device.type == "cuda" and self.settings.cuda_graphs:
+            self._pools[stage] = GraphPool()
+        return self._pools.get(stage)
 
     @property
     def crop_graphs(self) -> GraphCache | None:
@@ -223,7 +225,7 @@ class SwapEngine:
         ``cuda_graphs``, except for the Poisson blend, which waits for the device; else None (eager)."""
         if (self._swap_graphs is None and self.device.type == "cuda" and self.settings.cuda_graphs
                 and self.settings.swapper == "mesh" and self.settings.blend != "poisson"):
-            self._swap_graphs = crop_graphs(self.swap_options, self._graph_pool())
+            self._swap_graphs = crop_graphs(self.swap_options, self._graph_pool("swap"))
         return self._swap_graphs
 
     @property
@@ -236,7 +238,7 @@ class SwapEngine:
     @property
     def mesh(self) -> Landmarker:
         if self._mesh is None:
-            self._mesh = make_landmarker(self.settings, self.device, ANALYSIS_DTYPE, self._graph_pool())
+            self._mesh = make_landmarker(self.settings, self.device, ANALYSIS_DTYPE, self._graph_pool("analysis"))
         return self._mesh
 
     @property

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from faceweave.device import record_ready, run_on_stream, worker_stream
 from faceweave.errors import NoFaceInTarget
 from faceweave.media.video.encode import (
     EncodeThread,
@@ -348,6 +349,10 @@ def _swap_stream(
         # 100 MB bound; packed on this thread, -43 to +97 MB over 14 runs).
         on_gpu = getattr(getattr(engine, "device", None), "type", None) == "cuda"
         stage = functools.partial(FrameBatch.stage, pin=True) if on_gpu else None
+        # On a GPU the swap thread runs on a CUDA stream of its own: this thread's syncs (detection's candidates, the
+        # thumbnails) then wait for its own kernels only, not for the previous batch's swap queued before them, and
+        # the two batches' kernels overlap on the device (the analysis and the swap graphs have separate pools)
+        swap_stream = worker_stream(engine.device, "swap") if on_gpu else None
         with FrameReader(info, batch_size=settings.batch_size, queue_size=QUEUE_BATCHES, trim=trim,
                          skip_corrupt=settings.skip_corrupt, prepare=stage) as reader, \
                 cf.ThreadPoolExecutor(1, thread_name_prefix="faceweave-swap") as swapper:
@@ -361,13 +366,15 @@ def _swap_stream(
                 if batch is None:
                     break
                 planned = processor.plan_batch(batch)
+                ready = record_ready(engine.device) if swap_stream is not None else None
                 timing.plan_s += time.perf_counter() - t1
                 if pending is not None:
                     timing.deliver(encode, pending)
                     _report(progress, processor.stats["frames"], total, t_start)
                     if background is not None:  # the first frames are out: warm the rest up between batches
                         background.start()
-                pending = (swapper.submit(timing.timed, processor.finish_batch, planned), batch.pts)
+                finish = functools.partial(run_on_stream, swap_stream, ready, processor.finish_batch)
+                pending = (swapper.submit(timing.timed, finish, planned), batch.pts)
             if pending is not None:
                 timing.deliver(encode, pending)
                 _report(progress, processor.stats["frames"], total, t_start)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from faceweave.analysis.face import Face
-from faceweave.cuda_graphs import GraphCache
+from faceweave.cuda_graphs import GraphCache, GraphPool
 from faceweave.device import to_device_async
 from faceweave.errors import InvalidOption
 from faceweave.models import topology
@@ -500,7 +500,7 @@ def swap_faces(
     return out
 
 
-def crop_graphs(options: MeshSwapOptions, pool: object = None) -> GraphCache:
+def crop_graphs(options: MeshSwapOptions, pool: GraphPool | None = None) -> GraphCache:
     """A CUDA-graph cache of :func:`swap_in_crops` for :func:`swap_faces` (``graphs=``), keyed by the texture box and
     the inputs' shapes and dtypes (padded face count, crop size). Not for ``blend="poisson"``, which waits for the
     device."""
