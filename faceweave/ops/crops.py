@@ -82,7 +82,8 @@ def sample_views(frames: torch.Tensor, view_to_frame: torch.Tensor, size: int) -
     from_norm_view = torch.tensor([[size / 2.0, 0.0, size / 2.0], [0.0, size / 2.0, size / 2.0], [0.0, 0.0, 1.0]])
     full = torch.cat([view_to_frame, torch.tensor([[[0.0, 0.0, 1.0]]]).expand(views, 1, 3)], dim=1)
     theta = to_norm_frame @ full @ from_norm_view  # (V, 2, 3): normalised view -> normalised frame
-    theta = theta.to(device=frames.device, dtype=frames.dtype).repeat(batch, 1, 1)
+    # pinned and asynchronous: a plain copy from pageable memory would wait for the device's queued work
+    theta = to_device_async(theta.to(frames.dtype), frames.device).repeat(batch, 1, 1)
     grid = affine_grid(theta, (size, size))
     source = source.repeat_interleave(views, dim=0) if views > 1 else source
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -159,3 +159,25 @@ def test_to_host_keeps_untouched_pixels_bit_exact(media: type, device: torch.dev
     np.testing.assert_array_equal(out.image[~changed], target[~changed])
     expected = np.clip(np.round(target[changed].astype(np.float64) * 0.5 + 63.75), 0, 255)
     assert np.abs(out.image[changed].astype(np.float64) - expected).max() <= 2  # dtype rounding
+
+
+def test_jobs_staged_on_the_device_give_the_same_images(media: type, engines: dict[str, CountingEngine],
+                                                        device: torch.device) -> None:
+    """:sync requests copy their images to the device on their own threads (stage_image_job); the batch then
+    converts those copies instead of the host arrays: the same canvas, so the same outcome, byte for byte."""
+    from faceweave.pipeline.image_batch import stage_image_job
+
+    settings = SwapSettings(device=device.type)
+    hopper, obama, astronaut = media.rgb("grace_hopper.jpg"), media.rgb("obama.jpg"), media.rgb("astronaut.png")
+    jobs = [ImageJob([hopper], astronaut, settings), ImageJob([obama], np.ascontiguousarray(hopper[40:]), settings),
+            ImageJob([hopper], np.full((200, 260, 3), 90, np.uint8), settings)]
+    get = engine_for(engines)
+    plain = swap_image_batch(jobs, get)
+    staged_jobs = [stage_image_job(job, get(settings).device) for job in jobs]
+    assert all(job.staged is not None and job.staged.target.device.type == device.type for job in staged_jobs)
+    staged = swap_image_batch(staged_jobs, get)
+    assert isinstance(plain[2], NoFaceInTarget) and isinstance(staged[2], NoFaceInTarget)
+    for a, b in zip(plain[:2], staged[:2], strict=True):
+        assert isinstance(a, ImageOutcome) and isinstance(b, ImageOutcome)
+        assert (a.swapped, a.found) == (b.swapped, b.found)
+        np.testing.assert_array_equal(a.image, b.image)

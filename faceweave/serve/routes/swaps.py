@@ -353,10 +353,14 @@ def _batched_sync_job(batcher: WindowBatcher[ImageJob, DeviceOutcome], sources: 
     written), at PNG level ``png_compression``. ``announcement`` (the request's, from
     :meth:`WindowBatcher.announce`) is withdrawn when the job's batch starts: while this thread marks and encodes,
     the next batch does not wait for it."""
+    from faceweave.device import resolve_device
     from faceweave.pipeline.image import finished_image_bytes
-    from faceweave.pipeline.image_batch import ImageFileJob, read_image_job
+    from faceweave.pipeline.image_batch import ImageFileJob, read_image_job, stage_image_job
 
     batch_job, loaded = read_image_job(ImageFileJob(sources, target, output, settings))
+    device = resolve_device(settings.device)
+    if device.type == "cuda":  # the copies to the GPU queued here, not by the batch's thread, which all wait for
+        batch_job = stage_image_job(batch_job, device)
     got = batcher.submit(batch_job, announcement).to_host()  # submit raises the job's own error (no face…)
     data = finished_image_bytes(got.image, sources, target, output, settings, like=loaded,
                                 png_compression=png_compression)  # fmt: skip
