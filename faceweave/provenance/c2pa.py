@@ -15,15 +15,23 @@ manifest as *valid* with an *untrusted* signer, which is honest.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import io
 import json
 import logging
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: threads of this process are still kept apart
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 
@@ -110,11 +118,55 @@ def make_local_identity(folder: Path) -> SigningIdentity:
     chain = leaf.public_bytes(pem) + ca.public_bytes(pem)
     private = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "signer-chain.pem").write_bytes(chain)
-    key_path = folder / "signer-key.pem"
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(private)
+    # each file whole or not at all (written aside, then renamed): a reader never sees half a PEM
+    _write_atomic(folder / "signer-key.pem", private, mode=0o600)
+    _write_atomic(folder / "signer-chain.pem", chain, mode=0o644)
     return SigningIdentity(chain, private, local=True)
+
+
+def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Held while the local identity is read or made: two processes (or two threads, each with its own open file)
+    that found no identity at once each made one, and the chain of one with the key of the other was left behind:
+    every later signature failed ("the signature does not match the provided data or public key", 8 concurrent
+    :sync requests on a fresh GPU box, 2026-12-05)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover - not POSIX
+        with _NO_FLOCK:
+            yield
+        return
+    # flock excludes other processes and, each with its own open file, other threads of this one
+    with open(folder / ".lock", "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+_NO_FLOCK = threading.Lock()
+
+
+def _pair_matches(identity: SigningIdentity) -> bool:
+    """Whether the private key is the one of the chain's first (signer) certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        cert = x509.load_pem_x509_certificate(identity.cert_chain)
+        key = serialization.load_pem_private_key(identity.private_key, password=None)
+    except ValueError:
+        return False
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki))
 
 
 def signing_identity(cert: str | Path | None = None, key: str | Path | None = None,
@@ -130,11 +182,17 @@ def signing_identity(cert: str | Path | None = None, key: str | Path | None = No
             raise InvalidOption(f"cannot read the C2PA certificate or key: {exc}", hint="check the paths") from None
     folder = local_dir or _local_identity_dir()
     chain, private = folder / "signer-chain.pem", folder / "signer-key.pem"
-    if chain.exists() and private.exists():
-        return SigningIdentity(chain.read_bytes(), private.read_bytes(), local=True)
-    log.warning("no C2PA signing certificate configured: made a local, untrusted one in %s (readers will show "
-                "'untrusted signer'; configure c2pa_cert/c2pa_key for a trusted one)", folder)
-    return make_local_identity(folder)
+    with _folder_lock(folder):
+        if chain.exists() and private.exists():
+            identity = SigningIdentity(chain.read_bytes(), private.read_bytes(), local=True)
+            if _pair_matches(identity):
+                return identity
+            log.warning("the local C2PA key in %s does not belong to its certificate (left by an older version that "
+                        "could make two at once): made a new pair", folder)
+        else:
+            log.warning("no C2PA signing certificate configured: made a local, untrusted one in %s (readers will "
+                        "show 'untrusted signer'; configure c2pa_cert/c2pa_key for a trusted one)", folder)
+        return make_local_identity(folder)
 
 
 # --------------------------------------------------------------------------------------------- signing
