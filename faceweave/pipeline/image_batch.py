@@ -128,7 +128,7 @@ class ImageJob:
 class StagedImages:
     """A job's images on ``device`` already, ``(H, W, 3)`` uint8 per source and for the target, and the sources'
     digests: made by the request's own thread (:func:`stage_image_job`), so the :sync batch's thread, which every
-    request waits for, neither copies nor hashes them (on an H100 those were a quarter of its time at 8 clients)."""
+    request waits for, neither copies nor hashes them (on an H100 those were a fifth of its busy time at 8 clients)."""
 
     device: torch.device
     sources: tuple[torch.Tensor, ...]
