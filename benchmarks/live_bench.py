@@ -67,13 +67,13 @@ def make_clip(dst: Path, width: int, height: int, fps: int, seconds: float) -> P
 
 
 def run_sessions(shared: SharedEngine, settings: SwapSettings, clip: Path, count: int, out_dir: Path | None,
-                 defer_detection: bool = True) -> dict[str, Any]:
+                 detection: str = "auto") -> dict[str, Any]:
     prepared = shared.prepare_sources([read_image(media_path("obama.jpg")).rgb])
     sessions, threads, captures = [], [], []
     for k in range(count):
         source = open_source(str(clip))
-        processor = VideoFaceProcessor(cast(SwapEngine, shared), prepared, None, settings,
-                                       defer_detection=defer_detection)
+        defer = shared.defer_detection if detection == "auto" else detection == "deferred"
+        processor = VideoFaceProcessor(cast(SwapEngine, shared), prepared, None, settings, defer_detection=defer)
         sink = FileSink(out_dir / f"live_{count}_{k}.mp4", source.width, source.height, source.fps) if out_dir \
             else NullSink()
         stats, box = LiveStats(), Mailbox[LiveFrame]()
@@ -126,10 +126,11 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--detect-every", type=int, default=None)
-    ap.add_argument("--detection", default="deferred",
-                    help="comma-separated: 'deferred' (the live default: a tracked frame's due detection runs after "
-                         "the frame went out) and/or 'inline' (it runs on the frame, as in a video job); each session "
-                         "count is run once per mode, in turn")
+    ap.add_argument("--detection", default="auto",
+                    help="comma-separated: 'deferred' (a tracked frame's due detection runs after the frame went "
+                         "out), 'inline' (it runs on the frame, as in a video job) and/or 'auto' (the /live default: "
+                         "deferred while at most 2 sessions share the engine); each session count is run once per "
+                         "mode, in turn")
     ap.add_argument("--enhancer", default="none", help="'none' (the live default) or 'detail'")
     ap.add_argument("--window-ms", type=float, default=None, help="batching window (default: 2 on CUDA, 0 on CPU)")
     ap.add_argument("--engine-threads", type=int, default=None,
@@ -139,6 +140,8 @@ def main() -> None:
     ap.add_argument("--output-dir", type=Path, default=None, help="write each session's output here (default: none)")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = ap.parse_args()
+    if not set(args.detection.split(",")) <= {"auto", "deferred", "inline"}:
+        ap.error(f"--detection takes auto, deferred and/or inline, got {args.detection!r}")
     width, height = (int(v) for v in args.size.lower().split("x"))
     values: dict[str, Any] = {"device": args.device, "dtype": args.dtype,
                               "enhancer": None if args.enhancer == "none" else args.enhancer}
@@ -160,7 +163,7 @@ def main() -> None:
         cpu_threads = shared.torch_threads if engine.device.type == "cpu" else None
         with gpu_host_threads(engine.device), torch_threads(cpu_threads):
             runs = [{"detection": mode, **run_sessions(shared, settings, Path(clip), int(n), args.output_dir,
-                                                       defer_detection=mode == "deferred")}
+                                                       detection=mode)}
                     for n in args.sessions.split(",") for mode in args.detection.split(",")]
         shared.close()
     device_name = torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else platform.processor()

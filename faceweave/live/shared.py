@@ -26,6 +26,10 @@ from faceweave.pipeline.batcher import WindowBatcher
 from faceweave.pipeline.engine import PreparedSource, SwapEngine
 
 BATCHED = ("analyze", "refine", "swap")
+#: sessions' due detections wait until their frame went out while at most this many sessions share the engine: at 1–2
+#: sessions it took p95 from 27–50 ms to 22–34 ms; at 4 it was mixed (p95 67 against 73 ms, more drops), at 8 as good
+#: or worse (14.6 against 17.9 fps each: the after-frame detections split the engine's batches; benchmarks.md §0-25)
+DEFER_DETECTION_UP_TO = 2
 
 
 @dataclass
@@ -80,6 +84,11 @@ class SharedEngine:
     @property
     def active_sessions(self) -> int:
         return self._batcher.expected
+
+    def defer_detection(self) -> bool:
+        """Whether a session's due detection should wait until its frame went out (``VideoFaceProcessor``'s
+        ``defer_detection``): while at most :data:`DEFER_DETECTION_UP_TO` sessions share the engine."""
+        return self.active_sessions <= DEFER_DETECTION_UP_TO
 
     def session_started(self) -> None:
         self._batcher.expect(1)

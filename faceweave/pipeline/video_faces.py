@@ -4,7 +4,7 @@ in-process run, across segments), decides once per track whether and with which 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,8 @@ class VideoFaceProcessor:
             than a tracked one: at 720p on a GPU, detection and its recall tiles were most of the slowest frames).
             Its faces then seed the next frame's landmarks, and tracks start and end there as on a detection frame.
             Frames with no tracked face and scene cuts still detect at once (the face is swapped on that frame).
+            A callable is asked at each due detection (the shared live engine defers only while few sessions share
+            it: see :meth:`~faceweave.live.shared.SharedEngine.defer_detection`).
     """
 
     def __init__(
@@ -71,7 +73,7 @@ class VideoFaceProcessor:
         settings: SwapSettings | None = None,
         *,
         marker: ChromaMarker | None = None,
-        defer_detection: bool = False,
+        defer_detection: bool | Callable[[], bool] = False,
     ) -> None:
         self.engine = engine
         self.defer_detection = defer_detection
@@ -179,8 +181,8 @@ class VideoFaceProcessor:
             self._frames_since_recall = 0 if recall_flags[-1] else self._frames_since_recall + 1
 
         # live: the frame's due detection waits until it went out (see defer_detection); tracks carry this frame
-        defer = (self.defer_detection and b_count == 1 and detect_flags[0] and not cut_flags[0]
-                 and bool(self.tracker.seeds()))
+        defer = (b_count == 1 and detect_flags[0] and not cut_flags[0] and bool(self.tracker.seeds())
+                 and (self.defer_detection() if callable(self.defer_detection) else self.defer_detection))
         if defer:
             detect_flags[0] = False
 

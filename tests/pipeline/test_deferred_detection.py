@@ -57,7 +57,8 @@ def _engine(engines: dict[str, Any], device: torch.device) -> Any:
     return engines[device.type]
 
 
-def _run(engine: Any, media: Any, *, defer: bool, call_pending: bool) -> tuple[list[int], list[str], dict[str, Any]]:
+def _run(engine: Any, media: Any, *, defer: bool | Callable[[], bool], call_pending: bool
+         ) -> tuple[list[int], list[str], dict[str, Any]]:
     """Faces swapped per frame, where each detection ran ("frame" inside process_batch, "after" in
     detect_pending), and the processor's stats."""
     from faceweave.media.image import read_image
@@ -110,3 +111,31 @@ def test_a_pending_detection_the_caller_skipped_runs_before_the_next_frame(engin
     assert skipped == called
     # frame 5's and 10's detections ran at the start of frames 6 and 11, inside process_batch
     assert calls == ["frame"] * 3 and stats["detections"] == 3
+
+
+def test_a_deferral_predicate_that_says_no_detects_on_the_frame(engines: dict[str, Any], media: Any) -> None:
+    engine = _engine(engines, torch.device("cpu"))
+    asked: list[bool] = []
+
+    def never() -> bool:
+        asked.append(False)
+        return False
+
+    per_frame, calls, _ = _run(engine, media, defer=never, call_pending=True)
+    assert per_frame == [1] * 10 + [2] * (FRAMES - 10) and calls == ["frame"] * 3
+    assert len(asked) == 2  # asked at the due detections of tracked frames (5 and 10), not at the first frame
+
+
+def test_the_shared_live_engine_defers_while_few_sessions_share_it() -> None:
+    from faceweave.live.shared import DEFER_DETECTION_UP_TO, SharedEngine
+    from faceweave.pipeline.engine import SwapEngine
+
+    shared = SharedEngine(SwapEngine(SwapSettings(device="cpu", enhancer=None)))
+    try:
+        answers = []
+        for _ in range(DEFER_DETECTION_UP_TO + 2):
+            shared.session_started()
+            answers.append(shared.defer_detection())
+        assert answers == [True] * DEFER_DETECTION_UP_TO + [False, False]
+    finally:
+        shared.close()

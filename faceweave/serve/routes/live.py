@@ -246,7 +246,8 @@ async def _start_session(svc: Service, hub: LiveHub, sid: str, source: Path, set
     if settings.selector == "reference":
         refs = await anyio.to_thread.run_sync(shared.reference_embeddings, [rgb])
     # the processor calls only the engine methods SharedEngine has (it is a SwapEngine to the processor's types)
-    processor = VideoFaceProcessor(cast(SwapEngine, shared), prepared, refs, settings, defer_detection=True)
+    processor = VideoFaceProcessor(cast(SwapEngine, shared), prepared, refs, settings,
+                                   defer_detection=shared.defer_detection)
     metrics = svc.metrics
 
     def on_frame(latency_s: float) -> None:
