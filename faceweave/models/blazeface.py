@@ -120,9 +120,9 @@ class BlazeFace(nn.Module):
         """Raw network outputs.
 
         Args:
-            x: ``(B, 3, S, S)`` float RGB in ``[-1, 1]`` (letterboxed), ``S`` = 128 (short) or 192 (full); or
-                ``(B, 3, H, W)`` with ``H, W ≥ S`` multiples of :data:`VIEW_MULTIPLE`: the same net slid over a
-                larger view (its anchors in :meth:`decode` then cover that view).
+            x: ``(B, 3, S, S)`` float RGB in ``[-1, 1]`` (letterboxed), ``S`` = 128 (short) or 192 (full); for
+                the full-range net also ``(B, 3, H, W)`` with ``H, W ≥ S`` multiples of :data:`VIEW_MULTIPLE`: the
+                same net slid over a larger view (its anchors in :meth:`decode` then cover that view).
 
         Returns:
             ``regressors (B, N, 16)`` in input pixels, ``logits (B, N, 1)``; same dtype/device as ``x``.
@@ -130,9 +130,10 @@ class BlazeFace(nn.Module):
         check_shape(x, ["B", "3", "H", "W"], "BlazeFace input")
         height, width = int(x.shape[2]), int(x.shape[3])
         if (height, width) != (self.input_size, self.input_size) and (
-                min(height, width) < self.input_size or height % VIEW_MULTIPLE or width % VIEW_MULTIPLE):
-            raise ShapeError(f"BlazeFace input must be {self.input_size}² or larger with sides multiples of "
-                             f"{VIEW_MULTIPLE}, got {height}×{width}")
+                self.variant != "full" or min(height, width) < self.input_size
+                or height % VIEW_MULTIPLE or width % VIEW_MULTIPLE):
+            larger = f" (full range: or larger, sides multiples of {VIEW_MULTIPLE})"
+            raise ShapeError(f"BlazeFace {self.variant} input must be {self.input_size}²{larger}, got {height}×{width}")
         regressors, logits = self.net(x)
         return regressors, logits
 
