@@ -207,11 +207,9 @@ class FaceDetector(nn.Module):
             size = self.full.input_size
             pyramid = tile_pyramid(h, w, size, self.min_face) if tiles else torch.zeros(0, 2, 3)
             if pyramid.shape[0] > 0 and self.level_views:
-                # each level as one larger view of the whole frame: one forward per level
-                # A tile reports only faces wholly inside it, and its level is there for faces under half a tile
-                # (larger ones the coarser levels and the whole view see): a level view, which no border cuts,
-                # keeps to that range too (on Big Buck Bunny it gave a 194 net px "face" that a refinement look
-                # then confirmed at 0.77)
+                # each level as one larger view of the whole frame, one forward per level. A tile reports only faces
+                # wholly inside it, and its level is there for faces under half a tile (larger ones the coarser
+                # levels and the whole view see): a level view, which no border cuts, keeps to that range too
                 plan += [_Views(self.full, m, view, small=True, max_face=size / 2)
                          for m, view in level_views(h, w, size, self.min_face, VIEW_MULTIPLE)]
             elif pyramid.shape[0] > 0:
