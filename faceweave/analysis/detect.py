@@ -33,9 +33,9 @@ import torch
 from torch import nn
 
 from faceweave.analysis.face import Face
-from faceweave.analysis.tiling import MIN_VIEW_FACE, contained, cut_by_tile, tile_pyramid
+from faceweave.analysis.tiling import MIN_VIEW_FACE, contained, cut_by_tile, level_views, tile_pyramid
 from faceweave.errors import InvalidOption, ShapeError, check_shape
-from faceweave.models.blazeface import BlazeFace, load_blazeface
+from faceweave.models.blazeface import VIEW_MULTIPLE, BlazeFace, load_blazeface
 from faceweave.models.tflite_graph import cuda_batch_bucket
 from faceweave.ops.boxes import MEDIAPIPE_NMS_THRESHOLD, weighted_nms
 from faceweave.ops.crops import crop_matrices, roll_from_eyes, sample_crops, sample_views, view_matrices
@@ -107,11 +107,16 @@ class FaceDetector(nn.Module):
             tiles by the full-range net.
         refine: re-detect every face in an upright crop around it (one batched short-range forward) for
             better keypoints and roll.
+        level_views: scan each level of small-face tiles as one view of the whole frame at the level's scale
+            (:func:`~faceweave.analysis.tiling.level_views`; one full-range forward per level and image size)
+            instead of its overlapping tiles. Default: on the CPU, where the net's time follows the pixels it sees
+            (0.56× of the tiles' at 512², 0.46× at 640×480); on CUDA the tiles, whose fixed 192² shape the CUDA
+            graphs of the warm-up batch sizes replay.
     """
 
     def __init__(self, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32, *,
                  min_score: float = 0.5, rotation_retry: bool = True, min_face: float = 40.0,
-                 refine: bool = True) -> None:
+                 refine: bool = True, level_views: bool | None = None) -> None:
         super().__init__()
         self.short: BlazeFace = load_blazeface("short", device, dtype)
         self.full: BlazeFace = load_blazeface("full", device, dtype)
@@ -122,6 +127,7 @@ class FaceDetector(nn.Module):
             raise InvalidOption(f"min_face must be positive, got {min_face}")
         self.min_face = float(min_face)
         self.refine = refine
+        self.level_views = device.type == "cpu" if level_views is None else bool(level_views)
 
     def forward_batch_sizes(self, height: int, width: int, batch: int) -> dict[str, list[int]]:
         """The padded batch sizes (:func:`cuda_batch_bucket`) each net can be run at by :meth:`detect` on up to
@@ -194,13 +200,21 @@ class FaceDetector(nn.Module):
         by_size = group_by_size(image_sizes)
         parts = []
         for (h, w), index in by_size.items():
-            plan = [(self.short, [view_matrices(h, w, self.short.input_size, upright)]),
-                    (self.full, [view_matrices(h, w, self.full.input_size, upright)])]
+            plan = [_Views(self.short, view_matrices(h, w, self.short.input_size, upright)),
+                    _Views(self.full, view_matrices(h, w, self.full.input_size, upright))]
             # Small faces (group photos): tiles at every scale a face from min_face up can have, on every frame,
             # merged with the whole views' candidates in one NMS (a crowd beside one large face is not missed).
-            pyramid = tile_pyramid(h, w, self.full.input_size, self.min_face) if tiles else torch.zeros(0, 2, 3)
-            if pyramid.shape[0] > 0:
-                plan[1][1].append(pyramid)  # one forward of the full-range net over the whole view and the tiles
+            size = self.full.input_size
+            pyramid = tile_pyramid(h, w, size, self.min_face) if tiles else torch.zeros(0, 2, 3)
+            if pyramid.shape[0] > 0 and self.level_views:
+                # each level as one larger view of the whole frame, one forward per level. A tile reports only faces
+                # wholly inside it, and its level is there for faces under half a tile (larger ones the coarser
+                # levels and the whole view see): a level view, which no border cuts, keeps to that range too
+                plan += [_Views(self.full, m, view, small=True, max_face=size / 2)
+                         for m, view in level_views(h, w, size, self.min_face, VIEW_MULTIPLE)]
+            elif pyramid.shape[0] > 0:
+                # one forward of the full-range net over the whole view and the tiles
+                plan.append(_Views(self.full, pyramid, small=True, tiles=True))
             parts.append(_Part(index, _image_frames(frames, index, h, w), plan, pyramid.shape[0] > 0))
         candidates = self._candidates(parts, threshold, batch)
         results = [self._merge(*c[:3]) for c in candidates]
@@ -214,7 +228,7 @@ class FaceDetector(nn.Module):
             for (h, w), index in by_size.items():
                 missing = [i for i in index if not results[i]]
                 if missing:
-                    retry_plan = [(net, [view_matrices(h, w, net.input_size, angles)])
+                    retry_plan = [_Views(net, view_matrices(h, w, net.input_size, angles))
                                   for net in (self.short, self.full)]
                     retry_parts.append(_Part(missing, _image_frames(frames, missing, h, w), retry_plan, False))
             for i, c in enumerate(self._candidates(retry_parts, threshold, batch)):
@@ -294,47 +308,50 @@ class FaceDetector(nn.Module):
 
     def _candidates(self, parts: list[_Part], threshold: float, batch: int
                     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """Run each part's plan (per net: groups of view matrices, one scale per group) and collect candidates per
-        frame; one forward per net over the views of every part. In a part with ``tiles``, the full-range net's
-        groups after its first are tiles: detections cut by a tile's inner border are dropped (an overlapping tile
-        sees them whole).
+        """Run each part's plan (groups of views: one net, one scale and one view size each) and collect
+        candidates per frame; one forward per net and view size over the views of every part. Detections cut by
+        a tile's inner border are dropped (an overlapping tile sees them whole).
 
         Returns per frame of the batch (``batch`` frames; those of no part get none): rects ``(N, 5)``
         ``cx, cy, w, h, roll_deg``, keypoints ``(N, 6, 2)`` (frame pixel centres), scores ``(N,)`` ≥
-        ``threshold`` and ``(N,)`` bool, True for a candidate from a tile.
+        ``threshold`` and ``(N,)`` bool, True for a candidate from a small-face view (a tile or a level view).
         """
         per_frame: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(batch)]
-        for net in (self.short, self.full):
-            size = net.input_size
-            images, matrix_rows, frame_rows, extent_rows, tile_rows = [], [], [], [], []
+        batches: dict[tuple[int, tuple[int, int]], list[tuple[_Part, _Views]]] = {}
+        for net in (self.short, self.full):  # the short-range net first, then the full-range views by size
             for part in parts:
+                for views in part.plan:
+                    if views.net is net and views.matrices.shape[0] > 0:
+                        view = views.size or (net.input_size, net.input_size)
+                        batches.setdefault((id(net), view), []).append((part, views))
+        for (_, view), groups in batches.items():
+            net = groups[0][1].net
+            images, matrix_rows, frame_rows, extent_rows, small_rows, tile_rows = [], [], [], [], [], []
+            max_face_rows = []
+            for part, views in groups:
                 count, _, height, width = part.frames.shape
-                for plan_net, groups in part.plan:
-                    if plan_net is not net:
-                        continue
-                    for group_index, g in enumerate(groups):
-                        if g.shape[0] == 0:
-                            continue
-                        images.append(sample_views(part.frames, g, size))
-                        matrix_rows.append(g.repeat(count, 1, 1))  # frame-major within each group
-                        frame_rows.append(torch.tensor(part.index).repeat_interleave(g.shape[0]))
-                        n_rows = count * g.shape[0]
-                        extent_rows.append(torch.tensor([[height, width]], dtype=torch.float32).expand(n_rows, 2))
-                        is_tile = part.tiles and net is self.full and group_index > 0  # the whole view comes first
-                        tile_rows.append(torch.full((n_rows,), is_tile))
-            if not images:
-                continue
-            # One forward per net: every view of every frame of every group in one batch (on the CPU in chunks: past
-            # a few dozen views a forward costs more per view, 8.8 ms against 4.7 for the full net on the dev VM)
-            views = torch.cat(images) * 2 - 1  # the nets want [-1, 1]
-            if views.device.type == "cpu" and views.shape[0] > CPU_VIEW_CHUNK:
-                parts_out = [net(chunk) for chunk in views.split(CPU_VIEW_CHUNK)]
+                g = views.matrices
+                images.append(sample_views(part.frames, g, view))
+                matrix_rows.append(g.repeat(count, 1, 1))  # frame-major within each group
+                frame_rows.append(torch.tensor(part.index).repeat_interleave(g.shape[0]))
+                n_rows = count * g.shape[0]
+                extent_rows.append(torch.tensor([[height, width]], dtype=torch.float32).expand(n_rows, 2))
+                small_rows.append(torch.full((n_rows,), views.small))
+                tile_rows.append(torch.full((n_rows,), views.tiles))
+                max_face_rows.append(torch.full((n_rows,), views.max_face))
+            # One forward per net and view size: every view of every frame of every group in one batch (on the CPU
+            # in chunks: past a few dozen views a forward costs more per view, 8.8 ms against 4.7 for the full net
+            # on the dev VM)
+            views_in = torch.cat(images) * 2 - 1  # the nets want [-1, 1]
+            if views_in.device.type == "cpu" and views_in.shape[0] > CPU_VIEW_CHUNK:
+                parts_out = [net(chunk) for chunk in views_in.split(CPU_VIEW_CHUNK)]
                 raw = tuple(torch.cat(outs) for outs in zip(*parts_out, strict=True))
             else:
-                raw = net(views)
-            boxes, keypoints, scores = net.decode(*raw)
+                raw = net(views_in)
+            boxes, keypoints, scores = net.decode(raw[0], raw[1], size=view)
             matrices, frame_of_row = torch.cat(matrix_rows), torch.cat(frame_rows)
-            extents, tiled = torch.cat(extent_rows), torch.cat(tile_rows)
+            extents, small, tiled = torch.cat(extent_rows), torch.cat(small_rows), torch.cat(tile_rows)
+            max_face = torch.cat(max_face_rows)
             # Only the candidates over the threshold leave the device, in one copy, in (row, anchor) order; the
             # geometry is then one vectorised pass over all of them (not a loop over rows).
             rows, anchors = torch.nonzero(scores.float() >= threshold, as_tuple=True)
@@ -343,14 +360,17 @@ class FaceDetector(nn.Module):
             packed = torch.cat([boxes[rows, anchors].float(), keypoints[rows, anchors].float().flatten(1),
                                 scores[rows, anchors].float()[:, None], rows[:, None].float()], dim=1).cpu()
             n_kp = keypoints.shape[2]
-            b = packed[:, :4] * size
-            k = packed[:, 4 : 4 + 2 * n_kp].view(-1, n_kp, 2) * size
+            view_wh = torch.tensor([float(view[1]), float(view[0])])
+            b = packed[:, :4] * view_wh.repeat(2)
+            k = packed[:, 4 : 4 + 2 * n_kp].view(-1, n_kp, 2) * view_wh
             s, row = packed[:, 4 + 2 * n_kp], packed[:, -1].long()
             valid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-            from_tile = tiled[row]
-            if bool(from_tile.any()):
-                valid &= ~(from_tile & cut_by_tile(b, matrices[row], size, extents[row, 0], extents[row, 1]))
-            b, k, s, row, from_tile = b[valid], k[valid], s[valid], row[valid], from_tile[valid]
+            valid &= (b[:, 2:] - b[:, :2]).amax(dim=1) <= max_face[row]
+            in_tile = tiled[row]
+            if bool(in_tile.any()):  # tiles are square views of the net's own size
+                valid &= ~(in_tile & cut_by_tile(b, matrices[row], view[0], extents[row, 0], extents[row, 1]))
+            b, k, s, row = b[valid], k[valid], s[valid], row[valid]
+            from_tile = small[row]
             linear, offset = matrices[row, :, :2], matrices[row, :, 2]
             centre = torch.einsum("nij,nj->ni", linear, (b[:, :2] + b[:, 2:]) / 2) + offset - 0.5
             frame_kps = torch.einsum("nij,npj->npi", linear, k) + offset[:, None, :] - 0.5
@@ -405,12 +425,24 @@ def _mark_tile_only(faces: list[Face], whole: list[Face]) -> list[Face]:
 
 
 @dataclass
+class _Views:
+    """Views of one net, one scale and one size (see :meth:`FaceDetector._candidates`)."""
+
+    net: BlazeFace
+    matrices: torch.Tensor  # (V, 2, 3) view -> frame maps
+    size: tuple[int, int] | None = None  # (height, width) of a level view; None: the net's own square
+    small: bool = False  # small-face views (tiles or level views): their faces may be "tile only"
+    tiles: bool = False  # square tiles with inner borders (cut_by_tile applies)
+    max_face: float = math.inf  # larger detections (view pixels) are dropped
+
+
+@dataclass
 class _Part:
     """Frames of one image size and the views to look at them through (see :meth:`FaceDetector._candidates`)."""
 
     index: list[int]  # each frame's position in the batch
     frames: torch.Tensor  # (len(index), 3, h, w): the images, cut from their padded frames
-    plan: list[tuple[BlazeFace, list[torch.Tensor]]]
+    plan: list[_Views]
     tiles: bool
 
 

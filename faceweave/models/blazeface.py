@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from faceweave.errors import InvalidOption, check_shape
+from faceweave.errors import InvalidOption, ShapeError, check_shape
 from faceweave.models.registry import InputContract, ModelSpec, register
 from faceweave.models.tflite_graph import load_graphnet
 
@@ -64,9 +64,14 @@ ANCHOR_OPTIONS: dict[str, AnchorOptions] = {
 }
 
 
-def generate_anchors(options: AnchorOptions) -> torch.Tensor:
-    """Anchor centres ``(N, 2)`` float32 ``(x, y)`` normalised to ``[0, 1]`` of the net input, MediaPipe order."""
-    anchors: list[tuple[float, float]] = []
+def generate_anchors(options: AnchorOptions, height: int | None = None, width: int | None = None) -> torch.Tensor:
+    """Anchor centres ``(N, 2)`` float32 ``(x, y)`` normalised to ``[0, 1]`` of the net input, MediaPipe order.
+
+    ``height``/``width``: an input other than ``input_size``² (a larger view of a fully convolutional net): the
+    same strides over that input, normalised to its width and height."""
+    height = options.input_size if height is None else int(height)
+    width = options.input_size if width is None else int(width)
+    parts: list[torch.Tensor] = []
     strides = options.strides
     layer = 0
     while layer < len(strides):
@@ -75,12 +80,18 @@ def generate_anchors(options: AnchorOptions) -> torch.Tensor:
             last += 1
             # MediaPipe adds two aspect ratios per layer when the interpolated scale is 1.0, else one.
             repeats += 2 if options.interpolated_scale_aspect_ratio == 1.0 else 1
-        size = options.input_size // strides[layer]
-        for y in range(size):
-            for x in range(size):
-                anchors.extend([((x + 0.5) / size, (y + 0.5) / size)] * repeats)
+        rows, cols = height // strides[layer], width // strides[layer]
+        # float64 then float32: the same values as MediaPipe's (x + 0.5) / size in double
+        ys, xs = torch.meshgrid((torch.arange(rows, dtype=torch.float64) + 0.5) / rows,
+                                (torch.arange(cols, dtype=torch.float64) + 0.5) / cols, indexing="ij")
+        parts.append(torch.stack([xs, ys], dim=-1).reshape(-1, 1, 2).expand(-1, repeats, 2).reshape(-1, 2))
         layer = last
-    return torch.tensor(anchors, dtype=torch.float32)
+    return torch.cat(parts).to(torch.float32)
+
+
+#: A BlazeFace input larger than its own square must have sides that are multiples of this (the nets' deepest
+#: stride: the full-range net's upsampling path adds feature maps that must then match in size).
+VIEW_MULTIPLE = 32
 
 
 # MediaPipe clips raw scores to ±100; 80 keeps the sigmoid finite in float16 and float32 alike.
@@ -103,32 +114,51 @@ class BlazeFace(nn.Module):
         self.net = load_graphnet(SPECS[variant].require())
         self.anchors: torch.Tensor
         self.register_buffer("anchors", generate_anchors(ANCHOR_OPTIONS[variant]), persistent=False)
+        self.view_anchors: dict[tuple[int, int], torch.Tensor] = {}  # anchors of larger inputs, by (height, width)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw network outputs.
 
         Args:
-            x: ``(B, 3, S, S)`` float RGB in ``[-1, 1]`` (letterboxed), ``S`` = 128 (short) or 192 (full).
+            x: ``(B, 3, S, S)`` float RGB in ``[-1, 1]`` (letterboxed), ``S`` = 128 (short) or 192 (full); for
+                the full-range net also ``(B, 3, H, W)`` with ``H, W ≥ S`` multiples of :data:`VIEW_MULTIPLE`: the
+                same net slid over a larger view (its anchors in :meth:`decode` then cover that view).
 
         Returns:
             ``regressors (B, N, 16)`` in input pixels, ``logits (B, N, 1)``; same dtype/device as ``x``.
         """
-        check_shape(x, ["B", "3", str(self.input_size), str(self.input_size)], "BlazeFace input")
+        check_shape(x, ["B", "3", "H", "W"], "BlazeFace input")
+        height, width = int(x.shape[2]), int(x.shape[3])
+        if (height, width) != (self.input_size, self.input_size) and (
+                self.variant != "full" or min(height, width) < self.input_size
+                or height % VIEW_MULTIPLE or width % VIEW_MULTIPLE):
+            larger = f" (full range: or larger, sides multiples of {VIEW_MULTIPLE})"
+            raise ShapeError(f"BlazeFace {self.variant} input must be {self.input_size}²{larger}, got {height}×{width}")
         regressors, logits = self.net(x)
         return regressors, logits
 
-    def decode(self, regressors: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
-                                                                               torch.Tensor]:
+    def decode(self, regressors: torch.Tensor, logits: torch.Tensor, size: tuple[int, int] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decode raw outputs to normalised geometry (``tflite_tensors_to_detections_calculator``).
+
+        Args:
+            size: ``(height, width)`` of the input the outputs came from; default the net's own square.
 
         Returns:
             ``boxes (B, N, 4)`` ``x0, y0, x1, y1``, ``keypoints (B, N, 6, 2)`` ``(x, y)``, both normalised to
-            ``[0, 1]`` of the net input (0 = left/top edge, 1 = right/bottom edge), and ``scores (B, N)``
-            sigmoid probabilities.
+            ``[0, 1]`` of the net input's width and height (0 = left/top edge, 1 = right/bottom edge), and
+            ``scores (B, N)`` sigmoid probabilities.
         """
-        size = float(self.input_size)
-        anchors = self.anchors.to(regressors.dtype)
-        raw = regressors.reshape(regressors.shape[0], regressors.shape[1], 8, 2) / size
+        if size is None or tuple(size) == (self.input_size, self.input_size):
+            scale: float | torch.Tensor = float(self.input_size)
+            anchors = self.anchors.to(regressors.dtype)
+        else:
+            height, width = int(size[0]), int(size[1])
+            if (height, width) not in self.view_anchors:
+                self.view_anchors[height, width] = generate_anchors(ANCHOR_OPTIONS[self.variant], height, width)
+            anchors = self.view_anchors[height, width].to(device=regressors.device, dtype=regressors.dtype)
+            scale = torch.tensor([float(width), float(height)], device=regressors.device, dtype=regressors.dtype)
+        raw = regressors.reshape(regressors.shape[0], regressors.shape[1], 8, 2) / scale
         centre = raw[:, :, 0] + anchors
         half = raw[:, :, 1] / 2
         boxes = torch.cat([centre - half, centre + half], dim=-1)

@@ -132,7 +132,8 @@ class TfPad(nn.Module):
 
 
 class TfResizeBilinear(nn.Module):
-    """RESIZE_BILINEAR to a fixed size (half-pixel centres ≙ ``align_corners=False``)."""
+    """RESIZE_BILINEAR to the graph's fixed size (half-pixel centres ≙ ``align_corners=False``), or to ``size``
+    given per call (a net run on a larger input than its graph's, see :meth:`GraphNet.run_eager`)."""
 
     def __init__(self, size: tuple[int, int], align_corners: bool, half_pixel: bool) -> None:
         super().__init__()
@@ -140,8 +141,8 @@ class TfResizeBilinear(nn.Module):
             raise NotImplementedError("legacy TF resize (no half-pixel centres) is not used by the MediaPipe models")
         self.size, self.align_corners = size, align_corners
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, size=self.size, mode="bilinear", align_corners=self.align_corners)
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        return F.interpolate(x, size=size or self.size, mode="bilinear", align_corners=self.align_corners)
 
 
 class GraphNet(nn.Module):
@@ -300,7 +301,14 @@ class GraphNet(nn.Module):
     def run_eager(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Run the graph's ops eagerly. Inference only: intermediates are freed after their last use and written in
         place where nothing else reads them (the graphs hold ~100 tensors; keeping them all alive cost memory
-        traffic and made every op allocate fresh, cold buffers)."""
+        traffic and made every op allocate fresh, cold buffers).
+
+        ``x`` may be larger than the graph's input (a fully convolutional net, e.g. the full-range BlazeFace over a
+        whole frame at a tile's scale): RESIZE targets scale with the input, and RESHAPEs that flatten a feature
+        map to ``(B, N, C)`` keep ``C`` and let ``N`` follow. At the graph's own input size the ops are the same
+        as before."""
+        _, in_h, in_w, _ = self.program["input_shape"]
+        stretch = (int(x.shape[2]), int(x.shape[3])) != (in_h, in_w)
         # NHWC ("channels last") is the layout oneDNN/cuDNN run depthwise convolutions fastest in (~1.5x on CPU).
         env: dict[int, torch.Tensor] = {self.input_id: x.contiguous(memory_format=torch.channels_last)}
         padded: dict[int, tuple[torch.Tensor, int]] = {}  # channel-pad outputs not materialised: (tensor, channels)
@@ -311,6 +319,10 @@ class GraphNet(nn.Module):
                 src = env[inputs[0]]
                 padded[output] = (src, int(src.shape[1]) + int(args["pads"][3][1]))
                 y = src  # placeholder in env, so the liveness bookkeeping below stays uniform
+            elif kind == "resize" and stretch:
+                out_h, out_w = args["size"]
+                y = layer(env[inputs[0]], (out_h * int(x.shape[2]) // in_h, out_w * int(x.shape[3]) // in_w))
+                fresh.add(output)
             elif kind in ("conv", "prelu", "maxpool", "pad", "resize"):
                 y = layer(env[inputs[0]])
                 fresh.add(output)
@@ -326,7 +338,12 @@ class GraphNet(nn.Module):
                 src = env[inputs[0]]
                 if self.rank[inputs[0]] == 4:
                     src = src.permute(0, 2, 3, 1)
-                y = src.reshape(src.shape[0], *args["shape"][1:])
+                shape = args["shape"][1:]
+                if stretch:
+                    if len(shape) != 2:  # pragma: no cover - not in the MediaPipe graphs
+                        raise NotImplementedError("RESHAPE to rank 4 on an input of another size")
+                    shape = [-1, shape[1]]
+                y = src.reshape(src.shape[0], *shape)
                 if len(args["shape"]) == 4:
                     y = y.permute(0, 3, 1, 2)
             elif kind == "concat":

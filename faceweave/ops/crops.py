@@ -56,19 +56,20 @@ def view_matrices(height: int, width: int, size: int, angles_deg: torch.Tensor) 
 
 
 
-def sample_views(frames: torch.Tensor, view_to_frame: torch.Tensor, size: int) -> torch.Tensor:
+def sample_views(frames: torch.Tensor, view_to_frame: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """Sample ``size``² views of every frame (black outside the frame), antialiased.
 
     Args:
         frames: ``(B, 3, H, W)`` float RGB in ``[0, 1]``.
         view_to_frame: ``(V, 2, 3)`` continuous-coordinate affine maps view→frame (see :func:`view_matrices`);
             all views of one call share the scale (only rotations differ).
-        size: output side.
+        size: output side, or ``(height, width)`` of a view that is not square.
 
     Returns:
-        ``(B * V, 3, size, size)`` float in ``[0, 1]``, frame-major (all views of frame 0 first); dtype/device
-        of ``frames``.
+        ``(B * V, 3, size, size)`` (or ``(B * V, 3, height, width)``) float in ``[0, 1]``, frame-major (all views
+        of frame 0 first); dtype/device of ``frames``.
     """
+    view_h, view_w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     batch, _, height, width = frames.shape
     views = view_to_frame.shape[0]
     scale = float(torch.linalg.norm(view_to_frame[0, :, 0]))  # frame pixels per view pixel
@@ -79,12 +80,13 @@ def sample_views(frames: torch.Tensor, view_to_frame: torch.Tensor, size: int) -
                                mode="bilinear", antialias=True, align_corners=False)
     # affine_grid wants normalised [-1, 1] coordinates on both sides (align_corners=False: -1/1 = outer edges).
     to_norm_frame = torch.tensor([[2.0 / width, 0.0, -1.0], [0.0, 2.0 / height, -1.0]])
-    from_norm_view = torch.tensor([[size / 2.0, 0.0, size / 2.0], [0.0, size / 2.0, size / 2.0], [0.0, 0.0, 1.0]])
+    from_norm_view = torch.tensor([[view_w / 2.0, 0.0, view_w / 2.0], [0.0, view_h / 2.0, view_h / 2.0],
+                                   [0.0, 0.0, 1.0]])
     full = torch.cat([view_to_frame, torch.tensor([[[0.0, 0.0, 1.0]]]).expand(views, 1, 3)], dim=1)
     theta = to_norm_frame @ full @ from_norm_view  # (V, 2, 3): normalised view -> normalised frame
     # pinned and asynchronous: a plain copy from pageable memory would wait for the device's queued work
     theta = to_device_async(theta.to(frames.dtype), frames.device).repeat(batch, 1, 1)
-    grid = affine_grid(theta, (size, size))
+    grid = affine_grid(theta, (view_h, view_w))
     source = source.repeat_interleave(views, dim=0) if views > 1 else source
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 

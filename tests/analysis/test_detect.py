@@ -13,6 +13,7 @@ import torch
 from faceweave.analysis import detect as detect_module
 from faceweave.analysis.detect import FaceDetector, detect_faces, five_point_keypoints
 from faceweave.analysis.face import Face, FaceKeypoint
+from faceweave.analysis.tiling import level_views as level_views_of
 from faceweave.errors import InvalidOption, ShapeError
 from faceweave.ops.boxes import weighted_nms
 from faceweave.ops.crops import sample_views, view_matrices
@@ -183,11 +184,13 @@ def test_batched_equals_single(detector: FaceDetector, media: Any) -> None:
         assert (single[0].keypoints - batched[i][0].keypoints).abs().max() <= tol
 
 
-def test_images_of_several_sizes_on_one_canvas_equal_each_alone(media: Any, monkeypatch: pytest.MonkeyPatch
-                                                                 ) -> None:
+@pytest.mark.parametrize("level_views", [False, True])
+def test_images_of_several_sizes_on_one_canvas_equal_each_alone(media: Any, monkeypatch: pytest.MonkeyPatch,
+                                                                 level_views: bool) -> None:
     """``sizes``: images of different sizes stacked on one zero-padded canvas are each looked at as if alone (own
-    views, small-face tiles, rotated retries, refinement) while each net runs once over all of them."""
-    detector = FaceDetector()  # tiling on: the sizes differ in their tile pyramids
+    views, small-face tiles, rotated retries, refinement) while each net runs once over all of them (with level
+    views: once per view size)."""
+    detector = FaceDetector(level_views=level_views)  # tiling on: the sizes differ in their tile pyramids
     rgb = media.rgb("obama.jpg")
     h, w = rgb.shape[:2]
     rolled = cv2.warpAffine(rgb, cv2.getRotationMatrix2D((w / 2, h / 2), 90, 1.0), (w, h), flags=cv2.INTER_CUBIC)
@@ -204,8 +207,10 @@ def test_images_of_several_sizes_on_one_canvas_equal_each_alone(media: Any, monk
     monkeypatch.setattr(detect_module, "CPU_VIEW_CHUNK", 10**6)  # the CPU's chunks of views off: count the calls
     calls.update(short=0, full=0)
     together = detector.detect(canvas, sizes=sizes)
-    # one forward per net for the upright views and tiles, one for the retries, one refinement (short net)
-    assert calls == {"short": 3, "full": 2}, calls
+    # one forward per net for the upright views and tiles, one for the retries, one refinement (short net); level
+    # views: one more full-range forward per level view size
+    view_sizes = {view for h, w in sizes for _, view in level_views_of(h, w, 192, detector.min_face, 32)}
+    assert calls == {"short": 3, "full": 2 + (len(view_sizes) if level_views else 0)}, calls
     for a_faces, b_faces in zip(chunked, together, strict=True):
         assert len(a_faces) == len(b_faces)
         for a, b in zip(a_faces, b_faces, strict=True):

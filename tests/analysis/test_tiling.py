@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from faceweave.analysis.detect import FaceDetector, detect_faces
@@ -22,8 +23,9 @@ def test_contained_drops_face_parts_only() -> None:
     assert contained(boxes).tolist() == [False, True, False]
 
 
-def test_group_grid_every_face_and_no_false_faces() -> None:
-    detector = FaceDetector()
+@pytest.mark.parametrize("level_views", [False, True])  # the tiles (CUDA's default) and level views (the CPU's)
+def test_group_grid_every_face_and_no_false_faces(level_views: bool) -> None:
+    detector = FaceDetector(level_views=level_views)
     grid, expected = group_grid("obama.jpg", 50)
     assert len(detect_faces(grid, detector=detector)) == expected == 20
     for frame in bunny_frames(2, 30):
