@@ -62,13 +62,22 @@ class PreparedSource:
         return PreparedSource(face=self.face, texture=tex, latent=latent)
 
 
-def to_tensor(rgb: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 RGB → ``(1, 3, H, W)`` float ``[0, 1]`` on ``device``, one host→device copy."""
+def host_rgb(rgb: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 RGB as a host tensor (sharing ``rgb``'s memory where it can)."""
     arr = np.ascontiguousarray(rgb)
     if not arr.flags.writeable:  # decoded/read-only buffers: torch warns on (and must not alias) them
         arr = arr.copy()
-    t = torch.from_numpy(arr).to(device, non_blocking=True)
-    return t.permute(2, 0, 1)[None].to(dtype).div_(255)
+    return torch.from_numpy(arr)
+
+
+def rgb_to_float(rgb: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 RGB on any device → ``(1, 3, H, W)`` float ``[0, 1]`` on that device."""
+    return rgb.permute(2, 0, 1)[None].to(dtype).div_(255)
+
+
+def to_tensor(rgb: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 RGB → ``(1, 3, H, W)`` float ``[0, 1]`` on ``device``, one host→device copy."""
+    return rgb_to_float(host_rgb(rgb).to(device, non_blocking=True), dtype)
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:

@@ -38,7 +38,15 @@ from faceweave.analysis.face import Face
 from faceweave.analysis.select import select_faces
 from faceweave.device import to_device_async
 from faceweave.errors import FaceweaveError, NoFaceInSource, NoFaceInTarget
-from faceweave.pipeline.engine import PreparedSource, SwapEngine, job_references, to_tensor, to_uint8
+from faceweave.pipeline.engine import (
+    PreparedSource,
+    SwapEngine,
+    host_rgb,
+    job_references,
+    rgb_to_float,
+    to_tensor,
+    to_uint8,
+)
 from faceweave.result import SwapResult
 from faceweave.settings import SwapSettings
 
@@ -141,7 +149,7 @@ def stage_image_job(job: ImageJob, device: torch.device) -> ImageJob:
     does not wait) and its sources' digests: call it on the request's thread before the job joins a batch. A batch on
     another device ignores them and copies the images itself."""
     def upload(rgb: np.ndarray) -> torch.Tensor:
-        return to_device_async(torch.from_numpy(_writable(rgb)), device)
+        return to_device_async(host_rgb(rgb), device)
 
     staged = StagedImages(device, tuple(upload(s) for s in job.sources), upload(job.target),
                           tuple(_digest(s) for s in job.sources))
@@ -316,23 +324,17 @@ def _digest(rgb: np.ndarray) -> bytes:
                            ).digest()
 
 
-def _writable(rgb: np.ndarray) -> np.ndarray:
-    arr = np.ascontiguousarray(rgb)
-    return arr if arr.flags.writeable else arr.copy()  # torch warns on (and must not alias) read-only buffers
-
-
 def _stack(images: Sequence[np.ndarray], device: torch.device, dtype: torch.dtype,
            on_device: Sequence[torch.Tensor | None] | None = None) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """``(N, 3, H, W)`` float ``[0, 1]``: each image at the top left of a zero canvas of the largest height and
     width, and each image's ``(height, width)``. ``on_device``: per image, its ``(H, W, 3)`` uint8 copy on
-    ``device`` already (converted there, as :func:`to_tensor` does), or None to copy it now."""
+    ``device`` already (converted there, as :func:`to_tensor` converts), or None to copy it now."""
     sizes = [(int(im.shape[0]), int(im.shape[1])) for im in images]
     height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
     canvas = torch.zeros(len(images), 3, height, width, device=device, dtype=dtype)
     for n, (im, (h, w)) in enumerate(zip(images, sizes, strict=True)):
         ready = None if on_device is None else on_device[n]
-        canvas[n, :, :h, :w] = to_tensor(im, device, dtype)[0] if ready is None else \
-            ready.permute(2, 0, 1).to(dtype).div_(255)
+        canvas[n, :, :h, :w] = (to_tensor(im, device, dtype) if ready is None else rgb_to_float(ready, dtype))[0]
     return canvas, sizes
 
 
