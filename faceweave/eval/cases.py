@@ -69,14 +69,15 @@ def _bunny_frame() -> np.ndarray:
     raise RuntimeError("bigbuckbunny.mp4 has fewer than 61 frames")
 
 
-def bunny_frames(count: int = 4, step: int = 30) -> list[np.ndarray]:
-    """``count`` face-less frames of the bundled Big Buck Bunny clip (for false-detection checks)."""
+def bunny_frames(count: int = 4, step: int = 30, start: int = 0) -> list[np.ndarray]:
+    """``count`` face-less frames of the bundled Big Buck Bunny clip (for false-detection checks): frames ``start``,
+    ``start + step``, …"""
     import av
 
     out = []
     with av.open(str(media_path("bigbuckbunny.mp4"))) as c:
         for k, frame in enumerate(c.decode(video=0)):
-            if k % step == 0:
+            if k >= start and (k - start) % step == 0:
                 out.append(np.ascontiguousarray(frame.to_ndarray(format="rgb24")))
             if len(out) == count:
                 break
