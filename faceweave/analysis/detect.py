@@ -16,7 +16,9 @@ Pipeline of :meth:`FaceDetector.detect` (every step batched over frames, on the 
 5. Refinement: every face is looked at again by the short-range net in an upright crop twice its size (one
    batched forward); box and keypoints become the score-weighted mean of both looks. A face inside the frame that
    no look scores ``CONFIRM_SCORE`` is dropped, and one with a doubtful first look (the retry's, or a weak one)
-   needs ``RETRY_CONFIRM_SCORE`` from its first look or a second look centred on it.
+   needs ``RETRY_CONFIRM_SCORE`` from its first look or a second look centred on it. Frames whose upright
+   candidates were all dropped so get the retry of step 4 then (one more batched pass over those frames alone),
+   and its faces the same refinement: a face rolled by 90° may have an upright candidate that no look confirms.
 
 Why two nets: the full-range model (192², stride-4 anchors) finds faces down to ~40 px in a 640×480 frame but
 is weaker on close-ups; the short-range one (128²) is best for faces filling much of the frame.
@@ -113,7 +115,8 @@ class FaceDetector(nn.Module):
         device: where the nets run (frames are moved there).
         dtype: ``torch.float32`` (any device) or ``torch.float16`` (CUDA only).
         min_score: default detection threshold in ``[0, 1]``.
-        rotation_retry: retry frames without any face on copies rotated by ±30°/±60°.
+        rotation_retry: retry frames without any face on copies rotated by ±30°/±60° (also those whose upright
+            faces the refinement all dropped).
         min_face: smallest face width (frame pixels) to look for; frames where the whole view finds no face and
             would show such a face under ``MIN_VIEW_FACE`` net pixels are scanned again in 2×2..3×3 overlapping
             tiles by the full-range net.
@@ -145,6 +148,8 @@ class FaceDetector(nn.Module):
         """The padded batch sizes (:func:`cuda_batch_bucket`) each net can be run at by :meth:`detect` on up to
         ``batch`` frames of ``height × width``: whole-frame views of any subset of the frames, small-face tiles and
         rotated retries for any number of frames without a face, and refinement crops of up to one face per frame.
+        (The retry of frames whose faces the refinement all dropped, and the refinement of its faces, run on other
+        frames than the first retry: again k of them, at the same sizes.)
         """
         tiles = tile_pyramid(height, width, self.full.input_size, self.min_face).shape[0]
         retries = len(RETRY_ANGLES) if self.rotation_retry else 0
@@ -236,21 +241,44 @@ class FaceDetector(nn.Module):
             # which faces only the tiles found: a video keeps scanning tiles while its frames have such faces
             whole = [self._merge(*(a[~c[3]] for a in c[:3])) for c in candidates]
             results = [_mark_tile_only(faces, plain) for faces, plain in zip(results, whole, strict=True)]
+        retried: set[int] = set()
         if self.rotation_retry and any(not faces for faces in results):
-            angles = torch.tensor(RETRY_ANGLES)
-            retry_parts = []
-            for (h, w), index in by_size.items():
-                missing = [i for i in index if not results[i]]
-                if missing:
-                    retry_plan = [_Views(net, view_matrices(h, w, net.input_size, angles))
-                                  for net in (self.short, self.full)]
-                    retry_parts.append(_Part(missing, _image_frames(frames, missing, h, w), retry_plan, False))
-            for i, c in enumerate(self._candidates(retry_parts, threshold, batch)):
-                if not results[i]:
-                    results[i] = [f.with_(extra={**f.extra, "from_retry": True}) for f in self._merge(*c[:3])]
+            retried = {i for i, faces in enumerate(results) if not faces}
+            for i, faces in self._retry(frames, by_size, retried, threshold, batch).items():
+                results[i] = faces
         if self.refine:
+            had_faces = [bool(faces) for faces in results]
             results = self._refine(frames, results, image_sizes)
+            # Frames whose candidates the refinement all rejected (a rolled face's upright candidate under
+            # CONFIRM_SCORE: carphone turned 90°) get the retry they skipped: one more batched pass over those frames
+            # alone, whose faces are refined by the same rules; a frame with a face or retried already gets none.
+            rejected = {i for i in range(batch) if had_faces[i] and not results[i] and i not in retried}
+            if self.rotation_retry and rejected:
+                again: list[list[Face]] = [[] for _ in range(batch)]
+                for i, faces in self._retry(frames, by_size, rejected, threshold, batch).items():
+                    again[i] = faces
+                for i, faces in enumerate(self._refine(frames, again, image_sizes)):
+                    if i in rejected:
+                        results[i] = faces
         return results
+
+    def _retry(self, frames: torch.Tensor, by_size: dict[tuple[int, int], list[int]], frame_set: set[int],
+               threshold: float, batch: int) -> dict[int, list[Face]]:
+        """The rotation retry of the frames ``frame_set``: their copies turned by ``RETRY_ANGLES`` through both nets
+        (one forward each over all of them), merged per frame and marked ``extra["from_retry"]``."""
+        angles = torch.tensor(RETRY_ANGLES)
+        retry_parts = []
+        for (h, w), index in by_size.items():
+            chosen = [i for i in index if i in frame_set]
+            if chosen:
+                retry_plan = [_Views(net, view_matrices(h, w, net.input_size, angles))
+                              for net in (self.short, self.full)]
+                retry_parts.append(_Part(chosen, _image_frames(frames, chosen, h, w), retry_plan, False))
+        found: dict[int, list[Face]] = {}
+        for i, c in enumerate(self._candidates(retry_parts, threshold, batch)):
+            if i in frame_set:
+                found[i] = [f.with_(extra={**f.extra, "from_retry": True}) for f in self._merge(*c[:3])]
+        return found
 
     def _refine(self, frames: torch.Tensor, results: list[list[Face]], sizes: list[tuple[int, int]]
                 ) -> list[list[Face]]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from faceweave.analysis import detect as detect_module
-from faceweave.analysis.detect import FaceDetector, detect_faces, five_point_keypoints
+from faceweave.analysis.detect import FaceDetector, detect_faces, five_point_keypoints, image_to_frames
 from faceweave.analysis.face import Face, FaceKeypoint
 from faceweave.analysis.tiling import level_views as level_views_of
 from faceweave.errors import InvalidOption, ShapeError
@@ -147,14 +147,20 @@ def test_rotation_retry_finds_what_the_upright_views_miss(media: Any) -> None:
     assert with_retry[0].extra["from_retry"] is True
 
 
-def _rotate_expanded(rgb: np.ndarray, angle: float) -> np.ndarray:
-    """``rgb`` turned ``angle`` degrees counter-clockwise on a canvas that holds all of it."""
-    h, w = rgb.shape[:2]
+def _expanded_turn(h: int, w: int, angle: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """cv2's map pixel -> pixel turning an ``h × w`` image ``angle`` degrees counter-clockwise on a canvas that holds
+    all of it, and the canvas' ``(width, height)``."""
     turn = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
     nw = int(math.ceil(h * abs(turn[0, 1]) + w * abs(turn[0, 0])))
     nh = int(math.ceil(h * abs(turn[0, 0]) + w * abs(turn[0, 1])))
     turn[:, 2] += (nw / 2 - w / 2, nh / 2 - h / 2)
-    return np.ascontiguousarray(cv2.warpAffine(rgb, turn, (nw, nh), flags=cv2.INTER_CUBIC))
+    return turn, (nw, nh)
+
+
+def _rotate_expanded(rgb: np.ndarray, angle: float) -> np.ndarray:
+    """``rgb`` turned ``angle`` degrees counter-clockwise on a canvas that holds all of it."""
+    turn, canvas = _expanded_turn(*rgb.shape[:2], angle)
+    return np.ascontiguousarray(cv2.warpAffine(rgb, turn, canvas, flags=cv2.INTER_CUBIC))
 
 
 @pytest.mark.parametrize(("name", "angle"), [("obama.jpg", 90.0), ("grace_hopper.jpg", -90.0), ("obama2.jpg", 60.0),
@@ -180,6 +186,57 @@ def test_rotation_retry_keeps_real_rotated_faces(name: str, angle: float, media:
     first, second, centred = faces[0].extra["looks"]
     assert max(first, second if centred else 0.0) >= detect_module.RETRY_CONFIRM_SCORE
     assert abs(math.degrees(faces[0].roll) + angle) < 20
+
+
+@pytest.fixture(scope="module")
+def carphone_frames(media: Any) -> dict[int, np.ndarray]:
+    """carphone frames 50, 70 and 90 (176×144 RGB)."""
+    import av
+
+    with av.open(str(media.path("carphone_pristine.mp4"))) as container:
+        return {k: np.ascontiguousarray(f.to_ndarray(format="rgb24")) for k, f in enumerate(container.decode(video=0))
+                if k in (50, 70, 90)}
+
+
+@pytest.mark.parametrize("index", [50, 70, 90])
+def test_rotation_retry_after_the_refinement_rejected_every_candidate(index: int, carphone_frames: Any) -> None:
+    """Issue 21: carphone turned 90° counter-clockwise has an upright candidate that no look confirms (the refinement
+    drops it), and the retry used to run only on frames without candidates: no face. The frame is now retried after
+    the refinement and the retry's face (0.93–0.95) passes RETRY_CONFIRM_SCORE. A frame with a face in the same batch
+    is not retried."""
+    upright = carphone_frames[index]
+    turned = _rotate_expanded(upright, 90.0)  # as benchmarks/retry_false_faces.py turns it
+    frames = image_to_frames(turned)
+    # the situation: an upright candidate that the refinement rejects
+    assert FaceDetector(rotation_retry=False, refine=False).detect(frames)[0]
+    assert FaceDetector(rotation_retry=False).detect(frames)[0] == []
+    detector = FaceDetector()
+    face = detector.detect(frames)[0]
+    assert len(face) == 1 and face[0].extra["from_retry"] is True
+    first, second, centred = face[0].extra["looks"]
+    assert max(first, second if centred else 0.0) >= detect_module.RETRY_CONFIRM_SCORE
+    truth = detect_faces(upright, detector=detector)[0]
+    assert abs(math.degrees(face[0].roll - truth.roll) + 90) < 15
+    turn, _ = _expanded_turn(*upright.shape[:2], 90.0)
+    expected = turn[:, :2] @ np.array(truth.centre) + turn[:, 2]
+    assert np.linalg.norm(np.array(face[0].centre) - expected) < 0.15 * float(truth.box[2] - truth.box[0])
+    # batched with the upright frame (which has its face): only the turned frame gets the second retry
+    original = detector._candidates
+    passes: list[list[list[int]]] = []
+
+    def record(parts: Any, *args: Any, **kwargs: Any) -> Any:
+        passes.append([part.index for part in parts])
+        return original(parts, *args, **kwargs)
+
+    detector._candidates = record  # type: ignore[method-assign]
+    square = max(turned.shape[:2])
+    canvas = torch.zeros(2, 3, square, square)
+    canvas[0, :, : turned.shape[0], : turned.shape[1]] = frames[0]
+    canvas[1, :, : upright.shape[0], : upright.shape[1]] = image_to_frames(upright)[0]
+    both = detector.detect(canvas, sizes=[turned.shape[:2], upright.shape[:2]])
+    assert passes[1:] == [[[0]]]
+    assert len(both[0]) == 1 and both[0][0].extra["from_retry"] is True and len(both[1]) == 1
+    assert torch.allclose(both[0][0].box, face[0].box, atol=1e-3)
 
 
 def test_grayscale(detector: FaceDetector, media: Any) -> None:
