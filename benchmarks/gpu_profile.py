@@ -6,11 +6,13 @@ number of kernel launches and graph replays, the device time summed over kernels
 end-to-end swap of a clip with and without the graphs, after a warm-up job each.
 
     python benchmarks/gpu_profile.py --batch 8 --dtype float16 --e2e-seconds 10 --json profile.json
+    python benchmarks/gpu_profile.py --batch 32 --depthwise aten,cudnn     # the depthwise kernels, A/B (§0-26)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -27,6 +29,7 @@ from faceweave.data import media_path
 from faceweave.media.image import read_image
 from faceweave.media.video.frames import FrameReader
 from faceweave.media.video.probe import probe_video
+from faceweave.models.tflite_graph import set_cudnn_depthwise
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.video import swap_video
 from faceweave.settings import SwapSettings
@@ -62,8 +65,11 @@ def profile_stage(fn: Any, top: int) -> dict[str, Any]:
             "top_host_ops": [(e.key, e.count, round(e.self_cpu_time_total / 1000, 3)) for e in host[:top]]}
 
 
-def stage_report(settings: SwapSettings, frames_np: np.ndarray, batch: int, repeats: int, top: int) -> dict[str, Any]:
+def stage_report(settings: SwapSettings, frames_np: np.ndarray, batch: int, repeats: int, top: int,
+                 cudnn_depthwise: bool = False) -> dict[str, Any]:
     engine = SwapEngine(settings)
+    set_cudnn_depthwise(engine.detector, cudnn_depthwise)
+    set_cudnn_depthwise(engine.mesh, cudnn_depthwise)
     prepared = engine.prepare_sources([read_image(media_path("astronaut.png")).rgb])
     frames = (torch.from_numpy(np.ascontiguousarray(frames_np[:batch])).to(engine.device).permute(0, 3, 1, 2)
               .to(engine.dtype).div(255))
@@ -113,6 +119,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--e2e-seconds", type=float, default=0.0, help="also run the end-to-end swap on this long a clip")
+    ap.add_argument("--depthwise", default="aten",
+                    help="comma list: 'aten' (the default: PyTorch's own depthwise kernels) and/or 'cudnn' "
+                         "(set_cudnn_depthwise), each profiled in turn")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--host-profile", type=Path, default=None, help="cProfile of the graphs e2e run, to this file")
     args = ap.parse_args()
@@ -124,19 +133,22 @@ def main() -> None:
     with FrameReader(probe_video(clip), batch_size=max(args.batch)) as reader:
         frames_np = next(iter(reader)).frames
     report: dict[str, Any] = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "stages": {}}
-    for graphs in (False, True):
-        for batch in args.batch:
-            key = f"{'graphs' if graphs else 'eager'}_{args.dtype}_b{batch}"
-            settings = SwapSettings(device="cuda", dtype=args.dtype, batch_size=batch, cuda_graphs=graphs)
-            report["stages"][key] = rep = stage_report(settings, frames_np, batch, args.repeats, args.top)
-            for stage, r in rep.items():
-                print(f"{key} {stage}: {r['ms_per_batch']} ms/batch, {r['kernel_launches']} launches, "
-                      f"{r['graph_replays']} replays, {r['sync_or_copy_calls']} sync/copy, "
-                      f"{r['device_ms_in_kernels']} ms in kernels", flush=True)
-                for op in r["top_host_ops"][:6]:
-                    print(f"    host {op}")
-                for op in r["top_kernels"][:8]:
-                    print(f"    kernel {op}")
+    depthwise = args.depthwise.split(",")
+    if not set(depthwise) <= {"aten", "cudnn"}:
+        ap.error(f"--depthwise takes aten and/or cudnn, got {args.depthwise!r}")
+    for kernels, graphs, batch in itertools.product(depthwise, (False, True), args.batch):
+        key = f"{'graphs' if graphs else 'eager'}_{args.dtype}_b{batch}" + ("_cudnn_dw" if kernels == "cudnn" else "")
+        settings = SwapSettings(device="cuda", dtype=args.dtype, batch_size=batch, cuda_graphs=graphs)
+        report["stages"][key] = rep = stage_report(settings, frames_np, batch, args.repeats, args.top,
+                                                   cudnn_depthwise=kernels == "cudnn")
+        for stage, r in rep.items():
+            print(f"{key} {stage}: {r['ms_per_batch']} ms/batch, {r['kernel_launches']} launches, "
+                  f"{r['graph_replays']} replays, {r['sync_or_copy_calls']} sync/copy, "
+                  f"{r['device_ms_in_kernels']} ms in kernels", flush=True)
+            for op in r["top_host_ops"][:6]:
+                print(f"    host {op}")
+            for op in r["top_kernels"][:8]:
+                print(f"    kernel {op}")
     if args.e2e_seconds:
         report["e2e"] = {}
         for graphs in (False, True):

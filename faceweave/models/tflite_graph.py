@@ -72,6 +72,7 @@ class TfConv2d(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_ch), requires_grad=False)
         self.kernel, self.stride, self.dilation = kernel, stride, dilation
         self.padding, self.groups, self.activation = padding, groups, activation
+        self.cudnn_depthwise = False  # see set_cudnn_depthwise
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv_pad: tuple[int, int] | int = 0
@@ -82,9 +83,10 @@ class TfConv2d(nn.Module):
                 conv_pad = (top, left)  # symmetric: let the conv pad (no extra copy)
             else:
                 x = F.pad(x, (left, right, top, bottom))
-        if x.is_cuda and self.groups > 1:
-            # Depthwise convs without cuDNN: its first-use plan search cost seconds per net for +~1 ms per forward
-            # saved (H100, cuDNN 9.19); PyTorch's own depthwise kernels need no planning.
+        if x.is_cuda and self.groups > 1 and not self.cudnn_depthwise:
+            # Depthwise convs without cuDNN by default: its first-use plan search cost seconds per net (H100, cuDNN
+            # 9.19; a cold start's budget); PyTorch's own depthwise kernels need no planning (but take NCHW: each
+            # one is framed by layout copies of the NHWC net, see set_cudnn_depthwise).
             with torch.backends.cudnn.flags(enabled=False):
                 y = F.conv2d(x, self.weight, self.bias, self.stride, conv_pad, self.dilation, self.groups)
         else:
@@ -415,6 +417,23 @@ def set_cuda_graphs(module: nn.Module, enabled: bool, pool: GraphPool | None = N
             sub.cuda_graphs, sub.graph_pool = enabled, pool
             if not enabled:
                 sub.graphs.clear()
+
+
+def set_cudnn_depthwise(module: nn.Module, enabled: bool) -> None:
+    """Run the depthwise convolutions of every :class:`GraphNet` inside ``module`` on cuDNN (``True``) or on
+    PyTorch's own kernels (``False``, the default) when on CUDA; graphs captured so far are dropped (they replay the
+    kernels they were captured with). No effect on the CPU.
+
+    cuDNN's NHWC depthwise kernels took the detector with its small-face tiles from 225.9 to 162.1 ms per batch of 32
+    1080p frames, and FaceMesh from 5.56 to 4.67 ms (H100, docs/benchmarks.md §0-26): PyTorch's own kernel takes NCHW,
+    so in the NHWC nets each depthwise convolution is framed by two layout copies. Not the default: cuDNN's first-use
+    plan search cost seconds per net in an earlier session, and the cold start with it is not measured yet."""
+    for sub in module.modules():
+        if isinstance(sub, GraphNet):
+            sub.graphs.clear()
+            for layer in sub.layers:
+                if isinstance(layer, TfConv2d):
+                    layer.cudnn_depthwise = enabled
 
 
 def load_graphnet(path: Path) -> GraphNet:
