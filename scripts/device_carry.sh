@@ -21,8 +21,9 @@ download() {  # cp312 manylinux wheels, no dependencies (each needed one is name
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 -d "$1" "${@:2}"
 }
-# versions as the dev VM resolves them; PyAV pinned to the VM's (aiortc holds it there)
-download "$tmp/core" "av==$(python3 -c 'import av; print(av.__version__)')" pydantic pydantic-core annotated-types \
+# versions as the dev VM resolves them; PyAV pinned to the one the project's install gets there (aiortc holds it)
+av_version=${AV_VERSION:-$(python3 -c 'import av; print(av.__version__)' 2>/dev/null || echo 18.1.0)}
+download "$tmp/core" "av==$av_version" pydantic pydantic-core annotated-types \
   typing-inspection c2pa-python cryptography cffi
 download "$tmp/serve" fastapi starlette uvicorn python-multipart pydantic-settings python-dotenv sqlalchemy greenlet \
   alembic mako pyjwt asgi-lifespan
