@@ -29,7 +29,7 @@ from faceweave.data import media_path
 from faceweave.media.image import read_image
 from faceweave.media.video.frames import FrameReader
 from faceweave.media.video.probe import probe_video
-from faceweave.models.tflite_graph import set_cudnn_depthwise
+from faceweave.models.tflite_graph import DepthwiseChoice, set_depthwise_kernels
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.video import swap_video
 from faceweave.settings import SwapSettings
@@ -66,10 +66,10 @@ def profile_stage(fn: Any, top: int) -> dict[str, Any]:
 
 
 def stage_report(settings: SwapSettings, frames_np: np.ndarray, batch: int, repeats: int, top: int,
-                 cudnn_depthwise: bool = False) -> dict[str, Any]:
+                 depthwise: DepthwiseChoice = "faceweave") -> dict[str, Any]:
     engine = SwapEngine(settings)
-    set_cudnn_depthwise(engine.detector, cudnn_depthwise)
-    set_cudnn_depthwise(engine.mesh, cudnn_depthwise)
+    set_depthwise_kernels(engine.detector, depthwise)  # type: ignore[arg-type]  # FaceDetector, an nn.Module
+    set_depthwise_kernels(engine.mesh, depthwise)  # type: ignore[arg-type]
     prepared = engine.prepare_sources([read_image(media_path("astronaut.png")).rgb])
     frames = (torch.from_numpy(np.ascontiguousarray(frames_np[:batch])).to(engine.device).permute(0, 3, 1, 2)
               .to(engine.dtype).div(255))
@@ -119,9 +119,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--e2e-seconds", type=float, default=0.0, help="also run the end-to-end swap on this long a clip")
-    ap.add_argument("--depthwise", default="aten",
-                    help="comma list: 'aten' (the default: PyTorch's own depthwise kernels) and/or 'cudnn' "
-                         "(set_cudnn_depthwise), each profiled in turn")
+    ap.add_argument("--depthwise", default="faceweave",
+                    help="comma list of the depthwise kernels to profile in turn (set_depthwise_kernels): "
+                         "'faceweave' (the default: faceweave's own), 'aten' (PyTorch's), 'cudnn'")
+    ap.add_argument("--no-eager", action="store_true", help="profile with CUDA graphs only (skip the eager runs)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--host-profile", type=Path, default=None, help="cProfile of the graphs e2e run, to this file")
     args = ap.parse_args()
@@ -134,13 +135,15 @@ def main() -> None:
         frames_np = next(iter(reader)).frames
     report: dict[str, Any] = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "stages": {}}
     depthwise = args.depthwise.split(",")
-    if not set(depthwise) <= {"aten", "cudnn"}:
-        ap.error(f"--depthwise takes aten and/or cudnn, got {args.depthwise!r}")
-    for kernels, graphs, batch in itertools.product(depthwise, (False, True), args.batch):
-        key = f"{'graphs' if graphs else 'eager'}_{args.dtype}_b{batch}" + ("_cudnn_dw" if kernels == "cudnn" else "")
+    if not set(depthwise) <= {"faceweave", "aten", "cudnn"}:
+        ap.error(f"--depthwise takes faceweave, aten and/or cudnn, got {args.depthwise!r}")
+    for kernels, graphs, batch in itertools.product(depthwise, (True,) if args.no_eager else (False, True),
+                                                   args.batch):
+        suffix = "" if kernels == "faceweave" else f"_{kernels}_dw"
+        key = f"{'graphs' if graphs else 'eager'}_{args.dtype}_b{batch}{suffix}"
         settings = SwapSettings(device="cuda", dtype=args.dtype, batch_size=batch, cuda_graphs=graphs)
         report["stages"][key] = rep = stage_report(settings, frames_np, batch, args.repeats, args.top,
-                                                   cudnn_depthwise=kernels == "cudnn")
+                                                   depthwise=kernels)
         for stage, r in rep.items():
             print(f"{key} {stage}: {r['ms_per_batch']} ms/batch, {r['kernel_launches']} launches, "
                   f"{r['graph_replays']} replays, {r['sync_or_copy_calls']} sync/copy, "

@@ -27,6 +27,7 @@ from faceweave.data import media_path
 from faceweave.media.image import read_image
 from faceweave.media.video.frames import FrameReader
 from faceweave.media.video.probe import probe_video
+from faceweave.models.tflite_graph import set_depthwise_kernels
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.video import VideoFaceProcessor, swap_video
 from faceweave.settings import SwapSettings
@@ -64,6 +65,9 @@ def main() -> None:
     ap.add_argument("--plan-only", action="store_true",
                     help="profile only the planning half (decode → detect/track), alone in its thread: its cost "
                          "without the swap and encoder threads competing for the GIL")
+    ap.add_argument("--depthwise", choices=("faceweave", "aten", "cudnn"), default=None,
+                    help="CUDA: the kernels of the nets' depthwise convolutions (set_depthwise_kernels; default: the "
+                         "engine's own choice)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     settings = SwapSettings(device=args.device, dtype=args.dtype, batch_size=args.batch, workers=1)
@@ -73,6 +77,9 @@ def main() -> None:
         make = synthesize_photo_video if args.content == "photo" else synthesize_video
         clip = make(tmp / "in.mp4", width=w, height=h, seconds=args.seconds)
         engine = SwapEngine(settings)
+        if args.depthwise is not None:
+            set_depthwise_kernels(engine.detector, args.depthwise)  # type: ignore[arg-type]  # nn.Modules
+            set_depthwise_kernels(engine.mesh, args.depthwise)  # type: ignore[arg-type]
         source = [media_path("astronaut.png")]
         swap_video(source, clip, tmp / "warm.mp4", settings.model_copy(update={"trim_end": "1"}), engine=engine)
         prof = cProfile.Profile()
@@ -88,7 +95,8 @@ def main() -> None:
         wall = time.perf_counter() - t0
     what = "planning only" if args.plan_only else "whole stream"
     lines.append(f"{what}: {frames} frames in {wall:.2f} s = {frames / wall:.1f} fps, {1000 * wall / frames:.2f} ms "
-                 f"per frame on {engine.device}, batch {args.batch}, {args.dtype}")
+                 f"per frame on {engine.device}, batch {args.batch}, {args.dtype}, "
+                 f"depthwise {args.depthwise or 'default'}")
     lines.append(f"stream timing (s): {stats}")
     for key in () if args.no_cprofile else ("tottime", "cumulative"):
         buf = io.StringIO()

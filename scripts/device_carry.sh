@@ -26,7 +26,7 @@ av_version=${AV_VERSION:-$(python3 -c 'import av; print(av.__version__)' 2>/dev/
 download "$tmp/core" "av==$av_version" pydantic pydantic-core annotated-types \
   typing-inspection c2pa-python cryptography cffi
 download "$tmp/serve" fastapi starlette uvicorn python-multipart pydantic-settings python-dotenv sqlalchemy greenlet \
-  alembic mako pyjwt asgi-lifespan
+  alembic mako pyjwt asgi-lifespan opentelemetry-api  # FastAPI 0.165 imports opentelemetry
 download "$out" py-spy
 
 for part in core serve; do

@@ -24,7 +24,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,9 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceweave.cuda_graphs import CapturedCall, GraphCache, GraphPool
+from faceweave.models import cuda_depthwise
 
 # NHWC axis -> NCHW axis for rank-4 tensors.
 _NHWC_TO_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
+
+#: which CUDA kernels run the depthwise convolutions (see set_depthwise_kernels)
+DepthwiseChoice = Literal["faceweave", "aten", "cudnn"]
 
 
 def _same_pad(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -72,9 +76,17 @@ class TfConv2d(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_ch), requires_grad=False)
         self.kernel, self.stride, self.dilation = kernel, stride, dilation
         self.padding, self.groups, self.activation = padding, groups, activation
-        self.cudnn_depthwise = False  # see set_cudnn_depthwise
+        self.depthwise_kernels: DepthwiseChoice = "faceweave"  # on CUDA, see set_depthwise_kernels
+        self._hwc: tuple[tuple[Any, ...], torch.Tensor, torch.Tensor] | None = None  # (key, weight (3,3,C), bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.is_cuda and self.groups > 1 and self.depthwise_kernels == "faceweave"
+                and not torch.compiler.is_compiling()  # a driver launch through ctypes: not for dynamo to trace
+                and cuda_depthwise.supports(x, self.kernel, self.stride, self.dilation, self.groups,
+                                            self.weight.shape[0])):
+            kernels = cuda_depthwise.depthwise_kernels(x.device)
+            if kernels is not None:
+                return self._faceweave_depthwise(x, kernels)
         conv_pad: tuple[int, int] | int = 0
         if self.padding == "same":
             top, bottom = _same_pad(x.shape[2], self.kernel[0], self.stride[0], self.dilation[0])
@@ -83,15 +95,31 @@ class TfConv2d(nn.Module):
                 conv_pad = (top, left)  # symmetric: let the conv pad (no extra copy)
             else:
                 x = F.pad(x, (left, right, top, bottom))
-        if x.is_cuda and self.groups > 1 and not self.cudnn_depthwise:
-            # Depthwise convs without cuDNN by default: its first-use plan search cost seconds per net (H100, cuDNN
-            # 9.19; a cold start's budget); PyTorch's own depthwise kernels need no planning (but take NCHW: each
-            # one is framed by layout copies of the NHWC net, see set_cudnn_depthwise).
+        if x.is_cuda and self.groups > 1 and self.depthwise_kernels != "cudnn":
+            # PyTorch's own depthwise kernels, not cuDNN's: cuDNN (9.10 and later) builds a runtime-compiled plan for
+            # each new shape, about a second each (a cold job's first frame 12-15 s later, H100, benchmarks.md §0-27)
             with torch.backends.cudnn.flags(enabled=False):
                 y = F.conv2d(x, self.weight, self.bias, self.stride, conv_pad, self.dilation, self.groups)
         else:
             y = F.conv2d(x, self.weight, self.bias, self.stride, conv_pad, self.dilation, self.groups)
         return _activation_(y, self.activation)
+
+    def _faceweave_depthwise(self, x: torch.Tensor, kernels: cuda_depthwise.DepthwiseKernels) -> torch.Tensor:
+        """This depthwise layer through :func:`~faceweave.models.cuda_depthwise.depthwise3x3_nhwc` (CUDA float32)."""
+        key = (self.weight.data_ptr(), self.weight.device, self.weight.dtype, self.weight._version)
+        if self._hwc is None or self._hwc[0] != key:  # made on the eager warm-up run, before any graph capture
+            self._hwc = (key, self.weight[:, 0].permute(1, 2, 0).contiguous(), self.bias.contiguous())
+        h, w = x.shape[2], x.shape[3]
+        if self.padding == "same":
+            top = _same_pad(h, 3, self.stride[0])[0]
+            left = _same_pad(w, 3, self.stride[1])[0]
+            out = (math.ceil(h / self.stride[0]), math.ceil(w / self.stride[1]))
+        else:
+            top = left = 0
+            out = ((h - 3) // self.stride[0] + 1, (w - 3) // self.stride[1] + 1)
+        x = x.contiguous(memory_format=torch.channels_last)  # already, in the NHWC nets
+        return cuda_depthwise.depthwise3x3_nhwc(x, self._hwc[1], self._hwc[2], self.stride[0], top, left, out,
+                                                self.activation, kernels)
 
 
 class TfPReLU(nn.Module):
@@ -419,21 +447,24 @@ def set_cuda_graphs(module: nn.Module, enabled: bool, pool: GraphPool | None = N
                 sub.graphs.clear()
 
 
-def set_cudnn_depthwise(module: nn.Module, enabled: bool) -> None:
-    """Run the depthwise convolutions of every :class:`GraphNet` inside ``module`` on cuDNN (``True``) or on
-    PyTorch's own kernels (``False``, the default) when on CUDA; graphs captured so far are dropped (they replay the
-    kernels they were captured with). No effect on the CPU.
+def set_depthwise_kernels(module: nn.Module, choice: DepthwiseChoice) -> None:
+    """Choose the CUDA kernels of the depthwise convolutions of every :class:`GraphNet` inside ``module``; graphs
+    captured so far are dropped (they replay the kernels they were captured with). No effect on the CPU.
 
-    cuDNN's NHWC depthwise kernels took the detector with its small-face tiles from 225.9 to 162.1 ms per batch of 32
-    1080p frames, and FaceMesh from 5.56 to 4.67 ms (H100, docs/benchmarks.md §0-26): PyTorch's own kernel takes NCHW,
-    so in the NHWC nets each depthwise convolution is framed by two layout copies. Not the default: cuDNN's first-use
-    plan search cost seconds per net in an earlier session, and the cold start with it is not measured yet."""
+    - ``faceweave`` (the default): :mod:`faceweave.models.cuda_depthwise`, channels-last in and out, padding and bias
+      in the kernel; compiled once per machine and cached (falls back to ``aten`` where it cannot load).
+    - ``aten``: PyTorch's own kernel, which takes NCHW: in the NHWC nets each depthwise convolution is framed by two
+      layout copies (27 of the detector's 60.7 ms of element-wise kernels per batch of 32 1080p frames, H100, §0-26).
+    - ``cudnn``: cuDNN's NHWC kernels (detection 225.9 → 162.1 ms per batch, §0-26), but a runtime-compiled plan per
+      new shape, about a second each: a cold job's first frame 12-15 s later (§0-27)."""
+    if choice not in ("faceweave", "aten", "cudnn"):
+        raise ValueError(f"depthwise kernels: {choice!r} (faceweave, aten or cudnn)")
     for sub in module.modules():
         if isinstance(sub, GraphNet):
             sub.graphs.clear()
             for layer in sub.layers:
                 if isinstance(layer, TfConv2d):
-                    layer.cudnn_depthwise = enabled
+                    layer.depthwise_kernels = choice
 
 
 def load_graphnet(path: Path) -> GraphNet:

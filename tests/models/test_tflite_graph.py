@@ -13,7 +13,7 @@ from faceweave.analysis import detect as detect_module
 from faceweave.analysis.detect import FaceDetector
 from faceweave.models.blazeface import load_blazeface
 from faceweave.models.facemesh import load_facemesh
-from faceweave.models.tflite_graph import GraphNet, TfConv2d, cuda_batch_bucket, set_cuda_graphs, set_cudnn_depthwise
+from faceweave.models.tflite_graph import GraphNet, TfConv2d, cuda_batch_bucket, set_cuda_graphs, set_depthwise_kernels
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.settings import SwapSettings
 
@@ -102,24 +102,30 @@ def test_detector_same_faces_with_and_without_graphs(device: torch.device, dtype
         assert float((fa[0].keypoints - fb[0].keypoints).abs().max()) <= 1e-3
 
 
-def test_cudnn_depthwise_same_faces(device: torch.device, media: Any) -> None:
-    """set_cudnn_depthwise (cuDNN's depthwise kernels: −28 % detection time per batch on an H100, benchmarks.md
-    §0-26) reaches every depthwise convolution, drops the graphs captured with the other kernels, and finds the same
-    faces at the same points as PyTorch's own kernels (on the CPU it changes nothing)."""
+@pytest.mark.parametrize("choice", ["aten", "cudnn"])
+def test_depthwise_kernels_same_faces(device: torch.device, media: Any, choice: str) -> None:
+    """set_depthwise_kernels reaches every depthwise convolution, drops the graphs captured with the other kernels,
+    and PyTorch's and cuDNN's kernels find the same faces at the same points as faceweave's own (the default); on the
+    CPU the choice changes nothing."""
     frames = torch.stack([torch.from_numpy(media.rgb(n)).permute(2, 0, 1).float() / 255
                           for n in ("astronaut.png", "astronaut.png")]).to(device)
-    aten, cudnn = FaceDetector(device), FaceDetector(device)
-    cudnn.detect(frames)  # on CUDA: graphs captured with PyTorch's kernels
-    set_cudnn_depthwise(cudnn, True)
-    nets = [m for m in cudnn.modules() if isinstance(m, GraphNet)]
-    depthwise = [m for m in cudnn.modules() if isinstance(m, TfConv2d) and m.groups > 1]
-    assert depthwise and all(m.cudnn_depthwise for m in depthwise)
+    default, other = FaceDetector(device), FaceDetector(device)
+    other.detect(frames)  # on CUDA: graphs captured with faceweave's kernels
+    set_depthwise_kernels(other, choice)  # type: ignore[arg-type]
+    nets = [m for m in other.modules() if isinstance(m, GraphNet)]
+    depthwise = [m for m in other.modules() if isinstance(m, TfConv2d) and m.groups > 1]
+    assert depthwise and all(m.depthwise_kernels == choice for m in depthwise)
     assert all(not net.captured for net in nets)
-    a, b = aten.detect(frames), cudnn.detect(frames)
+    a, b = default.detect(frames), other.detect(frames)
     assert [len(f) for f in a] == [len(f) for f in b] == [1, 1]
     for fa, fb in zip(a, b, strict=True):
         assert float((fa[0].keypoints - fb[0].keypoints).abs().max()) <= 1e-2
         assert abs(fa[0].score - fb[0].score) <= 1e-3
+
+
+def test_set_depthwise_kernels_rejects_unknown_choice() -> None:
+    with pytest.raises(ValueError, match="faceweave, aten or cudnn"):
+        set_depthwise_kernels(FaceDetector(torch.device("cpu")), "winograd")  # type: ignore[arg-type]
 
 
 def test_blazeface_capture_per_bucket(device: torch.device) -> None:
