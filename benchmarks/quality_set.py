@@ -3,6 +3,7 @@
     PYTHONPATH=$PWD python benchmarks/quality_set.py --split tune --json tune.json [--out-dir DIR] [--set k=v ...]
     PYTHONPATH=$PWD python benchmarks/quality_set.py --groups          # detection recall on grids + face-less frames
     PYTHONPATH=$PWD python benchmarks/quality_set.py --video           # colour flicker on carphone
+    PYTHONPATH=$PWD python benchmarks/quality_set.py --split tune --source-scale 0.4   # small sources, magnified
 
 Every case runs with the default settings (plus ``--set`` overrides) on the CPU, as a new user would, and is judged
 by faceweave.eval (identity by dlib, realism metrics of faceweave/eval/realism.py).
@@ -16,6 +17,7 @@ import math
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +39,19 @@ def _settings(overrides: list[str]) -> SwapSettings:
 
 
 def run_split(split: str, settings: SwapSettings, out_dir: Path | None = None,
-              variants: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """Swap and judge every case of ``split``; one row per case."""
+              variants: tuple[str, ...] | None = None, source_scale: float = 1.0) -> list[dict[str, Any]]:
+    """Swap and judge every case of ``split``; one row per case. ``source_scale`` < 1 shrinks every source image
+    (area) first, so that its face is magnified onto the target (as a small source photo is); identity is then
+    judged against the shrunk source."""
     engine = SwapEngine(settings)
     rows = []
     prepared: dict[str, Any] = {}
     for case in build_cases(split, *([variants] if variants else [])):
+        if source_scale != 1.0:
+            import cv2
+
+            case = replace(case, source=cv2.resize(case.source, None, fx=source_scale, fy=source_scale,
+                                                   interpolation=cv2.INTER_AREA))
         if case.source_name not in prepared:
             prepared[case.source_name] = engine.prepare_sources([case.source])
         t0 = time.perf_counter()
@@ -152,6 +161,8 @@ def main() -> None:
     ap.add_argument("--video", action="store_true")
     ap.add_argument("--variants", help="comma-separated subset of the cases' variants")
     ap.add_argument("--set", action="append", default=[], help="a SwapSettings override, key=value")
+    ap.add_argument("--source-scale", type=float, default=1.0,
+                    help="shrink each source image by this factor first (its face is then magnified, e.g. 0.4)")
     ap.add_argument("--out-dir", type=Path)
     ap.add_argument("--json", type=Path, help="write the report here")
     args = ap.parse_args()
@@ -159,7 +170,7 @@ def main() -> None:
     report: dict[str, Any] = {"settings": args.set}
     for split in args.split:
         rows = run_split(split, settings, args.out_dir / split if args.out_dir else None,
-                         tuple(args.variants.split(",")) if args.variants else None)
+                         tuple(args.variants.split(",")) if args.variants else None, args.source_scale)
         report[split] = {"summary": summarise(rows), "rows": rows}
         print(split, json.dumps(report[split]["summary"], indent=1))
     if args.groups:

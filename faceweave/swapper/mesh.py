@@ -42,11 +42,12 @@ from faceweave.ops.colour import (
 )
 from faceweave.ops.crops import square_boxes as _square_box
 from faceweave.ops.filters import area_window, gaussian_blur_traced
-from faceweave.ops.geometry import transform_points
+from faceweave.ops.geometry import compose_affine, invert_affine, transform_points
 from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
 from faceweave.ops.occlusion import occlusion_mask
 from faceweave.ops.warp import piecewise_affine_warp, triangle_blocks, warp_affine
 from faceweave.settings import BlendMode, ColourMode, SwapSettings
+from faceweave.swapper.detail import band_sigmas, feature_weight, restore_source_detail
 from faceweave.swapper.geometry import (
     CROP_MARGIN,
     GRAIN_MAX_SIGMA,
@@ -84,7 +85,7 @@ KEEP_DETAIL_LIMIT = 0.03
 
 @dataclass(frozen=True)
 class MeshSwapOptions:
-    """The built-in swapper's options: the eight :class:`~faceweave.settings.SwapSettings` fields it reads (see
+    """The built-in swapper's options: the nine :class:`~faceweave.settings.SwapSettings` fields it reads (see
     there for their meaning and ranges), taken once per engine with :meth:`from_settings`."""
 
     shape_transfer: float
@@ -95,13 +96,14 @@ class MeshSwapOptions:
     mask_erosion: float
     mask_feather: float
     occlusion: bool = False
+    detail_restore: bool = False
 
     @classmethod
     def from_settings(cls, settings: SwapSettings) -> MeshSwapOptions:
         return cls(shape_transfer=settings.shape_transfer, keep_mouth=settings.keep_mouth,
                    keep_eyes=settings.keep_eyes, colour_transfer=settings.colour_transfer, blend=settings.blend,
                    mask_erosion=settings.mask_erosion, mask_feather=settings.mask_feather,
-                   occlusion=settings.occlusion)
+                   occlusion=settings.occlusion, detail_restore=settings.detail_restore)
 
 
 @dataclass(frozen=True)
@@ -475,6 +477,8 @@ def swap_faces(
                                                      grain=magnification >= GRAIN_MIN_MAGNIFICATION,
                                                      read_masks=dev.type == "cpu")
 
+    # the source's magnification in frame pixels (the detail restoration's bands follow it; none below 1.25×)
+    detail_sigmas = band_sigmas(_magnification(src_pts, geo, torch.tensor([s.scale for _, _, s in items])))
     out = frames.clone()
     # On the CPU, blend only the footprint of the masks' window (a crop's margin is about half its area); on a
     # device, finding it would wait for the device
@@ -495,9 +499,38 @@ def swap_faces(
             base, keep = (targets, keeps) if k_round == 0 else (None, None)
             region, (x0, y0, x1, y1) = paste_back_region(out, f_idx, crops, masks, m[this_round], base=base, keep=keep,
                                                          detail_limit=KEEP_DETAIL_LIMIT, support=support)
+            if region is not None and options.detail_restore and detail_sigmas:
+                region = _restore_in_frame(region, frames[f_idx, :, y0:y1, x0:x1], masks, keeps, m[this_round],
+                                           (x0, y0), detail_sigmas)
             if region is not None:
                 out[f_idx, :, y0:y1, x0:x1] = region if keep is None else region.clamp(0, 1)
     return out
+
+
+def _restore_in_frame(region: torch.Tensor, target: torch.Tensor, masks: torch.Tensor, keeps: torch.Tensor,
+                      m: torch.Tensor, origin: tuple[int, int], sigmas: tuple[float, ...]) -> torch.Tensor:
+    """:func:`~faceweave.swapper.detail.restore_source_detail` on a pasted region, at the frame's resolution, on the
+    swapped eyes, brows and lips only (:func:`~faceweave.swapper.detail.feature_weight`).
+
+    Args:
+        region: ``(B, 3, h, w)`` the pasted frame window (float ``[0, 1]`` RGB); target: the same window before the
+            swap. masks, keeps: ``(B, 1, S, S)`` the crops' blend mask and the paste-back's ``keep`` (1 on the skin,
+            0 on the eyes, brows and lips). m: ``(B, 2, 3)`` frame → crop (host). origin: the window's ``(x0, y0)``
+            frame pixel. sigmas: the bands' blurs (frame px, :func:`~faceweave.swapper.detail.band_sigmas`), each
+            restored in turn.
+
+    Returns:
+        ``(B, 3, h, w)`` like ``region``.
+    """
+    wd = torch.float32 if region.dtype in (torch.float16, torch.bfloat16) else region.dtype
+    shift = torch.tensor([[1.0, 0.0, -origin[0]], [0.0, 1.0, -origin[1]]], dtype=wd).expand(m.shape[0], 2, 3)
+    crop_to_window = compose_affine(shift, invert_affine(m.to(wd)))
+    both = warp_affine(torch.cat([masks, keeps], 1).to(wd), crop_to_window, region.shape[-2:])
+    weight = feature_weight(both[:, :1], both[:, 1:])
+    weight = weight.to(region.dtype)
+    for band in sigmas:
+        region = restore_source_detail(region, target, weight, sigma=band)
+    return region
 
 
 def crop_graphs(options: MeshSwapOptions, pool: GraphPool | None = None) -> GraphCache:
