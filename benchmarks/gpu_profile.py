@@ -66,7 +66,7 @@ def profile_stage(fn: Any, top: int) -> dict[str, Any]:
 
 
 def stage_report(settings: SwapSettings, frames_np: np.ndarray, batch: int, repeats: int, top: int,
-                 depthwise: DepthwiseChoice = "faceweave") -> dict[str, Any]:
+                 depthwise: DepthwiseChoice = "aten") -> dict[str, Any]:
     engine = SwapEngine(settings)
     set_depthwise_kernels(engine.detector, depthwise)  # type: ignore[arg-type]  # FaceDetector, an nn.Module
     set_depthwise_kernels(engine.mesh, depthwise)  # type: ignore[arg-type]
@@ -119,9 +119,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--e2e-seconds", type=float, default=0.0, help="also run the end-to-end swap on this long a clip")
-    ap.add_argument("--depthwise", default="faceweave",
+    ap.add_argument("--depthwise", default="aten",
                     help="comma list of the depthwise kernels to profile in turn (set_depthwise_kernels): "
-                         "'faceweave' (the default: faceweave's own), 'aten' (PyTorch's), 'cudnn'")
+                         "'aten' (the default: PyTorch's), 'faceweave' (faceweave's own), 'cudnn'")
     ap.add_argument("--no-eager", action="store_true", help="profile with CUDA graphs only (skip the eager runs)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--host-profile", type=Path, default=None, help="cProfile of the graphs e2e run, to this file")
@@ -139,7 +139,7 @@ def main() -> None:
         ap.error(f"--depthwise takes faceweave, aten and/or cudnn, got {args.depthwise!r}")
     for kernels, graphs, batch in itertools.product(depthwise, (True,) if args.no_eager else (False, True),
                                                    args.batch):
-        suffix = "" if kernels == "faceweave" else f"_{kernels}_dw"
+        suffix = "" if kernels == "aten" else f"_{kernels}_dw"
         key = f"{'graphs' if graphs else 'eager'}_{args.dtype}_b{batch}{suffix}"
         settings = SwapSettings(device="cuda", dtype=args.dtype, batch_size=batch, cuda_graphs=graphs)
         report["stages"][key] = rep = stage_report(settings, frames_np, batch, args.repeats, args.top,
