@@ -144,7 +144,8 @@ def main() -> None:
         ap.error(f"--detection takes auto, deferred and/or inline, got {args.detection!r}")
     width, height = (int(v) for v in args.size.lower().split("x"))
     values: dict[str, Any] = {"device": args.device, "dtype": args.dtype,
-                              "enhancer": None if args.enhancer == "none" else args.enhancer}
+                              "enhancer": None if args.enhancer == "none" else args.enhancer,
+                              "detail_restore": False}  # as faceweave live and the /live sessions
     if args.detect_every:
         values["detect_every"] = args.detect_every
     settings = SwapSettings.build(**values)

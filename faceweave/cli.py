@@ -192,6 +192,7 @@ def swap(
     recogniser: Annotated[str | None, typer.Option(help="'dlib' (built-in) or 'arcface'")] = None,
     occlusion_mask: Annotated[str | None, typer.Option(help="face-parser plug-in for occlusions")] = None,
     occlusion: Annotated[bool | None, typer.Option("--occlusion/--no-occlusion", help="built-in occlusion estimate (experimental)")] = None,
+    detail_restore: Annotated[bool | None, typer.Option("--detail-restore/--no-detail-restore", help="built-in swap: sharpen a magnified face's eyes, brows and lips with their own detail (default on)")] = None,
     pixel_boost: Annotated[int | None, typer.Option(help="128-px swappers: k×k tiles (1, 2, 4)")] = None,
     model_dir: Annotated[str | None, typer.Option(help="plug-in model folder (default $FACEWEAVE_MODELS)")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
@@ -223,8 +224,8 @@ def swap(
     settings = _settings_from(dict(
         selector=selector, face_index=face_index, reference_threshold=reference_threshold, swapper=swapper,
         shape_transfer=shape_transfer, keep_mouth=keep_mouth, keep_eyes=keep_eyes, blend=blend, enhancer=enhancer,
-        detector=detector, recogniser=recogniser, occlusion_mask=occlusion_mask, occlusion=occlusion, pixel_boost=pixel_boost,
-        model_dir=model_dir, device=device, dtype=dtype, batch_size=batch_size, devices=devices, cuda_graphs=cuda_graphs, video_codec=video_codec, crf=crf,
+        detector=detector, recogniser=recogniser, occlusion_mask=occlusion_mask, occlusion=occlusion, detail_restore=detail_restore,
+        pixel_boost=pixel_boost, model_dir=model_dir, device=device, dtype=dtype, batch_size=batch_size, devices=devices, cuda_graphs=cuda_graphs, video_codec=video_codec, crf=crf,
         preset=preset, pix_fmt=pix_fmt, trim_start=trim_start, trim_end=trim_end, workers=workers,
         detect_every=detect_every, smoothing=smoothing, skip_corrupt=skip_corrupt, max_pixels=max_pixels,
         max_duration_s=max_duration, provenance_label=label,

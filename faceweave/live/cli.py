@@ -40,6 +40,7 @@ def live_command(
         smoothing=smoothing, provenance_label=label).items() if v is not None}
     # Live defaults to no enhancer: the detail pass costs ~20 % of a CPU frame (docs/benchmarks.md §4); ask for it.
     given["enhancer"] = None if enhancer in (None, "none") else enhancer
+    given["detail_restore"] = False  # likewise: a frame-rate cost for a sharpness a moving picture hides
     settings = SwapSettings.build(**given)
     err = Console(stderr=True)
     stop = threading.Event()

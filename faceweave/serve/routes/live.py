@@ -42,7 +42,8 @@ router = APIRouter(tags=["live"])
 STATIC_DIR = Path(__file__).parent.parent / "static"
 # what a session may choose: the rest decides which models the shared engine holds, so the operator sets it
 SESSION_FIELDS = {"selector", "face_index", "reference_threshold", "detect_every", "smoothing", "provenance_label"}
-LIVE_DEFAULTS = {"enhancer": None}  # the detail pass costs ~20 % of a CPU frame; live favours the frame rate
+#: the detail pass costs ~20 % of a CPU frame, and the detail restoration a little more: live favours the frame rate
+LIVE_DEFAULTS = {"enhancer": None, "detail_restore": False}
 
 
 class LiveAnswer(BaseModel):
