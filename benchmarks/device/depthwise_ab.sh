@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# One device call (docs/benchmarks.md §0-27): faceweave's own CUDA depthwise kernel against PyTorch's.
+#   bash scripts/device_carry.sh        # here, once per checkout: builds .device/ (ignored)
+#   device run: bash benchmarks/device/depthwise_ab.sh   carry: .device/core312.tar.xz .device/serve312.tar.xz .device/setup.sh
+# Steps, most important first: compile + load time, GPU tests of the kernel and of the nets with it, the detection
+# profile A/B, the stream A/B, the cold start A/B, the :sync load test, 8 live sessions A/B. About 9 minutes.
+. .device/setup.sh
+R=$OUT/r
+TG=faceweave/models/tflite_graph.py
+use() { sed -i "s/self.depthwise_kernels: DepthwiseChoice = \"[a-z]*\"/self.depthwise_kernels: DepthwiseChoice = \"$1\"/" $TG; }
+echo "== 0 compile and load"; date
+if ! python3 - <<'PY'
+import time, torch
+from pathlib import Path
+from faceweave.models import cuda_depthwise as c
+torch.zeros(1, device="cuda"); torch.cuda.synchronize()
+for i in range(2):
+    t = time.perf_counter(); k = c.load_kernels(torch.device("cuda"), Path("/tmp/kc")); dt = time.perf_counter() - t
+    print(f"load_kernels #{i+1}: {dt*1000:.1f} ms, compiled={k.compiled}, {k.cubin_path.stat().st_size} bytes")
+PY
+then echo "KERNEL FAILED"; exit 1; fi
+echo "== 1 GPU tests with faceweave's kernel as the default"; date
+use faceweave
+timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider tests/models tests/analysis 2>&1 | tail -12
+echo "== 2 detection kernels"; date
+timeout 150 python3 benchmarks/gpu_profile.py --batch 32 --dtype float16 --repeats 8 --top 15 --no-eager \
+  --depthwise faceweave,aten --json $R/prof.json > $R/prof.txt 2>&1; grep -E "^graphs.*: " $R/prof.txt | cut -c1-150
+echo "== 3 stream A/B"; date
+for c in synth photo; do for v in faceweave aten; do
+  timeout 70 python3 benchmarks/stream_profile.py --content $c --seconds 20 --no-cprofile --device cuda --depthwise $v \
+    > $R/stream_${c}_$v.txt 2>&1; echo "$c $v: $(head -2 $R/stream_${c}_$v.txt | cut -c1-330)"
+done; done
+echo "== 4 cold start"; date
+for v in faceweave aten faceweave aten; do use $v
+  timeout 40 python3 benchmarks/cold_start.py --device cuda --size 1920x1080 --seconds 1 --repeats 1 --modes auto \
+    > $R/cold_$v.txt 2>&1; echo "cold $v: $(grep -m1 'auto (median)' $R/cold_$v.txt | cut -c1-200)"
+done
+use faceweave
+echo "== 5 :sync load"; date
+for n in 1 8 32; do timeout 45 python3 benchmarks/load_sync.py --clients $n --seconds 10 --size 1920 --format jpg \
+  --targets obama2.jpg --sync-batch 16 --device cuda > $R/sync_$n.txt 2>&1; tail -1 $R/sync_$n.txt | cut -c1-300; done
+echo "== 6 live 720p, 8 sessions"; date
+for v in faceweave aten; do use $v; timeout 45 python3 benchmarks/live_bench.py --size 1280x720 --seconds 10 --sessions 8 \
+  --device cuda > $R/live_$v.txt 2>&1; echo "live $v:"; tail -4 $R/live_$v.txt | cut -c1-250; done
+date; tar czf $OUT/r.tgz -C $OUT r
