@@ -86,7 +86,11 @@ class TfConv2d(nn.Module):
                                             self.weight.shape[0])):
             kernels = cuda_depthwise.depthwise_kernels(x.device)
             if kernels is not None:
-                return self._faceweave_depthwise(x, kernels)
+                key = (self.weight.data_ptr(), self.weight.device, self.weight._version)
+                if self._hwc is None or self._hwc[0] != key:  # made on the eager warm-up run, before any capture
+                    self._hwc = (key, self.weight[:, 0].permute(1, 2, 0).contiguous(), self.bias.contiguous())
+                return cuda_depthwise.tf_depthwise3x3(x, self._hwc[1], self._hwc[2], self.stride[0], self.padding,
+                                                      self.activation, kernels)
         conv_pad: tuple[int, int] | int = 0
         if self.padding == "same":
             top, bottom = _same_pad(x.shape[2], self.kernel[0], self.stride[0], self.dilation[0])
@@ -103,23 +107,6 @@ class TfConv2d(nn.Module):
         else:
             y = F.conv2d(x, self.weight, self.bias, self.stride, conv_pad, self.dilation, self.groups)
         return _activation_(y, self.activation)
-
-    def _faceweave_depthwise(self, x: torch.Tensor, kernels: cuda_depthwise.DepthwiseKernels) -> torch.Tensor:
-        """This depthwise layer through :func:`~faceweave.models.cuda_depthwise.depthwise3x3_nhwc` (CUDA float32)."""
-        key = (self.weight.data_ptr(), self.weight.device, self.weight.dtype, self.weight._version)
-        if self._hwc is None or self._hwc[0] != key:  # made on the eager warm-up run, before any graph capture
-            self._hwc = (key, self.weight[:, 0].permute(1, 2, 0).contiguous(), self.bias.contiguous())
-        h, w = x.shape[2], x.shape[3]
-        if self.padding == "same":
-            top = _same_pad(h, 3, self.stride[0])[0]
-            left = _same_pad(w, 3, self.stride[1])[0]
-            out = (math.ceil(h / self.stride[0]), math.ceil(w / self.stride[1]))
-        else:
-            top = left = 0
-            out = ((h - 3) // self.stride[0] + 1, (w - 3) // self.stride[1] + 1)
-        x = x.contiguous(memory_format=torch.channels_last)  # already, in the NHWC nets
-        return cuda_depthwise.depthwise3x3_nhwc(x, self._hwc[1], self._hwc[2], self.stride[0], top, left, out,
-                                                self.activation, kernels)
 
 
 class TfPReLU(nn.Module):

@@ -25,8 +25,11 @@ import torch
 from faceweave.errors import ShapeError, check_shape
 from faceweave.ops.colour import luminance
 from faceweave.ops.filters import gaussian_blur
+from faceweave.ops.geometry import compose_affine, invert_affine
+from faceweave.ops.warp import warp_affine
 
-__all__ = ["band_sigma", "band_sigmas", "feature_weight", "luminance_band", "band_gain", "restore_source_detail"]
+__all__ = ["band_sigma", "band_sigmas", "feature_weight", "luminance_band", "band_gain", "restore_source_detail",
+           "restore_in_frame"]
 
 #: The unsharp mask's blur, as a fraction of the magnification (frame px per source px): the source's one-pixel
 #: detail spans about ``m`` output pixels (a gaussian sigma of about ``m / 2``); 0.7 (a little wider) gave the same
@@ -137,3 +140,29 @@ def restore_source_detail(out: torch.Tensor, target: torch.Tensor, weight: torch
     restored = (o + step).clamp(0.0, 1.0)
     # weight == 0 keeps the pixel bit for bit (no round trip through the work dtype)
     return torch.where(w > 0, restored.to(out.dtype), out)
+
+
+def restore_in_frame(region: torch.Tensor, target: torch.Tensor, masks: torch.Tensor, keeps: torch.Tensor,
+                      m: torch.Tensor, origin: tuple[int, int], sigmas: tuple[float, ...]) -> torch.Tensor:
+    """:func:`restore_source_detail` on a pasted region, at the frame's resolution, on the
+    swapped eyes, brows and lips only (:func:`feature_weight`).
+
+    Args:
+        region: ``(B, 3, h, w)`` the pasted frame window (float ``[0, 1]`` RGB); target: the same window before the
+            swap. masks, keeps: ``(B, 1, S, S)`` the crops' blend mask and the paste-back's ``keep`` (1 on the skin,
+            0 on the eyes, brows and lips). m: ``(B, 2, 3)`` frame → crop (host). origin: the window's ``(x0, y0)``
+            frame pixel. sigmas: the bands' blurs (frame px, :func:`band_sigmas`), each
+            restored in turn.
+
+    Returns:
+        ``(B, 3, h, w)`` like ``region``.
+    """
+    wd = torch.float32 if region.dtype in (torch.float16, torch.bfloat16) else region.dtype
+    shift = torch.tensor([[1.0, 0.0, -origin[0]], [0.0, 1.0, -origin[1]]], dtype=wd).expand(m.shape[0], 2, 3)
+    crop_to_window = compose_affine(shift, invert_affine(m.to(wd)))
+    both = warp_affine(torch.cat([masks, keeps], 1).to(wd), crop_to_window, region.shape[-2:])
+    weight = feature_weight(both[:, :1], both[:, 1:])
+    weight = weight.to(region.dtype)
+    for band in sigmas:
+        region = restore_source_detail(region, target, weight, sigma=band)
+    return region

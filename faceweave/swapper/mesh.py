@@ -42,12 +42,12 @@ from faceweave.ops.colour import (
 )
 from faceweave.ops.crops import square_boxes as _square_box
 from faceweave.ops.filters import area_window, gaussian_blur_traced
-from faceweave.ops.geometry import compose_affine, invert_affine, transform_points
+from faceweave.ops.geometry import transform_points
 from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
 from faceweave.ops.occlusion import occlusion_mask
 from faceweave.ops.warp import piecewise_affine_warp, triangle_blocks, warp_affine
 from faceweave.settings import BlendMode, ColourMode, SwapSettings
-from faceweave.swapper.detail import band_sigmas, feature_weight, restore_source_detail
+from faceweave.swapper.detail import band_sigmas, restore_in_frame
 from faceweave.swapper.geometry import (
     CROP_MARGIN,
     GRAIN_MAX_SIGMA,
@@ -500,37 +500,11 @@ def swap_faces(
             region, (x0, y0, x1, y1) = paste_back_region(out, f_idx, crops, masks, m[this_round], base=base, keep=keep,
                                                          detail_limit=KEEP_DETAIL_LIMIT, support=support)
             if region is not None and options.detail_restore and detail_sigmas:
-                region = _restore_in_frame(region, frames[f_idx, :, y0:y1, x0:x1], masks, keeps, m[this_round],
+                region = restore_in_frame(region, frames[f_idx, :, y0:y1, x0:x1], masks, keeps, m[this_round],
                                            (x0, y0), detail_sigmas)
             if region is not None:
                 out[f_idx, :, y0:y1, x0:x1] = region if keep is None else region.clamp(0, 1)
     return out
-
-
-def _restore_in_frame(region: torch.Tensor, target: torch.Tensor, masks: torch.Tensor, keeps: torch.Tensor,
-                      m: torch.Tensor, origin: tuple[int, int], sigmas: tuple[float, ...]) -> torch.Tensor:
-    """:func:`~faceweave.swapper.detail.restore_source_detail` on a pasted region, at the frame's resolution, on the
-    swapped eyes, brows and lips only (:func:`~faceweave.swapper.detail.feature_weight`).
-
-    Args:
-        region: ``(B, 3, h, w)`` the pasted frame window (float ``[0, 1]`` RGB); target: the same window before the
-            swap. masks, keeps: ``(B, 1, S, S)`` the crops' blend mask and the paste-back's ``keep`` (1 on the skin,
-            0 on the eyes, brows and lips). m: ``(B, 2, 3)`` frame → crop (host). origin: the window's ``(x0, y0)``
-            frame pixel. sigmas: the bands' blurs (frame px, :func:`~faceweave.swapper.detail.band_sigmas`), each
-            restored in turn.
-
-    Returns:
-        ``(B, 3, h, w)`` like ``region``.
-    """
-    wd = torch.float32 if region.dtype in (torch.float16, torch.bfloat16) else region.dtype
-    shift = torch.tensor([[1.0, 0.0, -origin[0]], [0.0, 1.0, -origin[1]]], dtype=wd).expand(m.shape[0], 2, 3)
-    crop_to_window = compose_affine(shift, invert_affine(m.to(wd)))
-    both = warp_affine(torch.cat([masks, keeps], 1).to(wd), crop_to_window, region.shape[-2:])
-    weight = feature_weight(both[:, :1], both[:, 1:])
-    weight = weight.to(region.dtype)
-    for band in sigmas:
-        region = restore_source_detail(region, target, weight, sigma=band)
-    return region
 
 
 def crop_graphs(options: MeshSwapOptions, pool: GraphPool | None = None) -> GraphCache:
