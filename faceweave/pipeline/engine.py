@@ -431,7 +431,8 @@ class SwapEngine:
         if self.settings.selector == "reference":
             face = self.identify(image, [[face]])[0][0]
         latent = self._swapper.prepare_source(image, face) if self._swapper is not None else None
-        return PreparedSource(face=face, texture=prepare_source_texture(image, face), latent=latent)
+        return PreparedSource(face=face, texture=prepare_source_texture(
+            image, face, hairline_fill=self.swap_options.hairline_fill), latent=latent)
 
     @_serialised
     def reference_embeddings(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
