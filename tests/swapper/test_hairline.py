@@ -17,7 +17,8 @@ from faceweave.ops.masks import polygon_mask
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.image import swap_image
 from faceweave.settings import SwapSettings
-from faceweave.swapper.mesh import fill_source_hair, prepare_source_texture, source_skin
+from faceweave.swapper.hairline import fill_source_hair, source_skin
+from faceweave.swapper.mesh import prepare_source_texture
 
 
 @pytest.fixture(scope="module")
