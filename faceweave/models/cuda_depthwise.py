@@ -283,22 +283,6 @@ def depthwise3x3_nhwc(x: torch.Tensor, weight_hwc: torch.Tensor, bias: torch.Ten
     return y
 
 
-def tf_depthwise3x3(x: torch.Tensor, weight_hwc: torch.Tensor, bias: torch.Tensor, stride: int, padding: str,
-                    activation: str, kernels: DepthwiseKernels) -> torch.Tensor:
-    """:func:`depthwise3x3_nhwc` with TFLite's ``padding``: ``same`` (the odd pixel of padding after, as TF pads) or
-    ``valid``. ``x`` ``(B, C, H, W)`` CUDA float32 (made channels-last if it is not); returns ``(B, C, H', W')``."""
-    h, w = x.shape[2], x.shape[3]
-    if padding == "same":
-        out = (-(-h // stride), -(-w // stride))
-        top = max((out[0] - 1) * stride + 3 - h, 0) // 2
-        left = max((out[1] - 1) * stride + 3 - w, 0) // 2
-    else:
-        top = left = 0
-        out = ((h - 3) // stride + 1, (w - 3) // stride + 1)
-    x = x.contiguous(memory_format=torch.channels_last)  # already, in the NHWC nets
-    return depthwise3x3_nhwc(x, weight_hwc, bias, stride, top, left, out, activation, kernels)
-
-
 def supports(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
              groups: int, in_channels: int) -> bool:
     """Whether :func:`depthwise3x3_nhwc` computes this convolution: CUDA float32, 3×3, equal strides of 1 or 2, no

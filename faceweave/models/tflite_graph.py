@@ -80,6 +80,10 @@ class TfConv2d(nn.Module):
         self._hwc: tuple[tuple[Any, ...], torch.Tensor, torch.Tensor] | None = None  # (key, weight (3,3,C), bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top = bottom = left = right = 0
+        if self.padding == "same":
+            top, bottom = _same_pad(x.shape[2], self.kernel[0], self.stride[0], self.dilation[0])
+            left, right = _same_pad(x.shape[3], self.kernel[1], self.stride[1], self.dilation[1])
         if (x.is_cuda and self.groups > 1 and self.depthwise_kernels == "faceweave"
                 and not torch.compiler.is_compiling()  # a driver launch through ctypes: not for dynamo to trace
                 and cuda_depthwise.supports(x, self.kernel, self.stride, self.dilation, self.groups,
@@ -89,16 +93,14 @@ class TfConv2d(nn.Module):
                 key = (self.weight.data_ptr(), self.weight.device, self.weight._version)
                 if self._hwc is None or self._hwc[0] != key:  # made on the eager warm-up run, before any capture
                     self._hwc = (key, self.weight[:, 0].permute(1, 2, 0).contiguous(), self.bias.contiguous())
-                return cuda_depthwise.tf_depthwise3x3(x, self._hwc[1], self._hwc[2], self.stride[0], self.padding,
-                                                      self.activation, kernels)
-        conv_pad: tuple[int, int] | int = 0
-        if self.padding == "same":
-            top, bottom = _same_pad(x.shape[2], self.kernel[0], self.stride[0], self.dilation[0])
-            left, right = _same_pad(x.shape[3], self.kernel[1], self.stride[1], self.dilation[1])
-            if top == bottom and left == right:
-                conv_pad = (top, left)  # symmetric: let the conv pad (no extra copy)
-            else:
-                x = F.pad(x, (left, right, top, bottom))
+                out = ((x.shape[2] + top + bottom - 3) // self.stride[0] + 1,
+                       (x.shape[3] + left + right - 3) // self.stride[1] + 1)
+                return cuda_depthwise.depthwise3x3_nhwc(x.contiguous(memory_format=torch.channels_last), self._hwc[1],
+                                                        self._hwc[2], self.stride[0], top, left, out, self.activation,
+                                                        kernels)
+        conv_pad = (top, left)  # symmetric (or none): the conv pads, no extra copy
+        if top != bottom or left != right:
+            x, conv_pad = F.pad(x, (left, right, top, bottom)), (0, 0)
         if x.is_cuda and self.groups > 1 and self.depthwise_kernels != "cudnn":
             # PyTorch's own depthwise kernels, not cuDNN's: cuDNN (9.10 and later) builds a runtime-compiled plan for
             # each new shape, about a second each (a cold job's first frame 12-15 s later, H100, benchmarks.md §0-27)

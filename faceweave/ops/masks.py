@@ -25,6 +25,7 @@ __all__ = [
     "dilate_mask",
     "feather_mask",
     "triangles_mask",
+    "pad_polygons",
 ]
 
 
@@ -247,3 +248,10 @@ def triangles_mask(pts: torch.Tensor, triangles: torch.Tensor, size: Sequence[in
     """
     ids = rasterise_triangles(pts, triangles, size)
     return (ids >= 0).unsqueeze(1).to(pts.dtype)
+
+
+def pad_polygons(polys: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``(F, P_i, 2)`` outlines → ``(F, len, L, 2)``, short ones padded by repeating their last vertex (zero-length
+    edges, which :func:`polygon_mask` ignores)."""
+    length = max(p.shape[1] for p in polys)
+    return torch.stack([torch.cat([p, p[:, -1:].expand(-1, length - p.shape[1], -1)], 1) for p in polys], 1)

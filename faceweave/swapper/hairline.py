@@ -4,14 +4,12 @@ gets no band of the source's hair (docs/quality.md, "Hairline fill")."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
 from faceweave.models import topology
 from faceweave.ops.colour import lab_to_rgb
-from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
+from faceweave.ops.masks import erode_mask, feather_mask, pad_polygons, polygon_mask
 
 #: Hairline fill (:func:`fill_source_hair`): colour distances (weighted CIELAB) from the source's cheek skin at which a
 #: pixel above its eyebrows counts fully as skin, and fully as hair (a fringe).
@@ -19,13 +17,6 @@ SOURCE_SKIN_DE = (12.0, 24.0)
 #: The fill starts this far above the eyebrows' top (fraction of the face) and is full 3 % higher (tune, astronaut's
 #: fringe: 0.02 cost 0.044 of identity on its cases, 0.04 half that for the same seam_top; 0.08 changed nothing).
 HAIRLINE_FILL_FROM = 0.04
-
-
-def pad_polygons(polys: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``(F, P_i, 2)`` outlines → ``(F, len, L, 2)``, short ones padded by repeating their last vertex (zero-length
-    edges, which :func:`polygon_mask` ignores)."""
-    length = max(p.shape[1] for p in polys)
-    return torch.stack([torch.cat([p, p[:, -1:].expand(-1, length - p.shape[1], -1)], 1) for p in polys], 1)
 
 
 def source_skin(lab: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,6 +44,7 @@ from faceweave.ops.crops import square_boxes as _square_box
 from faceweave.ops.filters import area_window, gaussian_blur_traced
 from faceweave.ops.geometry import transform_points
 from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
+from faceweave.ops.masks import pad_polygons as _pad_polygons
 from faceweave.ops.occlusion import occlusion_mask
 from faceweave.ops.warp import piecewise_affine_warp, triangle_blocks, warp_affine
 from faceweave.settings import BlendMode, ColourMode, SwapSettings
@@ -63,7 +64,6 @@ from faceweave.swapper.geometry import grain_parameters as _grain_parameters
 from faceweave.swapper.geometry import magnification as _magnification
 from faceweave.swapper.geometry import texture_box as _texture_box
 from faceweave.swapper.hairline import fill_source_hair
-from faceweave.swapper.hairline import pad_polygons as _pad_polygons
 
 #: Side of the aligned source texture crop. 512 keeps the detail of typical portraits (inswapper works at 128).
 SOURCE_TEXTURE_SIZE = 512
@@ -87,7 +87,7 @@ KEEP_DETAIL_LIMIT = 0.03
 
 @dataclass(frozen=True)
 class MeshSwapOptions:
-    """The built-in swapper's options: the nine :class:`~faceweave.settings.SwapSettings` fields it reads (see
+    """The built-in swapper's options: the ten :class:`~faceweave.settings.SwapSettings` fields it reads (see
     there for their meaning and ranges), taken once per engine with :meth:`from_settings`."""
 
     shape_transfer: float
@@ -482,7 +482,8 @@ def swap_faces(
                                                      read_masks=dev.type == "cpu")
 
     # the source's magnification in frame pixels (the detail restoration's bands follow it; none below 1.25×)
-    detail_sigmas = band_sigmas(_magnification(src_pts, geo, torch.tensor([s.scale for _, _, s in items])))
+    detail_sigmas = (band_sigmas(_magnification(src_pts, geo, torch.tensor([s.scale for _, _, s in items])))
+                     if options.detail_restore else ())
     out = frames.clone()
     # On the CPU, blend only the footprint of the masks' window (a crop's margin is about half its area); on a
     # device, finding it would wait for the device
@@ -503,7 +504,7 @@ def swap_faces(
             base, keep = (targets, keeps) if k_round == 0 else (None, None)
             region, (x0, y0, x1, y1) = paste_back_region(out, f_idx, crops, masks, m[this_round], base=base, keep=keep,
                                                          detail_limit=KEEP_DETAIL_LIMIT, support=support)
-            if region is not None and options.detail_restore and detail_sigmas:
+            if region is not None and detail_sigmas:
                 region = restore_in_frame(region, frames[f_idx, :, y0:y1, x0:x1], masks, keeps, m[this_round],
                                            (x0, y0), detail_sigmas)
             if region is not None:
