@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from faceweave.data import media_path
+from faceweave.live import LIVE_DEFAULTS
 from faceweave.live.mailbox import LiveStats, Mailbox
 from faceweave.live.session import LiveSession, prime
 from faceweave.live.shared import SharedEngine
@@ -143,9 +144,8 @@ def main() -> None:
     if not set(args.detection.split(",")) <= {"auto", "deferred", "inline"}:
         ap.error(f"--detection takes auto, deferred and/or inline, got {args.detection!r}")
     width, height = (int(v) for v in args.size.lower().split("x"))
-    values: dict[str, Any] = {"device": args.device, "dtype": args.dtype,
-                              "enhancer": None if args.enhancer == "none" else args.enhancer,
-                              "detail_restore": False}  # as faceweave live and the /live sessions
+    values: dict[str, Any] = {**LIVE_DEFAULTS, "device": args.device, "dtype": args.dtype,  # as faceweave live
+                              "enhancer": None if args.enhancer == "none" else args.enhancer}
     if args.detect_every:
         values["detect_every"] = args.detect_every
     settings = SwapSettings.build(**values)

@@ -14,7 +14,12 @@ if TYPE_CHECKING:
     from faceweave.live.mailbox import LiveStats, Mailbox
     from faceweave.live.session import LiveSession, run_live
 
-__all__ = ["LiveSession", "LiveStats", "Mailbox", "run_live"]
+__all__ = ["LIVE_DEFAULTS", "LiveSession", "LiveStats", "Mailbox", "run_live"]
+
+#: What live mode changes from the jobs' settings, for the frame rate: no enhancer (the detail pass costs ~20 % of a
+#: CPU frame, docs/benchmarks.md §4) and no detail restoration (a cost per frame for a sharpness a moving picture
+#: hides). `faceweave live`, the /live sessions and benchmarks/live_bench.py start from these.
+LIVE_DEFAULTS: dict[str, Any] = {"enhancer": None, "detail_restore": False}
 
 
 def __getattr__(name: str) -> Any:

@@ -32,15 +32,15 @@ def live_command(
     """
     from rich.console import Console
 
+    from faceweave.live import LIVE_DEFAULTS
     from faceweave.live.session import run_live
     from faceweave.settings import SwapSettings
 
     given: dict[str, Any] = {k: v for k, v in dict(
         selector=selector, device=device, dtype=dtype, detect_every=detect_every, blend=blend, swapper=swapper,
         smoothing=smoothing, provenance_label=label).items() if v is not None}
-    # Live defaults to no enhancer: the detail pass costs ~20 % of a CPU frame (docs/benchmarks.md §4); ask for it.
-    given["enhancer"] = None if enhancer in (None, "none") else enhancer
-    given["detail_restore"] = False  # likewise: a frame-rate cost for a sharpness a moving picture hides
+    # live mode's defaults (no enhancer, no detail restoration); an enhancer asked for by name is used
+    given = {**LIVE_DEFAULTS, **given, "enhancer": None if enhancer in (None, "none") else enhancer}
     settings = SwapSettings.build(**given)
     err = Console(stderr=True)
     stop = threading.Event()

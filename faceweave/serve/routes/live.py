@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from faceweave.errors import InvalidOption, WrongMediaKind
+from faceweave.live import LIVE_DEFAULTS
 from faceweave.serve.auth import Principal
 from faceweave.serve.deps import Service, ServiceDep, authenticate
 from faceweave.serve.errors import BadRequest, JobNotFound, QuotaExceeded
@@ -42,8 +43,6 @@ router = APIRouter(tags=["live"])
 STATIC_DIR = Path(__file__).parent.parent / "static"
 # what a session may choose: the rest decides which models the shared engine holds, so the operator sets it
 SESSION_FIELDS = {"selector", "face_index", "reference_threshold", "detect_every", "smoothing", "provenance_label"}
-#: the detail pass costs ~20 % of a CPU frame, and the detail restoration a little more: live favours the frame rate
-LIVE_DEFAULTS = {"enhancer": None, "detail_restore": False}
 
 
 class LiveAnswer(BaseModel):
