@@ -137,12 +137,19 @@ def main() -> None:
     ap.add_argument("--engine-threads", type=int, default=None,
                     help="torch threads of the shared engine's thread and the sessions' (default: live_torch_threads, "
                          "all cores but one on the CPU)")
+    ap.add_argument("--swap-thread", default="default",
+                    help="comma-separated: 'on' (the shared engine's swaps on a second thread and CUDA stream), 'off' "
+                         "(one engine thread) and/or 'default' (SharedEngine's default); each is run per session "
+                         "count and detection mode, in turn, on the same warm engine")
     ap.add_argument("--input", type=Path, default=None, help="a video file instead of the rescaled carphone clip")
     ap.add_argument("--output-dir", type=Path, default=None, help="write each session's output here (default: none)")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = ap.parse_args()
     if not set(args.detection.split(",")) <= {"auto", "deferred", "inline"}:
         ap.error(f"--detection takes auto, deferred and/or inline, got {args.detection!r}")
+    swap_modes = args.swap_thread.split(",")
+    if not set(swap_modes) <= {"on", "off", "default"}:
+        ap.error(f"--swap-thread takes on, off and/or default, got {args.swap_thread!r}")
     width, height = (int(v) for v in args.size.lower().split("x"))
     values: dict[str, Any] = {**LIVE_DEFAULTS, "device": args.device, "dtype": args.dtype,  # as faceweave live
                               "enhancer": None if args.enhancer == "none" else args.enhancer}
@@ -154,8 +161,11 @@ def main() -> None:
         t0 = time.perf_counter()
         engine = SwapEngine(settings)
         warm_gpu_engine(engine, (height, width))
-        shared = SharedEngine(engine, window_s=None if args.window_ms is None else args.window_ms / 1000,
-                              torch_threads=args.engine_threads)
+        window_s = None if args.window_ms is None else args.window_ms / 1000
+        shareds = {mode: SharedEngine(engine, window_s=window_s, torch_threads=args.engine_threads,
+                                      swap_thread=None if mode == "default" else mode == "on")
+                   for mode in swap_modes}
+        shared = shareds[swap_modes[0]]
         shared.call(lambda eng: prime(eng, eng.prepare_sources([read_image(media_path("obama.jpg")).rgb])))
         setup_s = time.perf_counter() - t0
         if args.output_dir:
@@ -163,10 +173,11 @@ def main() -> None:
         # on the CPU the sessions' threads (frame conversions) take the engine thread's count too
         cpu_threads = shared.torch_threads if engine.device.type == "cpu" else None
         with gpu_host_threads(engine.device), torch_threads(cpu_threads):
-            runs = [{"detection": mode, **run_sessions(shared, settings, Path(clip), int(n), args.output_dir,
-                                                       detection=mode)}
-                    for n in args.sessions.split(",") for mode in args.detection.split(",")]
-        shared.close()
+            runs = [{"detection": mode, "swap_thread": shareds[st].swap_thread,
+                     **run_sessions(shareds[st], settings, Path(clip), int(n), args.output_dir, detection=mode)}
+                    for n in args.sessions.split(",") for mode in args.detection.split(",") for st in swap_modes]
+        for each in shareds.values():
+            each.close()
     device_name = torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else platform.processor()
     summary = {
         "bench": "live", "size": f"{width}x{height}", "fps_in": args.fps, "seconds": args.seconds,

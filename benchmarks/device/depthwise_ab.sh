@@ -3,7 +3,7 @@
 #   bash scripts/device_carry.sh        # here, once per checkout: builds .device/ (ignored)
 #   device run: bash benchmarks/device/depthwise_ab.sh   carry: .device/core312.tar.xz .device/serve312.tar.xz .device/setup.sh
 # Steps, most important first: compile + load time, GPU tests of the kernel and of the nets with it, the detection
-# profile A/B, the stream A/B, the cold start A/B, the :sync load test, 8 live sessions A/B. About 9 minutes.
+# profile A/B, the stream A/B, the cold start A/B, 8 live sessions A/B (x the shared engine's swap thread off/on), the :sync load test. About 9 minutes.
 . .device/setup.sh
 R=$OUT/r
 TG=faceweave/models/tflite_graph.py
@@ -35,11 +35,12 @@ for v in faceweave aten faceweave aten; do use $v
   timeout 40 python3 benchmarks/cold_start.py --device cuda --size 1920x1080 --seconds 1 --repeats 1 --modes auto \
     > $R/cold_$v.txt 2>&1; echo "cold $v: $(grep -m1 'auto (median)' $R/cold_$v.txt | cut -c1-200)"
 done
+echo "== 5 live 720p, 8 sessions: depthwise kernels x the shared engine's swap thread"; date
+for v in faceweave aten; do use $v; timeout 75 python3 benchmarks/live_bench.py --size 1280x720 --seconds 10 --sessions 8 \
+  --swap-thread off,on --device cuda --json $R/live_$v.json > $R/live_$v.txt 2>&1; echo "live $v:"
+  python3 -c "import json,sys; [print(r['swap_thread'], r['fps_out_per_session_mean'], r['dropped'], r['latency_p95_ms'], r['mean_engine_batch']) for r in json.load(open(sys.argv[1]))['runs']]" $R/live_$v.json || tail -3 $R/live_$v.txt; done
 use faceweave
-echo "== 5 :sync load"; date
+echo "== 6 :sync load"; date
 for n in 1 8 32; do timeout 45 python3 benchmarks/load_sync.py --clients $n --seconds 10 --size 1920 --format jpg \
   --targets obama2.jpg --sync-batch 16 --device cuda > $R/sync_$n.txt 2>&1; tail -1 $R/sync_$n.txt | cut -c1-300; done
-echo "== 6 live 720p, 8 sessions"; date
-for v in faceweave aten; do use $v; timeout 45 python3 benchmarks/live_bench.py --size 1280x720 --seconds 10 --sessions 8 \
-  --device cuda > $R/live_$v.txt 2>&1; echo "live $v:"; tail -4 $R/live_$v.txt | cut -c1-250; done
 date; tar czf $OUT/r.tgz -C $OUT r

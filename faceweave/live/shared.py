@@ -10,10 +10,16 @@ sessions' frames costs far less than k calls; the dispatcher then waits up to ``
 0 on the CPU, where batching saves nothing) for the other active sessions' calls before it runs. On the CPU the
 engine's thread runs torch on every core but one (:func:`~faceweave.live.threads.live_torch_threads`): the
 sessions' capture threads decode on the one left.
+
+On a GPU the swaps can run on a second thread of their own (``swap_thread``), on a CUDA stream of their own: one
+session's swap then overlaps another's detection and FaceMesh, as in the video stream (plan thread and swap
+thread). At 8 sessions one engine thread was the ceiling, busy 90 % of the wall on per-call host work (launches and
+small geometry ops, docs/benchmarks.md §0-24), with the GPU mostly idle.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +27,7 @@ from typing import Any
 import torch
 
 from faceweave.analysis.face import Face
+from faceweave.device import record_ready, run_on_stream, worker_stream
 from faceweave.live.threads import live_torch_threads
 from faceweave.pipeline.batcher import WindowBatcher
 from faceweave.pipeline.engine import PreparedSource, SwapEngine
@@ -30,6 +37,9 @@ BATCHED = ("analyze", "refine", "swap")
 #: sessions it took p95 from 27–50 ms to 22–34 ms; at 4 it was mixed (p95 67 against 73 ms, more drops), at 8 as good
 #: or worse (14.6 against 17.9 fps each: the after-frame detections split the engine's batches; benchmarks.md §0-25)
 DEFER_DETECTION_UP_TO = 2
+#: whether a shared engine on CUDA runs its swaps on a second thread by default (``SharedEngine(swap_thread=None)``);
+#: off the GPU one thread (the CPU's cores are the bound there, not the per-call host work)
+SWAP_THREAD_ON_CUDA = False
 
 
 @dataclass
@@ -59,17 +69,28 @@ class SharedEngine:
     ``torch_threads``: torch intra-op threads of the engine's thread (default
     :func:`~faceweave.live.threads.live_torch_threads`: all cores but one on the CPU, unchanged on a GPU); set on that
     thread only, the process default is left as it was. :attr:`torch_threads` is the count it runs with.
+
+    ``swap_thread``: run the swaps on a second thread (and CUDA stream); default :data:`SWAP_THREAD_ON_CUDA` on CUDA,
+    off elsewhere (on a CPU both threads would share the same cores). :attr:`swap_thread` says whether it does.
     """
 
-    def __init__(self, engine: SwapEngine, *, window_s: float | None = None, torch_threads: int | None = None
-                 ) -> None:
+    def __init__(self, engine: SwapEngine, *, window_s: float | None = None, torch_threads: int | None = None,
+                 swap_thread: bool | None = None) -> None:
         self.engine = engine
         self.device, self.dtype, self.settings = engine.device, engine.dtype, engine.settings
-        self.window_s = (0.002 if engine.device.type == "cuda" else 0.0) if window_s is None else window_s
+        on_gpu = engine.device.type == "cuda"
+        self.window_s = (0.002 if on_gpu else 0.0) if window_s is None else window_s
+        self.swap_thread = (on_gpu and SWAP_THREAD_ON_CUDA) if swap_thread is None else swap_thread
+        self._counts_lock = threading.Lock()
         self.batches = 0
         self.batched_frames = 0
         self._batcher: WindowBatcher[_Call, Any] = WindowBatcher(self._run, window_s=self.window_s,
                                                                  name="the shared live engine")
+        # the swaps' own thread and stream; the analysis thread's syncs then do not wait for queued swaps
+        self._swap_stream = worker_stream(engine.device, "live-swap") if self.swap_thread else None
+        self._swapper: WindowBatcher[_Call, Any] | None = (
+            WindowBatcher(self._run_swaps, window_s=self.window_s, name="the shared live engine's swap thread")
+            if self.swap_thread else None)
         threads = live_torch_threads(self.device) if torch_threads is None else torch_threads
         if threads is not None:
             # A thread takes the process default at its first use of torch and keeps its own count from then on
@@ -91,13 +112,19 @@ class SharedEngine:
         return self.active_sessions <= DEFER_DETECTION_UP_TO
 
     def session_started(self) -> None:
-        self._batcher.expect(1)
+        for batcher in self._batchers():
+            batcher.expect(1)
 
     def session_ended(self) -> None:
-        self._batcher.expect(-1)
+        for batcher in self._batchers():
+            batcher.expect(-1)
 
     def close(self) -> None:
-        self._batcher.close()
+        for batcher in self._batchers():
+            batcher.close()
+
+    def _batchers(self) -> list[WindowBatcher[_Call, Any]]:
+        return [self._batcher] if self._swapper is None else [self._batcher, self._swapper]
 
     # --- the engine's face stages, called from session threads ---------------------------------------------
     def analyze(self, frames: torch.Tensor, *, recall: bool = True) -> list[list[Face]]:
@@ -111,7 +138,10 @@ class SharedEngine:
 
     def swap(self, frames: torch.Tensor, plan: Sequence[Sequence[tuple[Face, int]]],
              sources: Sequence[PreparedSource]) -> torch.Tensor:
-        return self._submit(_Call("swap", frames, (plan, sources)))  # type: ignore[no-any-return]
+        call = _Call("swap", frames, (plan, sources))
+        if self._swapper is not None:
+            return self._swapper.submit(call)
+        return self._submit(call)  # type: ignore[no-any-return]
 
     def select(self, faces: list[Face], sources: Sequence[PreparedSource],
                reference: Sequence[torch.Tensor] | None = None) -> list[tuple[Face, int]]:
@@ -130,7 +160,12 @@ class SharedEngine:
     def _submit(self, call: _Call) -> Any:
         return self._batcher.submit(call)  # after close(): RuntimeError("the shared live engine is closed")
 
-    # --- the engine thread ---------------------------------------------------------------------------------
+    # --- the engine threads --------------------------------------------------------------------------------
+    def _run_swaps(self, calls: list[_Call]) -> list[Any]:
+        """The swap thread's batch: on its own stream, once the work queued before it on the analysis side (the
+        frames' upload, their FaceMesh) is done on the device; returns when the swaps are done (run_on_stream)."""
+        return run_on_stream(self._swap_stream, record_ready(self.device), self._run, calls)
+
     def _run(self, calls: list[_Call]) -> list[Any]:
         """Every call waiting, grouped by :meth:`_Call.key`, each group as one engine call; a group that fails
         fails its callers only."""
@@ -159,8 +194,9 @@ class SharedEngine:
         frames = [c.frames for c in group if c.frames is not None]  # every batched call has frames (see key())
         counts = [int(f.shape[0]) for f in frames]
         batch = frames[0] if len(frames) == 1 else torch.cat(frames)
-        self.batches += 1
-        self.batched_frames += sum(counts)
+        with self._counts_lock:  # two engine threads count
+            self.batches += 1
+            self.batched_frames += sum(counts)
         if first.op == "analyze":
             return _split_list(engine.analyze(batch, recall=first.args[0]), counts)
         if first.op == "refine":
