@@ -68,9 +68,12 @@ def main() -> None:
     ap.add_argument("--depthwise", choices=("faceweave", "aten", "cudnn"), default=None,
                     help="CUDA: the kernels of the nets' depthwise convolutions (set_depthwise_kernels; default: the "
                          "engine's own choice)")
+    ap.add_argument("--detail-restore", choices=("on", "off"), default="on",
+                    help="the swap's detail restoration (SwapSettings.detail_restore; on by default)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
-    settings = SwapSettings(device=args.device, dtype=args.dtype, batch_size=args.batch, workers=1)
+    settings = SwapSettings(device=args.device, dtype=args.dtype, batch_size=args.batch, workers=1,
+                            detail_restore=args.detail_restore == "on")
     lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -96,7 +99,7 @@ def main() -> None:
     what = "planning only" if args.plan_only else "whole stream"
     lines.append(f"{what}: {frames} frames in {wall:.2f} s = {frames / wall:.1f} fps, {1000 * wall / frames:.2f} ms "
                  f"per frame on {engine.device}, batch {args.batch}, {args.dtype}, "
-                 f"depthwise {args.depthwise or 'default'}")
+                 f"depthwise {args.depthwise or 'default'}, detail restoration {args.detail_restore}")
     lines.append(f"stream timing (s): {stats}")
     for key in () if args.no_cprofile else ("tottime", "cumulative"):
         buf = io.StringIO()

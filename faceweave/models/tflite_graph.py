@@ -90,7 +90,8 @@ class TfConv2d(nn.Module):
                                             self.weight.shape[0])):
             kernels = cuda_depthwise.depthwise_kernels(x.device)
             if kernels is not None:
-                key = (self.weight.data_ptr(), self.weight.device, self.weight._version)
+                w = self.weight  # an inference tensor (weights moved under inference_mode) has no version counter
+                key = (w.data_ptr(), w.device, w.dtype, -1 if w.is_inference() else w._version)
                 if self._hwc is None or self._hwc[0] != key:  # made on the eager warm-up run, before any capture
                     self._hwc = (key, self.weight[:, 0].permute(1, 2, 0).contiguous(), self.bias.contiguous())
                 out = ((x.shape[2] + top + bottom - 3) // self.stride[0] + 1,
