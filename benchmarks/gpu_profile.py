@@ -122,6 +122,8 @@ def main() -> None:
     ap.add_argument("--depthwise", default="aten",
                     help="comma list of the depthwise kernels to profile in turn (set_depthwise_kernels): "
                          "'aten' (the default: PyTorch's), 'faceweave' (faceweave's own), 'cudnn'")
+    ap.add_argument("--detail-restore", choices=("on", "off"), default="on",
+                    help="the swap's detail restoration (SwapSettings.detail_restore; on by default)")
     ap.add_argument("--no-eager", action="store_true", help="profile with CUDA graphs only (skip the eager runs)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--host-profile", type=Path, default=None, help="cProfile of the graphs e2e run, to this file")
@@ -141,7 +143,8 @@ def main() -> None:
                                                    args.batch):
         suffix = "" if kernels == "aten" else f"_{kernels}_dw"
         key = f"{'graphs' if graphs else 'eager'}_{args.dtype}_b{batch}{suffix}"
-        settings = SwapSettings(device="cuda", dtype=args.dtype, batch_size=batch, cuda_graphs=graphs)
+        settings = SwapSettings(device="cuda", dtype=args.dtype, batch_size=batch, cuda_graphs=graphs,
+                                detail_restore=args.detail_restore == "on")
         report["stages"][key] = rep = stage_report(settings, frames_np, batch, args.repeats, args.top,
                                                    depthwise=kernels)
         for stage, r in rep.items():

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import threading
 import time
@@ -141,6 +142,9 @@ def main() -> None:
                     help="comma-separated: 'on' (the shared engine's swaps on a second thread and CUDA stream), 'off' "
                          "(one engine thread) and/or 'default' (SharedEngine's default); each is run per session "
                          "count and detection mode, in turn, on the same warm engine")
+    ap.add_argument("--switch-interval-ms", default=None,
+                    help="comma-separated: the interpreter's GIL switch interval (sys.setswitchinterval; Python's "
+                         "default 5 ms), each run in turn per session count; default: as it is")
     ap.add_argument("--input", type=Path, default=None, help="a video file instead of the rescaled carphone clip")
     ap.add_argument("--output-dir", type=Path, default=None, help="write each session's output here (default: none)")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary here")
@@ -173,9 +177,23 @@ def main() -> None:
         # on the CPU the sessions' threads (frame conversions) take the engine thread's count too
         cpu_threads = shared.torch_threads if engine.device.type == "cpu" else None
         with gpu_host_threads(engine.device), torch_threads(cpu_threads):
-            runs = [{"detection": mode, "swap_thread": shareds[st].swap_thread,
-                     **run_sessions(shareds[st], settings, Path(clip), int(n), args.output_dir, detection=mode)}
-                    for n in args.sessions.split(",") for mode in args.detection.split(",") for st in swap_modes]
+            intervals = [None] if args.switch_interval_ms is None else \
+                [float(v) / 1000 for v in args.switch_interval_ms.split(",")]
+            runs = []
+            for n in args.sessions.split(","):
+                for mode in args.detection.split(","):
+                    for st in swap_modes:
+                        for interval in intervals:
+                            before = sys.getswitchinterval()
+                            if interval is not None:
+                                sys.setswitchinterval(interval)
+                            try:
+                                result = run_sessions(shareds[st], settings, Path(clip), int(n), args.output_dir,
+                                                      detection=mode)
+                            finally:
+                                sys.setswitchinterval(before)
+                            runs.append({"detection": mode, "swap_thread": shareds[st].swap_thread,
+                                         "switch_interval_ms": round(1000 * (interval or before), 3), **result})
         for each in shareds.values():
             each.close()
     device_name = torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else platform.processor()

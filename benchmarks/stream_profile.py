@@ -14,6 +14,7 @@ import argparse
 import cProfile
 import io
 import pstats
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -70,6 +71,8 @@ def main() -> None:
                          "engine's own choice)")
     ap.add_argument("--detail-restore", choices=("on", "off"), default="on",
                     help="the swap's detail restoration (SwapSettings.detail_restore; on by default)")
+    ap.add_argument("--switch-interval-ms", type=float, default=None,
+                    help="the interpreter's GIL switch interval for the profiled job (Python's default: 5 ms)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     settings = SwapSettings(device=args.device, dtype=args.dtype, batch_size=args.batch, workers=1,
@@ -86,6 +89,8 @@ def main() -> None:
         source = [media_path("astronaut.png")]
         swap_video(source, clip, tmp / "warm.mp4", settings.model_copy(update={"trim_end": "1"}), engine=engine)
         prof = cProfile.Profile()
+        if args.switch_interval_ms is not None:
+            sys.setswitchinterval(args.switch_interval_ms / 1000)
         t0 = time.perf_counter()
         if not args.no_cprofile:
             prof.enable()
@@ -99,7 +104,8 @@ def main() -> None:
     what = "planning only" if args.plan_only else "whole stream"
     lines.append(f"{what}: {frames} frames in {wall:.2f} s = {frames / wall:.1f} fps, {1000 * wall / frames:.2f} ms "
                  f"per frame on {engine.device}, batch {args.batch}, {args.dtype}, "
-                 f"depthwise {args.depthwise or 'default'}, detail restoration {args.detail_restore}")
+                 f"depthwise {args.depthwise or 'default'}, detail restoration {args.detail_restore}, "
+                 f"GIL switch interval {1000 * sys.getswitchinterval():g} ms")
     lines.append(f"stream timing (s): {stats}")
     for key in () if args.no_cprofile else ("tottime", "cumulative"):
         buf = io.StringIO()

@@ -76,7 +76,7 @@ class TfConv2d(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_ch), requires_grad=False)
         self.kernel, self.stride, self.dilation = kernel, stride, dilation
         self.padding, self.groups, self.activation = padding, groups, activation
-        self.depthwise_kernels: DepthwiseChoice = "aten"  # on CUDA, see set_depthwise_kernels
+        self.depthwise_kernels: DepthwiseChoice = "faceweave"  # on CUDA, see set_depthwise_kernels
         self._hwc: tuple[tuple[Any, ...], torch.Tensor, torch.Tensor] | None = None  # (key, weight (3,3,C), bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -441,12 +441,11 @@ def set_depthwise_kernels(module: nn.Module, choice: DepthwiseChoice) -> None:
     """Choose the CUDA kernels of the depthwise convolutions of every :class:`GraphNet` inside ``module``; graphs
     captured so far are dropped (they replay the kernels they were captured with). No effect on the CPU.
 
-    - ``aten`` (the default): PyTorch's own kernel, which takes NCHW: in the NHWC nets each depthwise convolution is
-      framed by two layout copies (27 of the detector's 60.7 ms of element-wise kernels per batch of 32 1080p frames,
-      H100, docs/benchmarks.md §0-26).
-    - ``faceweave``: :mod:`faceweave.models.cuda_depthwise`, channels-last in and out, padding and bias in the kernel;
-      compiled once per machine and cached (falls back to ``aten`` where it cannot load). Not the default yet: it has
-      not run on a GPU (§0-27; its tests are in tests/models/test_cuda_depthwise.py, ``pytest -m gpu``).
+    - ``faceweave`` (the default): :mod:`faceweave.models.cuda_depthwise`, channels-last in and out, padding and bias
+      in the kernel; compiled once per machine and cached (falls back to ``aten`` where it cannot load). Detection
+      255 → 173 ms per batch of 32 1080p frames, FaceMesh 10.9 → 8.0 (H100, docs/benchmarks.md §0-28).
+    - ``aten``: PyTorch's own kernel, which takes NCHW: in the NHWC nets each depthwise convolution is framed by two
+      layout copies (27 of the detector's 60.7 ms of element-wise kernels per batch, §0-26).
     - ``cudnn``: cuDNN's NHWC kernels (detection 225.9 → 162.1 ms per batch, §0-26), but a runtime-compiled plan per
       new shape, about a second each: a cold job's first frame 12-15 s later (§0-27)."""
     if choice not in ("faceweave", "aten", "cudnn"):

@@ -102,15 +102,15 @@ def test_detector_same_faces_with_and_without_graphs(device: torch.device, dtype
         assert float((fa[0].keypoints - fb[0].keypoints).abs().max()) <= 1e-3
 
 
-@pytest.mark.parametrize("choice", ["faceweave", "cudnn"])
+@pytest.mark.parametrize("choice", ["aten", "cudnn"])
 def test_depthwise_kernels_same_faces(device: torch.device, media: Any, choice: str) -> None:
     """set_depthwise_kernels reaches every depthwise convolution, drops the graphs captured with the other kernels,
-    and faceweave's and cuDNN's kernels find the same faces at the same points as PyTorch's own (the default); on
+    and PyTorch's and cuDNN's kernels find the same faces at the same points as faceweave's own (the default); on
     the CPU the choice changes nothing."""
     frames = torch.stack([torch.from_numpy(media.rgb(n)).permute(2, 0, 1).float() / 255
                           for n in ("astronaut.png", "astronaut.png")]).to(device)
     default, other = FaceDetector(device), FaceDetector(device)
-    other.detect(frames)  # on CUDA: graphs captured with PyTorch's kernels
+    other.detect(frames)  # on CUDA: graphs captured with the default kernels
     set_depthwise_kernels(other, choice)  # type: ignore[arg-type]
     nets = [m for m in other.modules() if isinstance(m, GraphNet)]
     depthwise = [m for m in other.modules() if isinstance(m, TfConv2d) and m.groups > 1]
