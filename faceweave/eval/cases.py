@@ -191,14 +191,17 @@ def occlude_hair(image: np.ndarray, lm: np.ndarray, seed: int = 0) -> tuple[np.n
     return _paste(image, np.broadcast_to(colour, image.shape).copy(), mask), mask
 
 
-def make_bald(image: np.ndarray, lm: np.ndarray) -> np.ndarray:
+def make_bald(image: np.ndarray, lm: np.ndarray, colour: np.ndarray | None = None) -> np.ndarray:
     """Paint the hair above the forehead with the forehead's own skin, lit from above, with a little grain:
-    a high forehead / bald head whose skin continues well past the top of the face mesh."""
+    a high forehead / bald head whose skin continues well past the top of the face mesh. ``colour``: the painted
+    skin's RGB instead (grace_hopper's forehead under her hat is nearly black: tests paint her cheeks' colour)."""
     pts, size = _face_geometry(lm)
     forehead = pts[[10, 109, 338, 67, 297, 151]].mean(0)
     r = max(2, int(0.04 * size))
     fpatch = image[int(forehead[1]) - r:int(forehead[1]) + r, int(forehead[0]) - r:int(forehead[0]) + r]
-    colour = np.median(fpatch.reshape(-1, 3), axis=0).astype(np.float32)
+    if colour is None:
+        colour = np.median(fpatch.reshape(-1, 3), axis=0)
+    colour = np.asarray(colour, np.float32)
     lo, hi = pts.min(0), pts.max(0)
     centre = ((lo[0] + hi[0]) / 2, pts[10][1] + 0.12 * size)
     axes = (int(0.55 * (hi[0] - lo[0])), int(0.42 * size))

@@ -1,6 +1,8 @@
-"""Hairline fill of the built-in swap (issue 21, opt-in ``SwapSettings.hairline_fill``): the source's fringe above
-its eyebrows replaced by its own forehead skin when the source texture is prepared, so a bald or high-forehead target
-gets no band of the source's hair (docs/quality.md, "Hairline fill")."""
+"""Hairline fill of the built-in swap (issue 21, ``SwapSettings.hairline_fill``): the source's fringe above its
+eyebrows replaced by its own forehead skin, so a bald or high-forehead target gets no band of the source's hair
+(docs/quality.md, "Hairline fill"). The filled texture is made once per source (:func:`fill_source_hair`); each
+target face then takes it only as far as its own forehead is skin up to and past the mask's top
+(:func:`forehead_gate`, :func:`gate_textures`): elsewhere the band cannot show and the source stays as it is."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from faceweave.models import topology
-from faceweave.ops.colour import lab_to_rgb
+from faceweave.ops.colour import lab_to_rgb, rgb_to_lab
 from faceweave.ops.masks import erode_mask, feather_mask, pad_polygons, polygon_mask
+from faceweave.swapper.geometry import face_size_in_crop
 
 #: Hairline fill (:func:`fill_source_hair`): colour distances (weighted CIELAB) from the source's cheek skin at which a
 #: pixel above its eyebrows counts fully as skin, and fully as hair (a fringe).
@@ -17,6 +20,22 @@ SOURCE_SKIN_DE = (12.0, 24.0)
 #: The fill starts this far above the eyebrows' top (fraction of the face) and is full 3 % higher (tune, astronaut's
 #: fringe: 0.02 cost 0.044 of identity on its cases, 0.04 half that for the same seam_top; 0.08 changed nothing).
 HAIRLINE_FILL_FROM = 0.04
+#: Only the outer part of the fringe is filled: within this fraction of the face below the face oval's edge (the blend
+#: mask ends 4 % inside it, feathered over 6 %), the lower fringe is kept for the recogniser (0: the whole forehead).
+#: And the fill's lightness is raised this far toward the cheeks' (the skin next to a fringe is its shadow: tan and
+#: dark, a band of its own on a lit bald head). Tuned on a bald grace_hopper painted with her cheeks' colour and, for
+#: identity, on the 8 astronaut → grace_hopper cases with the gate forced open (docs/quality.md): 0.10 and 1.
+HAIRLINE_FILL_DEPTH = 0.10
+HAIRLINE_FILL_LIFT = 1.0
+#: Target gate (:func:`forehead_gate`): the face oval's top arc (FaceMesh indices, above the eyebrows), the probes'
+#: distances outside it (fractions of the face; negative: inside; the blend mask ends 4 % inside, feathered), the
+#: colour distances (CIELAB, as :data:`SOURCE_SKIN_DE`) from the target's cheeks at which a probe is fully skin and
+#: fully not, and the skin fractions of the probes at which the gate starts to open and is fully open.
+GATE_ARC = (103, 67, 109, 10, 338, 297, 332)
+GATE_OFFSETS = (-0.02, 0.0, 0.02, 0.04)
+GATE_CHEEKS = (50, 280, 101, 330, 36, 266, 205, 425, 117, 346)
+GATE_DE = (12.0, 24.0)
+GATE_FRACTION = (0.5, 0.8)
 
 
 def source_skin(lab: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,24 +93,25 @@ def _push_pull(x: torch.Tensor, w: torch.Tensor, min_size: int = 4) -> torch.Ten
 
 
 def fill_source_hair(image: torch.Tensor, lab: torch.Tensor, points: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The source texture with the hair above its eyebrows (a fringe, a hairline lower than the mesh's forehead
-    line) replaced by its own skin, extrapolated from the forehead skin around it (:func:`_push_pull`).
+    line) replaced by its own skin, extrapolated from the forehead skin around it (:func:`_push_pull`) with its
+    lightness raised toward the cheeks' (:data:`HAIRLINE_FILL_LIFT`).
 
     Pasted onto a bald or high-forehead target, the fringe the face mesh covers is a dark band across the
     forehead. Keeping the target there instead shows the target's forehead, which the recogniser reads as the
     target (1ec75d7); the source's own skin colour keeps the face the source's, and the swap then relights it with
     the target's shading like the rest of the face. The test applies from :data:`HAIRLINE_FILL_FROM` above the
-    eyebrows (faded in over 3 % of the face), inside the face oval, so eyes, brows and cheeks are untouched. Opt-in
-    (``SwapSettings.hairline_fill``): dlib reads the fringe, and the tune identity mean is worse with it
-    (docs/quality.md).
+    eyebrows (faded in over 3 % of the face), inside the face oval and within :data:`HAIRLINE_FILL_DEPTH` of its
+    edge, so eyes, brows, cheeks and the fringe's lower part are untouched. dlib reads the fringe: the filled
+    texture costs identity, so only targets whose forehead shows the band take it (:func:`gate_textures`).
 
     Args:
         image: ``(1, 3, S, S)`` float32 ``[0, 1]`` RGB texture; lab: the same in CIELAB (float32); points:
             ``(468, 2)`` its FaceMesh in texture pixels (host or device).
 
     Returns:
-        ``(image, lab)`` like the inputs.
+        ``(image, lab)`` like the inputs, or None when there is no hair above the eyebrows to fill.
     """
     size = image.shape[-1]
     pts = points.to(image.device, torch.float32)
@@ -103,13 +123,89 @@ def fill_source_hair(image: torch.Tensor, lab: torch.Tensor, points: torch.Tenso
     brows = pts[list(topology.LEFT_EYEBROW) + list(topology.RIGHT_EYEBROW), 1].min()
     rows = torch.arange(size, device=image.device, dtype=torch.float32).view(1, 1, size, 1)
     top = ((brows - HAIRLINE_FILL_FROM * face_px - rows) / (0.03 * face_px)).clamp(0, 1)
+    if HAIRLINE_FILL_DEPTH > 0:  # the ring along the oval's edge (at the forehead: its top), softened
+        edge = 1 - erode_mask(polygon_mask(pts[None, list(topology.FACE_OVAL)], (size, size), subrows=1),
+                              HAIRLINE_FILL_DEPTH * face_px)
+        top = top * feather_mask(edge, 0.02 * face_px)
     # only the face mesh's forehead is ever sampled: the oval, with a margin for the feathering
     oval = polygon_mask(pts[None, list(topology.FACE_OVAL)], (size, size), subrows=1, dilate=0.03 * face_px)
     hair = feather_mask(top * oval * (1 - skin), max(0.5, 0.01 * face_px)).clamp(0, 1)
     if float(hair.max()) < 0.05:
-        return image, lab
+        return None
     fill = _push_pull(lab, valid)
+    below = (rows > brows).expand_as(valid) & (valid > 0.5)  # the skin below the brows (cheeks, nose, chin)
+    if HAIRLINE_FILL_LIFT > 0 and bool(below.any()):
+        ref_l = lab[:, :1][below].median()
+        lift = HAIRLINE_FILL_LIFT * (ref_l - fill[:, :1]).clamp_min(0)  # lighter only: the swap relights it
+        fill = torch.cat([fill[:, :1] + lift, fill[:, 1:]], 1)
     out_lab = lab * (1 - hair) + fill * hair
     # blended in RGB: the rest of the texture stays bit-identical (LAB → RGB is not an exact round trip)
     out = image * (1 - hair) + lab_to_rgb(fill).clamp(0, 1) * hair
     return out, out_lab
+
+
+def forehead_gate(crops: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """How far each target face's forehead is skin up to and past the top of the face mesh (a bald or high
+    forehead), where the source's fringe would show as a band at the blend mask's top; 0 under a fringe, hair or a
+    hat, where the source's hair meets the target's and no band shows.
+
+    Probes along the face oval's top arc (:data:`GATE_ARC` and the midpoints between, moved outward from the oval's
+    centre by each of :data:`GATE_OFFSETS`) are compared with the median colour of the target's cheeks
+    (:data:`GATE_CHEEKS`) in CIELAB, lightness at full weight when darker than the cheeks (hair, shadow of a hat) and
+    half weight when lighter (a lit forehead). Sampled bilinearly from the crops area-averaged over about 2 % of the
+    face. Plain tensor ops, nothing read back to the host (CUDA graphs and streams stay asynchronous).
+
+    Args:
+        crops: ``(F, 3, S, S)`` float ``[0, 1]`` RGB target crops (any float dtype and device).
+        points: ``(F, 468, 2)`` float32 the target's FaceMesh in crop pixels (the crops' device).
+
+    Returns:
+        ``(F,)`` float32 in ``[0, 1]`` on the crops' device: 1 where the forehead is skin (:data:`GATE_FRACTION`).
+    """
+    size = crops.shape[-1]
+    pts = points.to(crops.device, torch.float32)
+    face_px = (pts.amax(1) - pts.amin(1)).amax(-1)  # (F,)
+    arc = pts[:, list(GATE_ARC)]
+    arc = torch.cat([arc, (arc[:, 1:] + arc[:, :-1]) / 2], 1)  # (F, A, 2)
+    centre = pts[:, list(topology.FACE_OVAL)].mean(1, keepdim=True)
+    out = F.normalize(arc - centre, dim=-1)
+    offsets = torch.tensor(GATE_OFFSETS, device=crops.device).view(1, -1, 1, 1)
+    probes = (arc[:, None] + out[:, None] * offsets * face_px.view(-1, 1, 1, 1)).flatten(1, 2)  # (F, P, 2)
+    cheeks = pts[:, list(GATE_CHEEKS)]
+    # a box average over ~2 % of the face (every crop holds its face at face_size_in_crop: no host read of points)
+    step = max(1, round(0.02 * face_size_in_crop(size)))
+    small = F.interpolate(crops.float(), size=(max(1, size // step),) * 2, mode="area") if step > 1 else crops.float()
+    grid = (torch.cat([probes, cheeks], 1) + 0.5) / size * 2 - 1  # pixel centres → align_corners=False coordinates
+    lab = rgb_to_lab(F.grid_sample(small, grid[:, None], mode="bilinear", padding_mode="border",
+                                   align_corners=False).clamp(0, 1))[:, :, 0]  # (F, 3, P + C)
+    n_probe = probes.shape[1]
+    ref = lab[..., n_probe:].median(-1, keepdim=True).values
+    diff = lab[..., :n_probe] - ref
+    w_l = torch.where(diff[:, :1] < 0, 1.0, 0.5)
+    dist = torch.cat([diff[:, :1] * w_l, diff[:, 1:]], 1).square().sum(1).sqrt()  # (F, P)
+    skin = ((GATE_DE[1] - dist) / (GATE_DE[1] - GATE_DE[0])).clamp(0, 1).mean(-1)
+    return ((skin - GATE_FRACTION[0]) / (GATE_FRACTION[1] - GATE_FRACTION[0])).clamp(0, 1)
+
+
+def gate_textures(textures: torch.Tensor, filled: list[torch.Tensor | None], crops: torch.Tensor,
+                  points: torch.Tensor) -> torch.Tensor:
+    """Each face's source texture moved toward its hairline-filled version as far as :func:`forehead_gate` of its
+    target opens.
+
+    Args:
+        textures: ``(F, 3, T, T)`` the textures the swap warps (RGB or CIELAB, any float dtype, on the device).
+        filled: per face, ``(1, 3, T, T)`` the same texture with the fringe filled (:func:`fill_source_hair`; same
+            representation, any device), or None (nothing to fill: that face keeps its texture).
+        crops, points: the target crops and meshes, as :func:`forehead_gate`.
+
+    Returns:
+        ``(F, 3, T, T)`` like ``textures``.
+    """
+    rows = [k for k, f in enumerate(filled) if f is not None]
+    if not rows:
+        return textures
+    gate = forehead_gate(crops[rows], points[rows]).to(textures.dtype).view(-1, 1, 1, 1)
+    alt = torch.cat([filled[k] for k in rows]).to(textures.device, textures.dtype)  # type: ignore[misc]
+    out = textures.clone()
+    out[rows] = torch.lerp(textures[rows], alt, gate)
+    return out

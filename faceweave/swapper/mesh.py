@@ -63,7 +63,7 @@ from faceweave.swapper.geometry import crop_size as _crop_size
 from faceweave.swapper.geometry import grain_parameters as _grain_parameters
 from faceweave.swapper.geometry import magnification as _magnification
 from faceweave.swapper.geometry import texture_box as _texture_box
-from faceweave.swapper.hairline import fill_source_hair
+from faceweave.swapper.hairline import fill_source_hair, gate_textures
 
 #: Side of the aligned source texture crop. 512 keeps the detail of typical portraits (inswapper works at 128).
 SOURCE_TEXTURE_SIZE = 512
@@ -122,6 +122,8 @@ class SourceTexture:
         scale: texture pixels per source-image pixel (> 1: the texture was magnified).
         lab: ``image`` in CIELAB, ``(1, 3, S, S)`` float32 (see :func:`~faceweave.ops.colour.rgb_to_lab`): the
             colour transfer warps it instead of converting every warped face.
+        filled: ``(image, lab)`` with the fringe filled (``hairline_fill``, :mod:`~faceweave.swapper.hairline`), taken
+            per target by how far its forehead is skin; None when the source has no fringe or the fill is off.
     """
 
     image: torch.Tensor
@@ -129,11 +131,13 @@ class SourceTexture:
     face: Face
     scale: float = 1.0  # texture pixels per source-image pixel (>1: the texture was magnified)
     lab: torch.Tensor | None = None  # ``image`` in CIELAB (float32), converted once for the colour transfer
+    filled: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def to(self, device: torch.device | str) -> SourceTexture:
         """A copy with the images on ``device``; ``points`` stay on the host."""
         lab = None if self.lab is None else self.lab.to(device)
-        return replace(self, image=self.image.to(device), points=self.points.cpu(), lab=lab)
+        filled = None if self.filled is None else (self.filled[0].to(device), self.filled[1].to(device))
+        return replace(self, image=self.image.to(device), points=self.points.cpu(), lab=lab, filled=filled)
 
 
 def prepare_source_texture(image: torch.Tensor, face: Face, size: int = SOURCE_TEXTURE_SIZE, *,
@@ -143,8 +147,8 @@ def prepare_source_texture(image: torch.Tensor, face: Face, size: int = SOURCE_T
     Args:
         image: ``(1, 3, H, W)`` float ``[0, 1]`` RGB, the source image.
         face: a face of ``image`` with ``landmarks``.
-        hairline_fill: replace the source's hair above its eyebrows (a fringe) by its own forehead skin
-            (:func:`fill_source_hair`), so a bald or high-forehead target gets no band of the source's hair.
+        hairline_fill: also keep the texture with the source's hair above its eyebrows (a fringe) replaced by its
+            own forehead skin (:func:`fill_source_hair`), which a bald or high-forehead target takes (``filled``).
     """
     if face.landmarks is None:
         raise InvalidOption("source face has no landmarks", hint="run face_landmarks before preparing the source")
@@ -153,10 +157,9 @@ def prepare_source_texture(image: torch.Tensor, face: Face, size: int = SOURCE_T
     crop = warp_affine(image.float(), m, (size, size), padding="border").to(image.dtype)
     points = transform_points(m, pts)[0].cpu()
     lab = rgb_to_lab(crop.float())
-    if hairline_fill:
-        filled, lab = fill_source_hair(crop.float(), lab, points)
-        crop = filled.to(image.dtype)
-    return SourceTexture(image=crop, points=points, face=face, scale=float(m[0, 0, 0]), lab=lab)
+    filled = fill_source_hair(crop.float(), lab, points) if hairline_fill else None
+    filled = None if filled is None else (filled[0].to(image.dtype), filled[1])  # None: no fringe to fill
+    return SourceTexture(image=crop, points=points, face=face, scale=float(m[0, 0, 0]), lab=lab, filled=filled)
 
 
 def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, options: MeshSwapOptions,
@@ -468,6 +471,9 @@ def swap_faces(
         # one LAB→RGB conversion, not two conversions.
         in_lab = options.colour_transfer == "lab"
         tex = torch.cat([_texture(s, in_lab) for _, _, s in items]).to(dev, torch.float32 if in_lab else dt)
+        if any(s.filled is not None for _, _, s in items):  # the fringe filled where the target's forehead is skin
+            n_pts, filled = src_pts.shape[1], [None if s.filled is None else s.filled[int(in_lab)] for *_, s in items]
+            tex = gate_textures(tex, filled, target_crops, packed[:, 4 * n_pts : 6 * n_pts].reshape(-1, n_pts, 2))
     faces = packed[:, :-1]
     if graphed:
         assert graphs is not None
