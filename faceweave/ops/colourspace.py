@@ -209,6 +209,15 @@ def update_yuv420(
     return torch.where(changed, ny, y), torch.where(changed_c, nu, u), torch.where(changed_c, nv, v)
 
 
+def _consecutive(index: list[int]) -> slice | None:
+    """``index`` as a slice when it is a run of consecutive frames (a live frame's ``[0]``, most video batches), else
+    None. Indexing with a list sends it to the device from pageable memory, which waits for every kernel queued on the
+    stream (a live session's frame waited for the other sessions' work, docs/benchmarks.md §0-28)."""
+    if index and list(index) == list(range(index[0], index[0] + len(index))):
+        return slice(index[0], index[0] + len(index))
+    return None
+
+
 class Yuv420Batch:
     """Frames as packed ``yuv420p`` rows on a device (uploaded once), converted to RGB on demand, and the frames a
     stage changed converted back — pixels the stage left alone keep their original planes exactly.
@@ -236,7 +245,8 @@ class Yuv420Batch:
 
     def rgb(self, index: list[int] | slice, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Frames ``index`` as ``(k, 3, H, W)`` RGB in ``[0, 1]``, ``dtype``, on :attr:`device`."""
-        y, u, v = unpack_yuv420(self.packed[index], self.height, self.width)
+        rows = index if isinstance(index, slice) else _consecutive(index)
+        y, u, v = unpack_yuv420(self.packed[index if rows is None else rows], self.height, self.width)
         return yuv420_to_rgb(y, u, v, matrix=self.matrix, full_range=self.full_range, dtype=dtype)
 
     def luma_thumbnails(self, size: tuple[int, int] = (64, 36)) -> torch.Tensor:
@@ -264,7 +274,8 @@ class Yuv420Batch:
         elif tuple(before.shape) != tuple(rgb.shape):
             raise ShapeError(f"before must have shape {tuple(rgb.shape)}, got {tuple(before.shape)}")
         changed = (rgb != before).any(1)  # (k, H, W)
-        out = self.packed[list(index)]  # advanced indexing: a copy, the decoded rows stay as they were
+        rows_run = _consecutive(index)  # a copy either way: the decoded rows stay as they were
+        out = self.packed[rows_run].clone() if rows_run is not None else self.packed[list(index)]
         rows = torch.nonzero(changed.any(2).any(0)).flatten()
         if rows.numel() == 0:
             return out

@@ -206,3 +206,33 @@ def test_errors() -> None:
         unpack_yuv420(torch.zeros(1, 10, dtype=torch.uint8), 4, 4)
     with pytest.raises(ShapeError):
         Yuv420Batch(torch.zeros(2, 24, dtype=torch.uint8), 4, 4).encode(torch.zeros(1, 3, 4, 4), [0, 1])
+
+
+def test_encode_takes_a_run_of_frames_or_any_list_and_never_writes_the_batch(media: Any, device: torch.device
+                                                                              ) -> None:
+    """A run of consecutive frames is taken as a slice (no index list sent to the device), any other list by
+    indexing; both give the selected frames' rows, edited, and leave the decoded batch as it was."""
+    from faceweave.ops.colourspace import _consecutive
+
+    assert _consecutive([0]) == slice(0, 1) and _consecutive([2, 3]) == slice(2, 4)
+    assert _consecutive([0, 2]) is None and _consecutive([1, 0]) is None and _consecutive([]) is None
+    with av.open(str(media.path("carphone_pristine.mp4"))) as c:  # three different frames of a real face
+        decoded = [f for i, f in zip(range(60), c.decode(video=0), strict=False) if i % 20 == 0]
+    frames = [pack_yuv420(*tensors(planes_of(f), device)) for f in decoded]
+    h, w = decoded[0].height, decoded[0].width
+    packed = torch.cat(frames)
+    kept = packed.clone()
+    batch = Yuv420Batch(packed, h, w, matrix="bt709")
+    for index in ([1, 2], [0, 2], [1]):
+        rgb = batch.rgb(index)
+        assert torch.equal(rgb, batch.rgb(list(index)) if len(index) > 1 else rgb)
+        edited = rgb.clone()
+        edited[:, :, 10:20, 10:20] = 0.5
+        out = batch.encode(edited, index, before=rgb)
+        assert out.shape == (len(index), packed.shape[1])
+        for row, k in enumerate(index):  # far from the edited box, the frame's own bytes
+            y_out = unpack_yuv420(out[row : row + 1], h, w)[0][0]
+            y_in = unpack_yuv420(packed[k : k + 1], h, w)[0][0]
+            assert torch.equal(y_out[40:], y_in[40:])
+            assert not torch.equal(y_out[10:20, 10:20], y_in[10:20, 10:20])
+        assert torch.equal(batch.packed, kept)  # the decoded rows were copied, not written
