@@ -113,9 +113,55 @@ def _host64(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
+def _track_box(track: Track) -> np.ndarray:
+    """The track's box on the host (kept beside its face, so matching copies nothing from the device)."""
+    if track.box is None:
+        track.box = _host64(track.face.box)
+    return track.box
+
+
 def _like(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """``values`` as a tensor with ``like``'s dtype and device."""
-    return torch.from_numpy(values).to(device=like.device, dtype=like.dtype)
+    """``values`` as a tensor with ``like``'s dtype and device. To a GPU from pinned memory, without waiting: a
+    copy from pageable memory synchronises the stream, so it waits for every kernel queued there (on a GPU that
+    live sessions share, the other sessions' too)."""
+    host = torch.from_numpy(values).to(like.dtype)
+    if like.device.type != "cuda":
+        return host.to(like.device)
+    return host.pin_memory().to(like.device, non_blocking=True)
+
+
+@dataclass(frozen=True)
+class _HostGeometry:
+    """A face's geometry on the host in float64 (the tracker's working form): box ``(4,)``, keypoints ``(K, 2)``,
+    landmarks ``(N, 2|3)`` or None."""
+
+    box: np.ndarray
+    keypoints: np.ndarray
+    landmarks: np.ndarray | None
+
+
+def _geometry_to_host(faces: list[Face]) -> list[_HostGeometry]:
+    """Every face's box, keypoints and landmarks in one device→host copy (each copy waits for the device), exactly
+    the values of :func:`_host64` on each."""
+    tensors = [t for f in faces for t in (f.box, f.keypoints, f.landmarks) if t is not None]
+    if not tensors:
+        return []
+    if len({t.device for t in tensors}) > 1:  # mixed devices: one copy per tensor
+        flat = np.concatenate([_host64(t).reshape(-1) for t in tensors])
+    else:
+        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors]).cpu().numpy()
+    out, at = [], 0
+
+    def take(t: torch.Tensor) -> np.ndarray:
+        nonlocal at
+        n = t.numel()
+        at += n
+        return flat[at - n : at].reshape(tuple(t.shape))
+
+    for f in faces:
+        box, keypoints = take(f.box), take(f.keypoints)
+        out.append(_HostGeometry(box, keypoints, take(f.landmarks) if f.landmarks is not None else None))
+    return out
 
 
 # ================================================================================================ tracks
@@ -132,6 +178,7 @@ class Track:
     decided: bool = False
     misses: int = 0
     embedding: torch.Tensor | None = None
+    box: np.ndarray | None = field(default=None, repr=False)  # (4,) float64: ``face.box`` on the host
     unit: float | None = None  # the face's RMS radius (pixels) when its smoothing started
     template: np.ndarray | None = field(default=None, repr=False)  # (N, 2) its first landmarks, normalised
     filters: dict[str, OneEuroFilter] = field(default_factory=dict, repr=False)
@@ -195,8 +242,8 @@ class FaceTracker:
         """Forget every track (scene cut)."""
         self.tracks = []
 
-    def _new_track(self, face: Face, t: float) -> Track:
-        track = Track(self._next_id, face, t, t, embedding=face.embedding)
+    def _new_track(self, face: Face, t: float, box: np.ndarray) -> Track:
+        track = Track(self._next_id, face, t, t, embedding=face.embedding, box=box)
         self._next_id += 1
         self.tracks_started += 1
         self.tracks.append(track)
@@ -205,31 +252,36 @@ class FaceTracker:
     def _filter(self, track: Track, name: str, min_cutoff: float, beta: float) -> OneEuroFilter:
         return track.filters.setdefault(name, OneEuroFilter(min_cutoff, beta, self.params.d_cutoff))
 
-    def _smooth(self, track: Track, face: Face, t: float) -> Face:
-        # The geometry is filtered in NumPy float64 on the host (one copy out per face, one back per tensor): a few
+    def _smooth(self, track: Track, face: Face, host: _HostGeometry, t: float) -> tuple[Face, np.ndarray]:
+        """``face`` smoothed along ``track`` (``host``: its geometry on the host); returns it and its box on the
+        host."""
+        # The geometry is filtered in NumPy float64 on the host (one copy out per frame, one back per tensor): a few
         # dozen small ops per face and frame, which cost 0.8 ms per frame as CPU torch ops (one face, 2-core VM).
         if not self.smoothing:
-            return face
+            return face, host.box
         p = self.params
-        box = _host64(face.box)
+        box = host.box
         scale = max(math.hypot(box[2] - box[0], box[3] - box[1]), 1.0)
         box_hat = self._filter(track, "box", p.min_cutoff, p.beta)(box / scale, t) * scale
         changes: dict[str, torch.Tensor] = {"box": _like(box_hat, face.box)}
-        if face.landmarks is not None and face.landmarks.shape[0] >= 3:
-            landmarks = self._smooth_landmarks(track, _host64(face.landmarks), t)
+        if face.landmarks is not None and host.landmarks is not None and face.landmarks.shape[0] >= 3:
+            landmarks = self._smooth_landmarks(track, host.landmarks, t)
             changes["landmarks"] = _like(landmarks, face.landmarks)
             if face.landmarks.shape[0] == NUM_LANDMARKS:
                 keypoints = mesh_keypoints(changes["landmarks"])
                 changes["keypoints"] = keypoints.to(face.keypoints.device, face.keypoints.dtype)
             else:  # not a FaceMesh: the keypoints keep their own filter
-                changes["keypoints"] = self._smooth_points(track, "keypoints", face.keypoints, scale, t)
+                changes["keypoints"] = self._smooth_points(track, "keypoints", face.keypoints, host.keypoints, scale,
+                                                           t)
         else:
-            changes["keypoints"] = self._smooth_points(track, "keypoints", face.keypoints, scale, t)
-        return face.with_(**changes)
+            changes["keypoints"] = self._smooth_points(track, "keypoints", face.keypoints, host.keypoints, scale, t)
+        # the box as the device holds it (rounded to its dtype), for the next frame's matching
+        return face.with_(**changes), torch.from_numpy(box_hat).to(face.box.dtype).double().numpy()
 
-    def _smooth_points(self, track: Track, name: str, value: torch.Tensor, scale: float, t: float) -> torch.Tensor:
+    def _smooth_points(self, track: Track, name: str, value: torch.Tensor, host: np.ndarray, scale: float,
+                       t: float) -> torch.Tensor:
         p = self.params
-        return _like(self._filter(track, name, p.min_cutoff, p.beta)(_host64(value) / scale, t) * scale, value)
+        return _like(self._filter(track, name, p.min_cutoff, p.beta)(host / scale, t) * scale, value)
 
     def _smooth_landmarks(self, track: Track, pts: np.ndarray, t: float) -> np.ndarray:
         """Smooth ``(N, 2|3)`` float64 landmarks as a similarity (lightly) and a residual shape (hard), in face
@@ -262,8 +314,10 @@ class FaceTracker:
         ``detected``: the faces come from the detector (unmatched ones start tracks). With ``detected=False``
         (landmark refinement seeded by the tracks) unmatched faces are dropped rather than starting tracks.
         """
-        boxes_t = torch.stack([tr.face.box.float().cpu() for tr in self.tracks]) if self.tracks else torch.zeros(0, 4)
-        boxes_f = torch.stack([f.box.float().cpu() for f in faces]) if faces else torch.zeros(0, 4)
+        host = _geometry_to_host(faces)
+        boxes_t = torch.from_numpy(np.stack([_track_box(tr) for tr in self.tracks])).float() if self.tracks \
+            else torch.zeros(0, 4)
+        boxes_f = torch.from_numpy(np.stack([h.box for h in host])).float() if faces else torch.zeros(0, 4)
         iou = box_iou(boxes_t, boxes_f)
         score = iou.clone()
         for i, tr in enumerate(self.tracks):
@@ -287,7 +341,7 @@ class FaceTracker:
         matched: dict[int, tuple[Track, Face]] = {}
         for i, j in pairs:
             tr = self.tracks[i]
-            smoothed = self._smooth(tr, faces[j], t)
+            smoothed, tr.box = self._smooth(tr, faces[j], host[j], t)
             tr.face, tr.last_seen, tr.misses = smoothed, t, 0
             if faces[j].embedding is not None and tr.embedding is None:
                 tr.embedding = faces[j].embedding
@@ -300,8 +354,9 @@ class FaceTracker:
             if j in matched:
                 out.append(matched[j])
             elif detected:
-                tr = self._new_track(f, t)
-                out.append((tr, self._smooth(tr, f, t)))
+                tr = self._new_track(f, t, host[j].box)
+                smoothed, tr.box = self._smooth(tr, f, host[j], t)
+                out.append((tr, smoothed))
         return out
 
     def seeds(self) -> list[Face]:

@@ -173,3 +173,32 @@ def test_one_euro_numpy_matches_torch() -> None:
         assert isinstance(a, np.ndarray) and isinstance(b, torch.Tensor)
         np.testing.assert_allclose(a, b.numpy(), rtol=1e-12, atol=1e-9)
     assert np.abs(a - samples[-1]).mean() > 1e-3  # it did filter
+
+
+def test_the_tracker_copies_geometry_once_and_gives_what_per_tensor_copies_give(device, dtype) -> None:
+    """The tracker's host copies: every face's geometry in one copy equals each tensor copied on its own, and the
+    smoothed faces come back on the faces' device and dtype (to a GPU without waiting, from pinned memory); the track
+    keeps its box on the host exactly as the device holds it."""
+    from faceweave.analysis.track import _geometry_to_host, _host64, _like
+
+    gen = torch.Generator().manual_seed(1)
+    faces = [_face(100, 120), _face(300, 140, lmk_noise=torch.randn(468, 3, generator=gen))]
+    faces = [f.with_(box=f.box.to(device, dtype), keypoints=f.keypoints.to(device, dtype),
+                     **({"landmarks": f.landmarks.to(device, dtype)} if f.landmarks is not None else {}))
+             for f in faces]
+    host = _geometry_to_host(faces)
+    for f, h in zip(faces, host, strict=True):
+        assert np.array_equal(h.box, _host64(f.box)) and np.array_equal(h.keypoints, _host64(f.keypoints))
+        assert (h.landmarks is None) == (f.landmarks is None)
+        if f.landmarks is not None:
+            assert h.landmarks is not None and np.array_equal(h.landmarks, _host64(f.landmarks))
+    back = _like(host[1].landmarks * 1.5, faces[1].landmarks)
+    assert back.device == faces[1].landmarks.device and back.dtype == dtype
+    assert torch.equal(back.cpu(), torch.from_numpy(host[1].landmarks * 1.5).to(dtype))
+    tracker = FaceTracker()
+    for k in range(3):
+        out = tracker.update(faces, k / 30)
+        for tr, smoothed in out:
+            assert smoothed.box.device == faces[0].box.device and smoothed.box.dtype == dtype
+            assert tr.box is not None and np.array_equal(tr.box, _host64(tr.face.box))
+    assert len(tracker.tracks) == 2 and _geometry_to_host([]) == []
