@@ -276,13 +276,16 @@ class Yuv420Batch:
         changed = (rgb != before).any(1)  # (k, H, W)
         rows_run = _consecutive(index)  # a copy either way: the decoded rows stay as they were
         out = self.packed[rows_run].clone() if rows_run is not None else self.packed[list(index)]
-        rows = torch.nonzero(changed.any(2).any(0)).flatten()
-        if rows.numel() == 0:
+        # the changed rectangle's bounds in one copy to the host (each copy waits for the device)
+        any_row, any_col = changed.any(2).any(0), changed.any(1).any(0)
+        found, first_row, last_row, first_col, last_col = torch.stack([
+            any_row.any().long(), any_row.int().argmax(), self.height - 1 - any_row.flip(0).int().argmax(),
+            any_col.int().argmax(), self.width - 1 - any_col.flip(0).int().argmax()]).tolist()
+        if not found:
             return out
-        cols = torch.nonzero(changed.any(1).any(0)).flatten()
         # even-aligned so the rectangle holds whole chroma blocks
-        y0, y1 = int(rows[0]) // 2 * 2, min(self.height, (int(rows[-1]) + 2) // 2 * 2)
-        x0, x1 = int(cols[0]) // 2 * 2, min(self.width, (int(cols[-1]) + 2) // 2 * 2)
+        y0, y1 = first_row // 2 * 2, min(self.height, (last_row + 2) // 2 * 2)
+        x0, x1 = first_col // 2 * 2, min(self.width, (last_col + 2) // 2 * 2)
         y, u, v = unpack_yuv420(out, self.height, self.width)
         cy0, cy1, cx0, cx1 = y0 // 2, (y1 + 1) // 2, x0 // 2, (x1 + 1) // 2
         ny, nu, nv = update_yuv420(y[:, y0:y1, x0:x1], u[:, cy0:cy1, cx0:cx1], v[:, cy0:cy1, cx0:cx1],

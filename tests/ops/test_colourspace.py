@@ -236,3 +236,20 @@ def test_encode_takes_a_run_of_frames_or_any_list_and_never_writes_the_batch(med
             assert torch.equal(y_out[40:], y_in[40:])
             assert not torch.equal(y_out[10:20, 10:20], y_in[10:20, 10:20])
         assert torch.equal(batch.packed, kept)  # the decoded rows were copied, not written
+
+
+@pytest.mark.parametrize("corner", [(0, 0), (-1, -1), (0, -1)])
+def test_encode_finds_a_change_in_a_corner(real_frames: list[Any], device: torch.device, corner: tuple[int, int]
+                                           ) -> None:
+    """One changed pixel at the frame's edge is converted back (the changed rectangle's bounds reach the border)."""
+    frame = real_frames[0]
+    h, w = frame.height, frame.width
+    packed = pack_yuv420(*tensors(planes_of(frame), device))
+    batch = Yuv420Batch(packed, h, w, matrix="bt709")
+    rgb = batch.rgb([0])
+    edited = rgb.clone()
+    edited[0, :, corner[0], corner[1]] = 1 - edited[0, :, corner[0], corner[1]]
+    out = batch.encode(edited, [0], before=rgb)
+    y_out, y_in = unpack_yuv420(out, h, w)[0][0], unpack_yuv420(packed, h, w)[0][0]
+    changed = y_out != y_in
+    assert bool(changed[corner[0], corner[1]]) and int(changed.sum()) == 1
