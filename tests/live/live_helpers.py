@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -93,3 +96,25 @@ class IdentityJudge:
             with_face += 1
             closer += int(np.linalg.norm(emb - source) < np.linalg.norm(emb - camera))
         return closer, with_face
+
+
+def run_sessions_at_once(shared: Any, session: Callable[[int], None], count: int, timeout_s: float) -> None:
+    """Announce ``count`` sessions to the shared engine ``shared``, run ``session(k)`` for each on a thread of its
+    own, all at once, and re-raise the first error a session raised (a thread's exception is otherwise lost)."""
+    errors: list[BaseException] = []
+
+    def guarded(k: int) -> None:
+        try:
+            session(k)
+        except BaseException as exc:  # noqa: BLE001 — handed to the test's thread below
+            errors.append(exc)
+
+    for _ in range(count):
+        shared.session_started()
+    threads = [threading.Thread(target=guarded, args=(k,)) for k in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout_s)
+    if errors:
+        raise errors[0]

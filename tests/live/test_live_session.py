@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from live_helpers import flat_clip, scaled_clip
+from live_helpers import flat_clip, run_sessions_at_once, scaled_clip
 
 from faceweave.errors import InputNotFound, InputUnreadable, NoFaceInSource
 from faceweave.live.mailbox import LiveStats, Mailbox
@@ -198,13 +197,7 @@ def test_shared_engine_batches_concurrent_sessions() -> None:
         frames = torch.full((1, 3, 4, 4), float(k))
         results[k] = (shared.analyze(frames), shared.swap(frames, [[(None, 0)]], [10.0 * (k + 1)]))
 
-    for _ in range(3):
-        shared.session_started()
-    threads = [threading.Thread(target=session, args=(k,)) for k in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    run_sessions_at_once(shared, session, 3, timeout_s=10)
     shared.close()
     assert ("analyze", 3) in fake.calls and ("swap", 3) in fake.calls  # one batch for the three sessions
     for k in range(3):

@@ -11,6 +11,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from live_helpers import run_sessions_at_once
 
 from faceweave.live.shared import SharedEngine
 from faceweave.media.video.frames import FrameBatch
@@ -110,13 +111,7 @@ def test_two_sessions_get_the_same_frames_with_the_swap_thread(media: Any, devic
                                                      else frame).copy())
                 assert processor.stats["frames_swapped"] == len(clip)
 
-            for _ in range(2):
-                shared.session_started()
-            threads = [threading.Thread(target=session, args=(k,)) for k in range(2)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(120)
+            run_sessions_at_once(shared, session, 2, timeout_s=120)
             outputs[swap_thread] = per_session
         finally:
             shared.close()
