@@ -98,6 +98,8 @@ STRAND_DEPTH = 0.03
 STRAND_JUMP = 0.04
 #: Kept occluders grow by this many pixels (their anti-aliased edge keeps the target too).
 GROW = 2
+#: The final flood crosses gaps between strong pixels up to twice this (fraction of the face) outside the features.
+GAP = 0.02
 
 
 def _local_log_std(lum: torch.Tensor, radius: int) -> torch.Tensor:
@@ -215,7 +217,10 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
     strand_deep = strand * erode_mask(feats_b, max(1.0, face_px * STRAND_DEPTH))
     crossing = _flood(strong_b * band, allowed, face_px) * deep * torch.maximum(strong_b, strand_deep)
     seeds = torch.maximum(crossing, blob * strong_b)
-    occ = _flood(seeds, allowed, face_px)
+    # the final flood also crosses narrow gaps between strong pixels (a closing of GAP): an edge inside an occluder
+    # (a hand's fingers pasted over its palm) fails every test for a few pixels and cut the fingers off
+    gap = max(1.0, face_px * GAP)
+    occ = _flood(seeds, torch.maximum(allowed, erode_mask(dilate_mask(strong_b, gap), gap) * (1 - feats_b)), face_px)
     # the kept strands continued along their orientation through any dark pixels, jumping where they cross a
     # darker band of the same darkness (a glasses rim): a strand's part below the rim, over the eye
     occ = torch.maximum(occ, _strand_flood(occ * strand, torch.maximum(weak_b, dark_b) * (reg > 0).float(),
