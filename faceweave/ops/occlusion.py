@@ -23,6 +23,13 @@ folds and wrinkles are faint or thin inner shading: unconnected, they are droppe
 and lips are: they are never seeds, and a flood enters them only through a flat surface, a colour that is not redder
 than the skin (the lips are) or a ridge :data:`FEATURE_RIDGE` × darker than a hair strand's threshold (brows and
 lashes are dark ridges): a hand over the mouth is kept, the lips are not called occluders.
+Hair strands are followed into the eyes and brows by their orientation, not their darkness (:func:`_strand_flood`):
+a strand entering an eye or brow from above, from a candidate occluder outside it, is continued along its own line
+through pixels darker than their surroundings at a strand's width (a black top-hat) whose line orientation agrees;
+a continuation well inside the feature also counts as the strand crossing the outline. The kept strands are then
+followed once more through any dark pixels, jumping up to :data:`STRAND_JUMP` of the face straight along their line
+where they cross a band of the same darkness (a glasses rim). Brows, lashes and pupils are not reached: nothing
+enters them along a line from outside. A 1-px dark ridge counts as a strand as well as a 2-3 px one.
 The skin statistics are robust (weighted median and MAD), and taken twice, the second time
 without the pixels the first pass calls outliers, so an occluder or hair inside the statistics region does not widen
 the spread that should reject it (with a mean and std, the astronaut's fringe made the lightness spread 21 L units
@@ -33,6 +40,9 @@ the device with fixed shapes (no host sync: it runs inside the swap's CUDA graph
 """
 
 from __future__ import annotations
+
+import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -71,8 +81,25 @@ BLOB_RADIUS = 0.04
 #: The flood's grid and step count (a strand from the hairline to an eye is ~0.5 face = 80 grid pixels).
 FLOOD_GRID = 160
 FLOOD_STEPS = 100
+#: The strand flood (:func:`_strand_flood`): orientation bins over 180°, the tolerance (in bins) between a pixel's
+#: line orientation and a bin's, the structure tensor's blur (fraction of the face) and the reach (fraction of the
+#: face) into the eyes and brows.
+STRAND_BINS = 8
+STRAND_TOL = 1.0
+STRAND_SIGMA = 0.015
+STRAND_REACH = 0.3
+#: The widest strand (fraction of the face): the black top-hat's radius.
+STRAND_WIDTH = 0.03
+#: A seed's line must be within this angle (radians) of the eye/brow outline's normal (it enters).
+STRAND_CROSS = math.pi / 3
+#: A strand is crossing evidence this far (fraction of the face) inside an eye/brow region.
+STRAND_DEPTH = 0.03
+#: The longest stretch (fraction of the face) a kept strand is followed across where it does not show.
+STRAND_JUMP = 0.04
 #: Kept occluders grow by this many pixels (their anti-aliased edge keeps the target too).
 GROW = 2
+#: The final flood crosses gaps between strong pixels up to twice this (fraction of the face) outside the features.
+GAP = 0.02
 
 
 def _local_log_std(lum: torch.Tensor, radius: int) -> torch.Tensor:
@@ -151,8 +178,9 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
     chroma, light, flat, red = z_scores(w * (1 - first))  # statistics again without the first pass's outliers
     feats = features.float()
     reg = region.float()
-    # dark thin ridges (hair strands, rims): darker than both sides at 2-3 px across, in some direction
+    # dark thin ridges (hair strands, rims): darker than both sides at 2-3 px or 1 px across, in some direction
     ridge = _dark_ridge(lab[:, :1] + shading, max(2, round(face_px / 120)))
+    ridge = torch.maximum(ridge, _dark_ridge(lab[:, :1] + shading, 1))
     strong = torch.maximum(score(chroma, light, flat), (ridge / RIDGE_L - 1).clamp(0, 1) * 2)
     weak = torch.maximum(score(chroma, light, flat, WEAK), (ridge / (WEAK * RIDGE_L) - 1).clamp(0, 1) * 2)
     # on the eyes, brows and lips (not skin: their colour and darkness are the face's) a flat surface (a hand or
@@ -172,9 +200,31 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
     # pixels deeper than CROSS_DEPTH; those seed, and the flood below brings back the border part
     deep = erode_mask(reg, max(1.0, face_px * CROSS_DEPTH))
     weak_b = (weak > 0.5).float()
-    crossing = _flood(strong_b * band, weak_b, face_px) * deep * strong_b
+    cand = _flood(strong_b * band, weak_b, face_px)
+    # inside the eyes and brows a strand is admitted as the continuation of one entering from outside: a flood
+    # along the strand's own orientation from the candidates outside, through dark pixels of that orientation
+    # (dark: darker than the closing of the lightness at a strand's width, a black top-hat; the local shading
+    # is no reference there, a bundle of strands darkens it)
+    rad = max(2, round(face_px * STRAND_WIDTH))
+    closing = -max_filter(-max_filter(lum, rad), rad)
+    dark_b = (torch.maximum(closing - lum - WEAK * RIDGE_L, weak) > 0.5).float()
+    feats_b = (feats > 0.5).float()
+    strand = _strand_flood(cand * (1 - feats_b), torch.maximum(weak_b, dark_b * feats_b) * (reg > 0).float(),
+                           lum, feats_b, face_px) * feats_b
+    allowed = torch.maximum(weak_b, strand)
+    # a strand that runs well inside an eye or brow region crosses the outline too (a hair over the eye); one that
+    # only touches its edge (the side hair at a brow's corner) does not
+    strand_deep = strand * erode_mask(feats_b, max(1.0, face_px * STRAND_DEPTH))
+    crossing = _flood(strong_b * band, allowed, face_px) * deep * torch.maximum(strong_b, strand_deep)
     seeds = torch.maximum(crossing, blob * strong_b)
-    occ = _flood(seeds, weak_b, face_px)
+    # the final flood also crosses narrow gaps between strong pixels (a closing of GAP): an edge inside an occluder
+    # (a hand's fingers pasted over its palm) fails every test for a few pixels and cut the fingers off
+    gap = max(1.0, face_px * GAP)
+    occ = _flood(seeds, torch.maximum(allowed, erode_mask(dilate_mask(strong_b, gap), gap) * (1 - feats_b)), face_px)
+    # the kept strands continued along their orientation through any dark pixels, jumping where they cross a
+    # darker band of the same darkness (a glasses rim): a strand's part below the rim, over the eye
+    occ = torch.maximum(occ, _strand_flood(occ * strand, torch.maximum(weak_b, dark_b) * (reg > 0).float(),
+                                           lum, feats_b, face_px, jump=round(face_px * STRAND_JUMP)))
     occ = gaussian_blur(max_filter(occ, GROW), 0.7).clamp(0, 1) * reg
     return occ.to(target.dtype)
 
@@ -213,6 +263,81 @@ def _dark_ridge(lum: torch.Tensor, d: int) -> torch.Tensor:
     for dy, dx in ((0, d), (d, 0), (d, d), (d, -d)):
         out = torch.maximum(out, torch.minimum(at(dy, dx), at(-dy, -dx)) - lum)
     return out
+
+
+def _orientation_bins(lum: torch.Tensor, face_px: float) -> torch.Tensor:
+    """``(B, STRAND_BINS, H, W)``: 1 where a line's orientation at that pixel (the structure tensor's minor axis
+    of ``lum`` ``(B, 1, H, W)``) lies within STRAND_TOL bins of each bin's orientation (bins of 180° / STRAND_BINS)."""
+    p = F.pad(lum, (1, 1, 1, 1), mode="replicate")
+    gx = (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) / 2
+    gy = (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) / 2
+    j = gaussian_blur(torch.cat([gx * gx, gx * gy, gy * gy], 1), max(1.0, face_px * STRAND_SIGMA))
+    # the gradient's orientation; a line runs across it
+    theta = 0.5 * torch.atan2(2 * j[:, 1:2], j[:, 0:1] - j[:, 2:3]) + torch.pi / 2
+    centres = torch.arange(STRAND_BINS, device=lum.device, dtype=lum.dtype).view(1, -1, 1, 1) * torch.pi / STRAND_BINS
+    diff = torch.remainder(theta - centres + torch.pi / 2, torch.pi) - torch.pi / 2  # (-90°, 90°]
+    return (diff.abs() <= STRAND_TOL * torch.pi / STRAND_BINS).to(lum.dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _strand_kernel(jump: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(STRAND_BINS, 1, K, K)`` 0/1 structuring elements of :func:`_strand_flood`: per orientation bin, the
+    centre and the steps of 1-2 px along the bin's direction ± half a bin, plus 3..``jump`` px straight along it."""
+    r = max(2, jump)
+    kernel = torch.zeros(STRAND_BINS, 1, 2 * r + 1, 2 * r + 1)
+    for k in range(STRAND_BINS):
+        steps = [(a, t) for a in (k - 0.5, k, k + 0.5) for t in (1, 2)] + [(k, t) for t in range(3, jump + 1)]
+        kernel[k, 0, r, r] = 1
+        for a, t in steps:
+            vy, vx = round(t * math.sin(a * math.pi / STRAND_BINS)), round(t * math.cos(a * math.pi / STRAND_BINS))
+            kernel[k, 0, r + vy, r + vx] = kernel[k, 0, r - vy, r - vx] = 1
+    return kernel.to(device, dtype)
+
+
+def _strand_flood(seeds: torch.Tensor, allowed: torch.Tensor, lum: torch.Tensor, region: torch.Tensor,
+                  face_px: float, jump: int = 0, use_conv: bool | None = None) -> torch.Tensor:
+    """A flood from ``seeds`` through ``allowed`` (``(B, 1, H, W)`` binary) that moves only along the local line
+    orientation of ``lum``: each orientation bin's flood steps 1-2 px along its direction (± half a bin), through
+    pixels whose own orientation agrees. A strand is followed across a dark region (an eye, a brow) without
+    spreading over it. Only lines that cross ``region``'s outline from above (within STRAND_CROSS of its normal,
+    the normal within STRAND_CROSS of the crop's down axis: hair falls) seed: a glasses rim running along a brow
+    or entering it from the temple is not continued into it. ``jump`` > 2: a step may also jump up to ``jump`` px
+    straight along its direction (over a stretch where the strand does not show: across a dark glasses rim).
+    Fixed step count (no host sync). ``use_conv``: the dilation as a grouped convolution (default: off the CPU);
+    the result is the same."""
+    ok = _orientation_bins(lum, face_px) * allowed
+    # the outline's normal near the seeds (the gradient of the blurred region)
+    rb = F.pad(gaussian_blur(region, max(1.0, face_px * 0.03)), (1, 1, 1, 1), mode="replicate")
+    ny = rb[..., 2:, 1:-1] - rb[..., :-2, 1:-1]
+    nx = rb[..., 1:-1, 2:] - rb[..., 1:-1, :-2]
+    norm = torch.sqrt(nx * nx + ny * ny).clamp(min=1e-6)
+    ang = torch.arange(STRAND_BINS, device=lum.device, dtype=lum.dtype).view(1, -1, 1, 1) * torch.pi / STRAND_BINS
+    across = ((torch.cos(ang) * nx + torch.sin(ang) * ny).abs() / norm >= math.cos(STRAND_CROSS)).to(lum.dtype)
+    # hair falls from above: the seed lies above the eye or brow (the outline's normal points down into it)
+    above = (ny / norm >= math.cos(STRAND_CROSS)).to(lum.dtype)
+    g = ok * seeds * across * above
+    kernel = _strand_kernel(jump, lum.device, lum.dtype)
+    r = kernel.shape[-1] // 2
+    conv = lum.device.type != "cpu" if use_conv is None else use_conv
+    # the offsets of each bin's element (host lists from the host copy: no device sync)
+    offsets = [torch.nonzero(kk[0]).tolist() for kk in _strand_kernel(jump, torch.device("cpu"), torch.float32)]
+    h, w = g.shape[-2:]
+    for _ in range(max(1, round(face_px * STRAND_REACH / 2))):
+        # a binary dilation per bin by its own line-shaped element: one grouped convolution on a GPU (few
+        # kernels, for the CUDA graph), the same max over shifted copies on the CPU (a grouped convolution with a
+        # mostly empty 17² kernel is ~6x slower there)
+        if conv:
+            g = (F.conv2d(g, kernel, padding=r, groups=STRAND_BINS) > 0.5).to(g.dtype) * ok
+        else:
+            p = F.pad(g, (r, r, r, r))
+            bins = []
+            for k in range(STRAND_BINS):
+                acc = p[:, k:k + 1, r:r + h, r:r + w]
+                for y, x in offsets[k]:
+                    acc = torch.maximum(acc, p[:, k:k + 1, y:y + h, x:x + w])
+                bins.append(acc)
+            g = torch.cat(bins, 1) * ok
+    return g.amax(1, keepdim=True)
 
 
 def _flood(seeds: torch.Tensor, allowed: torch.Tensor, face_px: float) -> torch.Tensor:
