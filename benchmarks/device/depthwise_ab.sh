@@ -4,10 +4,7 @@
 #   device run: bash benchmarks/device/depthwise_ab.sh   carry: .device/core312.tar.xz .device/serve312.tar.xz .device/setup.sh
 # Steps, most important first: compile + load time, GPU tests of the kernel and of the nets with it, the detection
 # profile A/B, the stream A/B, the cold start A/B, 8 live sessions A/B (x the shared engine's swap thread off/on), the :sync load test. About 9 minutes.
-. .device/setup.sh
-R=$OUT/r
-TG=faceweave/models/tflite_graph.py
-use() { sed -i "s/self.depthwise_kernels: DepthwiseChoice = \"[a-z]*\"/self.depthwise_kernels: DepthwiseChoice = \"$1\"/" $TG; }
+. benchmarks/device/lib.sh
 echo "== 0 compile and load"; date
 if ! python3 - <<'PY'
 import time, torch
@@ -26,15 +23,9 @@ echo "== 2 detection kernels"; date
 timeout 150 python3 benchmarks/gpu_profile.py --batch 32 --dtype float16 --repeats 8 --top 15 --no-eager \
   --depthwise faceweave,aten --json $R/prof.json > $R/prof.txt 2>&1; grep -E "^graphs.*: " $R/prof.txt | cut -c1-150
 echo "== 3 stream A/B"; date
-for c in synth photo; do for v in faceweave aten; do
-  timeout 70 python3 benchmarks/stream_profile.py --content $c --seconds 20 --no-cprofile --device cuda --depthwise $v \
-    > $R/stream_${c}_$v.txt 2>&1; echo "$c $v: $(head -2 $R/stream_${c}_$v.txt | cut -c1-330)"
-done; done
+for c in synth photo; do for v in faceweave aten; do stream ${c}_$v --content $c --depthwise $v; done; done
 echo "== 4 cold start"; date
-for v in faceweave aten faceweave aten; do use $v
-  timeout 40 python3 benchmarks/cold_start.py --device cuda --size 1920x1080 --seconds 1 --repeats 1 --modes auto \
-    > $R/cold_$v.txt 2>&1; echo "cold $v: $(grep -m1 'auto (median)' $R/cold_$v.txt | cut -c1-200)"
-done
+cold_starts cold faceweave aten faceweave aten
 echo "== 5 live 720p, 8 sessions: depthwise kernels x the shared engine's swap thread"; date
 for v in faceweave aten; do use $v; timeout 75 python3 benchmarks/live_bench.py --size 1280x720 --seconds 10 --sessions 8 \
   --swap-thread off,on --device cuda --json $R/live_$v.json > $R/live_$v.txt 2>&1; echo "live $v:"

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Issue 19 goal 2 with the tree's defaults (faceweave's depthwise kernels; detail restoration on, then off), the
 # flipped test of the depthwise kernels, and the GIL switch interval's effect on 8 live sessions (docs/benchmarks.md §0-28). About 2.5 minutes.
-. .device/setup.sh
-R=$OUT/r
+. benchmarks/device/lib.sh
 echo "== live, 8 sessions, GIL switch interval 5 / 0.5 / 5 / 0.5 ms"; date
 timeout 80 python3 benchmarks/live_bench.py --size 1280x720 --seconds 8 --sessions 8 --switch-interval-ms 5,0.5,5,0.5 \
   --device cuda --json $R/live_si.json > $R/live_si.txt 2>&1

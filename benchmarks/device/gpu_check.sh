@@ -4,25 +4,16 @@
 # video stream, the depthwise kernel's cold start and :sync A/B, and where 8 live sessions hold the GIL (py-spy).
 #   device run: bash benchmarks/device/gpu_check.sh   carry: .device/core312.tar.xz .device/serve312.tar.xz .device/setup.sh
 #   and .device/py_spy-*.whl (scripts/device_carry.sh)
-. .device/setup.sh
-R=$OUT/r
-TG=faceweave/models/tflite_graph.py
-use() { sed -i "s/self.depthwise_kernels: DepthwiseChoice = \"[a-z]*\"/self.depthwise_kernels: DepthwiseChoice = \"$1\"/" $TG; }
+. benchmarks/device/lib.sh
 echo "== 1 GPU tests, faceweave's depthwise kernel as the default"; date
 use faceweave
 timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/models tests/analysis tests/swapper \
   tests/live/test_shared_swap_thread.py tests/pipeline/test_deferred_detection.py 2>&1 | tail -8
 use aten
 echo "== 2 stream: detail restoration on/off (PyTorch's depthwise kernels)"; date
-for c in synth photo; do for d in on off; do
-  timeout 60 python3 benchmarks/stream_profile.py --content $c --seconds 20 --no-cprofile --device cuda --detail-restore $d \
-    > $R/stream_${c}_$d.txt 2>&1; echo "$c $d: $(grep -h 'whole stream\|stream timing' $R/stream_${c}_$d.txt | cut -c1-200 | tr '\n' ' ')"
-done; done
+for c in synth photo; do for d in on off; do stream ${c}_$d --content $c --detail-restore $d; done; done
 echo "== 3 cold start, depthwise kernels"; date
-for v in aten faceweave aten faceweave; do use $v
-  timeout 40 python3 benchmarks/cold_start.py --device cuda --size 1920x1080 --seconds 1 --repeats 1 --modes auto \
-    > $R/cold2_$v.txt 2>&1; echo "cold $v: $(grep -m1 'auto (median)' $R/cold2_$v.txt | cut -c1-200)"
-done
+cold_starts cold2 aten faceweave aten faceweave
 echo "== 4 :sync, 8 clients, depthwise kernels"; date
 for v in aten faceweave; do use $v; timeout 45 python3 benchmarks/load_sync.py --clients 8 --seconds 10 --size 1920 \
   --format jpg --targets obama2.jpg --sync-batch 16 --device cuda > $R/sync8_$v.txt 2>&1; echo "$v $(tail -1 $R/sync8_$v.txt | cut -c1-200)"; done
