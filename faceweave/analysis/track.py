@@ -242,8 +242,8 @@ class FaceTracker:
         """Forget every track (scene cut)."""
         self.tracks = []
 
-    def _new_track(self, face: Face, t: float, box: np.ndarray) -> Track:
-        track = Track(self._next_id, face, t, t, embedding=face.embedding, box=box)
+    def _new_track(self, face: Face, t: float) -> Track:
+        track = Track(self._next_id, face, t, t, embedding=face.embedding)
         self._next_id += 1
         self.tracks_started += 1
         self.tracks.append(track)
@@ -354,7 +354,7 @@ class FaceTracker:
             if j in matched:
                 out.append(matched[j])
             elif detected:
-                tr = self._new_track(f, t, host[j].box)
+                tr = self._new_track(f, t)
                 smoothed, tr.box = self._smooth(tr, f, host[j], t)
                 out.append((tr, smoothed))
         return out

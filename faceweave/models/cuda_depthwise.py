@@ -17,10 +17,9 @@ Launches go to the current stream through the driver API, so CUDA-graph capture 
 Anything that fails here (no NVRTC, an unwritable cache, a driver refusal) makes :func:`depthwise_kernels` return
 ``None`` once per device, with a warning, and the nets fall back to PyTorch's kernel.
 
-Status: opt-in (``set_depthwise_kernels(net, "faceweave")``). The source compiles for sm_90 with NVRTC 13.5 on the dev
-VM (34.8 kB, 0.15 s), but the kernel has not yet run on a GPU: the session that wrote it got no device call
-(docs/benchmarks.md §0-27). It becomes the default once ``pytest -m gpu tests/models`` passes and the A/B
-(``gpu_profile.py --depthwise faceweave,aten``) shows the gain.
+Status: the default on CUDA (``TfConv2d.depthwise_kernels``; ``set_depthwise_kernels(net, "aten")`` brings PyTorch's
+kernel back). On an H100 it compiled in 377 ms and loaded from the cache in 0.7 ms, passed ``pytest -m gpu`` and cut
+the detector's time per batch of 32 1080p frames from 255 to 173 ms (docs/benchmarks.md §0-28).
 """
 
 from __future__ import annotations

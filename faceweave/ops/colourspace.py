@@ -245,8 +245,8 @@ class Yuv420Batch:
 
     def rgb(self, index: list[int] | slice, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Frames ``index`` as ``(k, 3, H, W)`` RGB in ``[0, 1]``, ``dtype``, on :attr:`device`."""
-        rows = index if isinstance(index, slice) else _consecutive(index)
-        y, u, v = unpack_yuv420(self.packed[index if rows is None else rows], self.height, self.width)
+        rows = index if isinstance(index, slice) else (_consecutive(index) or index)
+        y, u, v = unpack_yuv420(self.packed[rows], self.height, self.width)
         return yuv420_to_rgb(y, u, v, matrix=self.matrix, full_range=self.full_range, dtype=dtype)
 
     def luma_thumbnails(self, size: tuple[int, int] = (64, 36)) -> torch.Tensor:
