@@ -20,11 +20,13 @@ sync, no numpy), so the CPU and CUDA routes run the same code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from faceweave.errors import ShapeError, check_shape
 from faceweave.ops.colour import luminance
-from faceweave.ops.filters import gaussian_blur
+from faceweave.ops.filters import gaussian_blur, gaussian_blur_items
 from faceweave.ops.geometry import compose_affine, invert_affine
 from faceweave.ops.warp import warp_affine
 
@@ -79,17 +81,17 @@ def feature_weight(mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return mask * (1.0 - keep).clamp(0.0, 1.0)
 
 
-def luminance_band(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def luminance_band(x: torch.Tensor, sigma: float | Sequence[float]) -> torch.Tensor:
     """The luma band above ``sigma``: ``L − blur_sigma(L)``.
 
     Args:
-        x: ``(B, 3, H, W)`` float RGB ``[0, 1]``. sigma: gaussian sigma, pixels (> 0).
+        x: ``(B, 3, H, W)`` float RGB ``[0, 1]``. sigma: gaussian sigma, pixels (> 0), or one per item.
 
     Returns:
         ``(B, 1, H, W)`` in ``x``'s dtype, values in about ``[−1, 1]``.
     """
     lum = luminance(x)
-    return lum - gaussian_blur(lum, sigma)
+    return lum - (gaussian_blur_items(lum, sigma) if isinstance(sigma, Sequence) else gaussian_blur(lum, sigma))
 
 
 def band_gain(band: torch.Tensor, ref_band: torch.Tensor, weight: torch.Tensor, max_gain: float) -> torch.Tensor:
@@ -109,8 +111,8 @@ def band_gain(band: torch.Tensor, ref_band: torch.Tensor, weight: torch.Tensor, 
     return (e_ref / e.clamp(min=1e-10)).sqrt().clamp(1.0, max_gain)
 
 
-def restore_source_detail(out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *, sigma: float,
-                          max_gain: float = MAX_BAND_GAIN) -> torch.Tensor:
+def restore_source_detail(out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *,
+                          sigma: float | Sequence[float], max_gain: float = MAX_BAND_GAIN) -> torch.Tensor:
     """Sharpen the swapped face with its own band above ``sigma``, toward the target's energy in that band.
 
     ``out + (g − 1) · weight · band(out)`` in the three channels, ``band`` = :func:`luminance_band`, ``g`` =
@@ -122,7 +124,7 @@ def restore_source_detail(out: torch.Tensor, target: torch.Tensor, weight: torch
         target: ``(B, 3, H, W)`` the same window before the swap.
         weight: ``(B, 1, H, W)`` in ``[0, 1]``: where to restore (the swapped area; 0 keeps ``out``'s pixels
             exactly).
-        sigma: the band's gaussian sigma, pixels (:func:`band_sigma`). max_gain: ``>= 1``.
+        sigma: the band's gaussian sigma, pixels (:func:`band_sigma`), or one per item. max_gain: ``>= 1``.
 
     Returns:
         ``(B, 3, H, W)`` in ``out``'s dtype, clipped to ``[0, 1]`` where ``weight > 0``.
@@ -143,7 +145,7 @@ def restore_source_detail(out: torch.Tensor, target: torch.Tensor, weight: torch
 
 
 def restore_in_frame(region: torch.Tensor, target: torch.Tensor, masks: torch.Tensor, keeps: torch.Tensor,
-                      m: torch.Tensor, origin: tuple[int, int], sigmas: tuple[float, ...]) -> torch.Tensor:
+                      m: torch.Tensor, origin: tuple[int, int], magnifications: Sequence[float]) -> torch.Tensor:
     """:func:`restore_source_detail` on a pasted region, at the frame's resolution, on the
     swapped eyes, brows and lips only (:func:`feature_weight`).
 
@@ -151,8 +153,9 @@ def restore_in_frame(region: torch.Tensor, target: torch.Tensor, masks: torch.Te
         region: ``(B, 3, h, w)`` the pasted frame window (float ``[0, 1]`` RGB); target: the same window before the
             swap. masks, keeps: ``(B, 1, S, S)`` the crops' blend mask and the paste-back's ``keep`` (1 on the skin,
             0 on the eyes, brows and lips). m: ``(B, 2, 3)`` frame → crop (host). origin: the window's ``(x0, y0)``
-            frame pixel. sigmas: the bands' blurs (frame px, :func:`band_sigmas`), each
-            restored in turn.
+            frame pixel. magnifications: each face's (frame px per source px); its bands (:func:`band_sigmas`)
+            are restored in turn, each face with its own, so a face comes out the same whatever faces share its
+            batch (up to rounding).
 
     Returns:
         ``(B, 3, h, w)`` like ``region``.
@@ -163,6 +166,17 @@ def restore_in_frame(region: torch.Tensor, target: torch.Tensor, masks: torch.Te
     both = warp_affine(torch.cat([masks, keeps], 1).to(wd), crop_to_window, region.shape[-2:])
     weight = feature_weight(both[:, :1], both[:, 1:])
     weight = weight.to(region.dtype)
-    for band in sigmas:
-        region = restore_source_detail(region, target, weight, sigma=band)
+    bands = [band_sigmas(mag) for mag in magnifications]
+    for k in range(max((len(b) for b in bands), default=0)):
+        sigmas = [b[k] if k < len(b) else None for b in bands]
+        # a face without a k-th band gets weight 0 (its pixels kept) and, for the blur, a sigma the others have
+        others = next(s for s in sigmas if s is not None)
+        step_weight = weight
+        if None in sigmas:
+            step_weight = weight.clone()
+            for i in (i for i, s in enumerate(sigmas) if s is None):
+                step_weight[i].zero_()  # by a host index: no copy to the device, nothing waits
+        filled = [others if s is None else s for s in sigmas]
+        region = restore_source_detail(region, target, step_weight,
+                                       sigma=filled[0] if len(set(filled)) == 1 else filled)
     return region

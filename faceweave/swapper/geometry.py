@@ -81,20 +81,22 @@ def _shape_weights(points: int, strength: float, device: torch.device, dtype: to
 
 
 def grain_parameters(magnification: float) -> tuple[float, float]:
-    """``(sigma, weight)`` of the mesh swap's grain restoration for a batch whose faces are magnified up to
-    ``magnification`` (the largest target-face size over the source face's size in its own image's pixels); weight 0
+    """``(sigma, weight)`` of the mesh swap's grain restoration for a face magnified ``magnification``× (its
+    target-face size over the source face's size in its own image's pixels, :func:`magnifications`); weight 0
     below 1.25×."""
     if magnification < GRAIN_MIN_MAGNIFICATION:
         return 1.0, 0.0
     return min(GRAIN_MAX_SIGMA, 0.5 * magnification), GRAIN_WEIGHT * min(1.0, (magnification - 1.0) / 2.0)
 
 
-def magnification(src_pts: torch.Tensor, dst_pts: torch.Tensor, src_scale: torch.Tensor) -> float:
-    """Largest ratio of output face size to the source face's size in its own image (host tensors)."""
+def magnifications(src_pts: torch.Tensor, dst_pts: torch.Tensor, src_scale: torch.Tensor) -> list[float]:
+    """Each face's ratio of output face size to the source face's size in its own image (host tensors ``(F, N, 2)``
+    and ``(F,)``). Per face, not per batch: a face's swap must not depend on which faces share its batch (a live
+    session's frame batched with another session's, a :sync request with another client's)."""
     # the source face's size in its own image's pixels: the texture crop may already have magnified it
     src_size = (src_pts.max(1).values - src_pts.min(1).values).max(1).values / src_scale
     dst_size = (dst_pts.max(1).values - dst_pts.min(1).values).max(1).values
-    return float((dst_size / src_size.clamp(min=1)).max())
+    return [float(v) for v in dst_size / src_size.clamp(min=1)]
 
 
 def texture_box(points: torch.Tensor, size: int) -> tuple[int, int, int, int]:

@@ -61,7 +61,7 @@ from faceweave.swapper.geometry import (
 from faceweave.swapper.geometry import crop_matrix as _crop_matrix
 from faceweave.swapper.geometry import crop_size as _crop_size
 from faceweave.swapper.geometry import grain_parameters as _grain_parameters
-from faceweave.swapper.geometry import magnification as _magnification
+from faceweave.swapper.geometry import magnifications as _magnifications
 from faceweave.swapper.geometry import texture_box as _texture_box
 from faceweave.swapper.hairline import fill_source_hair, gate_textures
 
@@ -226,13 +226,13 @@ def _restore_grain(warped: torch.Tensor, target: torch.Tensor, skin: torch.Tenso
 
     Only frequencies above the magnification's own blur are taken (sigma ≈ 0.5 × magnification, see
     :func:`_grain_parameters`), so the target's features (eyes, wrinkles at face scale) do not leak back;
-    ``(F, 3, S, S)`` in and out. ``grain``: ``(2,)`` float32 on the device, the blur's sigma and the weight (0:
-    unchanged), or None for no grain. The sigma is a tensor so the kernels do not depend on it (CUDA graphs).
+    ``(F, 3, S, S)`` in and out. ``grain``: ``(F, 2)`` float32 on the device, each face's blur sigma and weight (0:
+    unchanged), or None for no grain. The sigmas are a tensor so the kernels do not depend on them (CUDA graphs).
     """
     if grain is None:
         return warped
-    detail = target - gaussian_blur_traced(target, grain[0], GRAIN_MAX_SIGMA)
-    return warped + grain[1].to(warped.dtype) * skin * detail
+    detail = target - gaussian_blur_traced(target, grain[:, 0], GRAIN_MAX_SIGMA)
+    return warped + grain[:, 1].to(warped.dtype).view(-1, 1, 1, 1) * skin * detail
 
 
 def working_crop_size(items: Sequence[tuple[int, Face, SourceTexture]], options: MeshSwapOptions) -> int:
@@ -339,7 +339,7 @@ def swap_in_crops(
             # lighting lives at tens of pixels: estimate it at ≥ 4 px per blur sigma (16× less work at 512²)
             warped_in = transfer_shading(warped_in, target_in, skin_in, sigma=sigma,
                                          downscale=max(1, int(sigma // 4)))
-        warped_in = _restore_grain(warped_in, target_in, skin_in, faces[0, -2:] if grain else None)
+        warped_in = _restore_grain(warped_in, target_in, skin_in, faces[:, -2:] if grain else None)
         warped_in = match_fine_detail(warped_in, target_in, skin_in, sigma=DETAIL_SIGMA, max_gain=DETAIL_MAX_GAIN)
         warped_in = torch.where(cov_in > 0, warped_in, target_in).clamp(0, 1)
         warped = target_crops.clone()
@@ -442,7 +442,8 @@ def swap_faces(
     m = _crop_matrix(box, size)  # (F, 2, 3) frame → crop, float32
     geo_c = transform_points(m, geo)
     tgt_c = transform_points(m, tgt)
-    magnification = _magnification(src_pts, geo_c, torch.tensor([s.scale for _, _, s in items]))
+    scales = torch.tensor([s.scale for _, _, s in items])
+    magnification = _magnifications(src_pts, geo_c, scales)  # per face: its grain and detail bands are its own
     frame_of = [i for i, _, _ in items]
     n_faces = len(items)
     graphed = graphs is not None
@@ -457,7 +458,7 @@ def swap_faces(
         graphed = int(blocks.prod(-1).sum()) <= max_blocks - 16 * n_faces
     if not graphed:
         tex_box = _texture_box(geo_c, size)
-    grain = torch.tensor(_grain_parameters(magnification)).expand(n_faces, 2)
+    grain = torch.tensor([_grain_parameters(mag) for mag in magnification])  # (F, 2)
     # one host→device copy (pinned, asynchronous on a GPU) for every per-face array the device stages need
     packed = torch.cat([src_pts.flatten(1), geo_c.flatten(1), tgt_c.flatten(1), grain,
                         torch.tensor(frame_of, dtype=torch.float32)[:, None]], 1)
@@ -484,12 +485,13 @@ def swap_faces(
         composite, mask, keep_detail = (out[:n_faces] for out in graphs(tex_box, inputs)[:3])
     else:
         composite, mask, keep_detail = swap_in_crops(target_crops, tex, faces, options=options, box=tex_box,
-                                                     grain=magnification >= GRAIN_MIN_MAGNIFICATION,
+                                                     grain=max(magnification) >= GRAIN_MIN_MAGNIFICATION,
                                                      read_masks=dev.type == "cpu")
 
     # the source's magnification in frame pixels (the detail restoration's bands follow it; none below 1.25×)
-    detail_sigmas = (band_sigmas(_magnification(src_pts, geo, torch.tensor([s.scale for _, _, s in items])))
-                     if options.detail_restore else ())
+    detail_magnification = _magnifications(src_pts, geo, scales) if options.detail_restore else None
+    if detail_magnification is not None and not any(band_sigmas(mag) for mag in detail_magnification):
+        detail_magnification = None  # no face magnified enough to restore
     out = frames.clone()
     # On the CPU, blend only the footprint of the masks' window (a crop's margin is about half its area); on a
     # device, finding it would wait for the device
@@ -510,9 +512,9 @@ def swap_faces(
             base, keep = (targets, keeps) if k_round == 0 else (None, None)
             region, (x0, y0, x1, y1) = paste_back_region(out, f_idx, crops, masks, m[this_round], base=base, keep=keep,
                                                          detail_limit=KEEP_DETAIL_LIMIT, support=support)
-            if region is not None and detail_sigmas:
+            if region is not None and detail_magnification is not None:
                 region = restore_in_frame(region, frames[f_idx, :, y0:y1, x0:x1], masks, keeps, m[this_round],
-                                           (x0, y0), detail_sigmas)
+                                           (x0, y0), [detail_magnification[i] for i in this_round])
             if region is not None:
                 out[f_idx, :, y0:y1, x0:x1] = region if keep is None else region.clamp(0, 1)
     return out
