@@ -98,8 +98,18 @@ STRAND_DEPTH = 0.03
 STRAND_JUMP = 0.04
 #: Kept occluders grow by this many pixels (their anti-aliased edge keeps the target too).
 GROW = 2
-#: The final flood crosses gaps between strong pixels up to twice this (fraction of the face) outside the features.
+#: The final flood crosses gaps up to twice this (fraction of the face) between *thick* strong parts outside the
+#: features.
 GAP = 0.02
+#: A strong part is thick (an object, a hand, a finger) when it survives an opening of this radius (fraction of the
+#: face); thinner strong pixels are edges, wrinkles, hair strands and glasses rims.
+THICK = 0.02
+#: A thick border component crosses the outline when its thick part reaches this deep (fraction of the face): a
+#: hat's brim or a fringe lies along the top of the face mask as a band of about 0.1 face.
+THICK_DEPTH = 0.16
+#: A thin strong pixel is a falling strand when this share of the strong pixels around it
+#: lie along steep lines (within STRAND_CROSS of vertical), at a blur of twice STRAND_WIDTH.
+STEEP_SHARE = 0.9
 
 
 def _local_log_std(lum: torch.Tensor, radius: int) -> torch.Tensor:
@@ -116,14 +126,26 @@ def weighted_median_mad(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.T
     ``weights`` ``(B, 1, H, W)``: ``(B, C, 1, 1)`` each. Fixed shapes (a sort, a cumulative sum, a gather), so it
     runs in a CUDA graph. Robust where a mean/std is not: hair or an occluder inside the region do not widen it."""
 
-    def median(v: torch.Tensor) -> torch.Tensor:
-        flat = v.flatten(2)
+    def median_of(flat: torch.Tensor, fw: torch.Tensor) -> torch.Tensor:
         order = torch.argsort(flat, dim=-1)
         sv = torch.gather(flat, -1, order)
-        sw = torch.gather(weights.flatten(2).expand_as(flat), -1, order)
+        sw = torch.gather(fw.expand_as(flat), -1, order)
         cum = torch.cumsum(sw, -1)
         idx = (cum < cum[..., -1:] / 2).sum(-1, keepdim=True).clamp(max=flat.shape[-1] - 1)
-        return torch.gather(sv, -1, idx)[..., None]
+        return torch.gather(sv, -1, idx)
+
+    def median(v: torch.Tensor) -> torch.Tensor:
+        flat, fw = v.flatten(2), weights.flatten(2)
+        if flat.device.type != "cpu" or fw.shape[1] != 1:
+            return median_of(flat, fw)[..., None]
+        # on the CPU, only the pixels of positive weight are sorted (zero weights never move the cumulative sum:
+        # the same median; a host sync elsewhere)
+        out = []
+        for b in range(flat.shape[0]):
+            keep = fw[b, 0] > 0
+            out.append(median_of(flat[b:b + 1], fw[b:b + 1]) if not bool(keep.any())
+                       else median_of(flat[b:b + 1, :, keep], fw[b:b + 1, :, keep]))
+        return torch.cat(out)[..., None]
 
     med = median(x)
     return med, 1.4826 * median((x - med).abs())
@@ -209,22 +231,37 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
     closing = -max_filter(-max_filter(lum, rad), rad)
     dark_b = (torch.maximum(closing - lum - WEAK * RIDGE_L, weak) > 0.5).float()
     feats_b = (feats > 0.5).float()
+    theta = _line_orientation(lum, face_px)
+    steep = (torch.sin(theta).abs() >= math.cos(STRAND_CROSS)).float()  # within STRAND_CROSS of vertical
     strand = _strand_flood(cand * (1 - feats_b), torch.maximum(weak_b, dark_b * feats_b) * (reg > 0).float(),
-                           lum, feats_b, face_px) * feats_b
+                           lum, feats_b, face_px, theta=theta) * feats_b
     allowed = torch.maximum(weak_b, strand)
     # a strand that runs well inside an eye or brow region crosses the outline too (a hair over the eye); one that
     # only touches its edge (the side hair at a brow's corner) does not
     strand_deep = strand * erode_mask(feats_b, max(1.0, face_px * STRAND_DEPTH))
-    crossing = _flood(strong_b * band, allowed, face_px) * deep * torch.maximum(strong_b, strand_deep)
-    seeds = torch.maximum(crossing, blob * strong_b)
-    # the final flood also crosses narrow gaps between strong pixels (a closing of GAP): an edge inside an occluder
-    # (a hand's fingers pasted over its palm) fails every test for a few pixels and cut the fingers off
+    # what crosses: a thick part (a hand, an object) reaching THICK_DEPTH inside (a hat's brim is a shallow band
+    # along the top), or a thin one (a strand) reaching CROSS_DEPTH along a steep line (hair falls; a glasses arm
+    # enters from the temple at eye height, nearly level, and its rim frames the eye: not an occluder of that skin)
+    thick_r = max(1, round(face_px * THICK))
+    thick_b = dilate_mask(erode_mask(strong_b, thick_r), thick_r)
+    deep_thick = erode_mask(reg, max(1.0, face_px * THICK_DEPTH))
+    # steep along the strand, not only at a point (a rim's rounded corner turns through vertical)
+    sig = max(1.0, 2 * face_px * STRAND_WIDTH)
+    steep = (gaussian_blur(steep * strong_b, sig) >= STEEP_SHARE * gaussian_blur(strong_b, sig)).float()
+    evidence = torch.maximum(thick_b * deep_thick, strong_b * (1 - thick_b) * deep * steep)
+    # the final flood also crosses narrow gaps between thick strong parts (a closing of GAP): an edge inside an
+    # occluder (a hand's fingers pasted over its palm) fails every test for a few pixels and cut the fingers off;
+    # closing every strong pixel (edges, wrinkles) swallowed the skin around a hand (held-out obama 0.48 -> 0.76)
     gap = max(1.0, face_px * GAP)
-    occ = _flood(seeds, torch.maximum(allowed, erode_mask(dilate_mask(strong_b, gap), gap) * (1 - feats_b)), face_px)
+    allowed = torch.maximum(allowed, erode_mask(dilate_mask(thick_b, gap), gap) * (1 - feats_b))
+    crossing = _flood(strong_b * band, allowed, face_px) * torch.maximum(evidence, strand_deep * deep)
+    # a blob seeds where it lies THICK_DEPTH inside (a patch, an object); a brim's band along the top is a blob too
+    seeds = torch.maximum(crossing, blob * strong_b * deep_thick)
+    occ = _flood(seeds, allowed, face_px)
     # the kept strands continued along their orientation through any dark pixels, jumping where they cross a
     # darker band of the same darkness (a glasses rim): a strand's part below the rim, over the eye
     occ = torch.maximum(occ, _strand_flood(occ * strand, torch.maximum(weak_b, dark_b) * (reg > 0).float(),
-                                           lum, feats_b, face_px, jump=round(face_px * STRAND_JUMP)))
+                                           lum, feats_b, face_px, jump=round(face_px * STRAND_JUMP), theta=theta))
     occ = gaussian_blur(max_filter(occ, GROW), 0.7).clamp(0, 1) * reg
     return occ.to(target.dtype)
 
@@ -265,15 +302,23 @@ def _dark_ridge(lum: torch.Tensor, d: int) -> torch.Tensor:
     return out
 
 
-def _orientation_bins(lum: torch.Tensor, face_px: float) -> torch.Tensor:
-    """``(B, STRAND_BINS, H, W)``: 1 where a line's orientation at that pixel (the structure tensor's minor axis
-    of ``lum`` ``(B, 1, H, W)``) lies within STRAND_TOL bins of each bin's orientation (bins of 180° / STRAND_BINS)."""
+def _line_orientation(lum: torch.Tensor, face_px: float) -> torch.Tensor:
+    """``(B, 1, H, W)``: the orientation (radians, 0 = along x, pi/2 = along y) of a line at each pixel of ``lum``
+    ``(B, 1, H, W)``: the structure tensor's minor axis at STRAND_SIGMA of the face."""
     p = F.pad(lum, (1, 1, 1, 1), mode="replicate")
     gx = (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) / 2
     gy = (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) / 2
     j = gaussian_blur(torch.cat([gx * gx, gx * gy, gy * gy], 1), max(1.0, face_px * STRAND_SIGMA))
     # the gradient's orientation; a line runs across it
-    theta = 0.5 * torch.atan2(2 * j[:, 1:2], j[:, 0:1] - j[:, 2:3]) + torch.pi / 2
+    return 0.5 * torch.atan2(2 * j[:, 1:2], j[:, 0:1] - j[:, 2:3]) + torch.pi / 2
+
+
+def _orientation_bins(lum: torch.Tensor, face_px: float, theta: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, STRAND_BINS, H, W)``: 1 where a line's orientation at that pixel (:func:`_line_orientation` of ``lum``
+    ``(B, 1, H, W)``, or ``theta`` when given) lies within STRAND_TOL bins of each bin's orientation (bins of
+    180° / STRAND_BINS)."""
+    if theta is None:
+        theta = _line_orientation(lum, face_px)
     centres = torch.arange(STRAND_BINS, device=lum.device, dtype=lum.dtype).view(1, -1, 1, 1) * torch.pi / STRAND_BINS
     diff = torch.remainder(theta - centres + torch.pi / 2, torch.pi) - torch.pi / 2  # (-90°, 90°]
     return (diff.abs() <= STRAND_TOL * torch.pi / STRAND_BINS).to(lum.dtype)
@@ -295,7 +340,8 @@ def _strand_kernel(jump: int, device: torch.device, dtype: torch.dtype) -> torch
 
 
 def _strand_flood(seeds: torch.Tensor, allowed: torch.Tensor, lum: torch.Tensor, region: torch.Tensor,
-                  face_px: float, jump: int = 0, use_conv: bool | None = None) -> torch.Tensor:
+                  face_px: float, jump: int = 0, use_conv: bool | None = None,
+                  theta: torch.Tensor | None = None) -> torch.Tensor:
     """A flood from ``seeds`` through ``allowed`` (``(B, 1, H, W)`` binary) that moves only along the local line
     orientation of ``lum``: each orientation bin's flood steps 1-2 px along its direction (± half a bin), through
     pixels whose own orientation agrees. A strand is followed across a dark region (an eye, a brow) without
@@ -305,7 +351,7 @@ def _strand_flood(seeds: torch.Tensor, allowed: torch.Tensor, lum: torch.Tensor,
     straight along its direction (over a stretch where the strand does not show: across a dark glasses rim).
     Fixed step count (no host sync). ``use_conv``: the dilation as a grouped convolution (default: off the CPU);
     the result is the same."""
-    ok = _orientation_bins(lum, face_px) * allowed
+    ok = _orientation_bins(lum, face_px, theta) * allowed
     # the outline's normal near the seeds (the gradient of the blurred region)
     rb = F.pad(gaussian_blur(region, max(1.0, face_px * 0.03)), (1, 1, 1, 1), mode="replicate")
     ny = rb[..., 2:, 1:-1] - rb[..., :-2, 1:-1]
@@ -322,22 +368,46 @@ def _strand_flood(seeds: torch.Tensor, allowed: torch.Tensor, lum: torch.Tensor,
     # the offsets of each bin's element (host lists from the host copy: no device sync)
     offsets = [torch.nonzero(kk[0]).tolist() for kk in _strand_kernel(jump, torch.device("cpu"), torch.float32)]
     h, w = g.shape[-2:]
-    for _ in range(max(1, round(face_px * STRAND_REACH / 2))):
-        # a binary dilation per bin by its own line-shaped element: one grouped convolution on a GPU (few
-        # kernels, for the CUDA graph), the same max over shifted copies on the CPU (a grouped convolution with a
-        # mostly empty 17² kernel is ~6x slower there)
-        if conv:
+    steps = max(1, round(face_px * STRAND_REACH / 2))
+    if conv:
+        for _ in range(steps):
+            # a binary dilation per bin by its own line-shaped element: one grouped convolution (few kernels, for
+            # the CUDA graph)
             g = (F.conv2d(g, kernel, padding=r, groups=STRAND_BINS) > 0.5).to(g.dtype) * ok
-        else:
-            p = F.pad(g, (r, r, r, r))
-            bins = []
-            for k in range(STRAND_BINS):
-                acc = p[:, k:k + 1, r:r + h, r:r + w]
-                for y, x in offsets[k]:
-                    acc = torch.maximum(acc, p[:, k:k + 1, y:y + h, x:x + w])
-                bins.append(acc)
-            g = torch.cat(bins, 1) * ok
-    return g.amax(1, keepdim=True)
+        return g.amax(1, keepdim=True)
+    # on the CPU the same dilation as a max over shifted copies (a grouped convolution with a mostly empty 17²
+    # kernel is ~6x slower there), only in each bin's window around its flooded pixels, and no more steps once the
+    # flood has converged (host syncs are free here): the same result, several times less work. g only grows,
+    # inside ok, so a step's window holds the state of two steps before: two padded buffers, swapped
+    cur = F.pad(g, (r, r, r, r))
+    nxt = cur.clone()
+    total = float(cur.sum())
+    for _ in range(steps):
+        for k in range(STRAND_BINS):
+            inner = cur[:, k:k + 1, r:r + h, r:r + w]
+            if not bool(inner.amax((0, 1, 3)).any()):
+                continue
+            y0, y1, x0, x1 = _support(inner, r)
+            acc = cur[:, k:k + 1, r + y0:r + y1, r + x0:r + x1]
+            for y, x in offsets[k]:
+                acc = torch.maximum(acc, cur[:, k:k + 1, y + y0:y + y1, x + x0:x + x1])
+            nxt[:, k:k + 1, r + y0:r + y1, r + x0:r + x1] = acc * ok[:, k:k + 1, y0:y1, x0:x1]
+        cur, nxt = nxt, cur
+        new_total = float(cur.sum())
+        if new_total == total:
+            break
+        total = new_total
+    return cur[..., r:r + h, r:r + w].amax(1, keepdim=True)
+
+
+def _support(x: torch.Tensor, margin: int) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the box around the nonzero pixels of ``x`` ``(B, 1, H, W)`` (not all zero), grown by
+    ``margin`` and cut to the image (a host sync: CPU only)."""
+    h, w = x.shape[-2:]
+    rows = torch.nonzero(x.amax((0, 1, 3))).flatten()
+    cols = torch.nonzero(x.amax((0, 1, 2))).flatten()
+    return (max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + margin + 1),
+            max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + margin + 1))
 
 
 def _flood(seeds: torch.Tensor, allowed: torch.Tensor, face_px: float) -> torch.Tensor:
@@ -348,8 +418,14 @@ def _flood(seeds: torch.Tensor, allowed: torch.Tensor, face_px: float) -> torch.
     f = max(1, -(-max(h, w) // FLOOD_GRID))
     a = F.max_pool2d(allowed, f, ceil_mode=True) if f > 1 else allowed
     g = (F.max_pool2d(seeds, f, ceil_mode=True) if f > 1 else seeds) * a
-    for _ in range(FLOOD_STEPS):
-        g = max_filter(g, 1) * a
+    cpu = g.device.type == "cpu"
+    for step in range(FLOOD_STEPS):
+        nxt = max_filter(g, 1) * a
+        # on the CPU, no more steps once converged (g only grows, inside a: equal sums are equal maps; the same
+        # result); a host sync on a device
+        if cpu and step % 4 == 3 and bool(nxt.sum() == g.sum()):
+            break
+        g = nxt
     if f > 1:
         g = F.interpolate(g, scale_factor=f, mode="nearest")[..., :h, :w]
     return g * allowed
