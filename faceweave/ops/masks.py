@@ -26,6 +26,7 @@ __all__ = [
     "feather_mask",
     "triangles_mask",
     "pad_polygons",
+    "mask_window",
 ]
 
 
@@ -255,3 +256,17 @@ def pad_polygons(polys: Sequence[torch.Tensor]) -> torch.Tensor:
     edges, which :func:`polygon_mask` ignores)."""
     length = max(p.shape[1] for p in polys)
     return torch.stack([torch.cat([p, p[:, -1:].expand(-1, length - p.shape[1], -1)], 1) for p in polys], 1)
+
+
+def mask_window(mask: torch.Tensor, margin: int = 0) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the rows and columns of ``(B, C, H, W)`` masks holding every positive value, grown by
+    ``margin`` and cut to the image; empty (``y1 <= y0``) when none is positive. Reads the values: one device sync
+    off the CPU."""
+    check_shape(mask, ["B", "C", "H", "W"], "mask")
+    h, w = mask.shape[-2:]
+    positive = (mask > 0).any(0).any(0)
+    rows, cols = positive.any(1).nonzero().flatten().tolist(), positive.any(0).nonzero().flatten().tolist()
+    if not rows:
+        return 0, 0, 0, 0
+    return (max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin),
+            max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin))

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from faceweave.errors import check_shape
 from faceweave.ops.colour import rgb_to_lab
 from faceweave.ops.filters import gaussian_blur, max_filter
-from faceweave.ops.masks import dilate_mask, erode_mask
+from faceweave.ops.masks import dilate_mask, erode_mask, mask_window
 
 #: Outlier thresholds in units of the skin's spread (tuned on the tune split of benchmarks/quality_set.py).
 CHROMA_Z = 4.0
@@ -365,8 +365,6 @@ def _strand_flood(seeds: torch.Tensor, allowed: torch.Tensor, lum: torch.Tensor,
     kernel = _strand_kernel(jump, lum.device, lum.dtype)
     r = kernel.shape[-1] // 2
     conv = lum.device.type != "cpu" if use_conv is None else use_conv
-    # the offsets of each bin's element (host lists from the host copy: no device sync)
-    offsets = [torch.nonzero(kk[0]).tolist() for kk in _strand_kernel(jump, torch.device("cpu"), torch.float32)]
     h, w = g.shape[-2:]
     steps = max(1, round(face_px * STRAND_REACH / 2))
     if conv:
@@ -379,6 +377,8 @@ def _strand_flood(seeds: torch.Tensor, allowed: torch.Tensor, lum: torch.Tensor,
     # kernel is ~6x slower there), only in each bin's window around its flooded pixels, and no more steps once the
     # flood has converged (host syncs are free here): the same result, several times less work. g only grows,
     # inside ok, so a step's window holds the state of two steps before: two padded buffers, swapped
+    # the offsets of each bin's element (host lists from the host copy: no device sync)
+    offsets = [torch.nonzero(kk[0]).tolist() for kk in _strand_kernel(jump, torch.device("cpu"), torch.float32)]
     cur = F.pad(g, (r, r, r, r))
     nxt = cur.clone()
     total = float(cur.sum())
@@ -387,7 +387,7 @@ def _strand_flood(seeds: torch.Tensor, allowed: torch.Tensor, lum: torch.Tensor,
             inner = cur[:, k:k + 1, r:r + h, r:r + w]
             if not bool(inner.amax((0, 1, 3)).any()):
                 continue
-            y0, y1, x0, x1 = _support(inner, r)
+            y0, y1, x0, x1 = mask_window(inner, r)
             acc = cur[:, k:k + 1, r + y0:r + y1, r + x0:r + x1]
             for y, x in offsets[k]:
                 acc = torch.maximum(acc, cur[:, k:k + 1, y + y0:y + y1, x + x0:x + x1])
@@ -398,16 +398,6 @@ def _strand_flood(seeds: torch.Tensor, allowed: torch.Tensor, lum: torch.Tensor,
             break
         total = new_total
     return cur[..., r:r + h, r:r + w].amax(1, keepdim=True)
-
-
-def _support(x: torch.Tensor, margin: int) -> tuple[int, int, int, int]:
-    """``(y0, y1, x0, x1)``: the box around the nonzero pixels of ``x`` ``(B, 1, H, W)`` (not all zero), grown by
-    ``margin`` and cut to the image (a host sync: CPU only)."""
-    h, w = x.shape[-2:]
-    rows = torch.nonzero(x.amax((0, 1, 3))).flatten()
-    cols = torch.nonzero(x.amax((0, 1, 2))).flatten()
-    return (max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + margin + 1),
-            max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + margin + 1))
 
 
 def _flood(seeds: torch.Tensor, allowed: torch.Tensor, face_px: float) -> torch.Tensor:

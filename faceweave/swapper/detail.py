@@ -160,14 +160,16 @@ def restore_in_frame(region: torch.Tensor, target: torch.Tensor, masks: torch.Te
     Returns:
         ``(B, 3, h, w)`` like ``region``.
     """
+    bands = [band_sigmas(mag) for mag in magnifications]
+    if not any(bands):  # no face of this round is magnified enough: nothing to warp or restore
+        return region
     wd = torch.float32 if region.dtype in (torch.float16, torch.bfloat16) else region.dtype
     shift = torch.tensor([[1.0, 0.0, -origin[0]], [0.0, 1.0, -origin[1]]], dtype=wd).expand(m.shape[0], 2, 3)
     crop_to_window = compose_affine(shift, invert_affine(m.to(wd)))
     both = warp_affine(torch.cat([masks, keeps], 1).to(wd), crop_to_window, region.shape[-2:])
     weight = feature_weight(both[:, :1], both[:, 1:])
     weight = weight.to(region.dtype)
-    bands = [band_sigmas(mag) for mag in magnifications]
-    for k in range(max((len(b) for b in bands), default=0)):
+    for k in range(max(len(b) for b in bands)):
         sigmas = [b[k] if k < len(b) else None for b in bands]
         # a face without a k-th band gets weight 0 (its pixels kept) and, for the blur, a sigma the others have
         others = next(s for s in sigmas if s is not None)
@@ -176,7 +178,6 @@ def restore_in_frame(region: torch.Tensor, target: torch.Tensor, masks: torch.Te
             step_weight = weight.clone()
             for i in (i for i, s in enumerate(sigmas) if s is None):
                 step_weight[i].zero_()  # by a host index: no copy to the device, nothing waits
-        filled = [others if s is None else s for s in sigmas]
-        region = restore_source_detail(region, target, step_weight,
-                                       sigma=filled[0] if len(set(filled)) == 1 else filled)
+        # one sigma for every face blurs as gaussian_blur does (gaussian_blur_items), bit for bit
+        region = restore_source_detail(region, target, step_weight, sigma=[others if s is None else s for s in sigmas])
     return region

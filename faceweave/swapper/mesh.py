@@ -44,6 +44,7 @@ from faceweave.ops.crops import square_boxes as _square_box
 from faceweave.ops.filters import area_window, gaussian_blur_traced
 from faceweave.ops.geometry import transform_points
 from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
+from faceweave.ops.masks import mask_window as _mask_window
 from faceweave.ops.masks import pad_polygons as _pad_polygons
 from faceweave.ops.occlusion import occlusion_mask
 from faceweave.ops.warp import piecewise_affine_warp, triangle_blocks, warp_affine
@@ -443,7 +444,7 @@ def swap_faces(
     geo_c = transform_points(m, geo)
     tgt_c = transform_points(m, tgt)
     scales = torch.tensor([s.scale for _, _, s in items])
-    magnification = _magnifications(src_pts, geo_c, scales)  # per face: its grain and detail bands are its own
+    crop_magnification = _magnifications(src_pts, geo_c, scales)  # per face: its grain and detail bands are its own
     frame_of = [i for i, _, _ in items]
     n_faces = len(items)
     graphed = graphs is not None
@@ -458,7 +459,7 @@ def swap_faces(
         graphed = int(blocks.prod(-1).sum()) <= max_blocks - 16 * n_faces
     if not graphed:
         tex_box = _texture_box(geo_c, size)
-    grain = torch.tensor([_grain_parameters(mag) for mag in magnification])  # (F, 2)
+    grain = torch.tensor([_grain_parameters(mag) for mag in crop_magnification])  # (F, 2)
     # one host→device copy (pinned, asynchronous on a GPU) for every per-face array the device stages need
     packed = torch.cat([src_pts.flatten(1), geo_c.flatten(1), tgt_c.flatten(1), grain,
                         torch.tensor(frame_of, dtype=torch.float32)[:, None]], 1)
@@ -485,7 +486,7 @@ def swap_faces(
         composite, mask, keep_detail = (out[:n_faces] for out in graphs(tex_box, inputs)[:3])
     else:
         composite, mask, keep_detail = swap_in_crops(target_crops, tex, faces, options=options, box=tex_box,
-                                                     grain=max(magnification) >= GRAIN_MIN_MAGNIFICATION,
+                                                     grain=max(crop_magnification) >= GRAIN_MIN_MAGNIFICATION,
                                                      read_masks=dev.type == "cpu")
 
     # the source's magnification in frame pixels (the detail restoration's bands follow it; none below 1.25×)
@@ -549,16 +550,6 @@ class MeshSwapper:
     def swap(self, frames: torch.Tensor, items: list[tuple[int, Face, SourceTexture]]) -> torch.Tensor:
         """See :func:`swap_faces`."""
         return swap_faces(frames, items, self.options, graphs=self.graphs)
-
-
-def _mask_window(mask: torch.Tensor) -> tuple[int, int, int, int]:
-    """``(y0, y1, x0, x1)``: the rows and columns of ``(F, 1, S, S)`` masks holding every non-zero value (empty,
-    ``y1 <= y0``, when all are 0). Reads the values: one device sync off the CPU."""
-    nonzero = (mask > 0).any(0).any(0)
-    rows, cols = nonzero.any(1).nonzero().flatten().tolist(), nonzero.any(0).nonzero().flatten().tolist()
-    if not rows:
-        return 0, 0, 0, 0
-    return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
 
 
 def _texture(source: SourceTexture, lab: bool) -> torch.Tensor:
