@@ -94,6 +94,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                  for k in OCCLUDERS if any(r["variant"] == k for r in occ)},
         "colour_de_median": round(statistics.median(colour), 2) if colour else None,
         "colour_de_max": round(max(colour), 2) if colour else None,
+        "novel_colour_median": round(statistics.median(finite("novel_colour")), 4),
+        "novel_colour_max": round(max(finite("novel_colour")), 4),
         "colour_de_step_median": round(statistics.median(finite("colour_de_step")), 2),
         "colour_de_step_target_median": round(statistics.median(finite("colour_de_step_target")), 2),
         "seam_max": round(max(finite("seam_ratio")), 3),

@@ -40,6 +40,7 @@ class SwapQuality:
     sharpness_vs_target: float = math.nan  # variance of the Laplacian of the face, output / target
     sharpness_vs_128: float = math.nan  # ... output / the output through a 128-px face crop
     occluder_mad: float | None = None  # mean abs difference inside a known occluder mask (8-bit levels)
+    novel_colour: float = math.nan  # share of the face whose chroma neither input face has (a made-up patch)
 
     def to_dict(self) -> dict[str, float | bool | None]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -121,6 +122,9 @@ def evaluate(
     lm = ft.landmarks[:, :2].numpy().astype(np.float64)
     colour = realism.colour_consistency(output, target, lm, exclude=occluder)
     sharp = realism.sharpness(output, target, lm, exclude=occluder)
+    assert fs.landmarks is not None
+    novel = realism.novel_colour_share(output, target, lm, source, fs.landmarks[:, :2].numpy().astype(np.float64),
+                                       exclude=occluder)
     return SwapQuality(
         identity_to_source=d_src,
         identity_to_target=d_tgt,
@@ -135,6 +139,7 @@ def evaluate(
         sharpness_vs_target=sharp["sharpness_vs_target"],
         sharpness_vs_128=sharp["sharpness_vs_128"],
         occluder_mad=None if occluder is None else realism.occluder_preservation(output, target, occluder),
+        novel_colour=novel,
     )
 
 

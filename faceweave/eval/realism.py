@@ -220,6 +220,45 @@ def sharpness(output: np.ndarray, target: np.ndarray, landmarks: np.ndarray,
     return {"sharpness_vs_target": v_out / max(v_tgt, 1e-9), "sharpness_vs_128": v_out / max(v_128, 1e-9)}
 
 
+#: Bin width of the chroma histogram of :func:`novel_colour_share` (CIELAB a*, b* units) and how far (in a*, b*
+#: units) an output colour may lie from every colour of the two inputs' faces before it counts as new. 6 is about
+#: the chroma step a viewer notices on skin (ΔE00 ~3 at skin chroma), doubled for the spread within one face.
+CHROMA_BIN = 2.0
+NOVEL_CHROMA = 6.0
+
+
+def novel_colour_share(output: np.ndarray, target: np.ndarray, landmarks: np.ndarray, source: np.ndarray,
+                       source_landmarks: np.ndarray, exclude: np.ndarray | None = None) -> float:
+    """Share of the output face's pixels whose chroma neither input face has: a colour patch made by the swap (a
+    cyan beard shadow, a green cast on the lips) rather than taken from the source or the target.
+
+    The chroma (a*, b*) of the target's and the source's face ovals (eroded by 8 %) are binned
+    (:data:`CHROMA_BIN`); the bins they fill, grown by :data:`NOVEL_CHROMA`, are the inputs' gamut. The
+    result is the share of the output's face oval (the target's landmarks; ``exclude`` left out) outside it, in
+    ``[0, 1]``; 0 when every colour came from an input.
+    """
+    n = int(round(256 / CHROMA_BIN))
+
+    def bins(image: np.ndarray, region: np.ndarray) -> np.ndarray:
+        ab = to_lab(image)[region][:, 1:3]
+        return np.clip(np.floor((ab + 128.0) / CHROMA_BIN).astype(np.int64), 0, n - 1)
+
+    region = face_oval_mask(landmarks, target.shape, 0.08)
+    if exclude is not None:
+        region &= ~exclude
+    if not region.any():
+        return 0.0
+    seen = np.zeros((n, n), np.int32)
+    for image, lm in ((target, landmarks), (source, source_landmarks)):
+        b = bins(image, face_oval_mask(lm, image.shape, 0.08))
+        np.add.at(seen, (b[:, 0], b[:, 1]), 1)
+    r = int(math.ceil(NOVEL_CHROMA / CHROMA_BIN))
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    gamut = cv2.dilate((seen > 0).astype(np.uint8), k).astype(bool)
+    b = bins(output, region)
+    return float(1.0 - gamut[b[:, 0], b[:, 1]].mean())
+
+
 def occluder_preservation(output: np.ndarray, target: np.ndarray, occluder: np.ndarray) -> float:
     """Mean absolute difference (8-bit levels, over pixels and channels) inside a known occluder mask
     (``(H, W)`` bool); 0 = the occluder is untouched."""

@@ -200,6 +200,7 @@ def lab_transfer_coefficients(
     *,
     strength: float = 1.0,
     max_gain: float = 4.0,
+    max_chroma_gain: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The per-channel affine map of :func:`transfer_colour_lab`, from images and masks of one size (e.g. both on a
     mask grid, or on a part of it outside which the masks are 0): ``lab' = scale · lab + shift``.
@@ -207,6 +208,9 @@ def lab_transfer_coefficients(
     Args:
         src_lab, ref_lab: ``(B, 3, h, w)`` CIELAB (float32 or float64). src_mask, ref_mask: ``(B, 1, h, w)``
             weights in ``[0, 1]``, their dtype. strength, max_gain: as :func:`transfer_colour_lab`.
+        max_chroma_gain: a tighter bound for a* and b* (None: ``max_gain``). A reference's chroma spread can be
+            far wider than any skin's (an overexposed face, its red channel clipped on the bright side only), and
+            a gain that wide turns the source's greyer parts (a beard shadow) cyan or green.
 
     Returns:
         ``(scale, shift)``, ``(B, 3, 1, 1)`` each.
@@ -214,6 +218,8 @@ def lab_transfer_coefficients(
     mu_s, sd_s = masked_mean_std(src_lab, src_mask)
     mu_r, sd_r = masked_mean_std(ref_lab, ref_mask)
     gain = (sd_r / sd_s).clamp(1.0 / max_gain, max_gain)
+    if max_chroma_gain is not None:
+        gain = torch.cat([gain[:, :1], gain[:, 1:].clamp(1.0 / max_chroma_gain, max_chroma_gain)], 1)
     # lab_s + strength·((lab_s − μ_s)·gain + μ_r − lab_s), as one per-channel affine map of lab_s
     return 1.0 + strength * (gain - 1.0), strength * (mu_r - gain * mu_s)
 

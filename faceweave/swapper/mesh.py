@@ -80,6 +80,9 @@ SHADING_SIGMA = 0.4
 #: the target's (tune: colour_de 1.47 instead of 2.19, but identity distance to the source 0.453 instead of 0.428).
 EDGE_RING = 0.10
 EDGE_SIGMA = 0.03
+#: Bound of the colour transfer's a*/b* gain: an overexposed target's clipped red channel widens its skin's a*
+#: spread (grace_hopper bright 13.4, plain 6.5), and a gain of 3.8 turned obama's beard shadow cyan (docs/quality.md).
+CHROMA_MAX_GAIN = 2.0
 #: Fine detail (ops.colour.match_fine_detail): the band's sigma (crop px) and its largest gain (3: about what three
 #: bilinear resamplings take); the paste-back keeps the target's lost detail below this local amplitude (0–1 units).
 DETAIL_SIGMA = 1.0
@@ -334,7 +337,8 @@ def swap_in_crops(
             stats_win = stats[..., grid_win[0], grid_win[1]].float()
             scale, shift = lab_transfer_coefficients(
                 to_grid(in_window(warped_in.float())),
-                rgb_to_lab(to_grid(target_crops[..., ay0:ay1, ax0:ax1].float())), stats_win, stats_win)
+                rgb_to_lab(to_grid(target_crops[..., ay0:ay1, ax0:ax1].float())), stats_win, stats_win,
+                max_chroma_gain=CHROMA_MAX_GAIN)
             warped_in = lab_to_rgb(torch.addcmul(shift, warped_in.float(), scale)).to(dt)
             sigma = max(2.0, face_px * SHADING_SIGMA)
             # lighting lives at tens of pixels: estimate it at ≥ 4 px per blur sigma (16× less work at 512²)

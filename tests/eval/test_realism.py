@@ -55,3 +55,21 @@ def test_flicker_ratio() -> None:
     assert same["flicker_ratio"] == pytest.approx(1.0) and same["flicker_de_input"] > 0.5
     steady = realism.colour_flicker(frames, [img] * 3, [lm] * 3)
     assert steady["flicker_de"] == 0.0 and steady["flicker_ratio"] == 0.0
+
+
+def test_novel_colour_share_counts_a_patch_neither_input_has() -> None:
+    img, lm = load("obama.jpg"), donor_landmarks("obama.jpg")
+    src, src_lm = load("astronaut.png"), donor_landmarks("astronaut.png")
+    assert realism.novel_colour_share(img, img, lm, src, src_lm) == 0.0
+    # a cyan patch (skin has a* > 0; this has a* ≈ -25) over a known part of the measured face region
+    region = realism.face_oval_mask(lm, img.shape, 0.08)
+    patch = np.zeros_like(region)
+    ys, xs = np.nonzero(region)
+    patch[ys.min():(ys.min() + ys.max()) // 2, :] = True
+    patch &= region
+    painted = img.copy()
+    painted[patch] = (60, 140, 140)
+    share = realism.novel_colour_share(painted, img, lm, src, src_lm)
+    assert share == pytest.approx(patch.sum() / region.sum(), abs=0.01)
+    # a colour the source's face has is not new
+    assert realism.novel_colour_share(img, img, lm, painted, lm) == 0.0

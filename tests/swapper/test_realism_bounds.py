@@ -19,6 +19,7 @@ CASES = {
     "hopper->astronaut:bright": ("grace_hopper.jpg", "astronaut.png", "bright"),
     "astronaut->grace_hopper:plain": ("astronaut.png", "grace_hopper.jpg", "plain"),
     "astronaut->grace_hopper:bright": ("astronaut.png", "grace_hopper.jpg", "bright"),
+    "obama->grace_hopper:bright": ("obama.jpg", "grace_hopper.jpg", "bright"),
     "hopper->astronaut:bald": ("grace_hopper.jpg", "astronaut.png", "bald"),
 }
 
@@ -40,6 +41,13 @@ def test_edge_colour_matches_the_target_skin(judged: dict[str, SwapQuality]) -> 
     # before: 4.08 (the swapped face lighter and pinker than the target's brightened skin around it)
     q = judged["hopper->astronaut:bright"]
     assert q.colour_de <= 3.0, q
+
+
+def test_no_colour_patch_that_neither_input_has(judged: dict[str, SwapQuality]) -> None:
+    # before the chroma gain's bound: 0.056 (obama's beard shadow and eye sockets turned cyan on the overexposed
+    # target, whose clipped red channel widened its skin's a* spread and the transfer's gain with it)
+    q = judged["obama->grace_hopper:bright"]
+    assert q.novel_colour <= 0.03, q
 
 
 @pytest.mark.parametrize("name", ["astronaut->grace_hopper:plain", "astronaut->grace_hopper:bright"])
