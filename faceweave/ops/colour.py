@@ -16,8 +16,8 @@ from faceweave.errors import ShapeError, check_shape
 from faceweave.ops.filters import gaussian_blur, normalised_blur
 
 __all__ = ["rgb_to_lab", "lab_to_rgb", "masked_mean_std", "transfer_colour_lab", "transfer_colour_lab_from_lab",
-           "lab_transfer_coefficients", "luminance", "transfer_shading", "match_edge_colour", "edge_colour_correction",
-           "match_fine_detail"]
+           "lab_transfer_coefficients", "chroma_floor", "apply_lab_transfer", "luminance", "transfer_shading",
+           "match_edge_colour", "edge_colour_correction", "match_fine_detail"]
 
 # sRGB (linear) → XYZ, D65, as in OpenCV's documentation of cvtColor.
 _RGB2XYZ = (
@@ -190,6 +190,44 @@ def transfer_colour_lab_from_lab(
                                              max_gain=max_gain)
     part = lab_s if region is None else lab_s[..., region[0], region[1]]
     return lab_to_rgb(torch.addcmul(shift, part, scale)).to(src_lab.dtype)
+
+
+#: How far below the reference's mean chroma (in its standard deviations) :func:`chroma_floor` lets a* and b* reach.
+CHROMA_FLOOR_SD = 2.0
+
+
+def chroma_floor(ref_lab: torch.Tensor, ref_mask: torch.Tensor) -> torch.Tensor:
+    """``(B, 2, 1, 1)`` the lowest a* and b* the reference's masked region reaches in practice, and never above 0:
+    ``min(0, μ − 2σ)`` per channel (:func:`apply_lab_transfer`'s floor). For skin in ordinary light both are 0;
+    under a blue or green cast the skin's own negative chroma stays reachable.
+
+    Args:
+        ref_lab: ``(B, 3, h, w)`` CIELAB. ref_mask: ``(B, 1, h, w)`` weights in ``[0, 1]``, its dtype.
+    """
+    mu, sd = masked_mean_std(ref_lab, ref_mask)
+    return (mu[:, 1:] - CHROMA_FLOOR_SD * sd[:, 1:]).clamp(max=0.0)
+
+
+def apply_lab_transfer(lab: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, floor: torch.Tensor
+                       ) -> torch.Tensor:
+    """``scale · lab + shift`` (:func:`lab_transfer_coefficients`) for a face, except that a* and b* stop at
+    ``min(floor, lab)``: the transfer takes no colour further to the complementary side of the skin than the
+    reference's skin goes (``floor``, :func:`chroma_floor`) or the source pixel itself was.
+
+    A reference whose mean chroma is low (a pale or overexposed face) shifts every colour toward neutral, and the
+    source's parts below its own mean chroma (brows, a beard shadow, the eye sockets) then land on the complementary
+    side: cyan, green or blue patches that neither face has. They stop at neutral instead; a source colour that was
+    there already (blue or green eyes) keeps its own chroma.
+
+    Args:
+        lab: ``(B, 3, H, W)`` CIELAB. scale, shift: ``(B, 3, 1, 1)``; floor: ``(B, 2, 1, 1)`` (≤ 0), lab's dtype.
+
+    Returns:
+        ``(B, 3, H, W)`` CIELAB, lab's dtype.
+    """
+    out = torch.addcmul(shift, lab, scale)
+    chroma = torch.maximum(out[:, 1:], torch.minimum(lab[:, 1:], floor))
+    return torch.cat([out[:, :1], chroma], 1)
 
 
 def lab_transfer_coefficients(

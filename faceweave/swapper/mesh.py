@@ -33,6 +33,8 @@ from faceweave.ops.blend import (
     pyramid_support_radius,
 )
 from faceweave.ops.colour import (
+    apply_lab_transfer,
+    chroma_floor,
     edge_colour_correction,
     lab_to_rgb,
     lab_transfer_coefficients,
@@ -335,11 +337,11 @@ def swap_in_crops(
         if options.colour_transfer == "lab":
             # statistics on the mask grid (the skin lies inside the box), the transfer only inside the box
             stats_win = stats[..., grid_win[0], grid_win[1]].float()
-            scale, shift = lab_transfer_coefficients(
-                to_grid(in_window(warped_in.float())),
-                rgb_to_lab(to_grid(target_crops[..., ay0:ay1, ax0:ax1].float())), stats_win, stats_win,
-                max_chroma_gain=CHROMA_MAX_GAIN)
-            warped_in = lab_to_rgb(torch.addcmul(shift, warped_in.float(), scale)).to(dt)
+            ref_lab = rgb_to_lab(to_grid(target_crops[..., ay0:ay1, ax0:ax1].float()))
+            scale, shift = lab_transfer_coefficients(to_grid(in_window(warped_in.float())), ref_lab, stats_win,
+                                                     stats_win, max_chroma_gain=CHROMA_MAX_GAIN)
+            floor = chroma_floor(ref_lab, stats_win)  # no cyan beard shadow on a pale face
+            warped_in = lab_to_rgb(apply_lab_transfer(warped_in.float(), scale, shift, floor)).to(dt)
             sigma = max(2.0, face_px * SHADING_SIGMA)
             # lighting lives at tens of pixels: estimate it at ≥ 4 px per blur sigma (16× less work at 512²)
             warped_in = transfer_shading(warped_in, target_in, skin_in, sigma=sigma,

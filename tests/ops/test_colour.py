@@ -12,6 +12,8 @@ import torch.nn.functional as F
 
 from faceweave.errors import ShapeError
 from faceweave.ops.colour import (
+    apply_lab_transfer,
+    chroma_floor,
     lab_to_rgb,
     luminance,
     masked_mean_std,
@@ -269,3 +271,36 @@ def test_match_fine_detail_restores_the_band_a_blur_took(faces: tuple[np.ndarray
     assert torch.equal(match_fine_detail(sharp, soft, mask, sigma=1.0, max_gain=3.0), sharp)
     outside = mask[0, 0] == 0
     assert torch.equal(out[..., outside], soft[..., outside])
+
+
+def test_lab_transfer_stops_chroma_at_neutral() -> None:
+    # a pale reference pulls every chroma down: the source's greyer parts would cross neutral (cyan, blue)
+    lab = torch.tensor([[60.0, 16.0, 24.0], [30.0, 4.0, 8.0], [50.0, 2.0, -12.0]]).T.reshape(1, 3, 3, 1)
+    scale = torch.tensor([1.0, 1.5, 1.5]).view(1, 3, 1, 1)
+    shift = torch.tensor([10.0, -20.0, -30.0]).view(1, 3, 1, 1)
+    plain = torch.addcmul(shift, lab, scale)
+    out = apply_lab_transfer(lab, scale, shift, torch.zeros(1, 2, 1, 1))
+    assert torch.equal(out[:, 0], plain[:, 0])  # lightness as the affine map gives it
+    assert torch.equal(out[..., 0, 0], plain[..., 0, 0])  # the skin pixel stays on the skin's side: unchanged
+    assert out[0, 1:, 1, 0].tolist() == [0.0, 0.0]  # the brow (4, 8 → -14, -18) stops at neutral
+    # a blue iris (b* -12) may keep its own chroma, not more: -48 → -12; its a* (2 → -17) stops at 0
+    assert out[0, 1:, 2, 0].tolist() == [0.0, -12.0]
+    # under a blue cast the reference's skin reaches b* -20 (its floor): the brow may go there
+    cast = apply_lab_transfer(lab, scale, shift, torch.tensor([0.0, -20.0]).view(1, 2, 1, 1))
+    assert cast[0, 1:, 1, 0].tolist() == [0.0, -18.0]
+
+
+def test_chroma_floor_is_zero_for_skin_and_follows_a_cast() -> None:
+    from faceweave.eval.cases import donor_landmarks, load
+    from faceweave.eval.realism import face_oval_mask
+
+    img, lm = load("obama.jpg"), donor_landmarks("obama.jpg")
+    mask = torch.from_numpy(face_oval_mask(lm, img.shape, 0.1)).float()[None, None]
+    skin = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    assert chroma_floor(rgb_to_lab(skin), mask).tolist() == [[[[0.0]], [[0.0]]]]
+    # the same face under a strong blue light: its skin's b* goes negative, and the floor with it
+    blue = (skin * torch.tensor([0.55, 0.8, 1.6]).view(1, 3, 1, 1)).clamp(0, 1)
+    lab = rgb_to_lab(blue)
+    mu, sd = masked_mean_std(lab, mask)
+    floor = chroma_floor(lab, mask)
+    assert float(mu[0, 2]) < -5 and float(floor[0, 1]) == pytest.approx(float(mu[0, 2] - 2 * sd[0, 2]))
