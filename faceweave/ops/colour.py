@@ -196,16 +196,16 @@ def transfer_colour_lab_from_lab(
 CHROMA_FLOOR_SD = 2.0
 
 
-def chroma_floor(ref_lab: torch.Tensor, ref_mask: torch.Tensor) -> torch.Tensor:
+def chroma_floor(ref_mean: torch.Tensor, ref_std: torch.Tensor) -> torch.Tensor:
     """``(B, 2, 1, 1)`` the lowest a* and b* the reference's masked region reaches in practice, and never above 0:
     ``min(0, μ − 2σ)`` per channel (:func:`apply_lab_transfer`'s floor). For skin in ordinary light both are 0;
     under a blue or green cast the skin's own negative chroma stays reachable.
 
     Args:
-        ref_lab: ``(B, 3, h, w)`` CIELAB. ref_mask: ``(B, 1, h, w)`` weights in ``[0, 1]``, its dtype.
+        ref_mean, ref_std: ``(B, 3, 1, 1)`` the reference's masked CIELAB statistics (:func:`masked_mean_std`, the
+            same that :func:`lab_transfer_coefficients` takes as ``ref_stats``).
     """
-    mu, sd = masked_mean_std(ref_lab, ref_mask)
-    return (mu[:, 1:] - CHROMA_FLOOR_SD * sd[:, 1:]).clamp(max=0.0)
+    return (ref_mean[:, 1:] - CHROMA_FLOOR_SD * ref_std[:, 1:]).clamp(max=0.0)
 
 
 def apply_lab_transfer(lab: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, floor: torch.Tensor
@@ -239,6 +239,7 @@ def lab_transfer_coefficients(
     strength: float = 1.0,
     max_gain: float = 4.0,
     max_chroma_gain: float | None = None,
+    ref_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The per-channel affine map of :func:`transfer_colour_lab`, from images and masks of one size (e.g. both on a
     mask grid, or on a part of it outside which the masks are 0): ``lab' = scale · lab + shift``.
@@ -249,12 +250,13 @@ def lab_transfer_coefficients(
         max_chroma_gain: a tighter bound for a* and b* (None: ``max_gain``). A reference's chroma spread can be
             far wider than any skin's (an overexposed face, its red channel clipped on the bright side only), and
             a gain that wide turns the source's greyer parts (a beard shadow) cyan or green.
+        ref_stats: ``masked_mean_std(ref_lab, ref_mask)`` when the caller has it already (None: computed here).
 
     Returns:
         ``(scale, shift)``, ``(B, 3, 1, 1)`` each.
     """
     mu_s, sd_s = masked_mean_std(src_lab, src_mask)
-    mu_r, sd_r = masked_mean_std(ref_lab, ref_mask)
+    mu_r, sd_r = masked_mean_std(ref_lab, ref_mask) if ref_stats is None else ref_stats
     gain = (sd_r / sd_s).clamp(1.0 / max_gain, max_gain)
     if max_chroma_gain is not None:
         gain = torch.cat([gain[:, :1], gain[:, 1:].clamp(1.0 / max_chroma_gain, max_chroma_gain)], 1)

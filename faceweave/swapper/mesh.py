@@ -38,6 +38,7 @@ from faceweave.ops.colour import (
     edge_colour_correction,
     lab_to_rgb,
     lab_transfer_coefficients,
+    masked_mean_std,
     match_fine_detail,
     rgb_to_lab,
     transfer_shading,
@@ -338,9 +339,10 @@ def swap_in_crops(
             # statistics on the mask grid (the skin lies inside the box), the transfer only inside the box
             stats_win = stats[..., grid_win[0], grid_win[1]].float()
             ref_lab = rgb_to_lab(to_grid(target_crops[..., ay0:ay1, ax0:ax1].float()))
+            ref_stats = masked_mean_std(ref_lab, stats_win)  # the transfer and the floor share them
             scale, shift = lab_transfer_coefficients(to_grid(in_window(warped_in.float())), ref_lab, stats_win,
-                                                     stats_win, max_chroma_gain=CHROMA_MAX_GAIN)
-            floor = chroma_floor(ref_lab, stats_win)  # no cyan beard shadow on a pale face
+                                                     stats_win, max_chroma_gain=CHROMA_MAX_GAIN, ref_stats=ref_stats)
+            floor = chroma_floor(*ref_stats)  # no cyan beard shadow on a pale face
             warped_in = lab_to_rgb(apply_lab_transfer(warped_in.float(), scale, shift, floor)).to(dt)
             sigma = max(2.0, face_px * SHADING_SIGMA)
             # lighting lives at tens of pixels: estimate it at ≥ 4 px per blur sigma (16× less work at 512²)

@@ -297,10 +297,10 @@ def test_chroma_floor_is_zero_for_skin_and_follows_a_cast() -> None:
     img, lm = load("obama.jpg"), donor_landmarks("obama.jpg")
     mask = torch.from_numpy(face_oval_mask(lm, img.shape, 0.1)).float()[None, None]
     skin = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
-    assert chroma_floor(rgb_to_lab(skin), mask).tolist() == [[[[0.0]], [[0.0]]]]
+    assert chroma_floor(*masked_mean_std(rgb_to_lab(skin), mask)).tolist() == [[[[0.0]], [[0.0]]]]
     # the same face under a strong blue light: its skin's b* goes negative, and the floor with it
     blue = (skin * torch.tensor([0.55, 0.8, 1.6]).view(1, 3, 1, 1)).clamp(0, 1)
     lab = rgb_to_lab(blue)
     mu, sd = masked_mean_std(lab, mask)
-    floor = chroma_floor(lab, mask)
+    floor = chroma_floor(mu, sd)
     assert float(mu[0, 2]) < -5 and float(floor[0, 1]) == pytest.approx(float(mu[0, 2] - 2 * sd[0, 2]))
