@@ -4,6 +4,7 @@
     PYTHONPATH=$PWD python benchmarks/quality_set.py --groups          # detection recall on grids + face-less frames
     PYTHONPATH=$PWD python benchmarks/quality_set.py --video           # colour flicker on carphone
     PYTHONPATH=$PWD python benchmarks/quality_set.py --split tune --source-scale 0.4   # small sources, magnified
+    PYTHONPATH=$PWD python benchmarks/quality_set.py --split tune --split heldout --mirror   # the photos mirrored
 
 Every case runs with the default settings (plus ``--set`` overrides) on the CPU, as a new user would, and is judged
 by faceweave.eval (identity by dlib, realism metrics of faceweave/eval/realism.py).
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from faceweave.eval.cases import OCCLUDERS, build_cases, bunny_frames, group_grid
+from faceweave.eval.cases import OCCLUDERS, VARIANTS, build_cases, bunny_frames, group_grid
 from faceweave.eval.metrics import evaluate
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.image import swap_image
@@ -39,14 +40,17 @@ def _settings(overrides: list[str]) -> SwapSettings:
 
 
 def run_split(split: str, settings: SwapSettings, out_dir: Path | None = None,
-              variants: tuple[str, ...] | None = None, source_scale: float = 1.0) -> list[dict[str, Any]]:
+              variants: tuple[str, ...] | None = None, source_scale: float = 1.0,
+              mirror: bool = False, oracle: bool = False) -> list[dict[str, Any]]:
     """Swap and judge every case of ``split``; one row per case. ``source_scale`` < 1 shrinks every source image
     (area) first, so that its face is magnified onto the target (as a small source photo is); identity is then
-    judged against the shrunk source."""
+    judged against the shrunk source. ``oracle``: on cases with a known occluder, also judge the output with the
+    target put back under that mask (:func:`keep_known_occluder`); with the estimate off, the identity a perfect
+    occlusion mask would give."""
     engine = SwapEngine(settings)
     rows = []
     prepared: dict[str, Any] = {}
-    for case in build_cases(split, *([variants] if variants else [])):
+    for case in build_cases(split, variants or VARIANTS, mirror):
         if source_scale != 1.0:
             import cv2
 
@@ -59,6 +63,11 @@ def run_split(split: str, settings: SwapSettings, out_dir: Path | None = None,
         ms = (time.perf_counter() - t0) * 1000
         q = evaluate(case.source, case.target, out, engine, case.occluder)
         row = {"case": case.name, "variant": case.variant, "faces": n, "ms": round(ms), **q.to_dict()}
+        if oracle and case.occluder is not None:
+            qo = evaluate(case.source, case.target, keep_known_occluder(out, case.target, case.occluder), engine,
+                          case.occluder)
+            row["oracle_identity_to_source"] = round(qo.identity_to_source, 4)
+            row["oracle_identity_to_target"] = round(qo.identity_to_target, 4)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
         if out_dir is not None:
@@ -74,6 +83,16 @@ def run_split(split: str, settings: SwapSettings, out_dir: Path | None = None,
     return rows
 
 
+def keep_known_occluder(output: np.ndarray, target: np.ndarray, occluder: np.ndarray) -> np.ndarray:
+    """``output`` with the target's pixels under the known ``occluder`` mask (grown 2 px and feathered 0.7 px, as the
+    built-in estimate grows and feathers what it keeps): what a perfect occlusion mask would give."""
+    import cv2
+
+    grown = cv2.dilate(occluder.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32)
+    m = cv2.GaussianBlur(grown, (0, 0), 0.7)[..., None]
+    return np.asarray((output * (1 - m) + target * m).round().clip(0, 255), np.uint8)
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue-21 goals' figures over a split."""
 
@@ -87,6 +106,12 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "cases": len(rows),
         "identity_moved": f"{sum(bool(r['identity_moved']) for r in rows)}/{len(rows)}",
         "mean_identity_to_source": round(statistics.mean(finite("identity_to_source")), 4),
+        "mean_identity_to_source_occluded": (round(statistics.mean(finite("identity_to_source", occ)), 4)
+                                             if occ else None),
+        "oracle_identity_to_source_occluded": (round(statistics.mean(finite("oracle_identity_to_source", occ)), 4)
+                                               if occ and finite("oracle_identity_to_source", occ) else None),
+        "oracle_identity_moved": (f"{sum(r['oracle_identity_to_source'] < r['oracle_identity_to_target'] for r in occ)}"
+                                  f"/{len(occ)}" if occ and finite("oracle_identity_to_source", occ) else None),
         "occluder_mad_mean": round(statistics.mean(finite("occluder_mad", occ)), 2) if occ else None,
         "occluder_mad_max": round(max(finite("occluder_mad", occ)), 2) if occ else None,
         "occluder_mad_by_kind": {k: round(statistics.mean(finite("occluder_mad", [r for r in occ
@@ -165,16 +190,23 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="a SwapSettings override, key=value")
     ap.add_argument("--source-scale", type=float, default=1.0,
                     help="shrink each source image by this factor first (its face is then magnified, e.g. 0.4)")
+    ap.add_argument("--mirror", action="store_true",
+                    help="build the splits from the photos mirrored left to right (a generalisation check)")
+    ap.add_argument("--oracle", action="store_true",
+                    help="also judge each occluded case with the target kept under its known occluder mask (with "
+                         "occlusion=false: what a perfect occlusion mask would give)")
     ap.add_argument("--out-dir", type=Path)
     ap.add_argument("--json", type=Path, help="write the report here")
     args = ap.parse_args()
     settings = _settings(args.set)
     report: dict[str, Any] = {"settings": args.set}
     for split in args.split:
-        rows = run_split(split, settings, args.out_dir / split if args.out_dir else None,
-                         tuple(args.variants.split(",")) if args.variants else None, args.source_scale)
-        report[split] = {"summary": summarise(rows), "rows": rows}
-        print(split, json.dumps(report[split]["summary"], indent=1))
+        label = f"{split}-mirror" if args.mirror else split
+        rows = run_split(split, settings, args.out_dir / label if args.out_dir else None,
+                         tuple(args.variants.split(",")) if args.variants else None, args.source_scale, args.mirror,
+                         args.oracle)
+        report[label] = {"summary": summarise(rows), "rows": rows}
+        print(label, json.dumps(report[label]["summary"], indent=1))
     if args.groups:
         report["groups"] = run_groups(settings)
         print(json.dumps(report["groups"], indent=1))

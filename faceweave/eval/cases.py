@@ -10,7 +10,10 @@ Every case is a (source, target) pair where the target may carry a synthetic cha
 - ``dark`` and ``bright``: the target's exposure changed.
 
 The split is by target person: ``tune`` targets are astronaut and grace_hopper, ``heldout`` targets obama and
-obama2 (so a parameter tuned on one split never saw the other's faces). Group grids (detection recall) tile one
+obama2 (so a parameter tuned on one split never saw the other's faces). ``mirror=True`` builds either split from
+the photos mirrored left to right: the same people, but the light, the hair's parting and every synthetic occluder
+fall on the other side of the face, a check that a rule found on the originals does not depend on where things
+happened to lie in them. Group grids (detection recall) tile one
 face many times at a chosen face size.
 """
 
@@ -47,15 +50,16 @@ class Case:
 
 
 @lru_cache(maxsize=16)
-def _read(name: str) -> np.ndarray:
+def _read(name: str, mirror: bool = False) -> np.ndarray:
     from faceweave.media.image import read_image
 
-    return read_image(media_path(name)).rgb
+    rgb = read_image(media_path(name)).rgb
+    return np.ascontiguousarray(rgb[:, ::-1]) if mirror else rgb
 
 
-def load(name: str) -> np.ndarray:
-    """A bundled image (a fresh copy)."""
-    return _read(name).copy()
+def load(name: str, mirror: bool = False) -> np.ndarray:
+    """A bundled image (a fresh copy), mirrored left to right when ``mirror``."""
+    return _read(name, mirror).copy()
 
 
 @lru_cache(maxsize=1)
@@ -228,26 +232,27 @@ def expose(image: np.ndarray, gain: float, gamma: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _landmarks_cached(name: str) -> np.ndarray:
+def _landmarks_cached(name: str, mirror: bool = False) -> np.ndarray:
     from faceweave.pipeline.engine import SwapEngine
     from faceweave.settings import SwapSettings
 
     engine = SwapEngine(SwapSettings(device="cpu", enhancer=None))
-    faces = engine.analyze(engine.to_tensor(_read(name)))[0]
+    faces = engine.analyze(engine.to_tensor(_read(name, mirror)))[0]
     face = max(faces, key=lambda f: f.area)
     assert face.landmarks is not None
     return face.landmarks[:, :2].numpy().astype(np.float64)
 
 
-def donor_landmarks(name: str) -> np.ndarray:
+def donor_landmarks(name: str, mirror: bool = False) -> np.ndarray:
     """The largest face's ``(468, 2)`` mesh in a bundled image (computed once per process)."""
-    return _landmarks_cached(name)
+    return _landmarks_cached(name, mirror)
 
 
-def make_variant(target_name: str, variant: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """The target image of ``variant`` and its occluder mask (None when nothing is in front of the face)."""
-    img = load(target_name)
-    lm = donor_landmarks(target_name)
+def make_variant(target_name: str, variant: str, mirror: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """The target image of ``variant`` and its occluder mask (None when nothing is in front of the face);
+    ``mirror``: built on the photo mirrored left to right."""
+    img = load(target_name, mirror)
+    lm = donor_landmarks(target_name, mirror)
     donor = "grace_hopper.jpg" if PEOPLE[target_name] != "hopper" else "astronaut.png"
     if variant == "plain":
         return img, None
@@ -268,17 +273,19 @@ def make_variant(target_name: str, variant: str) -> tuple[np.ndarray, np.ndarray
     raise ValueError(f"unknown variant {variant!r}")
 
 
-def build_cases(split: str, variants: tuple[str, ...] = VARIANTS) -> list[Case]:
-    """Every (source, target variant) case of ``split`` (``tune`` or ``heldout``); sources are the other people."""
+def build_cases(split: str, variants: tuple[str, ...] = VARIANTS, mirror: bool = False) -> list[Case]:
+    """Every (source, target variant) case of ``split`` (``tune`` or ``heldout``); sources are the other people.
+    ``mirror``: every photo mirrored left to right (case names ``tune-mirror/…``, ``heldout-mirror/…``)."""
     out = []
+    label = f"{split}-mirror" if mirror else split
     for target_name in SPLITS[split]:
         sources = [s for s in ("astronaut.png", "grace_hopper.jpg", "obama.jpg")
                    if PEOPLE[s] != PEOPLE[target_name]]
         for variant in variants:
-            tgt, occ = make_variant(target_name, variant)
+            tgt, occ = make_variant(target_name, variant, mirror)
             for source_name in sources:
-                name = f"{split}/{PEOPLE[source_name]}->{target_name.split('.')[0]}:{variant}"
-                out.append(Case(name, split, source_name, target_name, variant, load(source_name), tgt, occ))
+                name = f"{label}/{PEOPLE[source_name]}->{target_name.split('.')[0]}:{variant}"
+                out.append(Case(name, label, source_name, target_name, variant, load(source_name, mirror), tgt, occ))
     return out
 
 

@@ -22,9 +22,10 @@ inside a strong blob thick enough to survive an erosion of :data:`BLOB_RADIUS` o
 judged against the skin's own chroma at the pixel's lightness (:func:`_chroma_trend`): a gamma-crushed exposure
 greys its shadows. Eye sockets, nasolabial
 folds and wrinkles are faint or thin inner shading: unconnected, they are dropped. The mesh says where eyes, brows
-and lips are: they are never seeds, and a flood enters them only through a flat surface, a colour that is not redder
-than the skin (the lips are) or a ridge :data:`FEATURE_RIDGE` × darker than a hair strand's threshold (brows and
-lashes are dark ridges): a hand over the mouth is kept, the lips are not called occluders.
+and lips are: they are never seeds, and a flood enters them only through a flat surface, on the lips a colour that is
+not redder than the skin (the lips are), or a ridge :data:`FEATURE_RIDGE` × darker than a hair strand's threshold
+(brows and lashes are dark ridges): a hand over the mouth is kept, the lips are not called occluders. The face
+mask's border band is where seeds lie but not a path: the final flood runs inside it only next to what it kept.
 Hair strands are followed into the eyes and brows by their orientation, not their darkness (:func:`_strand_flood`):
 a strand entering an eye or brow from above (falling: within :data:`STRAND_CROSS` of vertical; a brow's own hairs
 run along it), from a candidate occluder outside it, is continued along its own line
@@ -114,6 +115,10 @@ THICK_DEPTH = 0.16
 #: A thin strong pixel is a falling strand when this share of the strong pixels around it
 #: lie along steep lines (within STRAND_CROSS of vertical), at a blur of twice STRAND_WIDTH.
 STEEP_SHARE = 0.9
+#: Thin crossing evidence counts where at least EVIDENCE_LENGTH × r of it lies within the (2r+1)² box around it, r =
+#: EVIDENCE_RADIUS of the face: a strand crossing the box is 2r+1 long; a crow's foot is a few strong pixels.
+EVIDENCE_RADIUS = 0.02
+EVIDENCE_LENGTH = 2.0
 
 
 def _local_log_std(lum: torch.Tensor, radius: int) -> torch.Tensor:
@@ -156,7 +161,7 @@ def weighted_median_mad(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.T
 
 
 def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tensor, features: torch.Tensor,
-                   *, face_px: float) -> torch.Tensor:
+                   *, face_px: float, lips: torch.Tensor | None = None) -> torch.Tensor:
     """Where the target's face is covered by something else.
 
     Args:
@@ -166,6 +171,8 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
         region: ``(B, 1, H, W)`` where occluders are looked for (the face mask).
         features: ``(B, 1, H, W)`` eyes, brows, lips (grown): never called occluders.
         face_px: the faces' size in pixels (filter radii follow it).
+        lips: ``(B, 1, H, W)``, the lips' part of ``features``: only there does a colour that is not redder than the
+            skin enter a feature (a hand over the mouth); None: every feature (the caller cannot tell them apart).
 
     Returns:
         ``(B, 1, H, W)`` in ``[0, 1]``: 1 = an occluder (keep the target), grown by one pixel and softened by a
@@ -218,8 +225,11 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
     # on the eyes, brows and lips (not skin: their colour and darkness are the face's) a flat surface (a hand or
     # patch over the mouth), a colour that is not redder than the skin (the lips are) and a ridge darker than the
     # brows and lashes are something else; only reached from outside (the flood), never seeds
+    # (the colour only on the lips: the white of an eye and a brow's grey hair are "not redder" than the skin too,
+    # and a flood along the outline entered them from the temple: held-out astronaut -> obama hand stopped moving)
     feat_weak = torch.maximum(((flat - WEAK * TEXTURE_Z) / RAMP).clamp(0, 1),
-                              ((chroma - CHROMA_Z) / RAMP).clamp(0, 1) * (red < 1).float())
+                              ((chroma - CHROMA_Z) / RAMP).clamp(0, 1) * (red < 1).float()
+                              * (1.0 if lips is None else (lips > 0.5).float()))
     feat_weak = torch.maximum(feat_weak, (ridge / (FEATURE_RIDGE * RIDGE_L) - 1).clamp(0, 1) * 2)
     weak = (weak * (1 - feats) + feat_weak * feats).clamp(0, 1) * reg
     strong = strong * (1 - feats) * reg
@@ -258,7 +268,12 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
     # steep along the strand, not only at a point (a rim's rounded corner turns through vertical)
     sig = max(1.0, 2 * face_px * STRAND_WIDTH)
     steep = (gaussian_blur(steep * strong_b, sig) >= STEEP_SHARE * gaussian_blur(strong_b, sig)).float()
-    evidence = torch.maximum(thick_b * deep_thick, strong_b * (1 - thick_b) * deep * steep)
+    thin_ev = strong_b * (1 - thick_b) * deep * steep
+    # ... and a strand's evidence is a length of it, not a few pixels: 2 strong pixels at obama's outer eye corner
+    # (a crow's foot) counted as a strand crossing the outline once a hand had shifted the skin's statistics
+    er = max(1, round(face_px * EVIDENCE_RADIUS))
+    ev_len = F.avg_pool2d(F.pad(thin_ev, (er,) * 4), 2 * er + 1, stride=1) * (2 * er + 1) ** 2
+    evidence = torch.maximum(thick_b * deep_thick, thin_ev * (ev_len >= EVIDENCE_LENGTH * er).float())
     # the final flood also crosses narrow gaps between thick strong parts (a closing of GAP): an edge inside an
     # occluder (a hand's fingers pasted over its palm) fails every test for a few pixels and cut the fingers off;
     # closing every strong pixel (edges, wrinkles) swallowed the skin around a hand (held-out obama 0.48 -> 0.76)
@@ -278,7 +293,13 @@ def occlusion_mask(target: torch.Tensor, skin: torch.Tensor, region: torch.Tenso
                              _flood(strong_b * band, solid, face_px) * evidence)
     # a blob seeds where it lies THICK_DEPTH inside (a patch, an object); a brim's band along the top is a blob too
     seeds = torch.maximum(crossing, blob * strong_b * deep_thick)
-    occ = _flood(seeds, allowed, face_px)
+    # the face's border band is no path: background or hair along the outline next to an occluder carried the flood
+    # to the temple (held-out obama2's patch kept the background beside his cheek up to his eye); the band is added
+    # back next to what the flood kept, where the occluder itself crosses it
+    band_b = (band > 0.5).float()
+    occ = _flood(seeds, allowed * (1 - band_b), face_px)
+    near = dilate_mask(occ, max(1.0, 1.5 * face_px * BORDER_BAND))
+    occ = torch.maximum(occ, _flood(max_filter(occ, 2), allowed * band_b * near, face_px))
     # the kept strands continued along their orientation through any dark pixels, jumping where they cross a
     # darker band of the same darkness (a glasses rim): a strand's part below the rim, over the eye
     occ = torch.maximum(occ, _strand_flood(occ * strand, torch.maximum(weak_b, dark_b) * (reg > 0).float(),

@@ -172,8 +172,9 @@ def prepare_source_texture(image: torch.Tensor, face: Face, size: int = SOURCE_T
 def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, options: MeshSwapOptions,
                   coverage: torch.Tensor, face_size: float, box: tuple[int, int, int, int] | None = None
                   ) -> tuple[torch.Tensor, ...]:
-    """Blend mask, colour-statistics (skin) mask, the grown eyes/brows/lips and the face eroded by :data:`EDGE_RING`,
-    ``(F, 1, R, R)`` each, on a ``R = min(size, MASK_SIZE)`` grid spanning the ``size × size`` crop.
+    """Blend mask, colour-statistics (skin) mask, the grown eyes/brows/lips (channel 0; channel 1 the lips alone) and
+    the face eroded by :data:`EDGE_RING`, ``(F, 1 or 2, R, R)``, on a ``R = min(size, MASK_SIZE)`` grid spanning the
+    ``size × size`` crop.
 
     Args:
         pts, target_pts: ``(F, 468, 2)`` output and target geometry in crop pixels (float32, any device).
@@ -208,8 +209,9 @@ def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, option
     n_feat = len(features)
     # statistics only: 2 scanlines per row are plenty (4 cost 23 ms per 8 faces at 160², 2 half that)
     grown = polygon_mask(_pad_polygons(features).flatten(0, 1), (res, res), dilate=4 * sc, subrows=2, window=window)
-    grown = grown.view(-1, n_feat, res, res).sum(1, keepdim=True).clamp(0, 1)
-    stats = erode_mask(face, 2 * sc) * (1 - grown)
+    parts = grown.view(-1, n_feat, res, res)
+    grown = torch.cat([parts.sum(1, keepdim=True).clamp(0, 1), parts[:, -1:]], 1)  # all features; the lips
+    stats = erode_mask(face, 2 * sc) * (1 - grown[:, :1])
 
     erosion = max(1, round(face_size * options.mask_erosion))  # crop pixels, as at full resolution
     mask = erode_mask(face, erosion * sc)
@@ -329,7 +331,8 @@ def swap_in_crops(
         occ = None
         if options.occlusion:
             # what covers the target's face keeps the target; it also leaves the colour statistics
-            occ = occlusion_mask(target_crops, skin, (mask > 0).float(), features, face_px=face_px).float()
+            occ = occlusion_mask(target_crops, skin, (mask > 0).float(), features[:, :1], face_px=face_px,
+                                 lips=features[:, 1:]).float()
             skin = skin * (1 - occ)
             stats = stats * (1 - (occ if res == size else F.interpolate(occ, size=(res, res), mode="area")))
         mask, skin, stats = mask.to(dt), skin.to(dt), stats.to(dt)
@@ -383,7 +386,7 @@ def swap_in_crops(
             keep = occ.to(dt)
             composite = composite * (1 - keep) + target_crops * keep
             mask = mask * (1 - keep)
-        keep_detail = (1 - features).to(dt)  # the paste-back keeps the target's detail but on eyes, brows and lips
+        keep_detail = (1 - features[:, :1]).to(dt)  # the paste-back keeps the target's detail but on the features
     return composite, mask, keep_detail
 
 
