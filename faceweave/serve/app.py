@@ -163,6 +163,9 @@ def create_app(
             await anyio.to_thread.run_sync(executor.stop)
             if svc.sync_batcher is not None:
                 await anyio.to_thread.run_sync(svc.sync_batcher.close)
+            live = getattr(app.state, "live_hub", None)
+            if live is not None:  # the shared live engine's threads end with the app, not with the process
+                await anyio.to_thread.run_sync(live.close)
             store.close()
 
     app = FastAPI(

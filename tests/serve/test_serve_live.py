@@ -53,3 +53,9 @@ async def test_live_offer_gate_and_limits(tmp_path: Path, media_bytes: object) -
         assert h.app.state.live_hub.sessions == {}  # every refused offer gave its slot back
         r = await h.client.get("/live")
         assert r.status_code == 200 and '<script src="/static/live.js">' in r.text and "<script>" not in r.text
+        shared = h.app.state.live_hub._engine  # made to read the source photo
+        assert shared is not None
+        threads = [b._thread for b in shared._batchers()]
+        assert all(t.is_alive() for t in threads)
+    # the app's shutdown stops the shared live engine's threads (they outlived the app before)
+    assert not any(t.is_alive() for t in threads)

@@ -71,6 +71,12 @@ class LiveHub:
         self._engine_lock = asyncio.Lock()
         svc.metrics.live_fps.set_function(self.fps)
 
+    def close(self) -> None:
+        """Stop the shared engine's threads (the app's shutdown; sessions have ended by then)."""
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
     def reserve(self, principal: Principal) -> str:
         """A slot for a new session of ``principal``, or :class:`QuotaExceeded` saying which limit is full."""
         s, metrics = self.svc.settings, self.svc.metrics
