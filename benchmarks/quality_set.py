@@ -102,16 +102,17 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     occ = [r for r in rows if r["variant"] in OCCLUDERS]
     bald = [r for r in rows if r["variant"] == "bald"]
     colour = finite("colour_de")
+    oracle = [r for r in occ if r.get("oracle_identity_to_source") is not None]  # rows judged with --oracle
+    oracle_moved = sum(r["oracle_identity_to_source"] < r["oracle_identity_to_target"] for r in oracle)
     return {
         "cases": len(rows),
         "identity_moved": f"{sum(bool(r['identity_moved']) for r in rows)}/{len(rows)}",
         "mean_identity_to_source": round(statistics.mean(finite("identity_to_source")), 4),
         "mean_identity_to_source_occluded": (round(statistics.mean(finite("identity_to_source", occ)), 4)
                                              if occ else None),
-        "oracle_identity_to_source_occluded": (round(statistics.mean(finite("oracle_identity_to_source", occ)), 4)
-                                               if occ and finite("oracle_identity_to_source", occ) else None),
-        "oracle_identity_moved": (f"{sum(r['oracle_identity_to_source'] < r['oracle_identity_to_target'] for r in occ)}"
-                                  f"/{len(occ)}" if occ and finite("oracle_identity_to_source", occ) else None),
+        "oracle_identity_to_source_occluded": (round(statistics.mean(finite("oracle_identity_to_source", oracle)), 4)
+                                               if oracle else None),
+        "oracle_identity_moved": f"{oracle_moved}/{len(oracle)}" if oracle else None,
         "occluder_mad_mean": round(statistics.mean(finite("occluder_mad", occ)), 2) if occ else None,
         "occluder_mad_max": round(max(finite("occluder_mad", occ)), 2) if occ else None,
         "occluder_mad_by_kind": {k: round(statistics.mean(finite("occluder_mad", [r for r in occ
