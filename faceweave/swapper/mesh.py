@@ -211,7 +211,7 @@ def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, option
     grown = polygon_mask(_pad_polygons(features).flatten(0, 1), (res, res), dilate=4 * sc, subrows=2, window=window)
     parts = grown.view(-1, n_feat, res, res)
     grown = torch.cat([parts.sum(1, keepdim=True).clamp(0, 1), parts[:, -1:]], 1)  # all features; the lips
-    stats = erode_mask(face, 2 * sc) * (1 - grown[:, :1].contiguous())
+    stats = erode_mask(face, 2 * sc) * (1 - grown[:, :1])
 
     erosion = max(1, round(face_size * options.mask_erosion))  # crop pixels, as at full resolution
     mask = erode_mask(face, erosion * sc)
@@ -386,7 +386,7 @@ def swap_in_crops(
             keep = occ.to(dt)
             composite = composite * (1 - keep) + target_crops * keep
             mask = mask * (1 - keep)
-        keep_detail = (1 - features[:, :1].contiguous()).to(dt)  # paste-back keeps target detail off the features
+        keep_detail = (1 - features[:, :1]).to(dt)  # the paste-back keeps the target's detail off the features
     return composite, mask, keep_detail
 
 
