@@ -126,3 +126,18 @@ def test_detail_restore_flag(files: dict[str, Path], media: type) -> None:
         assert proc.returncode == 0, proc.stderr
         sharpness[flag] = json.loads(proc.stdout)["sharpness_vs_target"]
     assert sharpness["--detail-restore"] > 1.1 * sharpness["--no-detail-restore"], sharpness
+
+
+def test_hairline_fill_flag(files: dict[str, Path], media: type) -> None:
+    """`--hairline-fill` reaches the swap: astronaut's fringe onto obama's high forehead leaves a lower band at the
+    mask's top (`seam_top`, as `faceweave eval` measures it) than the default."""
+    src, target = media.path("astronaut.png"), media.path("obama.jpg")
+    seam_top = {}
+    for flag in ("--hairline-fill", "--no-hairline-fill"):
+        out = files["dir"] / f"out{flag}.png"
+        proc = run("swap", "-s", str(src), "-t", str(target), "-o", str(out), "--device", "cpu", flag)
+        assert proc.returncode == 0, proc.stderr
+        proc = run("eval", "-s", str(src), "-t", str(target), "-o", str(out))
+        assert proc.returncode == 0, proc.stderr
+        seam_top[flag] = json.loads(proc.stdout)["seam_top"]
+    assert seam_top["--hairline-fill"] < seam_top["--no-hairline-fill"] - 0.05, seam_top

@@ -11,10 +11,13 @@ M=faceweave/data/media
 for d in cuda cpu; do for s in "" "--occlusion"; do
   timeout 120 python3 -c "from faceweave.cli import main; main()" swap -s $M/obama.jpg -t $M/astronaut.png -o $R/swap_${d}${s:+_occ}.png --device $d $s 2>&1 | tail -1
 done; done
+for d in cuda cpu; do  # the hairline fill and the fringe left out: astronaut's fringe onto obama's high forehead
+  timeout 120 python3 -c "from faceweave.cli import main; main()" swap -s $M/astronaut.png -t $M/obama.jpg -o $R/swap_${d}_hair.png --device $d --hairline-fill 2>&1 | tail -1
+done
 python3 - <<'PY'
 import numpy as np, cv2, os
 R = os.environ["OUT"] + "/r"
-for tag in ("", "_occ"):
+for tag in ("", "_occ", "_hair"):
     a = cv2.imread(f"{R}/swap_cuda{tag}.png").astype(int); b = cv2.imread(f"{R}/swap_cpu{tag}.png").astype(int)
     d = np.abs(a - b)
     print(f"cuda vs cpu{tag}: max {d.max()} levels, mean {d.mean():.4f}, pixels > 2: {(d.max(2) > 2).sum()}")

@@ -2,7 +2,8 @@
 eyebrows replaced by its own forehead skin, so a bald or high-forehead target gets no band of the source's hair
 (docs/quality.md, "Hairline fill"). The filled texture is made once per source (:func:`fill_source_hair`); each
 target face then takes it only as far as its own forehead is skin up to and past the mask's top
-(:func:`forehead_gate`, :func:`gate_textures`): elsewhere the band cannot show and the source stays as it is."""
+(:func:`forehead_gate`, :func:`gate_textures`), and there the fringe's lower part, which the fill keeps, is left out of
+the blend mask (:func:`exclude_source_hair`): elsewhere the band cannot show and the source stays as it is."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from faceweave.models import topology
 from faceweave.ops.colour import lab_to_rgb, rgb_to_lab
-from faceweave.ops.masks import erode_mask, feather_mask, pad_polygons, polygon_mask
+from faceweave.ops.masks import dilate_mask, erode_mask, feather_mask, pad_polygons, polygon_mask
 from faceweave.swapper.geometry import face_size_in_crop
 
 #: Hairline fill (:func:`fill_source_hair`): colour distances (weighted CIELAB) from the source's cheek skin at which a
@@ -27,6 +28,11 @@ HAIRLINE_FILL_FROM = 0.04
 #: identity, on the 8 astronaut → grace_hopper cases with the gate forced open (docs/quality.md): 0.10 and 1.
 HAIRLINE_FILL_DEPTH = 0.10
 HAIRLINE_FILL_LIFT = 1.0
+#: What is still hair in the swapped crop from this far above the eyebrows' top (fraction of the face) is left out of
+#: the blend mask on gated faces (:func:`exclude_source_hair`). Held-out bald and plain obama targets, astronaut's
+#: fringe: 0.04 left its lower edge (seam_top 0.471 against the target's 0.308), 0 and −0.02 about the same (0.424,
+#: 0.411); 0 keeps the brows' own hairs out of the test.
+HAIRLINE_EXCLUDE_FROM = 0.0
 #: Target gate (:func:`forehead_gate`): the face oval's top arc (FaceMesh indices, above the eyebrows), the probes'
 #: distances outside it (fractions of the face; negative: inside; the blend mask ends 4 % inside, feathered), the
 #: colour distances (CIELAB, as :data:`SOURCE_SKIN_DE`) from the target's cheeks at which a probe is fully skin and
@@ -188,7 +194,7 @@ def forehead_gate(crops: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 
 def gate_textures(textures: torch.Tensor, filled: list[torch.Tensor | None], crops: torch.Tensor,
-                  points: torch.Tensor) -> torch.Tensor:
+                  points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each face's source texture moved toward its hairline-filled version as far as :func:`forehead_gate` of its
     target opens.
 
@@ -199,13 +205,58 @@ def gate_textures(textures: torch.Tensor, filled: list[torch.Tensor | None], cro
         crops, points: the target crops and meshes, as :func:`forehead_gate`.
 
     Returns:
-        ``(F, 3, T, T)`` like ``textures``.
+        ``(textures, gate)``: ``(F, 3, T, T)`` like ``textures``, and ``(F,)`` float32 each face's gate (0 for a face
+        with nothing to fill), for :func:`exclude_source_hair`.
     """
+    gate = textures.new_zeros(textures.shape[0], dtype=torch.float32)
     rows = [k for k, f in enumerate(filled) if f is not None]
     if not rows:
-        return textures
-    gate = forehead_gate(crops[rows], points[rows]).to(textures.dtype).view(-1, 1, 1, 1)
+        return textures, gate
+    gate[rows] = forehead_gate(crops[rows], points[rows])
     alt = torch.cat([filled[k] for k in rows]).to(textures.device, textures.dtype)  # type: ignore[misc]
     out = textures.clone()
-    out[rows] = torch.lerp(textures[rows], alt, gate)
-    return out
+    out[rows] = torch.lerp(textures[rows], alt, gate[rows].to(textures.dtype).view(-1, 1, 1, 1))
+    return out, gate
+
+
+def exclude_source_hair(composite: torch.Tensor, mask: torch.Tensor, gate: torch.Tensor,
+                        points: torch.Tensor) -> torch.Tensor:
+    """The blend mask with the source's hair left out where the target's forehead is skin: what is still hair above
+    the eyebrows of the swapped crop (the fringe below the filled ring of :func:`fill_source_hair`, which the
+    recogniser reads and the fill keeps) shows the target's own forehead instead.
+
+    On a bald or high-forehead target that lower fringe is the band's last part: a line of the source's hair just
+    above the brows (docs/quality.md, "The source's fringe left out on bald foreheads"). Hair is what lies further
+    than :data:`GATE_DE` from the crop's own cheek colour (the median at :data:`GATE_CHEEKS`, CIELAB, lightness at full
+    weight when darker), from :data:`HAIRLINE_EXCLUDE_FROM` above the eyebrows' top (faded in over 3 % of the face),
+    grown and softened by 1 % of the face. Only as far as ``gate`` opens: under the target's own fringe or hat the
+    mask is unchanged.
+
+    Args:
+        composite: ``(F, 3, S, S)`` float ``[0, 1]`` RGB, the swapped crops (any float dtype and device).
+        mask: ``(F, 1, S, S)`` float in ``[0, 1]``, their blend masks (same device).
+        gate: ``(F,)`` float in ``[0, 1]``, :func:`forehead_gate` of each target (0: unchanged).
+        points: ``(F, 468, 2)`` float32, the swapped face's mesh in crop pixels.
+
+    Returns:
+        ``(F, 1, S, S)`` like ``mask``, never larger.
+    """
+    size = composite.shape[-1]
+    face_px = face_size_in_crop(size)  # every crop holds its face at this size: no host read of the points
+    pts = points.to(composite.device, torch.float32)
+    lab = rgb_to_lab(composite.float().clamp(0, 1))
+    step = max(1, round(0.02 * face_px))
+    smooth = F.avg_pool2d(lab, 2 * step + 1, stride=1, padding=step, count_include_pad=False)
+    grid = (pts[:, list(GATE_CHEEKS)] + 0.5) / size * 2 - 1
+    ref = F.grid_sample(smooth, grid[:, None], mode="bilinear", padding_mode="border",
+                        align_corners=False)[:, :, 0].median(-1).values.view(-1, 3, 1, 1)
+    diff = lab - ref
+    w_l = torch.where(diff[:, :1] < 0, 1.0, 0.5)
+    dist = torch.cat([diff[:, :1] * w_l, diff[:, 1:]], 1).square().sum(1, keepdim=True).sqrt()
+    hair = ((dist - GATE_DE[0]) / (GATE_DE[1] - GATE_DE[0])).clamp(0, 1)
+    brows = pts[:, list(topology.LEFT_EYEBROW) + list(topology.RIGHT_EYEBROW), 1].amin(1).view(-1, 1, 1, 1)
+    rows = torch.arange(size, device=composite.device, dtype=torch.float32).view(1, 1, size, 1)
+    above = ((brows - HAIRLINE_EXCLUDE_FROM * face_px - rows) / (0.03 * face_px)).clamp(0, 1)
+    hair = feather_mask(dilate_mask(hair * above, 0.01 * face_px), 0.01 * face_px).clamp(0, 1)
+    return mask * (1 - gate.to(composite.device).view(-1, 1, 1, 1) * hair).to(mask.dtype)
+

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ from faceweave.swapper.geometry import crop_size as _crop_size
 from faceweave.swapper.geometry import grain_parameters as _grain_parameters
 from faceweave.swapper.geometry import magnifications as _magnifications
 from faceweave.swapper.geometry import texture_box as _texture_box
-from faceweave.swapper.hairline import fill_source_hair, gate_textures
+from faceweave.swapper.hairline import exclude_source_hair, fill_source_hair, gate_textures
 
 #: Side of the aligned source texture crop. 512 keeps the detail of typical portraits (inswapper works at 128).
 SOURCE_TEXTURE_SIZE = 512
@@ -110,11 +110,7 @@ class MeshSwapOptions:
 
     @classmethod
     def from_settings(cls, settings: SwapSettings) -> MeshSwapOptions:
-        return cls(shape_transfer=settings.shape_transfer, keep_mouth=settings.keep_mouth,
-                   keep_eyes=settings.keep_eyes, colour_transfer=settings.colour_transfer, blend=settings.blend,
-                   mask_erosion=settings.mask_erosion, mask_feather=settings.mask_feather,
-                   occlusion=settings.occlusion, detail_restore=settings.detail_restore,
-                   hairline_fill=settings.hairline_fill)
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})  # the same names in both
 
 
 @dataclass(frozen=True)
@@ -484,9 +480,10 @@ def swap_faces(
         # one LAB→RGB conversion, not two conversions.
         in_lab = options.colour_transfer == "lab"
         tex = torch.cat([_texture(s, in_lab) for _, _, s in items]).to(dev, torch.float32 if in_lab else dt)
+        meshes, hair_gate = packed[:, : 6 * src_pts.shape[1]].reshape(n_faces, 3, -1, 2), None  # source, output, target
         if any(s.filled is not None for _, _, s in items):  # the fringe filled where the target's forehead is skin
-            n_pts, filled = src_pts.shape[1], [None if s.filled is None else s.filled[int(in_lab)] for *_, s in items]
-            tex = gate_textures(tex, filled, target_crops, packed[:, 4 * n_pts : 6 * n_pts].reshape(-1, n_pts, 2))
+            filled = [None if s.filled is None else s.filled[int(in_lab)] for *_, s in items]
+            tex, hair_gate = gate_textures(tex, filled, target_crops, meshes[:, 2])
     faces = packed[:, :-1]
     if graphed:
         assert graphs is not None
@@ -499,7 +496,8 @@ def swap_faces(
         composite, mask, keep_detail = swap_in_crops(target_crops, tex, faces, options=options, box=tex_box,
                                                      grain=max(crop_magnification) >= GRAIN_MIN_MAGNIFICATION,
                                                      read_masks=dev.type == "cpu")
-
+    if hair_gate is not None:  # and the rest of the fringe left out there
+        mask = exclude_source_hair(composite, mask, hair_gate, meshes[:, 1])
     # the source's magnification in frame pixels (the detail restoration's bands follow it; none below 1.25×)
     detail_magnification = _magnifications(src_pts, geo, scales) if options.detail_restore else None
     if detail_magnification is not None and not any(band_sigmas(mag) for mag in detail_magnification):

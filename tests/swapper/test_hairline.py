@@ -24,7 +24,7 @@ from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.image import swap_image
 from faceweave.settings import SwapSettings
 from faceweave.swapper.geometry import CROP_MARGIN, crop_matrix
-from faceweave.swapper.hairline import fill_source_hair, forehead_gate, gate_textures, source_skin
+from faceweave.swapper.hairline import exclude_source_hair, fill_source_hair, forehead_gate, gate_textures, source_skin
 from faceweave.swapper.mesh import prepare_source_texture
 
 
@@ -106,10 +106,30 @@ def test_gate_opens_on_skin_foreheads_only(device: torch.device) -> None:
     # the textures follow the gate per face; a face without a filled texture keeps its own
     tex = torch.rand(3, 3, 32, 32, device=device)
     alt = torch.rand(1, 3, 32, 32)
-    out = gate_textures(tex, [alt, None, alt], torch.cat([crops[0], crops[3], crops[4]]),
-                        torch.cat([points[0], points[3], points[4]]))
+    out, out_gate = gate_textures(tex, [alt, None, alt], torch.cat([crops[0], crops[3], crops[4]]),
+                                  torch.cat([points[0], points[3], points[4]]))
     assert torch.equal(out[:2], tex[:2])
     torch.testing.assert_close(out[2], alt[0].to(device))
+    assert out_gate.tolist() == [0.0, 0.0, 1.0]  # the face without a filled texture: 0, whatever its forehead
+
+
+def test_exclusion_leaves_out_the_fringe_only(device: torch.device) -> None:
+    # astronaut's own crop as the swapped face: her fringe reaches down to her eyebrows
+    crop, points = _crop(load("astronaut.png"), "astronaut.png", device)
+    mask = torch.ones(2, 1, *crop.shape[-2:], device=device)
+    out = exclude_source_hair(crop.expand(2, -1, -1, -1), mask, torch.tensor([0.0, 1.0], device=device),
+                              points.expand(2, -1, -1))
+    assert out.device.type == device.type and out.shape == mask.shape
+    assert torch.equal(out[0], mask[0])  # a shut gate changes nothing
+    assert bool((out <= mask).all())
+    band = _forehead_band(points[0].cpu(), crop.shape[-1])[0, 0].to(device)
+    brows = float(points[0, list(topology.LEFT_EYEBROW) + list(topology.RIGHT_EYEBROW), 1].min())
+    # the fringe over the forehead is left out (most of the band is hair), the face from the brows down is not
+    assert float(out[1, 0][band].mean()) < 0.5
+    face_px = float((points[0].amax(0) - points[0].amin(0)).max())
+    eyes = int(points[0, list(topology.LEFT_EYE) + list(topology.RIGHT_EYE), 1].min())
+    assert eyes > brows + 0.05 * face_px  # the softened edge (1 % grown, 1 % sigma) ends before the eyes
+    assert float(out[1, 0, eyes:].min()) == 1.0
 
 
 def test_closed_gate_leaves_the_swap_unchanged(engine: SwapEngine) -> None:
@@ -128,5 +148,6 @@ def test_bald_target_gets_no_fringe_band_and_identity_moves(engine: SwapEngine) 
     assert n == 1
     q: Any = evaluate(src, tgt, result, engine)
     assert q.identity_to_source < q.identity_to_target, q
-    # the band at the mask's top (target's own forehead: 0.24): 0.50 without the fill
-    assert q.seam_top < before.seam_top - 0.04, (before.seam_top, q.seam_top)
+    # the band at the mask's top (target's own forehead: 0.24): 0.50 without the fill, 0.40 with the fill alone (the
+    # lower fringe stays), 0.34 with the rest of the fringe left out (exclude_source_hair)
+    assert q.seam_top < before.seam_top - 0.12, (before.seam_top, q.seam_top)
