@@ -193,7 +193,7 @@ def swap(
     occlusion_mask: Annotated[str | None, typer.Option(help="face-parser plug-in for occlusions")] = None,
     occlusion: Annotated[bool | None, typer.Option("--occlusion/--no-occlusion", help="built-in occlusion estimate (experimental)")] = None,
     detail_restore: Annotated[bool | None, typer.Option("--detail-restore/--no-detail-restore", help="built-in swap: sharpen a magnified face's eyes, brows and lips with their own detail (default on)")] = None,
-    hairline_fill: Annotated[bool | None, typer.Option("--hairline-fill/--no-hairline-fill", help="built-in swap: no band of the source's fringe on a bald or high-forehead target (experimental)")] = None,
+    hairline_fill: Annotated[bool | None, typer.Option("--hairline-fill/--no-hairline-fill", help="built-in swap: no band of the source's fringe on a bald or high-forehead target (default on)")] = None,
     pixel_boost: Annotated[int | None, typer.Option(help="128-px swappers: k×k tiles (1, 2, 4)")] = None,
     model_dir: Annotated[str | None, typer.Option(help="plug-in model folder (default $FACEWEAVE_MODELS)")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N")] = None,

@@ -17,9 +17,11 @@ if TYPE_CHECKING:
 __all__ = ["LIVE_DEFAULTS", "LiveSession", "LiveStats", "Mailbox", "run_live"]
 
 #: What live mode changes from the jobs' settings, for the frame rate: no enhancer (the detail pass costs ~20 % of a
-#: CPU frame, docs/benchmarks.md §4) and no detail restoration (a cost per frame for a sharpness a moving picture
-#: hides). `faceweave live`, the /live sessions and benchmarks/live_bench.py start from these.
-LIVE_DEFAULTS: dict[str, Any] = {"enhancer": None, "detail_restore": False}
+#: CPU frame, docs/benchmarks.md §4), no detail restoration (a cost per frame for a sharpness a moving picture
+#: hides) and no hairline fill (its per-frame gate and mask test are ~350 more ops a face around the swap's CUDA
+#: graph, tests/swapper/test_live_ops.py). `faceweave live`, the /live sessions and benchmarks/live_bench.py start
+#: from these.
+LIVE_DEFAULTS: dict[str, Any] = {"enhancer": None, "detail_restore": False, "hairline_fill": False}
 
 
 def __getattr__(name: str) -> Any:

@@ -33,6 +33,10 @@ HAIRLINE_FILL_LIFT = 1.0
 #: fringe: 0.04 left its lower edge (seam_top 0.471 against the target's 0.308), 0 and −0.02 about the same (0.424,
 #: 0.411); 0 keeps the brows' own hairs out of the test.
 HAIRLINE_EXCLUDE_FROM = 0.0
+#: The largest crop side :func:`exclude_source_hair` works at (larger crops are area-averaged to it first).
+EXCLUDE_WORK_SIZE = 256
+#: FaceMesh's forehead-top and chin points: the face's up axis.
+FOREHEAD_TOP, CHIN = 10, 152
 #: Target gate (:func:`forehead_gate`): the face oval's top arc (FaceMesh indices, above the eyebrows), the probes'
 #: distances outside it (fractions of the face; negative: inside; the blend mask ends 4 % inside, feathered), the
 #: colour distances (CIELAB, as :data:`SOURCE_SKIN_DE`) from the target's cheeks at which a probe is fully skin and
@@ -228,9 +232,9 @@ def exclude_source_hair(composite: torch.Tensor, mask: torch.Tensor, gate: torch
     On a bald or high-forehead target that lower fringe is the band's last part: a line of the source's hair just
     above the brows (docs/quality.md, "The source's fringe left out on bald foreheads"). Hair is what lies further
     than :data:`GATE_DE` from the crop's own cheek colour (the median at :data:`GATE_CHEEKS`, CIELAB, lightness at full
-    weight when darker), from :data:`HAIRLINE_EXCLUDE_FROM` above the eyebrows' top (faded in over 3 % of the face),
-    grown and softened by 1 % of the face. Only as far as ``gate`` opens: under the target's own fringe or hat the
-    mask is unchanged.
+    weight when darker), from :data:`HAIRLINE_EXCLUDE_FROM` above the eyebrows' top along the face's own chin →
+    forehead axis (faded in over 3 % of the face), grown and softened by 1 % of the face. Only as far as ``gate``
+    opens: under the target's own fringe or hat the mask is unchanged.
 
     Args:
         composite: ``(F, 3, S, S)`` float ``[0, 1]`` RGB, the swapped crops (any float dtype and device).
@@ -242,21 +246,30 @@ def exclude_source_hair(composite: torch.Tensor, mask: torch.Tensor, gate: torch
         ``(F, 1, S, S)`` like ``mask``, never larger.
     """
     size = composite.shape[-1]
-    face_px = face_size_in_crop(size)  # every crop holds its face at this size: no host read of the points
-    pts = points.to(composite.device, torch.float32)
-    lab = rgb_to_lab(composite.float().clamp(0, 1))
-    step = max(1, round(0.02 * face_px))
-    smooth = F.avg_pool2d(lab, 2 * step + 1, stride=1, padding=step, count_include_pad=False)
-    grid = (pts[:, list(GATE_CHEEKS)] + 0.5) / size * 2 - 1
+    # the test runs on at most EXCLUDE_WORK_SIZE² pixels (the result is a soft mask): 512-px crops cost 24 → 3 ms
+    work = min(size, EXCLUDE_WORK_SIZE)
+    scale = work / size
+    face_px = face_size_in_crop(size) * scale  # every crop holds its face at this size: no host read of the points
+    pts = (points.to(composite.device, torch.float32) + 0.5) * scale - 0.5
+    image = composite.float() if work == size else F.interpolate(composite.float(), size=(work, work), mode="area")
+    lab = rgb_to_lab(image.clamp(0, 1))
+    step = max(1, round(0.02 * face_px))  # the cheeks sampled from an area average over ~2 % of the face
+    smooth = F.interpolate(lab, size=(max(1, work // step),) * 2, mode="area") if step > 1 else lab
+    grid = (pts[:, list(GATE_CHEEKS)] + 0.5) / work * 2 - 1
     ref = F.grid_sample(smooth, grid[:, None], mode="bilinear", padding_mode="border",
                         align_corners=False)[:, :, 0].median(-1).values.view(-1, 3, 1, 1)
     diff = lab - ref
     w_l = torch.where(diff[:, :1] < 0, 1.0, 0.5)
     dist = torch.cat([diff[:, :1] * w_l, diff[:, 1:]], 1).square().sum(1, keepdim=True).sqrt()
     hair = ((dist - GATE_DE[0]) / (GATE_DE[1] - GATE_DE[0])).clamp(0, 1)
-    brows = pts[:, list(topology.LEFT_EYEBROW) + list(topology.RIGHT_EYEBROW), 1].amin(1).view(-1, 1, 1, 1)
-    rows = torch.arange(size, device=composite.device, dtype=torch.float32).view(1, 1, size, 1)
-    above = ((brows - HAIRLINE_EXCLUDE_FROM * face_px - rows) / (0.03 * face_px)).clamp(0, 1)
+    # "above" along the face's own up axis (chin → forehead), so a tilted face's brows are not cut across
+    up = F.normalize(pts[:, FOREHEAD_TOP] - pts[:, CHIN], dim=-1)  # (F, 2)
+    brows = (pts[:, list(topology.LEFT_EYEBROW) + list(topology.RIGHT_EYEBROW)] * up[:, None]).sum(-1).amax(1)
+    coords = torch.arange(work, device=composite.device, dtype=torch.float32)
+    height = coords.view(1, 1, 1, work) * up[:, :1, None, None] + coords.view(1, 1, work, 1) * up[:, 1:, None, None]
+    above = ((height - brows.view(-1, 1, 1, 1) - HAIRLINE_EXCLUDE_FROM * face_px) / (0.03 * face_px)).clamp(0, 1)
     hair = feather_mask(dilate_mask(hair * above, 0.01 * face_px), 0.01 * face_px).clamp(0, 1)
+    if work < size:
+        hair = F.interpolate(hair, size=(size, size), mode="bilinear", align_corners=False)
     return mask * (1 - gate.to(composite.device).view(-1, 1, 1, 1) * hair).to(mask.dtype)
 

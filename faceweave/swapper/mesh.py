@@ -496,7 +496,7 @@ def swap_faces(
         composite, mask, keep_detail = swap_in_crops(target_crops, tex, faces, options=options, box=tex_box,
                                                      grain=max(crop_magnification) >= GRAIN_MIN_MAGNIFICATION,
                                                      read_masks=dev.type == "cpu")
-    if hair_gate is not None:  # and the rest of the fringe left out there
+    if hair_gate is not None and (dev.type != "cpu" or bool(hair_gate.any())):  # and the rest of the fringe left out
         mask = exclude_source_hair(composite, mask, hair_gate, meshes[:, 1])
     # the source's magnification in frame pixels (the detail restoration's bands follow it; none below 1.25×)
     detail_magnification = _magnifications(src_pts, geo, scales) if options.detail_restore else None

@@ -113,23 +113,34 @@ def test_gate_opens_on_skin_foreheads_only(device: torch.device) -> None:
     assert out_gate.tolist() == [0.0, 0.0, 1.0]  # the face without a filled texture: 0, whatever its forehead
 
 
-def test_exclusion_leaves_out_the_fringe_only(device: torch.device) -> None:
-    # astronaut's own crop as the swapped face: her fringe reaches down to her eyebrows
+@pytest.mark.parametrize("turned", [False, True], ids=["upright", "turned"])
+def test_exclusion_leaves_out_the_fringe_only(device: torch.device, turned: bool) -> None:
+    # astronaut's own crop as the swapped face: her fringe reaches down to her eyebrows; turned a quarter (her
+    # forehead to the crop's left), "above the brows" follows her face, not the crop's rows
     crop, points = _crop(load("astronaut.png"), "astronaut.png", device)
+    if turned:
+        crop = torch.rot90(crop, 1, (-2, -1))  # out[y, x] = in[x, S-1-y]: a point (x, y) goes to (y, S-1-x)
+        points = torch.stack([points[..., 1], crop.shape[-1] - 1 - points[..., 0]], -1)
     mask = torch.ones(2, 1, *crop.shape[-2:], device=device)
     out = exclude_source_hair(crop.expand(2, -1, -1, -1), mask, torch.tensor([0.0, 1.0], device=device),
                               points.expand(2, -1, -1))
     assert out.device.type == device.type and out.shape == mask.shape
     assert torch.equal(out[0], mask[0])  # a shut gate changes nothing
     assert bool((out <= mask).all())
-    band = _forehead_band(points[0].cpu(), crop.shape[-1])[0, 0].to(device)
-    brows = float(points[0, list(topology.LEFT_EYEBROW) + list(topology.RIGHT_EYEBROW), 1].min())
-    # the fringe over the forehead is left out (most of the band is hair), the face from the brows down is not
-    assert float(out[1, 0][band].mean()) < 0.5
-    face_px = float((points[0].amax(0) - points[0].amin(0)).max())
-    eyes = int(points[0, list(topology.LEFT_EYE) + list(topology.RIGHT_EYE), 1].min())
-    assert eyes > brows + 0.05 * face_px  # the softened edge (1 % grown, 1 % sigma) ends before the eyes
-    assert float(out[1, 0, eyes:].min()) == 1.0
+    pts = points[0].cpu()
+    size = crop.shape[-1]
+    up = torch.nn.functional.normalize(pts[10] - pts[152], dim=0)  # chin → forehead top
+    ys, xs = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    height = xs * up[0] + ys * up[1]
+    brows = (pts[list(topology.LEFT_EYEBROW) + list(topology.RIGHT_EYEBROW)] @ up).max()
+    eyes = (pts[list(topology.LEFT_EYE) + list(topology.RIGHT_EYE)] @ up).max()
+    face_px = float((pts.amax(0) - pts.amin(0)).max())
+    oval = polygon_mask(pts[None, list(topology.FACE_OVAL)], (size, size), subrows=1)[0, 0] > 0.5
+    forehead = (oval & (height > brows + 0.05 * face_px)).to(device)
+    # the fringe over the forehead is left out (most of it is hair), the face from the eyes' top down is not
+    assert float(out[1, 0][forehead].mean()) < 0.5
+    assert eyes < brows - 0.05 * face_px  # the softened edge (1 % grown, 1 % sigma) ends before the eyes
+    assert float(out[1, 0][(height <= eyes).to(device)].min()) == 1.0
 
 
 def test_closed_gate_leaves_the_swap_unchanged(engine: SwapEngine) -> None:

@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from faceweave.live import LIVE_DEFAULTS
 from faceweave.ops.blend import paste_back_region
 from faceweave.ops.geometry import invert_affine
 from faceweave.ops.warp import affine_theta, warp_affine
@@ -58,7 +59,7 @@ def _ops(fn: Callable[[], Any]) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def scene(media: type) -> dict[str, Any]:
-    engine = SwapEngine(SwapSettings(device="cpu", enhancer=None))
+    engine = SwapEngine(SwapSettings(device="cpu", **LIVE_DEFAULTS))  # what a live session runs
     source = engine.prepare_sources([media.rgb("obama.jpg")])[0].texture
     frame = engine.to_tensor(media.rgb("grace_hopper.jpg"))
     faces = engine.analyze(frame)[0]
