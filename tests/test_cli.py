@@ -108,6 +108,20 @@ def test_no_matching_reference(files: dict[str, Path], media: type) -> None:
     assert_error(proc, errors.NoMatchingFace)
 
 
+def _flag_effect(source: Path, target: Path, out_dir: Path, flags: tuple[str, str], key: str) -> dict[str, float]:
+    """Swap ``source`` into ``target`` once with each of the two ``flags`` and read ``key`` of `faceweave eval`'s
+    report of each output."""
+    found = {}
+    for flag in flags:
+        out = out_dir / f"out{flag}.png"
+        proc = run("swap", "-s", str(source), "-t", str(target), "-o", str(out), "--device", "cpu", flag)
+        assert proc.returncode == 0, proc.stderr
+        proc = run("eval", "-s", str(source), "-t", str(target), "-o", str(out))
+        assert proc.returncode == 0, proc.stderr
+        found[flag] = json.loads(proc.stdout)[key]
+    return found
+
+
 def test_detail_restore_flag(files: dict[str, Path], media: type) -> None:
     """`--no-detail-restore` reaches the swap: on a magnified face (a small source) the default output is sharper
     than the one with the restoration off, as `faceweave eval` measures it."""
@@ -116,28 +130,14 @@ def test_detail_restore_flag(files: dict[str, Path], media: type) -> None:
     small = files["dir"] / "small_astronaut.png"
     rgb = media.rgb("astronaut.png")
     write_image(small, cv2.resize(rgb, None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA))
-    target = media.path("obama2.jpg")
-    sharpness = {}
-    for flag in ("--detail-restore", "--no-detail-restore"):
-        out = files["dir"] / f"out{flag}.png"
-        proc = run("swap", "-s", str(small), "-t", str(target), "-o", str(out), "--device", "cpu", flag)
-        assert proc.returncode == 0, proc.stderr
-        proc = run("eval", "-s", str(small), "-t", str(target), "-o", str(out))
-        assert proc.returncode == 0, proc.stderr
-        sharpness[flag] = json.loads(proc.stdout)["sharpness_vs_target"]
+    sharpness = _flag_effect(small, media.path("obama2.jpg"), files["dir"], ("--detail-restore", "--no-detail-restore"),
+                             "sharpness_vs_target")
     assert sharpness["--detail-restore"] > 1.1 * sharpness["--no-detail-restore"], sharpness
 
 
 def test_hairline_fill_flag(files: dict[str, Path], media: type) -> None:
-    """`--hairline-fill` reaches the swap: astronaut's fringe onto obama's high forehead leaves a lower band at the
-    mask's top (`seam_top`, as `faceweave eval` measures it) than the default."""
-    src, target = media.path("astronaut.png"), media.path("obama.jpg")
-    seam_top = {}
-    for flag in ("--hairline-fill", "--no-hairline-fill"):
-        out = files["dir"] / f"out{flag}.png"
-        proc = run("swap", "-s", str(src), "-t", str(target), "-o", str(out), "--device", "cpu", flag)
-        assert proc.returncode == 0, proc.stderr
-        proc = run("eval", "-s", str(src), "-t", str(target), "-o", str(out))
-        assert proc.returncode == 0, proc.stderr
-        seam_top[flag] = json.loads(proc.stdout)["seam_top"]
+    """`--no-hairline-fill` reaches the swap: astronaut's fringe onto obama's high forehead leaves a lower band at
+    the mask's top (`seam_top`, as `faceweave eval` measures it) with the fill (the default) than without."""
+    seam_top = _flag_effect(media.path("astronaut.png"), media.path("obama.jpg"), files["dir"],
+                            ("--hairline-fill", "--no-hairline-fill"), "seam_top")
     assert seam_top["--hairline-fill"] < seam_top["--no-hairline-fill"] - 0.05, seam_top
