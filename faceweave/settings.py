@@ -60,8 +60,8 @@ class SwapSettings(BaseModel):
     hairline_fill: bool = Field(True, description="built-in swap: on targets whose forehead is skin past the face "
                                 "mesh's top (bald, high forehead), replace the top of the source's fringe by its own "
                                 "forehead skin and show the target's forehead where the rest of it would be (no hair "
-                                "band there); other targets are untouched. Costs 0.4-0.6 % of mean identity distance "
-                                "on the held-out set (docs/quality.md)")
+                                "band there); other targets are untouched. Costs 0.3-0.4 % of the mean identity "
+                                "distance on the held-out sets (docs/quality.md)")
     pixel_boost: int = Field(1, ge=1, le=4, description="128-px swappers: run on k×k tiles of a k·128 crop")
     model_dir: str | None = Field(None, description="plug-in model folder (default: $FACEWEAVE_MODELS)")
     provenance_label: bool = Field(False, description="draw a small visible 'AI-generated' label")

@@ -246,7 +246,7 @@ def exclude_source_hair(composite: torch.Tensor, mask: torch.Tensor, gate: torch
         ``(F, 1, S, S)`` like ``mask``, never larger.
     """
     size = composite.shape[-1]
-    # the test runs on at most EXCLUDE_WORK_SIZE² pixels (the result is a soft mask): 512-px crops cost 24 → 3 ms
+    # the test runs on at most EXCLUDE_WORK_SIZE² pixels (the result is a soft mask): 512-px crops cost 24 → 4 ms
     work = min(size, EXCLUDE_WORK_SIZE)
     scale = work / size
     face_px = face_size_in_crop(size) * scale  # every crop holds its face at this size: no host read of the points
@@ -272,4 +272,3 @@ def exclude_source_hair(composite: torch.Tensor, mask: torch.Tensor, gate: torch
     if work < size:
         hair = F.interpolate(hair, size=(size, size), mode="bilinear", align_corners=False)
     return mask * (1 - gate.to(composite.device).view(-1, 1, 1, 1) * hair).to(mask.dtype)
-
