@@ -154,6 +154,23 @@ def fill_source_hair(image: torch.Tensor, lab: torch.Tensor, points: torch.Tenso
     return out, out_lab
 
 
+def _sample_area_average(image: torch.Tensor, points: torch.Tensor, face_px: float) -> torch.Tensor:
+    """``image`` ``(F, C, S, S)`` box-averaged over about 2 % of the face (``face_px`` pixels), sampled bilinearly at
+    ``points`` ``(F, P, 2)`` (pixel coordinates): ``(F, C, 1, P)`` (an image row, as the colour conversions take)."""
+    size = image.shape[-1]
+    step = max(1, round(0.02 * face_px))
+    small = F.interpolate(image, size=(max(1, size // step),) * 2, mode="area") if step > 1 else image
+    grid = (points + 0.5) / size * 2 - 1  # pixel centres → align_corners=False coordinates
+    return F.grid_sample(small, grid[:, None], mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _hair_distance(diff: torch.Tensor) -> torch.Tensor:
+    """The CIELAB distance of :data:`GATE_DE` from ``diff`` ``(F, 3, ...)`` (colour minus the cheeks'): lightness at
+    full weight when darker than the cheeks (hair, a hat's shadow), half when lighter (a lit forehead). ``(F, ...)``."""
+    w_l = torch.where(diff[:, :1] < 0, 1.0, 0.5)
+    return torch.cat([diff[:, :1] * w_l, diff[:, 1:]], 1).square().sum(1).sqrt()
+
+
 def forehead_gate(crops: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """How far each target face's forehead is skin up to and past the top of the face mesh (a bald or high
     forehead), where the source's fringe would show as a band at the blend mask's top; 0 under a fringe, hair or a
@@ -182,17 +199,12 @@ def forehead_gate(crops: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     offsets = torch.tensor(GATE_OFFSETS, device=crops.device).view(1, -1, 1, 1)
     probes = (arc[:, None] + out[:, None] * offsets * face_px.view(-1, 1, 1, 1)).flatten(1, 2)  # (F, P, 2)
     cheeks = pts[:, list(GATE_CHEEKS)]
-    # a box average over ~2 % of the face (every crop holds its face at face_size_in_crop: no host read of points)
-    step = max(1, round(0.02 * face_size_in_crop(size)))
-    small = F.interpolate(crops.float(), size=(max(1, size // step),) * 2, mode="area") if step > 1 else crops.float()
-    grid = (torch.cat([probes, cheeks], 1) + 0.5) / size * 2 - 1  # pixel centres → align_corners=False coordinates
-    lab = rgb_to_lab(F.grid_sample(small, grid[:, None], mode="bilinear", padding_mode="border",
-                                   align_corners=False).clamp(0, 1))[:, :, 0]  # (F, 3, P + C)
+    # every crop holds its face at face_size_in_crop: no host read of points
+    lab = rgb_to_lab(_sample_area_average(crops.float(), torch.cat([probes, cheeks], 1),
+                                          face_size_in_crop(size)).clamp(0, 1))[:, :, 0]  # (F, 3, P + C)
     n_probe = probes.shape[1]
     ref = lab[..., n_probe:].median(-1, keepdim=True).values
-    diff = lab[..., :n_probe] - ref
-    w_l = torch.where(diff[:, :1] < 0, 1.0, 0.5)
-    dist = torch.cat([diff[:, :1] * w_l, diff[:, 1:]], 1).square().sum(1).sqrt()  # (F, P)
+    dist = _hair_distance(lab[..., :n_probe] - ref)  # (F, P)
     skin = ((GATE_DE[1] - dist) / (GATE_DE[1] - GATE_DE[0])).clamp(0, 1).mean(-1)
     return ((skin - GATE_FRACTION[0]) / (GATE_FRACTION[1] - GATE_FRACTION[0])).clamp(0, 1)
 
@@ -253,14 +265,8 @@ def exclude_source_hair(composite: torch.Tensor, mask: torch.Tensor, gate: torch
     pts = (points.to(composite.device, torch.float32) + 0.5) * scale - 0.5
     image = composite.float() if work == size else F.interpolate(composite.float(), size=(work, work), mode="area")
     lab = rgb_to_lab(image.clamp(0, 1))
-    step = max(1, round(0.02 * face_px))  # the cheeks sampled from an area average over ~2 % of the face
-    smooth = F.interpolate(lab, size=(max(1, work // step),) * 2, mode="area") if step > 1 else lab
-    grid = (pts[:, list(GATE_CHEEKS)] + 0.5) / work * 2 - 1
-    ref = F.grid_sample(smooth, grid[:, None], mode="bilinear", padding_mode="border",
-                        align_corners=False)[:, :, 0].median(-1).values.view(-1, 3, 1, 1)
-    diff = lab - ref
-    w_l = torch.where(diff[:, :1] < 0, 1.0, 0.5)
-    dist = torch.cat([diff[:, :1] * w_l, diff[:, 1:]], 1).square().sum(1, keepdim=True).sqrt()
+    ref = _sample_area_average(lab, pts[:, list(GATE_CHEEKS)], face_px)[:, :, 0].median(-1).values.view(-1, 3, 1, 1)
+    dist = _hair_distance(lab - ref)[:, None]
     hair = ((dist - GATE_DE[0]) / (GATE_DE[1] - GATE_DE[0])).clamp(0, 1)
     # "above" along the face's own up axis (chin → forehead), so a tilted face's brows are not cut across
     up = F.normalize(pts[:, FOREHEAD_TOP] - pts[:, CHIN], dim=-1)  # (F, 2)
