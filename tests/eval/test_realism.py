@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -27,6 +28,21 @@ def test_identical_images_score_zero() -> None:
     assert s["sharpness_vs_target"] == pytest.approx(1.0)
     assert s["sharpness_vs_128"] > 1.0  # a 285-px face through a 128-px crop loses detail
     assert realism.occluder_preservation(img, img, np.ones(img.shape[:2], bool)) == 0.0
+
+
+def test_sharpness_leaves_out_the_occluders_edge() -> None:
+    """A face painted over under dark strands (the output is the clean face, the target has the strands) is as
+    sharp as the target's face outside them: the strands' borders are the occluder's edge, not the face's."""
+    img, lm = load("obama.jpg"), donor_landmarks("obama.jpg")
+    strands = np.zeros(img.shape[:2], np.uint8)
+    (x0, y0), (x1, y1) = lm.min(0).astype(int), lm.max(0).astype(int)
+    for k in range(1, 7):  # six 3-px strands across the face, the hair case's kind of occluder
+        y = y0 + k * (y1 - y0) // 7
+        cv2.line(strands, (x0, y - 10), (x1, y + 10), 1, 3)
+    occluded = img.copy()
+    occluded[strands.astype(bool)] = 30
+    s = realism.sharpness(img, occluded, lm, exclude=strands.astype(bool))
+    assert s["sharpness_vs_target"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_shifted_face_colour_gives_its_delta_e() -> None:
