@@ -30,8 +30,8 @@ from faceweave.ops.filters import gaussian_blur, gaussian_blur_items
 from faceweave.ops.geometry import compose_affine, invert_affine
 from faceweave.ops.warp import warp_affine
 
-__all__ = ["band_sigma", "band_sigmas", "feature_weight", "luminance_band", "band_gain", "restore_source_detail",
-           "restore_in_frame"]
+__all__ = ["band_sigma", "band_sigmas", "band_strength", "feature_weight", "luminance_band", "band_gain",
+           "restore_source_detail", "restore_in_frame"]
 
 #: The unsharp mask's blur, as a fraction of the magnification (frame px per source px): the source's one-pixel
 #: detail spans about ``m`` output pixels (a gaussian sigma of about ``m / 2``); 0.7 (a little wider) gave the same
@@ -43,15 +43,27 @@ MIN_BAND_SIGMA = 1.0
 MAX_BAND_SIGMA = 4.0
 #: Largest gain of the band (1: off).
 MAX_BAND_GAIN = 2.5
-#: Faces magnified less than this are left as they are: their source detail reached the output (a large source on
-#: a smaller target is downscaled), and sharpening it only exaggerated it. obama → grace_hopper (0.74×): dlib
-#: distance to the source 0.479 → 0.501 with the restoration.
-MIN_MAGNIFICATION = 1.25
+#: Faces not magnified are left as they are: their source detail reached the output (a large source on a smaller
+#: target is downscaled), and sharpening it only exaggerated it. obama → grace_hopper (0.74×): dlib distance to the
+#: source 0.479 → 0.501 with the restoration.
+MIN_MAGNIFICATION = 1.0
+#: From :data:`MIN_MAGNIFICATION` up to this magnification the restoration's step grows linearly
+#: (:func:`band_strength`). It used to switch on whole at 1.25×: grace_hopper → obama is magnified 1.35× (sharpness
+#: 1.10 of the target's), but 1.23× once a patch over the mouth moved the mesh, and got nothing (0.66; 0.83 on the
+#: ramp); a face near 1.25× in a video switched between the two from frame to frame.
+FULL_MAGNIFICATION = 1.25
 
 
 def band_sigma(magnification: float) -> float:
     """The unsharp mask's blur (frame px) for a face magnified ``magnification``× (frame px per source px)."""
     return min(MAX_BAND_SIGMA, max(MIN_BAND_SIGMA, BAND_SIGMA_PER_MAGNIFICATION * magnification))
+
+
+def band_strength(magnification: float) -> float:
+    """The share of the restoration's step a face magnified ``magnification``× gets: 0 below
+    :data:`MIN_MAGNIFICATION`, 1 from :data:`FULL_MAGNIFICATION`, linear between."""
+    ramp = (magnification - MIN_MAGNIFICATION) / (FULL_MAGNIFICATION - MIN_MAGNIFICATION)
+    return min(1.0, max(0.0, ramp))
 
 
 def band_sigmas(magnification: float) -> tuple[float, ...]:
@@ -61,7 +73,7 @@ def band_sigmas(magnification: float) -> tuple[float, ...]:
     fill and what the variance of the Laplacian measures: on the tune split with its sources shrunk to 0.4×, the
     second band took the median sharpness from 1.11 to 1.20 for the same identity distance (0.4729 → 0.4735; 27 of
     32 cases moved instead of 26)."""
-    if magnification < MIN_MAGNIFICATION:
+    if band_strength(magnification) <= 0.0:
         return ()
     sigma = band_sigma(magnification)
     return (sigma, MIN_BAND_SIGMA) if sigma > MIN_BAND_SIGMA else (sigma,)
@@ -169,15 +181,19 @@ def restore_in_frame(region: torch.Tensor, target: torch.Tensor, masks: torch.Te
     both = warp_affine(torch.cat([masks, keeps], 1).to(wd), crop_to_window, region.shape[-2:])
     weight = feature_weight(both[:, :1], both[:, 1:])
     weight = weight.to(region.dtype)
+    strengths = [band_strength(mag) for mag in magnifications]
     for k in range(max(len(b) for b in bands)):
         sigmas = [b[k] if k < len(b) else None for b in bands]
-        # a face without a k-th band gets weight 0 (its pixels kept) and, for the blur, a sigma the others have
+        # a face without a k-th band gets weight 0 (its pixels kept) and, for the blur, a sigma the others have;
+        # one on the ramp a share of its step (the gain is measured on the weight's shape, not its scale)
         others = next(s for s in sigmas if s is not None)
+        shares = [0.0 if s is None else strength for s, strength in zip(sigmas, strengths, strict=True)]
         step_weight = weight
-        if None in sigmas:
+        if any(share < 1.0 for share in shares):
             step_weight = weight.clone()
-            for i in (i for i, s in enumerate(sigmas) if s is None):
-                step_weight[i].zero_()  # by a host index: no copy to the device, nothing waits
+            for i, share in enumerate(shares):
+                if share < 1.0:
+                    step_weight[i].mul_(share)  # a host index and scalar: no copy to the device, nothing waits
         # one sigma for every face blurs as gaussian_blur does (gaussian_blur_items), bit for bit
         region = restore_source_detail(region, target, step_weight, sigma=[others if s is None else s for s in sigmas])
     return region

@@ -20,8 +20,10 @@ from faceweave.swapper.detail import (
     MIN_BAND_SIGMA,
     band_sigma,
     band_sigmas,
+    band_strength,
     feature_weight,
     luminance_band,
+    restore_in_frame,
     restore_source_detail,
 )
 
@@ -40,6 +42,24 @@ def test_band_sigmas_follow_the_magnification() -> None:
     assert band_sigma(3.0) == pytest.approx(2.1)
     assert band_sigmas(3.0) == (pytest.approx(2.1), MIN_BAND_SIGMA)
     assert band_sigma(100.0) == 4.0
+
+
+def test_band_strength_ramps_with_the_magnification() -> None:
+    # none for a face not magnified, all from 1.25x, linear between: no cliff for a face near 1.25x
+    assert [band_strength(m) for m in (0.7, 1.0, 1.125, 1.25, 3.0)] == pytest.approx([0.0, 0.0, 0.5, 1.0, 1.0])
+    assert band_sigmas(1.0) == () and band_sigmas(1.1) == (MIN_BAND_SIGMA,)
+
+
+def test_a_face_on_the_ramp_gets_its_share_of_the_step(device: torch.device, dtype: torch.dtype) -> None:
+    soft, sharp = _textures(device, dtype)
+    soft, sharp = soft[:1].expand(2, -1, -1, -1).contiguous(), sharp[:1].expand(2, -1, -1, -1).contiguous()
+    ones = torch.ones(2, 1, 64, 64, device=device, dtype=dtype)
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(2, 2, 3)
+    # the same face magnified 1.125x (half way up the ramp) and 1.3x (all of it), one band each (sigma 1 px)
+    out = restore_in_frame(soft, sharp, ones, torch.zeros_like(ones), identity, (0, 0), [1.125, 1.3])
+    step = (out - soft).float()
+    assert step[1].abs().mean() > 0.003  # measured 0.0045
+    torch.testing.assert_close(step[0], 0.5 * step[1], atol=2e-3 if dtype == torch.float32 else 8e-3, rtol=0)
 
 
 def test_feature_weight_is_the_swapped_area_off_the_skin() -> None:
