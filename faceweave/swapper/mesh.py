@@ -199,7 +199,8 @@ def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, option
                                        math.floor(box[2] * sc), math.ceil(box[3] * sc) + 1)
     face = polygon_mask(outline(g_pts, topology.FACE_OVAL), (res, res), window=window) * coverage
     # Colour statistics from skin only: eyes, brows and lips (grown by 2 + 2 crop pixels: the dilation and the
-    # erosion of the skin mask) would bias the mean and std.
+    # erosion of the skin mask) would bias the mean and std; and only where the target's own face is too: past its
+    # outline (shape transfer widens the face) the target is background or hair, and its colour became patches.
     features = [outline(g_pts, idx) for idx in (topology.LEFT_EYE, topology.RIGHT_EYE, topology.LEFT_EYEBROW,
                                                   topology.RIGHT_EYEBROW, topology.LIPS_OUTER)]
     n_feat = len(features)
@@ -207,7 +208,8 @@ def _region_masks(pts: torch.Tensor, target_pts: torch.Tensor, size: int, option
     grown = polygon_mask(_pad_polygons(features).flatten(0, 1), (res, res), dilate=4 * sc, subrows=2, window=window)
     parts = grown.view(-1, n_feat, res, res)
     grown = torch.cat([parts.sum(1, keepdim=True).clamp(0, 1), parts[:, -1:]], 1)  # all features; the lips
-    stats = erode_mask(face, 2 * sc) * (1 - grown[:, :1])
+    target_face = polygon_mask(outline(g_tgt, topology.FACE_OVAL), (res, res), window=window)
+    stats = erode_mask(face, 2 * sc) * erode_mask(target_face, 2 * sc) * (1 - grown[:, :1])
 
     erosion = max(1, round(face_size * options.mask_erosion))  # crop pixels, as at full resolution
     mask = erode_mask(face, erosion * sc)
@@ -498,7 +500,7 @@ def swap_faces(
                                                      read_masks=dev.type == "cpu")
     if hair_gate is not None and (dev.type != "cpu" or bool(hair_gate.any())):  # and the rest of the fringe left out
         mask = exclude_source_hair(composite, mask, hair_gate, meshes[:, 1])
-    # the source's magnification in frame pixels (the detail restoration's bands follow it; none below 1.25×)
+    # the source's magnification in frame pixels (the detail restoration's bands and share follow it; none ≤ 1×)
     detail_magnification = _magnifications(src_pts, geo, scales) if options.detail_restore else None
     if detail_magnification is not None and not any(band_sigmas(mag) for mag in detail_magnification):
         detail_magnification = None  # no face magnified enough to restore

@@ -77,3 +77,17 @@ def test_no_band_on_the_forehead_of_a_bald_target(judged: dict[str, SwapQuality]
     # the mask's top arc is no steeper than the target's own forehead there
     q = judged["hopper->astronaut:bald"]
     assert q.seam_top <= q.seam_top_target, q
+
+
+def test_a_widened_face_takes_no_colour_from_past_the_target_outline() -> None:
+    # Full shape transfer widens obama2's face to grace_hopper's, past his temple onto the blue background. The
+    # colour statistics, shading and edge colour were measured on the target there (the output's outline), and
+    # the background's blue became a patch on the swapped temple: novel colour 0.0129 before, 0.0 since they are
+    # measured only where the target's own face is (a held-out face: nothing was tuned on it).
+    engine = SwapEngine(SwapSettings(device="cpu", shape_transfer=1.0))
+    src = load("grace_hopper.jpg")
+    tgt, occluder = make_variant("obama2.jpg", "plain")
+    result, n = swap_image(engine.prepare_sources([src]), tgt, engine)
+    q = evaluate(src, tgt, result, engine, occluder)
+    assert n == 1 and q.novel_colour <= 0.004, q
+    assert q.identity_to_source < q.identity_to_target, q
