@@ -49,6 +49,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="fw-ramp-"))
     src = cv2.imread(str(media_path("astronaut.png")))
+    assert src is not None
     cv2.imwrite(str(work / "source.png"), cv2.resize(src, None, fx=args.source_scale, fy=args.source_scale,
                                                      interpolation=cv2.INTER_AREA))
     settings = SwapSettings(device="cpu")
