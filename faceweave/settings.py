@@ -55,8 +55,9 @@ class SwapSettings(BaseModel):
                             "in front of the face keep the target's pixels; off by default: it also keeps facial "
                             "shading of some targets and identity then stops moving (docs/quality.md)")
     detail_restore: bool = Field(True, description="built-in swap: sharpen the swapped eyes, brows and lips of a face "
-                                 "magnified 1.25× or more with their own detail band, scaled by the magnification "
-                                 "(held-out sharpness 0.805 → 1.124, docs/quality.md); live sessions leave it off")
+                                 "magnified more than 1× (in full from 1.25×) with their own detail band, scaled by "
+                                 "the magnification (held-out sharpness 0.805 → 1.124, docs/quality.md); live sessions "
+                                 "leave it off")
     hairline_fill: bool = Field(True, description="built-in swap: on targets whose forehead is skin past the face "
                                 "mesh's top (bald, high forehead), replace the top of the source's fringe by its own "
                                 "forehead skin and show the target's forehead where the rest of it would be (no hair "
