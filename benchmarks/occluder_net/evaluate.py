@@ -1,0 +1,56 @@
+"""benchmarks/quality_set.py with the built-in occlusion estimate replaced by a trained occluder net.
+
+    PYTHONPATH=$PWD python benchmarks/occluder_net/evaluate.py --net .occnet/occluder_net.safetensors \
+        [--keep 0.35,0.65] -- --split tune --split heldout --set occlusion=true --oracle --json net.json
+
+Everything after ``--`` goes to quality_set.py unchanged; ``occlusion=true`` turns the (replaced) step on. Each swap
+also prints the share of its face mask the net keeps (before quality_set's row of that case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import torch
+from net import KEEP_HIGH, KEEP_LOW, OccluderNet, load_occluder_net, occluder_mask
+
+import faceweave.swapper.mesh as mesh
+
+QUALITY_SET = Path(__file__).resolve().parents[1] / "quality_set.py"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--net", required=True, help="train.py's safetensors file")
+    ap.add_argument("--keep", default=f"{KEEP_LOW},{KEEP_HIGH}",
+                    help="probabilities from which a pixel starts to be kept and is kept whole")
+    ap.add_argument("--with-estimate", action="store_true",
+                    help="keep what the net or the built-in estimate keeps (the larger of the two masks)")
+    ap.add_argument("rest", nargs=argparse.REMAINDER)
+    args = ap.parse_args()
+    low, high = (float(v) for v in args.keep.split(","))
+    nets: dict[torch.device, OccluderNet] = {}
+
+    def net_mask(target, skin, region, features, *, face_px, lips):  # noqa: ANN001, ANN202 - occlusion_mask's
+        if target.device not in nets:
+            nets[target.device] = load_occluder_net(args.net, target.device)
+        occ = occluder_mask(nets[target.device], target, skin, region, features, lips=lips, keep=(low, high))
+        if args.with_estimate:
+            occ = torch.maximum(occ, estimate(target, skin, region, features, face_px=face_px, lips=lips).float())
+        kept = ((occ > 0.5).float() * region).sum((1, 2, 3)) / region.sum((1, 2, 3)).clamp_min(1)
+        print(json.dumps({"kept_share_of_face_mask": [round(float(k), 4) for k in kept]}), file=sys.stderr)
+        return occ
+
+    estimate = mesh.occlusion_mask
+    mesh.occlusion_mask = net_mask  # type: ignore[assignment]  # the one step this experiment replaces
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    sys.argv = [str(QUALITY_SET), *rest]
+    runpy.run_path(str(QUALITY_SET), run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
