@@ -51,9 +51,10 @@ class SwapSettings(BaseModel):
     detector: str = Field("blazeface", description="'blazeface' (built-in), 'retinaface' (embedded ONNX), 'scrfd'…")
     recogniser: Literal["dlib", "arcface"] = Field("dlib", description="'dlib' (built-in) or 'arcface' (plug-in ONNX)")
     occlusion_mask: str | None = Field(None, description="face-parser plug-in name (keeps occluders in front)")
-    occlusion: bool = Field(False, description="built-in occlusion estimate (mesh, experimental): hands, hair, objects "
-                            "in front of the face keep the target's pixels; off by default: it also keeps facial "
-                            "shading of some targets and identity then stops moving (docs/quality.md)")
+    occlusion: bool = Field(False, description="built-in occlusion (mesh, experimental): hands, hair, objects in front "
+                            "of the face keep the target's pixels (a hand-built estimate and faceweave's own small "
+                            "net, shipped); off by default: it also keeps a few hundredths of some faces, and a kept "
+                            "occluder costs identity (docs/quality.md)")
     detail_restore: bool = Field(True, description="built-in swap: sharpen the swapped eyes, brows and lips of a face "
                                  "magnified more than 1× (in full from 1.25×) with their own detail band, scaled by "
                                  "the magnification (held-out sharpness 0.805 → 1.124, docs/quality.md); live sessions "

@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from net import GRID
 
 import faceweave.swapper.mesh as mesh
 from faceweave.data import media_path
 from faceweave.eval.cases import load
+from faceweave.models.occluder_net import GRID
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.image import swap_image
 from faceweave.settings import SwapSettings

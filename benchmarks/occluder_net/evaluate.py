@@ -1,7 +1,8 @@
-"""benchmarks/quality_set.py with the built-in occlusion estimate replaced by a trained occluder net.
+"""benchmarks/quality_set.py with the swap's occlusion mask made by a trained occluder net alone, or by the net and
+the hand-built estimate (as the swap does with the shipped net: ``faceweave/swapper/occlusion.py``).
 
     PYTHONPATH=$PWD python benchmarks/occluder_net/evaluate.py --net .occnet/occluder_net.safetensors \
-        [--keep 0.35,0.65] -- --split tune --split heldout --set occlusion=true --oracle --json net.json
+        [--keep 0.35,0.65] [--with-estimate] -- --split tune --split heldout --set occlusion=true --json net.json
 
 Everything after ``--`` goes to quality_set.py unchanged; ``occlusion=true`` turns the (replaced) step on. Each swap
 also prints the share of its face mask the net keeps (before quality_set's row of that case).
@@ -16,9 +17,10 @@ import sys
 from pathlib import Path
 
 import torch
-from net import KEEP_HIGH, KEEP_LOW, OccluderNet, load_occluder_net, occluder_mask
 
 import faceweave.swapper.mesh as mesh
+from faceweave.models.occluder_net import KEEP_HIGH, KEEP_LOW, OccluderNet, load_occluder_net, occluder_mask
+from faceweave.ops.occlusion import occlusion_mask as estimate_by_rules
 
 QUALITY_SET = Path(__file__).resolve().parents[1] / "quality_set.py"
 
@@ -29,7 +31,7 @@ def main() -> None:
     ap.add_argument("--keep", default=f"{KEEP_LOW},{KEEP_HIGH}",
                     help="probabilities from which a pixel starts to be kept and is kept whole")
     ap.add_argument("--with-estimate", action="store_true",
-                    help="keep what the net or the built-in estimate keeps (the larger of the two masks)")
+                    help="keep what the net or the hand-built estimate keeps (the larger of the two masks)")
     ap.add_argument("rest", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     low, high = (float(v) for v in args.keep.split(","))
@@ -37,15 +39,15 @@ def main() -> None:
 
     def net_mask(target, skin, region, features, *, face_px, lips):  # noqa: ANN001, ANN202 - occlusion_mask's
         if target.device not in nets:
-            nets[target.device] = load_occluder_net(args.net, target.device)
+            nets[target.device] = load_occluder_net(target.device, args.net)
         occ = occluder_mask(nets[target.device], target, skin, region, features, lips=lips, keep=(low, high))
         if args.with_estimate:
-            occ = torch.maximum(occ, estimate(target, skin, region, features, face_px=face_px, lips=lips).float())
+            occ = torch.maximum(occ, estimate_by_rules(target, skin, region, features, face_px=face_px, lips=lips)
+                                .float())
         kept = ((occ > 0.5).float() * region).sum((1, 2, 3)) / region.sum((1, 2, 3)).clamp_min(1)
         print(json.dumps({"kept_share_of_face_mask": [round(float(k), 4) for k in kept]}), file=sys.stderr)
         return occ
 
-    estimate = mesh.occlusion_mask
     mesh.occlusion_mask = net_mask  # type: ignore[assignment]  # the one step this experiment replaces
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     sys.argv = [str(QUALITY_SET), *rest]

@@ -1,4 +1,4 @@
-"""Train the occluder net (net.py) on synthetic occluders over captured face crops.
+"""Train the occluder net (faceweave/models/occluder_net.py) on synthetic occluders over captured face crops.
 
     PYTHONPATH=$PWD python benchmarks/occluder_net/capture.py --out .occnet/crops.npz
     PYTHONPATH=$PWD python benchmarks/occluder_net/train.py --data .occnet/crops.npz \
@@ -32,7 +32,8 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from net import GRID, OccluderNet, normalised_by_skin
+
+from faceweave.models.occluder_net import GRID, OccluderNet, normalised_by_skin
 
 G = GRID
 

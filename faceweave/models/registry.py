@@ -126,7 +126,7 @@ def _load_families() -> None:
     # Importing a family module registers its specs; the list is static, so this is idempotent.
     import importlib
 
-    for mod in ("blazeface", "facemesh", "iris", "dlib_identity", "onnx_zoo"):
+    for mod in ("blazeface", "facemesh", "iris", "occluder_net", "dlib_identity", "onnx_zoo"):
         try:
             importlib.import_module(f"faceweave.models.{mod}")
         except ModuleNotFoundError as exc:

@@ -49,7 +49,6 @@ from faceweave.ops.geometry import transform_points
 from faceweave.ops.masks import erode_mask, feather_mask, polygon_mask
 from faceweave.ops.masks import mask_window as _mask_window
 from faceweave.ops.masks import pad_polygons as _pad_polygons
-from faceweave.ops.occlusion import occlusion_mask
 from faceweave.ops.warp import piecewise_affine_warp, triangle_blocks, warp_affine
 from faceweave.settings import BlendMode, ColourMode, SwapSettings
 from faceweave.swapper.detail import band_sigmas, restore_in_frame
@@ -68,6 +67,7 @@ from faceweave.swapper.geometry import grain_parameters as _grain_parameters
 from faceweave.swapper.geometry import magnifications as _magnifications
 from faceweave.swapper.geometry import texture_box as _texture_box
 from faceweave.swapper.hairline import exclude_source_hair, fill_source_hair, gate_textures
+from faceweave.swapper.occlusion import occlusion_mask
 
 #: Side of the aligned source texture crop. 512 keeps the detail of typical portraits (inswapper works at 128).
 SOURCE_TEXTURE_SIZE = 512

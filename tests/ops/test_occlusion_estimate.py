@@ -1,4 +1,4 @@
-"""Built-in occlusion estimate (ops/occlusion.py) on real faces with synthetic occluders at known positions
+"""The hand-built occlusion estimate (ops/occlusion.py) on real faces with synthetic occluders at known positions
 (faceweave/eval/cases.py): the occluder keeps the target's pixels, and identity still moves.
 
 The bounds fail on the estimate before the hysteresis flood (a hand over the mouth kept ~7-13 levels of error,
@@ -19,6 +19,16 @@ from faceweave.ops.occlusion import _dark_ridge, _flood, _strand_flood
 from faceweave.pipeline.engine import SwapEngine
 from faceweave.pipeline.image import swap_image
 from faceweave.settings import SwapSettings
+
+
+@pytest.fixture(autouse=True)
+def _rules_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests judge the hand-built estimate: here the swap's occlusion step is that estimate alone (the swap
+    itself takes the larger of its mask and the occluder net's: tests/swapper/test_occlusion.py)."""
+    import faceweave.swapper.mesh as mesh
+    from faceweave.ops.occlusion import occlusion_mask
+
+    monkeypatch.setattr(mesh, "occlusion_mask", occlusion_mask)
 
 
 @functools.lru_cache(maxsize=2)
