@@ -20,7 +20,7 @@ import torch
 
 import faceweave.swapper.mesh as mesh
 from faceweave.models.occluder_net import KEEP_HIGH, KEEP_LOW, OccluderNet, load_occluder_net, occluder_mask
-from faceweave.ops.occlusion import occlusion_mask as estimate_by_rules
+from faceweave.swapper.occlusion import occlusion_mask
 
 QUALITY_SET = Path(__file__).resolve().parents[1] / "quality_set.py"
 
@@ -40,10 +40,11 @@ def main() -> None:
     def net_mask(target, skin, region, features, *, face_px, lips):  # noqa: ANN001, ANN202 - occlusion_mask's
         if target.device not in nets:
             nets[target.device] = load_occluder_net(target.device, args.net)
-        occ = occluder_mask(nets[target.device], target, skin, region, features, lips=lips, keep=(low, high))
-        if args.with_estimate:
-            occ = torch.maximum(occ, estimate_by_rules(target, skin, region, features, face_px=face_px, lips=lips)
-                                .float())
+        if args.with_estimate:  # the swap's own combination, with this net
+            occ = occlusion_mask(target, skin, region, features, face_px=face_px, lips=lips, net=nets[target.device],
+                                 keep=(low, high))
+        else:
+            occ = occluder_mask(nets[target.device], target, skin, region, features, lips=lips, keep=(low, high))
         kept = ((occ > 0.5).float() * region).sum((1, 2, 3)) / region.sum((1, 2, 3)).clamp_min(1)
         print(json.dumps({"kept_share_of_face_mask": [round(float(k), 4) for k in kept]}), file=sys.stderr)
         return occ

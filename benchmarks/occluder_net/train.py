@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from faceweave.models.occluder_net import GRID, OccluderNet, normalised_by_skin
+from faceweave.models.occluder_net import GRID, OccluderNet, occluder_input
 
 G = GRID
 
@@ -275,11 +275,6 @@ class Stream(torch.utils.data.IterableDataset):
                 torch.from_numpy(label)[None]
 
 
-def net_input(image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """The same channels as :func:`faceweave.models.occluder_net.occluder_input` (already on the grid)."""
-    return torch.cat([normalised_by_skin(image, masks[:, 1:2]), masks], 1)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True)
@@ -308,7 +303,7 @@ def main() -> None:
         for group in opt.param_groups:  # warm-up, then cosine to 0 over the time budget
             group["lr"] = args.lr * min(1.0, step / 200) * 0.5 * (1 + math.cos(math.pi * frac))
         image, masks, label = (t.to(dev, non_blocking=True) for t in (image, masks, label))
-        x = net_input(image, masks)
+        x = occluder_input(image, masks[:, :1], masks[:, 1:2], masks[:, 2:3], masks[:, 3:4])  # as the swap does
         face = F.max_pool2d(masks[:, :1], 9, 1, 4)  # the face mask, grown
         weight = 0.05 + face
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):

@@ -28,6 +28,7 @@ from torch import nn
 
 from faceweave.errors import check_shape
 from faceweave.models.registry import InputContract, ModelSpec, register
+from faceweave.ops.filters import gaussian_blur, max_filter
 
 GRID = 160
 IN_CHANNELS = 7
@@ -149,8 +150,6 @@ def occluder_mask(net: OccluderNet, target: torch.Tensor, skin: torch.Tensor, re
     Returns:
         ``(B, 1, S, S)`` float32 in ``[0, 1]``: 1 = an occluder (keep the target), 0 outside ``region``.
     """
-    from faceweave.ops.filters import gaussian_blur, max_filter
-
     x = occluder_input(target, region, skin, features, lips)
     with torch.no_grad():
         prob = torch.sigmoid(net(x).float())
